@@ -1,0 +1,212 @@
+"""Folder-per-class images -> stratified split manifest -> transforms -> LightningDataModule."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image, ImageOps
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from kvasir_mobileone.io import read_csv, write_csv
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val", "test")
+MANIFEST_HEADER = ("path", "label", "split")
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message says which file and what to do."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images are, how they are split and how they are batched."""
+
+    data_dir: str = "data/kvasir-dataset-v2"
+    manifest: str | None = None  # reuse this split manifest CSV so the test set stays fixed across runs
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+    batch_size: int = 32
+    num_workers: int | None = None  # None: one per CPU core, at most 8
+    image_size: int | None = None  # None: the backbone's input size from timm's data config
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What the backbone expects; comes from timm's data config, never typed by hand."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def scan_image_folder(data_dir: str | Path) -> list[tuple[str, str]]:
+    """(path relative to data_dir, class name) for every image in data_dir/<class>/, sorted."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(
+            f"Data directory {root} does not exist. Run `kvasir download --dest data` for Kvasir v2, "
+            f"`kvasir synth --dest {root}` for synthetic data, or point --data.data_dir at a folder of class folders."
+        )
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    items = [
+        (path.relative_to(root).as_posix(), class_dir.name)
+        for class_dir in class_dirs
+        for path in sorted(class_dir.rglob("*"))
+        if path.is_file() and is_image_file(path)
+    ]
+    if not items:
+        raise DataError(
+            f"No images found in {root}: expected one sub-folder per class holding image files "
+            f"({', '.join(IMAGE_EXTENSIONS)})."
+        )
+    return items
+
+
+def make_split(
+    items: list[tuple[str, str]], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42
+) -> list[dict[str, str]]:
+    """Stratified train/val/test split of (path, label) items; the same seed gives the same split."""
+    paths = [p for p, _ in items]
+    labels = [c for _, c in items]
+    holdout = val_fraction + test_fraction
+    train_p, rest_p, _, rest_y = train_test_split(
+        paths, labels, test_size=holdout, stratify=labels, random_state=seed
+    )
+    val_p, test_p = train_test_split(
+        rest_p, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed
+    )
+    split_of = {p: "train" for p in train_p} | {p: "val" for p in val_p} | {p: "test" for p in test_p}
+    return [{"path": p, "label": c, "split": split_of[p]} for p, c in items]
+
+
+def write_manifest(path: str | Path, rows: list[dict[str, str]]) -> Path:
+    return write_csv(path, MANIFEST_HEADER, [[r[k] for k in MANIFEST_HEADER] for r in rows])
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Split manifest {path} not found. Drop --data.manifest to make a new split.")
+    rows = read_csv(path)
+    if not rows or set(MANIFEST_HEADER) - set(rows[0]):
+        raise DataError(f"{path} is not a split manifest: it needs the columns {', '.join(MANIFEST_HEADER)}.")
+    return rows
+
+
+def load_or_make_manifest(cfg: DataConfig) -> list[dict[str, str]]:
+    """The split to use: read from cfg.manifest when given, else a fresh stratified split of cfg.data_dir."""
+    if cfg.manifest:
+        return read_manifest(cfg.manifest)
+    return make_split(scan_image_folder(cfg.data_dir), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+
+def class_names_of(rows: list[dict[str, str]]) -> list[str]:
+    return sorted({r["label"] for r in rows})
+
+
+def split_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """{split: {class: count}} for every split and class, zeros included."""
+    counts = Counter((r["split"], r["label"]) for r in rows)
+    return {s: {c: counts[(s, c)] for c in class_names_of(rows)} for s in SPLITS}
+
+
+def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Open an image as upright RGB. With `min_size`, JPEGs decode at a reduced scale (DCT scaling) that still
+    covers min_size x min_size, which is several times faster on Kvasir's 720x576-1920x1072 frames."""
+    with Image.open(path) as image:
+        if min_size and image.format == "JPEG":
+            image.draft("RGB", (min_size, min_size))
+        image = ImageOps.exif_transpose(image)
+        return image.convert("RGB")
+
+
+def build_transforms(norm: Normalization, train: bool) -> T.Compose:
+    """The original workflow's transforms: train = resize, rotation, flips, colour jitter, normalize."""
+    resize = T.Resize(
+        (norm.image_size, norm.image_size), interpolation=InterpolationMode(norm.interpolation), antialias=True
+    )
+    augment = (
+        [T.RandomRotation(15), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ColorJitter(0.2, 0.2, 0.2, 0.02)]
+        if train
+        else []
+    )
+    return T.Compose(
+        [T.ToImage(), resize, *augment, T.ToDtype(torch.float32, scale=True), T.Normalize(norm.mean, norm.std)]
+    )
+
+
+class ImageListDataset(Dataset):
+    """Images named by manifest rows, as (tensor, class index)."""
+
+    def __init__(self, rows, data_dir, class_names, transform, decode_size: int | None = None):
+        self.rows = rows
+        self.data_dir = Path(data_dir)
+        self.class_index = {c: i for i, c in enumerate(class_names)}
+        self.transform = transform
+        self.decode_size = decode_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = self.rows[i]
+        image = load_rgb(self.data_dir / row["path"], self.decode_size)
+        return self.transform(image), self.class_index[row["label"]]
+
+
+def default_num_workers() -> int:
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Train/val/test loaders over the rows of a split manifest."""
+
+    def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], norm: Normalization):
+        super().__init__()
+        self.cfg = cfg
+        self.rows = rows
+        self.norm = norm
+        self.class_names = class_names_of(rows)
+        self.num_workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+
+    def dataset(self, split: str) -> ImageListDataset:
+        rows = [r for r in self.rows if r["split"] == split]
+        transform = build_transforms(self.norm, train=split == "train")
+        return ImageListDataset(rows, self.cfg.data_dir, self.class_names, transform, self.norm.image_size)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        dataset = self.dataset(split)
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            # BatchNorm cannot train on a last batch of one image
+            drop_last=shuffle and len(dataset) > self.cfg.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,93 @@
+"""`kvasir eda`: class counts (chart, markdown, JSON), a sample grid per class, a histogram of resolutions."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from kvasir_mobileone.data import load_rgb, read_manifest, scan_image_folder, split_counts  # noqa: E402
+from kvasir_mobileone.io import atomic_path, markdown_table, write_json, write_text  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_class_counts(counts: dict[str, int], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(counts)), 4.5))
+    bars = ax.bar(list(counts), list(counts.values()), color="tab:blue")
+    ax.bar_label(bars)
+    ax.set_title("Images per class")
+    ax.set_xlabel("class")
+    ax.set_ylabel("images (count)")
+    ax.tick_params(axis="x", rotation=40)
+    return _save(fig, path)
+
+
+def plot_sample_grid(items: list[tuple[str, str]], data_dir: Path, path: Path, per_class: int = 4, seed: int = 0) -> Path:
+    by_class: dict[str, list[str]] = {}
+    for rel, label in items:
+        by_class.setdefault(label, []).append(rel)
+    rng = random.Random(seed)
+    fig, axes = plt.subplots(len(by_class), per_class, figsize=(2.2 * per_class, 2.0 * len(by_class)), squeeze=False)
+    for row, (label, rels) in zip(axes, by_class.items(), strict=True):
+        picks = rng.sample(rels, min(per_class, len(rels)))
+        for ax, rel in zip(row, picks + [None] * (per_class - len(picks)), strict=True):
+            ax.axis("off")
+            if rel is not None:
+                ax.imshow(load_rgb(data_dir / rel, min_size=160))
+        row[0].set_title(label, loc="left", fontsize=9)
+    fig.suptitle(f"Random samples, {per_class} per class")
+    return _save(fig, path)
+
+
+def plot_resolutions(sizes: list[tuple[int, int]], path: Path) -> Path:
+    labels = Counter(f"{w}×{h}" for w, h in sizes)
+    ordered = sorted(labels.items(), key=lambda kv: -kv[1])
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(ordered)), 4.5))
+    bars = ax.bar([k for k, _ in ordered], [v for _, v in ordered], color="tab:green")
+    ax.bar_label(bars)
+    ax.set_title("Image resolutions")
+    ax.set_xlabel("width × height (pixels)")
+    ax.set_ylabel("images (count)")
+    ax.tick_params(axis="x", rotation=40)
+    return _save(fig, path)
+
+
+def eda(data: str = "data/kvasir-dataset-v2", out: str = "eda", manifest: str | None = None, samples_per_class: int = 4) -> Path:
+    """Write class_counts.png/.md/.json, samples.png and resolutions.png into `out`."""
+    data_dir, out_dir = Path(data), Path(out)
+    items = scan_image_folder(data_dir)
+    counts = dict(sorted(Counter(label for _, label in items).items()))
+    sizes = []
+    for rel, _ in items:
+        with Image.open(data_dir / rel) as image:  # reads the header only
+            sizes.append(image.size)
+    summary: dict = {"total": len(items), "classes": counts, "resolutions": dict(Counter(f"{w}x{h}" for w, h in sizes))}
+    header, rows = ["class", "images"], [[c, n] for c, n in counts.items()] + [["total", len(items)]]
+    if manifest:
+        per_split = split_counts(read_manifest(manifest))
+        summary["splits"] = per_split
+        header += list(per_split)
+        for row in rows:
+            row += [per_split[s].get(row[0], 0) if row[0] != "total" else sum(per_split[s].values()) for s in per_split]
+    table = markdown_table(header, rows)
+    write_json(out_dir / "class_counts.json", summary)
+    write_text(out_dir / "class_counts.md", f"# Class counts: {data_dir}\n\n{table}")
+    plot_class_counts(counts, out_dir / "class_counts.png")
+    plot_sample_grid(items, data_dir, out_dir / "samples.png", samples_per_class)
+    plot_resolutions(sizes, out_dir / "resolutions.png")
+    print(table)
+    print(f"EDA written to {out_dir}/ (class_counts.png, samples.png, resolutions.png, class_counts.md/.json)")
+    return out_dir

@@ -1,0 +1,26 @@
+"""Shared fixtures: a tiny synthetic image folder, made once per session; CPU only, offline."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# No test may reach the network or a user's caches: a fresh, empty Hugging Face cache and offline W&B.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="kvasir-test-hf-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+from kvasir_mobileone.synth import KVASIR_CLASSES, synth  # noqa: E402
+
+TINY_CLASSES = KVASIR_CLASSES[:4]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """4 classes x 40 JPEGs at a tenth of Kvasir's resolutions (72x57 to 192x107)."""
+    return synth(str(tmp_path_factory.mktemp("tiny") / "data"), images_per_class=40, seed=1, scale=0.1,
+                 classes=TINY_CLASSES)

@@ -1,0 +1,97 @@
+import io
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from kvasir_mobileone.download import FOLDER, DownloadError, download
+from kvasir_mobileone.synth import KVASIR_CLASSES
+
+
+def kvasir_like_zip() -> bytes:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name in KVASIR_CLASSES:
+            archive.writestr(f"{FOLDER}/{name}/0001.jpg", rng.bytes(8000))  # incompressible, so the zip is big
+        archive.writestr("__MACOSX/._junk", b"x")
+    return buffer.getvalue()
+
+
+class Server:
+    """A real HTTP server on 127.0.0.1 that honours Range and can cut a transfer off halfway."""
+
+    def __init__(self, payload: bytes):
+        self.payload, self.cut_next, self.ranges = payload, False, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path != "/kvasir.zip":
+                    self.send_error(404)
+                    return
+                header = self.headers.get("Range")
+                server.ranges.append(header)
+                start = int(header.split("=")[1].split("-")[0]) if header else 0
+                body = server.payload[start:]
+                self.send_response(206 if header else 200)
+                if header:
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_next:
+                    server.cut_next = False
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    s = Server(kvasir_like_zip())
+    yield s
+    s.httpd.shutdown()
+
+
+def test_cut_off_download_resumes_then_second_run_does_nothing(tmp_path, server):
+    server.cut_next = True
+    with pytest.raises(DownloadError, match="again to resume"):
+        download(str(tmp_path), url=f"{server.url}/kvasir.zip")
+    part = tmp_path / "kvasir-dataset-v2.zip.part"
+    assert 0 < part.stat().st_size < len(server.payload)
+
+    folder = download(str(tmp_path), url=f"{server.url}/kvasir.zip", expected_size=len(server.payload))
+    assert server.ranges == [None, f"bytes={len(server.payload) // 2}-"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(KVASIR_CLASSES)
+    assert not (tmp_path / "__MACOSX").exists() and not part.exists()
+
+    download(str(tmp_path), url=f"{server.url}/kvasir.zip")
+    assert len(server.ranges) == 2  # nothing fetched the second time
+
+
+def test_http_error_explains_manual_download(tmp_path, server):
+    with pytest.raises(DownloadError, match="HTTP 404.*by hand"):
+        download(str(tmp_path), url=f"{server.url}/missing.zip")
+
+
+def test_offline_explains_manual_download(tmp_path):
+    with pytest.raises(DownloadError, match="Could not reach.*by hand"):
+        download(str(tmp_path), url="http://127.0.0.1:9/kvasir.zip")
+
+
+def test_wrong_zip_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "kvasir-dataset-v2.zip", "w") as archive:
+        archive.writestr("other/file.txt", "x")
+    with pytest.raises(DownloadError, match="lacks the class folders"):
+        download(str(tmp_path))

@@ -1,0 +1,52 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from kvasir_mobileone.model import MobileOneClassifier, ModelConfig, WeightsUnavailableError, create_backbone
+
+
+def test_offline_pretrained_error_names_both_ways_out():
+    with pytest.raises(WeightsUnavailableError) as err:
+        create_backbone("mobileone_s0", num_classes=4, pretrained=True)
+    assert "--model.weights FILE" in str(err.value) and "--model.pretrained false" in str(err.value)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="nope.safetensors"):
+        create_backbone("mobileone_s0", 4, weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_local_safetensors_weights_load_with_a_new_head(tmp_path):
+    imagenet_like = timm.create_model("mobileone_s0", num_classes=1000)
+    save_file(imagenet_like.state_dict(), tmp_path / "model.safetensors")
+    model = create_backbone("mobileone_s0", num_classes=4, weights=str(tmp_path / "model.safetensors"))
+    assert model.get_classifier().out_features == 4
+    assert torch.equal(model.stem[0].conv_kxk[0].conv.weight, imagenet_like.stem[0].conv_kxk[0].conv.weight)
+
+
+@pytest.mark.parametrize("name", [f"mobileone_s{i}" for i in range(5)])
+def test_every_mobileone_variant_builds_and_runs(name):
+    module = MobileOneClassifier(["a", "b", "c"], ModelConfig(name=name, pretrained=False))
+    assert module(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_warmup_cosine_schedule_and_optimizer_injection():
+    module = MobileOneClassifier(
+        ["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False, optimizer="SGD", lr=0.1,
+                                optimizer_kwargs={"momentum": 0.9}, warmup_epochs=2, cosine=True), max_epochs=6
+    )
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    assert lrs[0] < lrs[1] < lrs[2] and lrs[2] == pytest.approx(0.1) and lrs[5] < lrs[3]
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    module = MobileOneClassifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False, optimizer="Nope"))
+    with pytest.raises(ValueError, match="torch.optim"):
+        module.configure_optimizers()
