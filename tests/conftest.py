@@ -10,7 +10,11 @@ import pytest
 # No test may reach the network or a user's caches: a fresh, empty Hugging Face cache and offline W&B.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="kvasir-test-hf-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+# W&B with no credentials anywhere, so the tool itself must choose offline mode (no WANDB_MODE set here).
+os.environ.pop("WANDB_API_KEY", None)
+os.environ.pop("WANDB_MODE", None)
+os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="kvasir-test-wandb-")
+os.environ["NETRC"] = os.path.join(os.environ["WANDB_CONFIG_DIR"], "netrc")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
@@ -22,5 +26,10 @@ TINY_CLASSES = KVASIR_CLASSES[:4]
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """4 classes x 40 JPEGs at a tenth of Kvasir's resolutions (72x57 to 192x107)."""
-    return synth(str(tmp_path_factory.mktemp("tiny") / "data"), images_per_class=40, seed=1, scale=0.1,
-                 classes=TINY_CLASSES)
+    return synth(
+        str(tmp_path_factory.mktemp("tiny") / "data"),
+        images_per_class=40,
+        seed=1,
+        scale=0.1,
+        classes=TINY_CLASSES,
+    )

@@ -8,22 +8,56 @@ from PIL import Image
 
 from kvasir_mobileone.cli import main
 
-FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
-       "--model.name", "mobileone_s0", "--model.pretrained", "false", "--model.lr", "0.003", "--trainer.precision", "32-true"]
+FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "8",
+    "--data.num_workers",
+    "0",
+    "--model.name",
+    "mobileone_s0",
+    "--model.pretrained",
+    "false",
+    "--model.lr",
+    "0.003",
+    "--trainer.precision",
+    "32-true",
+]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    main(["fit", "--data.data_dir", str(tiny_data), *FIT, "--trainer.max_epochs", "30",
-          "--trainer.logger", "wandb", "--trainer.runs_dir", str(runs), "--trainer.run_name", "r",
-          "--test_after", "false"])
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(tiny_data),
+            *FIT,
+            "--trainer.max_epochs",
+            "30",
+            "--trainer.logger",
+            "wandb",
+            "--trainer.runs_dir",
+            str(runs),
+            "--trainer.run_name",
+            "r",
+            "--test_after",
+            "false",
+        ]
+    )
     return runs / "r"
 
 
 def test_fit_writes_a_complete_run_folder(run_dir, tiny_data):
-    for name in ("config.yaml", "split_manifest.csv", "split_counts.json", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt"):
+    for name in (
+        "config.yaml",
+        "split_manifest.csv",
+        "split_counts.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
         assert (run_dir / name).is_file(), name
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["data"]["data_dir"] == str(tiny_data) and config["model"]["name"] == "mobileone_s0"
@@ -59,7 +93,17 @@ def test_test_refuses_a_manifest_with_other_classes(run_dir, tmp_path):
 
 
 def test_eda_writes_charts_and_counts(tiny_data, run_dir, tmp_path):
-    main(["eda", "--data", str(tiny_data), "--out", str(tmp_path), "--manifest", str(run_dir / "split_manifest.csv")])
+    main(
+        [
+            "eda",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path),
+            "--manifest",
+            str(run_dir / "split_manifest.csv"),
+        ]
+    )
     summary = json.loads((tmp_path / "class_counts.json").read_text())
     assert summary["total"] == 160 and set(summary["splits"]) == {"train", "val", "test"}
     for png in ("class_counts.png", "samples.png", "resolutions.png"):

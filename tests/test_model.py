@@ -22,7 +22,7 @@ def test_local_safetensors_weights_load_with_a_new_head(tmp_path):
     save_file(imagenet_like.state_dict(), tmp_path / "model.safetensors")
     model = create_backbone("mobileone_s0", num_classes=4, weights=str(tmp_path / "model.safetensors"))
     assert model.get_classifier().out_features == 4
-    assert torch.equal(model.stem[0].conv_kxk[0].conv.weight, imagenet_like.stem[0].conv_kxk[0].conv.weight)
+    assert torch.equal(model.stem.conv_kxk[0].conv.weight, imagenet_like.stem.conv_kxk[0].conv.weight)
 
 
 @pytest.mark.parametrize("name", [f"mobileone_s{i}" for i in range(5)])
@@ -33,8 +33,17 @@ def test_every_mobileone_variant_builds_and_runs(name):
 
 def test_warmup_cosine_schedule_and_optimizer_injection():
     module = MobileOneClassifier(
-        ["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False, optimizer="SGD", lr=0.1,
-                                optimizer_kwargs={"momentum": 0.9}, warmup_epochs=2, cosine=True), max_epochs=6
+        ["a", "b"],
+        ModelConfig(
+            name="mobileone_s0",
+            pretrained=False,
+            optimizer="SGD",
+            lr=0.1,
+            optimizer_kwargs={"momentum": 0.9},
+            warmup_epochs=2,
+            cosine=True,
+        ),
+        max_epochs=6,
     )
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]

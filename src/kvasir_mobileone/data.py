@@ -84,12 +84,8 @@ def make_split(
     paths = [p for p, _ in items]
     labels = [c for _, c in items]
     holdout = val_fraction + test_fraction
-    train_p, rest_p, _, rest_y = train_test_split(
-        paths, labels, test_size=holdout, stratify=labels, random_state=seed
-    )
-    val_p, test_p = train_test_split(
-        rest_p, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed
-    )
+    train_p, rest_p, _, rest_y = train_test_split(paths, labels, test_size=holdout, stratify=labels, random_state=seed)
+    val_p, test_p = train_test_split(rest_p, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed)
     split_of = {p: "train" for p in train_p} | {p: "val" for p in val_p} | {p: "test" for p in test_p}
     return [{"path": p, "label": c, "split": split_of[p]} for p, c in items]
 
@@ -138,15 +134,28 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
 def build_transforms(norm: Normalization, train: bool) -> T.Compose:
     """The original workflow's transforms: train = resize, rotation, flips, colour jitter, normalize."""
     resize = T.Resize(
-        (norm.image_size, norm.image_size), interpolation=InterpolationMode(norm.interpolation), antialias=True
+        (norm.image_size, norm.image_size),
+        interpolation=InterpolationMode(norm.interpolation),
+        antialias=True,
     )
     augment = (
-        [T.RandomRotation(15), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ColorJitter(0.2, 0.2, 0.2, 0.02)]
+        [
+            T.RandomRotation(15),
+            T.RandomHorizontalFlip(),
+            T.RandomVerticalFlip(),
+            T.ColorJitter(0.2, 0.2, 0.2, 0.02),
+        ]
         if train
         else []
     )
     return T.Compose(
-        [T.ToImage(), resize, *augment, T.ToDtype(torch.float32, scale=True), T.Normalize(norm.mean, norm.std)]
+        [
+            T.ToImage(),
+            resize,
+            *augment,
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(norm.mean, norm.std),
+        ]
     )
 
 

@@ -14,11 +14,12 @@ from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, fit
 
 def demo(
     out: str = "demo_out",
-    images_per_class: int = 50,
+    images_per_class: int = 60,
     model: str = "mobileone_s0",
     image_size: int = 64,
-    max_epochs: int = 8,
+    max_epochs: int = 15,
     logger: str = "wandb",
+    precision: str | None = "32-true",
     seed: int = 0,
 ) -> Path:
     """synth -> eda -> fit (from scratch, small images) -> test -> report. Prints where the report is."""
@@ -28,9 +29,17 @@ def demo(
     if not data_dir.is_dir():
         synth(str(data_dir), images_per_class=images_per_class, seed=seed)
     run_dir = fit(
-        DataConfig(data_dir=str(data_dir), image_size=image_size, batch_size=32, seed=seed),
-        ModelConfig(name=model, pretrained=False, lr=2e-3),
-        TrainerConfig(max_epochs=max_epochs, logger=logger, runs_dir=str(out_dir / "runs"), seed=seed),
+        DataConfig(data_dir=str(data_dir), image_size=image_size, batch_size=16, seed=seed),
+        # MobileOne from scratch is slow to start; a high Adam lr with cosine decay gets it there in few epochs.
+        ModelConfig(name=model, pretrained=False, lr=3e-3, cosine=True),
+        # fp32: measured faster than bf16 autocast for s0 at 64 px on a 2-core CPU (small layers, overhead-bound)
+        TrainerConfig(
+            max_epochs=max_epochs,
+            logger=logger,
+            runs_dir=str(out_dir / "runs"),
+            seed=seed,
+            precision=precision,
+        ),
     )
     eda(str(data_dir), out=str(out_dir / "eda"), manifest=str(run_dir / MANIFEST_NAME))
     print(

@@ -50,7 +50,9 @@ def fetch(url: str, target: Path, timeout: float = 60.0) -> Path:
         raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}. {_by_hand(url, target.parent)}") from err
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(f"Could not reach {url} ({reason}); are you offline? {_by_hand(url, target.parent)}") from err
+        raise DownloadError(
+            f"Could not reach {url} ({reason}); are you offline? {_by_hand(url, target.parent)}"
+        ) from err
 
     with response:
         length = int(response.headers.get("Content-Length") or 0)
@@ -61,8 +63,16 @@ def fetch(url: str, target: Path, timeout: float = 60.0) -> Path:
             have, total, mode = 0, length, "wb"
         done = have
         try:
-            with part.open(mode) as f, tqdm(total=total or None, initial=have, unit="B", unit_scale=True,
-                                             desc=f"download {target.name}") as bar:
+            with (
+                part.open(mode) as f,
+                tqdm(
+                    total=total or None,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"download {target.name}",
+                ) as bar,
+            ):
                 while chunk := response.read(CHUNK):
                     f.write(chunk)
                     done += len(chunk)

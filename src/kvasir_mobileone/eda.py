@@ -35,7 +35,9 @@ def plot_class_counts(counts: dict[str, int], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_sample_grid(items: list[tuple[str, str]], data_dir: Path, path: Path, per_class: int = 4, seed: int = 0) -> Path:
+def plot_sample_grid(
+    items: list[tuple[str, str]], data_dir: Path, path: Path, per_class: int = 4, seed: int = 0
+) -> Path:
     by_class: dict[str, list[str]] = {}
     for rel, label in items:
         by_class.setdefault(label, []).append(rel)
@@ -65,7 +67,12 @@ def plot_resolutions(sizes: list[tuple[int, int]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def eda(data: str = "data/kvasir-dataset-v2", out: str = "eda", manifest: str | None = None, samples_per_class: int = 4) -> Path:
+def eda(
+    data: str = "data/kvasir-dataset-v2",
+    out: str = "eda",
+    manifest: str | None = None,
+    samples_per_class: int = 4,
+) -> Path:
     """Write class_counts.png/.md/.json, samples.png and resolutions.png into `out`."""
     data_dir, out_dir = Path(data), Path(out)
     items = scan_image_folder(data_dir)
@@ -74,7 +81,11 @@ def eda(data: str = "data/kvasir-dataset-v2", out: str = "eda", manifest: str | 
     for rel, _ in items:
         with Image.open(data_dir / rel) as image:  # reads the header only
             sizes.append(image.size)
-    summary: dict = {"total": len(items), "classes": counts, "resolutions": dict(Counter(f"{w}x{h}" for w, h in sizes))}
+    summary: dict = {
+        "total": len(items),
+        "classes": counts,
+        "resolutions": dict(Counter(f"{w}x{h}" for w, h in sizes)),
+    }
     header, rows = ["class", "images"], [[c, n] for c, n in counts.items()] + [["total", len(items)]]
     if manifest:
         per_split = split_counts(read_manifest(manifest))

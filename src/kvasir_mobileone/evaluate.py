@@ -90,28 +90,44 @@ def write_report(
     per_class_md = markdown_table(header, per_class_rows)
     write_text(out_dir / "per_class.md", per_class_md)
     matrix = np.array(metrics["confusion_matrix"])
-    write_csv(out_dir / "confusion_matrix.csv", ["true \\ predicted", *class_names],
-              [[c, *row] for c, row in zip(class_names, matrix.tolist(), strict=True)])
+    write_csv(
+        out_dir / "confusion_matrix.csv",
+        ["true \\ predicted", *class_names],
+        [[c, *row] for c, row in zip(class_names, matrix.tolist(), strict=True)],
+    )
     plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", normalize=False)
     plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix_normalized.png", normalize=True)
     predicted = probs.argmax(axis=1)
     write_csv(
         out_dir / "predictions.csv",
         ["path", "label", "predicted", *[f"p_{c}" for c in class_names]],
-        [[p, class_names[t], class_names[y], *np.round(pr, 6)] for p, t, y, pr in
-         zip(paths, targets, predicted, probs, strict=True)],
+        [
+            [p, class_names[t], class_names[y], *np.round(pr, 6)]
+            for p, t, y, pr in zip(paths, targets, predicted, probs, strict=True)
+        ],
     )
     summary = markdown_table(
         ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "MCC", "test images"],
-        [[model_name, _pct(metrics["accuracy"]), _pct(metrics["top3"]), _pct(metrics["top5"]),
-          f"{metrics['f1_micro']:.4f}", f"{metrics['f1_macro']:.4f}", f"{metrics['mcc']:.4f}", metrics["n"]]],
+        [
+            [
+                model_name,
+                _pct(metrics["accuracy"]),
+                _pct(metrics["top3"]),
+                _pct(metrics["top5"]),
+                f"{metrics['f1_micro']:.4f}",
+                f"{metrics['f1_macro']:.4f}",
+                f"{metrics['mcc']:.4f}",
+                metrics["n"],
+            ]
+        ],
     )
     report = (
         f"# Test report: {model_name}\n\n{summary}\n"
         "F1 is torchmetrics' default (micro) F1 as in the original table; for single-label classification it equals "
         "accuracy. macro-F1 weights every class equally. Top-k is shown as — when k is not below the number of "
-        "classes.\n\n## Per class\n\n" + per_class_md +
-        "\n## Confusion matrix\n\n![counts](confusion_matrix.png)\n\n![rates](confusion_matrix_normalized.png)\n"
+        "classes.\n\n## Per class\n\n"
+        + per_class_md
+        + "\n## Confusion matrix\n\n![counts](confusion_matrix.png)\n\n![rates](confusion_matrix_normalized.png)\n"
     )
     return write_text(out_dir / "report.md", report)
 
@@ -143,7 +159,7 @@ def test(
     precision: str | None = None,
 ) -> dict:
     """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md."""
-    from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, DataError, read_manifest
+    from kvasir_mobileone.data import DataConfig, DataError, ImageFolderDataModule, read_manifest
     from kvasir_mobileone.model import MobileOneClassifier, normalization_of
     from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, build_trainer, load_run_config
 

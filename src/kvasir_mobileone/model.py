@@ -93,7 +93,9 @@ class MobileOneClassifier(L.LightningModule):
         self.class_names = list(class_names)
         self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
         # keyed "<stage>_" because nn.Module.train is taken
-        self.metrics = torch.nn.ModuleDict({f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")})
+        self.metrics = torch.nn.ModuleDict(
+            {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
+        )
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @classmethod

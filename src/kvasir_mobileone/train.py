@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +75,19 @@ def build_logger(kind: str, run_dir: Path, run_name: str):
 
     if kind == "wandb":
         offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_logged_in()
-        logger = loggers.WandbLogger(project=WANDB_PROJECT, name=run_name, save_dir=str(run_dir), offline=offline)
+        # mode= as well as offline=: recent wandb releases no longer read Lightning's WANDB_MODE=dryrun
+        logger = loggers.WandbLogger(
+            project=WANDB_PROJECT,
+            name=run_name,
+            save_dir=str(run_dir),
+            offline=offline,
+            **({"mode": "offline"} if offline else {}),
+        )
         if offline:
-            print(f"W&B: not logged in, logging offline to {run_dir}/wandb. Upload later with: wandb sync {run_dir}/wandb/offline-run-*")
+            print(
+                f"W&B: not logged in, logging offline to {run_dir}/wandb. "
+                f"Upload later with: wandb sync {run_dir}/wandb/offline-run-*"
+            )
         return logger
     if kind == "tensorboard":
         return loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
@@ -132,7 +141,11 @@ def fit(
 
     rows = load_or_make_manifest(data)
     run_dir = new_run_dir(trainer, model.name)
-    config = {"data": dataclasses.asdict(data), "model": dataclasses.asdict(model), "trainer": dataclasses.asdict(trainer)}
+    config = {
+        "data": dataclasses.asdict(data),
+        "model": dataclasses.asdict(model),
+        "trainer": dataclasses.asdict(trainer),
+    }
     write_yaml(run_dir / CONFIG_NAME, config)
     write_manifest(run_dir / MANIFEST_NAME, rows)
     counts = split_counts(rows)
@@ -171,7 +184,3 @@ def load_run_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a run folder made by `kvasir fit`.")
     return yaml.safe_load(path.read_text())
-
-
-def metrics_summary(metrics: dict) -> str:
-    return json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
