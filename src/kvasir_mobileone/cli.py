@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import sys
 
 from jsonargparse import auto_cli
 
+# command -> module defining a function of that name. Only the module of the command being run is imported, so
+# `kvasir predict` on an exported bundle never loads Lightning or timm, and every command starts fast.
+COMMANDS = {
+    "download": "kvasir_mobileone.download",
+    "synth": "kvasir_mobileone.synth",
+    "eda": "kvasir_mobileone.eda",
+    "fit": "kvasir_mobileone.train",
+    "test": "kvasir_mobileone.evaluate",
+    "export": "kvasir_mobileone.export",
+    "predict": "kvasir_mobileone.predict",
+    "demo": "kvasir_mobileone.demo",
+}
 
-def _commands() -> dict:
-    from kvasir_mobileone.demo import demo
-    from kvasir_mobileone.download import download
-    from kvasir_mobileone.eda import eda
-    from kvasir_mobileone.evaluate import test
-    from kvasir_mobileone.synth import synth
-    from kvasir_mobileone.train import fit
 
-    return {"download": download, "synth": synth, "eda": eda, "fit": fit, "test": test, "demo": demo}
+def _command(name: str):
+    return getattr(importlib.import_module(COMMANDS[name]), name)
+
+
+def _gather_positionals(args: list[str], command: str) -> list[str]:
+    """`kvasir predict a.jpg dir/ *.png --model m` -> one JSON list for the `inputs` argument (shells expand globs
+    into many words; jsonargparse wants a list as one value). Every option takes one value: `--flag value`."""
+    start = args.index(command) + 1
+    positional, rest, i = [], args[:start], start
+    while i < len(args):
+        token = args[i]
+        if token.startswith("-"):
+            takes_value = "=" not in token and token not in ("-h", "--help") and i + 1 < len(args)
+            rest += args[i : i + 1 + takes_value]
+            i += 1 + takes_value
+        else:
+            positional.append(token)
+            i += 1
+    return rest[:start] + ([json.dumps(positional)] if positional else []) + rest[start:]
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `kvasir` command."""
-    auto_cli(_commands(), args=args, as_positional=True)
+    args = sys.argv[1:] if args is None else list(args)
+    if "predict" in args:
+        args = _gather_positionals(args, "predict")
+    chosen = [a for a in args if a in COMMANDS][:1]
+    names = chosen if chosen and not args[0].startswith("-") else list(COMMANDS)
+    auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -15,9 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from kvasir_mobileone.io import read_csv, write_csv
+from kvasir_mobileone.io import IMAGE_EXTENSIONS, read_csv, write_csv
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
 MANIFEST_HEADER = ("path", "label", "split")
 

@@ -1,0 +1,82 @@
+"""Grad-CAM heatmaps (pytorch-grad-cam) over the predicted class, saved as PNGs beside the original image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from pytorch_grad_cam import GradCAM  # noqa: E402
+from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from kvasir_mobileone.io import atomic_path  # noqa: E402
+from kvasir_mobileone.predict import preprocess  # noqa: E402
+
+
+def load_torch_model(model: str) -> tuple[torch.nn.Module, dict]:
+    """(eval-mode timm model, metadata) from a bundle (fused weights) or a run folder / checkpoint."""
+    path = Path(model)
+    if (path / "metadata.json").is_file() and (path / "model.safetensors").is_file():
+        import timm
+        from safetensors.torch import load_file
+        from timm.utils.model import reparameterize_model
+
+        metadata = json.loads((path / "metadata.json").read_text())
+        network = reparameterize_model(
+            timm.create_model(metadata["model_name"], num_classes=len(metadata["class_names"]))
+        )
+        network.load_state_dict(load_file(path / "model.safetensors"))
+        return network.eval(), metadata
+    from kvasir_mobileone.predict import TorchCheckpoint
+
+    checkpoint = TorchCheckpoint(model)
+    return checkpoint.module.backbone.eval(), checkpoint.metadata
+
+
+def target_layer(network: torch.nn.Module) -> torch.nn.Module:
+    """The last feature stage (timm MobileOne, ByobNet, ...), else the last convolution."""
+    stages = getattr(network, "stages", None)
+    if stages is not None and len(stages):
+        return stages[-1]
+    return [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+
+
+def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
+    """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""
+    network, meta = load_torch_model(model)
+    size, mean, std = meta["input"]["image_size"], meta["input"]["mean"], meta["input"]["std"]
+    class_names = meta["class_names"]
+    written = []
+    with GradCAM(model=network, target_layers=[target_layer(network)]) as cam:
+        for path in tqdm(paths, desc="explain", unit="img"):
+            array, rgb = preprocess(path, size, mean, std)
+            x = torch.from_numpy(array)[None]
+            with torch.no_grad():
+                probs = network(x).softmax(dim=1)[0]
+            top = int(probs.argmax())
+            heat = cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
+            shown = np.asarray(rgb.resize((size, size)), dtype=np.float32) / 255.0
+            overlay = show_cam_on_image(shown, heat, use_rgb=True)
+            fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
+            axes[0].imshow(shown)
+            axes[0].set_title("input")
+            axes[1].imshow(overlay)
+            axes[1].set_title("Grad-CAM (red: most evidence)")
+            for ax in axes:
+                ax.set_xlabel(f"x (pixels at {size}×{size})")
+                ax.set_ylabel("y (pixels)")
+            fig.suptitle(f"{path.name}: predicted {class_names[top]} (p = {float(probs[top]):.3f})")
+            fig.tight_layout()
+            target = out_dir / f"{path.stem}_gradcam.png"
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format="png", dpi=100)
+            plt.close(fig)
+            written.append(target)
+    print(f"{len(written)} Grad-CAM images written to {out_dir}/")
+    return written

@@ -1,0 +1,197 @@
+"""`kvasir export`: reparameterize a copy of the model, write ONNX + safetensors + metadata, check parity."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from timm.utils.model import reparameterize_model
+
+from kvasir_mobileone.data import DataConfig, build_transforms, load_rgb, read_manifest
+from kvasir_mobileone.evaluate import resolve_run
+from kvasir_mobileone.io import atomic_path, markdown_table, write_json
+from kvasir_mobileone.model import MobileOneClassifier, normalization_of
+from kvasir_mobileone.train import MANIFEST_NAME, load_run_config
+
+ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+LIBRARIES = ("torch", "torchvision", "timm", "lightning", "onnx", "onnxruntime", "safetensors")
+
+
+class ParityError(RuntimeError):
+    """The fused or exported model disagrees with the trained one beyond tolerance."""
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Max absolute difference, max difference relative to the largest reference logit, top-1 agreement."""
+    diff = np.abs(reference - candidate)
+    return {
+        "max_abs": float(diff.max()),
+        "max_rel": float(diff.max() / max(np.abs(reference).max(), 1e-12)),
+        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+    }
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def weights_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> Path:
+    """ONNX with a dynamic batch axis, written whole or not at all."""
+    with atomic_path(path) as tmp:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript exporter: plain CNNs export cleanly, with no onnxscript rewrite
+        )
+    return path
+
+
+def onnx_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"kvasir-mobileone": importlib.metadata.version("kvasir-mobileone")}
+    for name in LIBRARIES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
+
+
+def parity_images(run_dir: Path | None, images: str | None, count: int) -> list[Path]:
+    """Real images to check parity on: the run's test split, or a folder given with --images."""
+    if images:
+        from kvasir_mobileone.predict import expand_inputs
+
+        paths = expand_inputs([images])[:count]
+    elif run_dir:
+        data_dir = Path(load_run_config(run_dir)["data"]["data_dir"])
+        rows = read_manifest(run_dir / MANIFEST_NAME)
+        paths = [data_dir / r["path"] for r in rows if r["split"] == "test"][:count]
+    else:
+        paths = []
+    if not paths:
+        raise FileNotFoundError(
+            "Parity needs real images: export a run folder whose dataset is present, or pass --images DIR."
+        )
+    return paths
+
+
+def export(
+    run: str,
+    out: str = "bundle",
+    images: str | None = None,
+    num_images: int = 32,
+    opset: int = 17,
+    tolerance: float = 1e-3,
+) -> Path:
+    """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity."""
+    ckpt, run_dir = resolve_run(run)
+    module = MobileOneClassifier.from_checkpoint(ckpt)
+    image_size = DataConfig(**load_run_config(run_dir)["data"]).image_size if run_dir else None
+    norm = normalization_of(module.backbone, image_size)
+    transform = build_transforms(norm, train=False)
+    paths = parity_images(run_dir, images, num_images)
+    batch = torch.stack([transform(load_rgb(p, norm.image_size)) for p in paths])
+
+    # Fuse in eval mode and fp32, on a copy: the checkpoint's training-time model stays as it is.
+    unfused = module.backbone.float().eval()
+    fused = reparameterize_model(unfused)
+    with torch.no_grad():
+        reference = unfused(batch).numpy()
+        fused_logits = fused(batch).numpy()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export_onnx(fused, batch[:1], out_dir / ONNX_NAME, opset)
+    runtime_logits = onnx_logits(out_dir / ONNX_NAME, batch.numpy())
+    checks = {
+        "unfused_vs_fused_torch": parity(reference, fused_logits),
+        "fused_torch_vs_onnxruntime": parity(fused_logits, runtime_logits),
+    }
+    rows = [
+        [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
+        for name, c in checks.items()
+    ]
+    print(f"Parity on {len(paths)} real images:")
+    print(markdown_table(["check", "max abs diff", "max rel diff", "top-1 agreement"], rows))
+    failed = [n for n, c in checks.items() if c["max_rel"] > tolerance or c["top1_agreement"] < 1.0]
+    if failed:
+        raise ParityError(
+            f"Parity failed for {', '.join(failed)} (tolerance {tolerance} relative, 100% top-1): {checks}. "
+            f"The bundle in {out_dir} must not be used; check that the checkpoint was trained (random-init "
+            "BatchNorm statistics make activations explode) and report the versions in use."
+        )
+
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file({k: v.contiguous() for k, v in fused.state_dict().items()}, str(tmp))
+    sizes = {
+        "parameters_unfused": parameter_count(unfused),
+        "parameters_fused": parameter_count(fused),
+        "weights_bytes_unfused": weights_bytes(unfused),
+        "weights_bytes_fused": weights_bytes(fused),
+        "checkpoint_bytes": ckpt.stat().st_size,
+        "safetensors_bytes": (out_dir / WEIGHTS_NAME).stat().st_size,
+        "onnx_bytes": (out_dir / ONNX_NAME).stat().st_size,
+    }
+    print(
+        markdown_table(
+            ["", "parameters", "fp32 weights (MB)"],
+            [
+                ["unfused (training)", f"{sizes['parameters_unfused']:,}", sizes["weights_bytes_unfused"] / 1e6],
+                ["fused (deploy)", f"{sizes['parameters_fused']:,}", sizes["weights_bytes_fused"] / 1e6],
+            ],
+        )
+    )
+    test_metrics = run_dir / "test" / "metrics.json" if run_dir else None
+    metadata = {
+        "model_name": module.cfg.name,
+        "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
+        "class_names": module.class_names,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, norm.image_size, norm.image_size],
+            "dtype": "float32",
+            "layout": "NCHW, RGB, scaled to [0, 1] then normalized with mean/std",
+            "image_size": norm.image_size,
+            "mean": list(norm.mean),
+            "std": list(norm.std),
+            "interpolation": norm.interpolation,
+        },
+        "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
+        "test_metrics": _headline(json.loads(test_metrics.read_text()))
+        if test_metrics and test_metrics.exists()
+        else None,
+        "parity": checks | {"images": len(paths), "tolerance_rel": tolerance},
+        "sizes": sizes,
+        "versions": library_versions(),
+        "source_checkpoint": str(ckpt.resolve()),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "how": f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})",
+        "intended_use": "Research on GI endoscopy image classification. Not a medical device.",
+    }
+    write_json(out_dir / METADATA_NAME, metadata)
+    print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME})")
+    return out_dir
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("n", "accuracy", "top3", "top5", "f1_macro", "f1_micro", "mcc")}

@@ -1,0 +1,119 @@
+"""Export (fuse + parity), predict from bundle and checkpoint, Grad-CAM, and the README's plain-tool snippets."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kvasir_mobileone.cli import main
+from kvasir_mobileone.export import parity
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle")
+    main(["export", str(trained_run), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_folder(tiny_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    for i, src in enumerate(sorted(tiny_data.glob("*/synth_0000[0-1].jpg"))):
+        shutil.copy(src, folder / f"ok {i} é.jpg")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+def test_parity_function_on_known_arrays():
+    reference = np.array([[1.0, 4.0], [2.0, -3.0]])
+    result = parity(reference, reference + np.array([[0.0, 0.04], [0.0, 0.0]]))
+    assert result == pytest.approx({"max_abs": 0.04, "max_rel": 0.01, "top1_agreement": 1.0})
+    assert parity(reference, -reference)["top1_agreement"] == 0.0
+
+
+def test_export_writes_a_parity_checked_bundle(bundle, trained_run):
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["model_name"] == "mobileone_s0" and len(meta["class_names"]) == 4
+    assert meta["input"]["image_size"] == 32 and len(meta["input"]["mean"]) == 3
+    for check in ("unfused_vs_fused_torch", "fused_torch_vs_onnxruntime"):
+        assert meta["parity"][check]["max_rel"] < 1e-3 and meta["parity"][check]["top1_agreement"] == 1.0
+    assert meta["parity"]["images"] == 16  # the run's test split
+    assert meta["sizes"]["parameters_fused"] < 0.5 * meta["sizes"]["parameters_unfused"]
+    assert meta["versions"]["timm"] and meta["source_checkpoint"].endswith("best.ckpt")
+
+
+def test_onnx_batch_axis_is_dynamic(bundle):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(bundle / "model.onnx"))
+    for n in (1, 5):
+        assert session.run(None, {"image": np.zeros((n, 3, 32, 32), np.float32)})[0].shape == (n, 4)
+
+
+def test_predict_from_bundle_lists_unreadable_files(bundle, image_folder, tmp_path):
+    out = tmp_path / "p.csv"
+    main(["predict", str(image_folder), "--model", str(bundle), "--out", str(out), "--top_k", "2"])
+    rows = {Path(r.split(",")[0]).name: r for r in out.read_text().splitlines()[1:]}
+    assert len(rows) == 10
+    assert "UnidentifiedImageError" in rows["corrupt.jpg"] and rows["empty.png"].endswith("'")
+    good = [r for name, r in rows.items() if name.startswith("ok")]
+    assert len(good) == 8 and all(r.split(",")[1] and not r.endswith("'") for r in good)
+
+
+def test_predict_from_checkpoint_agrees_with_bundle_and_writes_json(bundle, trained_run, image_folder, tmp_path):
+    main(["predict", str(image_folder), "--model", str(bundle), "--out", str(tmp_path / "a.json")])
+    main(["predict", str(image_folder), "--model", str(trained_run), "--out", str(tmp_path / "b.json")])
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert [r.get("top1") for r in a] == [r.get("top1") for r in b]
+    assert max(abs(x["p1"] - y["p1"]) for x, y in zip(a, b, strict=True) if not x["error"]) < 1e-3
+
+
+def test_bundle_prediction_needs_no_lightning_timm_or_torch(bundle, image_folder):
+    code = (
+        "import sys; from kvasir_mobileone.predict import predict; "
+        f"predict([{str(image_folder)!r}], model={str(bundle)!r}); "
+        "loaded = [m for m in ('lightning', 'timm', 'torch') if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=os.environ | {"NO_COLOR": "1"})
+
+
+def test_explain_writes_titled_heatmaps(trained_run, image_folder, tmp_path):
+    main(["predict", str(image_folder), "--model", str(trained_run), "--explain", "true",
+          "--explain_dir", str(tmp_path / "cam")])  # fmt: skip
+    pngs = sorted((tmp_path / "cam").glob("*_gradcam.png"))
+    assert len(pngs) == 8
+    with Image.open(pngs[0]) as image:
+        assert image.format == "PNG" and image.size[0] > 400
+
+
+def readme_snippet(word: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return next(b for b in blocks if word in b)
+
+
+def test_readme_snippets_run_as_written(bundle, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(bundle, tmp_path / "bundle")
+    shutil.copy(next(tiny_data.glob("*/synth_00000.jpg")), tmp_path / "image.jpg")
+    onnx_ns: dict = {}
+    exec(readme_snippet("onnxruntime"), onnx_ns)
+    timm_ns: dict = {}
+    exec(readme_snippet("reparameterize_model"), timm_ns)
+    import torch
+
+    with torch.no_grad():
+        torch_logits = timm_ns["model"](torch.from_numpy(onnx_ns["x"])).numpy()
+    assert onnx_ns["logits"].shape == (1, 4)
+    assert np.allclose(torch_logits, onnx_ns["logits"], rtol=1e-3, atol=1e-4)
