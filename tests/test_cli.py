@@ -45,7 +45,7 @@ def test_test_command_reports_above_chance(trained_run):
 
 
 def test_test_refuses_a_manifest_with_other_classes(trained_run, tmp_path):
-    manifest = (trained_run / "split_manifest.csv").read_text().replace("polyps", "tumours")
+    manifest = (trained_run / "split_manifest.csv").read_text().replace(",dyed-lifted-polyps,", ",tumours,")
     (tmp_path / "m.csv").write_text(manifest)
     with pytest.raises(ValueError, match="predicts classes"):
         main(["test", str(trained_run), "--manifest", str(tmp_path / "m.csv"), "--num_workers", "0"])

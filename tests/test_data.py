@@ -6,11 +6,9 @@ import torch
 from PIL import Image
 
 from kvasir_mobileone.data import (
-    DataConfig,
     DataError,
     Normalization,
     build_transforms,
-    load_or_make_manifest,
     make_split,
     read_manifest,
     scan_image_folder,
@@ -36,11 +34,25 @@ def test_split_is_reproducible_and_seed_dependent():
     assert test_a != test_b
 
 
-def test_manifest_round_trip_is_reused(tmp_path, tiny_data):
-    rows = load_or_make_manifest(DataConfig(data_dir=str(tiny_data), seed=1))
+def test_manifest_round_trip(tmp_path, tiny_data):
+    rows = make_split(scan_image_folder(tiny_data), seed=1)
     write_manifest(tmp_path / "m.csv", rows)
-    reused = load_or_make_manifest(DataConfig(data_dir=str(tiny_data), seed=999, manifest=str(tmp_path / "m.csv")))
-    assert reused == rows
+    assert read_manifest(tmp_path / "m.csv") == rows
+
+
+def test_duplicate_groups_stay_in_one_split():
+    groups = {p: i // 5 for i, (p, _) in enumerate(ITEMS)}  # 40 groups of 5 copies, 10 per class
+    rows = make_split(ITEMS, 0.1, 0.1, seed=0, groups=groups)
+    split_of_group: dict[int, set] = {}
+    for r in rows:
+        split_of_group.setdefault(groups[r["path"]], set()).add(r["split"])
+    assert all(len(s) == 1 for s in split_of_group.values())
+    assert Counter(r["split"] for r in rows) == {"train": 160, "val": 20, "test": 20}
+
+
+def test_too_small_class_is_a_clear_error():
+    with pytest.raises(DataError, match="class 'z' has only 2"):
+        make_split(ITEMS + [("z/1.jpg", "z"), ("z/2.jpg", "z")], seed=0)
 
 
 def test_scan_ignores_hidden_and_non_images(tmp_path):

@@ -16,6 +16,7 @@ COMMANDS = {
     "eda": "kvasir_mobileone.eda",
     "fit": "kvasir_mobileone.train",
     "test": "kvasir_mobileone.evaluate",
+    "check": "kvasir_mobileone.check",
     "export": "kvasir_mobileone.export",
     "predict": "kvasir_mobileone.predict",
     "demo": "kvasir_mobileone.demo",
@@ -43,15 +44,20 @@ def _gather_positionals(args: list[str], command: str) -> list[str]:
     return rest[:start] + ([json.dumps(positional)] if positional else []) + rest[start:]
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the `kvasir` command."""
+def main(args: list[str] | None = None):
+    """Run a `kvasir` command in-process and return what the command returns."""
     args = sys.argv[1:] if args is None else list(args)
     if "predict" in args:
         args = _gather_positionals(args, "predict")
     chosen = [a for a in args if a in COMMANDS][:1]
     names = chosen if chosen and not args[0].startswith("-") else list(COMMANDS)
-    auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)
+    return auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)
+
+
+def entry() -> None:
+    """Console script: the exit status is 0 on success (a returned value would become sys.exit's message)."""
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    entry()

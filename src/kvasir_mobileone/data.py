@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from sklearn.model_selection import train_test_split
@@ -37,6 +39,7 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int | None = None  # None: one per CPU core, at most 8
     image_size: int | None = None  # None: the backbone's input size from timm's data config
+    near_duplicate_bits: int = 2  # images whose 64-bit perceptual hashes differ in <= this many bits share a split
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,19 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def scan_image_folder(data_dir: str | Path) -> list[tuple[str, str]]:
-    """(path relative to data_dir, class name) for every image in data_dir/<class>/, sorted."""
+def require_dir(data_dir: str | Path) -> Path:
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(
             f"Data directory {root} does not exist. Run `kvasir download --dest data` for Kvasir v2, "
             f"`kvasir synth --dest {root}` for synthetic data, or point --data.data_dir at a folder of class folders."
         )
+    return root
+
+
+def scan_image_folder(data_dir: str | Path) -> list[tuple[str, str]]:
+    """(path relative to data_dir, class name) for every image in data_dir/<class>/, sorted."""
+    root = require_dir(data_dir)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     items = [
         (path.relative_to(root).as_posix(), class_dir.name)
@@ -77,16 +85,37 @@ def scan_image_folder(data_dir: str | Path) -> list[tuple[str, str]]:
 
 
 def make_split(
-    items: list[tuple[str, str]], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42
+    items: list[tuple[str, str]],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    groups: dict[str, int] | None = None,
 ) -> list[dict[str, str]]:
-    """Stratified train/val/test split of (path, label) items; the same seed gives the same split."""
-    paths = [p for p, _ in items]
-    labels = [c for _, c in items]
+    """Stratified train/val/test split of (path, label) items; the same seed gives the same split.
+
+    Items sharing a group (duplicates, near-duplicates) always land in the same split, so the test set cannot
+    hold a copy of a training image: the split is drawn over one representative per group."""
+    groups = groups or {p: i for i, (p, _) in enumerate(items)}
+    representative: dict[int, tuple[str, str]] = {}
+    for path, label in items:
+        representative.setdefault(groups[path], (path, label))
+    keys = list(representative)
+    labels = [representative[k][1] for k in keys]
     holdout = val_fraction + test_fraction
-    train_p, rest_p, _, rest_y = train_test_split(paths, labels, test_size=holdout, stratify=labels, random_state=seed)
-    val_p, test_p = train_test_split(rest_p, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed)
-    split_of = {p: "train" for p in train_p} | {p: "val" for p in val_p} | {p: "test" for p in test_p}
-    return [{"path": p, "label": c, "split": split_of[p]} for p, c in items]
+    try:
+        train_k, rest_k, _, rest_y = train_test_split(
+            keys, labels, test_size=holdout, stratify=labels, random_state=seed
+        )
+        val_k, test_k = train_test_split(rest_k, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed)
+    except ValueError as err:
+        smallest = min(Counter(labels).items(), key=lambda kv: kv[1])
+        raise DataError(
+            f"Cannot make a stratified {1 - holdout:.0%}/{val_fraction:.0%}/{test_fraction:.0%} split: class "
+            f"{smallest[0]!r} has only {smallest[1]} distinct images ({err}). Add images, merge the class, or "
+            "change --data.val_fraction/--data.test_fraction."
+        ) from err
+    split_of_group = {k: "train" for k in train_k} | {k: "val" for k in val_k} | {k: "test" for k in test_k}
+    return [{"path": p, "label": c, "split": split_of_group[groups[p]]} for p, c in items]
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, str]]) -> Path:
@@ -103,11 +132,15 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_or_make_manifest(cfg: DataConfig) -> list[dict[str, str]]:
-    """The split to use: read from cfg.manifest when given, else a fresh stratified split of cfg.data_dir."""
-    if cfg.manifest:
-        return read_manifest(cfg.manifest)
-    return make_split(scan_image_folder(cfg.data_dir), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+def check_manifest_files(rows: list[dict[str, str]], data_dir: str | Path, manifest: str | Path) -> None:
+    """Every file a reused manifest names must still exist."""
+    missing = [r["path"] for r in rows if not (Path(data_dir) / r["path"]).is_file()]
+    if missing:
+        raise DataError(
+            f"The split manifest {manifest} names {len(missing)} files missing from {data_dir}, e.g. "
+            f"{', '.join(missing[:5])}. Restore them, point --data.data_dir at the right folder, or drop "
+            "--data.manifest to make a new split."
+        )
 
 
 def class_names_of(rows: list[dict[str, str]]) -> list[str]:
@@ -120,14 +153,24 @@ def split_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
     return {s: {c: counts[(s, c)] for c in class_names_of(rows)} for s in SPLITS}
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode: 16-bit and 32-bit greyscale are scaled (not clipped), CMYK/P/LA/RGBA converted,
+    and EXIF orientation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Open an image as upright RGB. With `min_size`, JPEGs decode at a reduced scale (DCT scaling) that still
-    covers min_size x min_size, which is several times faster on Kvasir's 720x576-1920x1072 frames."""
+    """Open an image as upright 8-bit RGB. With `min_size`, JPEGs decode at a reduced scale (DCT scaling) that
+    still covers min_size x min_size, which is several times faster on Kvasir's 720x576-1920x1072 frames."""
     with Image.open(path) as image:
         if min_size and image.format == "JPEG":
             image.draft("RGB", (min_size, min_size))
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        return to_rgb(image)
 
 
 def build_transforms(norm: Normalization, train: bool) -> T.Compose:
@@ -172,9 +215,18 @@ class ImageListDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int):
-        row = self.rows[i]
-        image = load_rgb(self.data_dir / row["path"], self.decode_size)
-        return self.transform(image), self.class_index[row["label"]]
+        # A file that breaks after `kvasir check` passed it (changed on disk, flaky network drive) must not end
+        # the epoch: say which, and serve the next image instead.
+        for offset in range(len(self.rows)):
+            row = self.rows[(i + offset) % len(self.rows)]
+            try:
+                image = load_rgb(self.data_dir / row["path"], self.decode_size)
+            except Exception as err:
+                message = f"Skipped unreadable {self.data_dir / row['path']} ({err}); served the next image."
+                warnings.warn(message, stacklevel=2)
+                continue
+            return self.transform(image), self.class_index[row["label"]], (i + offset) % len(self.rows)
+        raise DataError(f"No image of this split in {self.data_dir} could be read.")
 
 
 def default_num_workers() -> int:

@@ -159,7 +159,7 @@ def test(
     precision: str | None = None,
 ) -> dict:
     """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md."""
-    from kvasir_mobileone.data import DataConfig, DataError, ImageFolderDataModule, read_manifest
+    from kvasir_mobileone.data import DataConfig, DataError, ImageFolderDataModule, check_manifest_files, read_manifest
     from kvasir_mobileone.model import MobileOneClassifier, normalization_of
     from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, build_trainer, load_run_config
 
@@ -172,6 +172,7 @@ def test(
     data_cfg.batch_size = batch_size or data_cfg.batch_size
     data_cfg.num_workers = num_workers if num_workers is not None else data_cfg.num_workers
     rows = read_manifest(manifest)
+    check_manifest_files(rows, data_cfg.data_dir, manifest)
 
     module = MobileOneClassifier.from_checkpoint(ckpt)
     datamodule = ImageFolderDataModule(data_cfg, rows, normalization_of(module.backbone, data_cfg.image_size))
@@ -183,11 +184,17 @@ def test(
     out_dir = Path(out) if out else (run_dir or ckpt.parent) / "test"
     trainer = build_trainer(TrainerConfig(accelerator=accelerator, precision=precision, logger="none"), out_dir)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    probs = torch.cat([p for p, _ in module.test_outputs]).numpy()
-    targets = torch.cat([t for _, t in module.test_outputs]).numpy()
+    return report_test_predictions(module, rows, out_dir)
+
+
+def report_test_predictions(module, rows: list[dict[str, str]], out_dir: Path) -> dict:
+    """After trainer.test: metrics and the report of the module's gathered test predictions, written to out_dir."""
+    predictions = module.test_predictions
     test_paths = [r["path"] for r in rows if r["split"] == "test"]
+    paths = [test_paths[i] for i in predictions["index"]]
+    probs, targets = predictions["probs"], predictions["targets"]
     metrics = compute_metrics(probs, targets, module.class_names)
-    report = write_report(out_dir, metrics, module.class_names, module.cfg.name, probs, targets, test_paths)
+    report = write_report(out_dir, metrics, module.class_names, module.cfg.name, probs, targets, paths)
     print(
         f"Test on {metrics['n']} images: accuracy {_pct(metrics['accuracy'])}, macro-F1 {metrics['f1_macro']:.4f}. "
         f"Report: {report}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,22 @@ from kvasir_mobileone.data import Normalization
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be downloaded or read."""
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds more than tensors and plain data; loading it could run code, so it is refused."""
+
+
+def load_checkpoint_safely(path: str | Path, map_location: str = "cpu") -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never code from the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"Refused to load {path}: it holds Python objects other than tensors and plain data, and unpickling "
+            f"them could run code ({str(err).splitlines()[0]}). Only load checkpoints from people you trust; "
+            "nothing from the file was executed."
+        ) from err
 
 
 @dataclass
@@ -96,12 +114,13 @@ class MobileOneClassifier(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
         )
-        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._test_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> MobileOneClassifier:
         """Load a run's checkpoint without touching the network: the weights come from the checkpoint."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = load_checkpoint_safely(path, map_location)
         hparams = ckpt["hyper_parameters"]
         offline = hparams["model"] | {"pretrained": False, "weights": None}
         module = cls(hparams["class_names"], offline, hparams.get("max_epochs", 1))
@@ -112,14 +131,14 @@ class MobileOneClassifier(L.LightningModule):
         return self.backbone(images)
 
     def _shared_step(self, batch, stage: str) -> torch.Tensor:
-        images, targets = batch
+        images, targets, indices = batch
         logits = self(images)
         loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing if stage == "train" else 0.0)
         self.metrics[f"{stage}_"].update(logits.detach(), targets)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         if stage == "test":
-            self.test_outputs.append((logits.detach().float().softmax(dim=1).cpu(), targets.cpu()))
+            self._test_batches.append((indices, logits.detach().float().softmax(dim=1), targets))
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -143,10 +162,21 @@ class MobileOneClassifier(L.LightningModule):
         self._log_epoch_metrics("val")
 
     def on_test_epoch_start(self):
-        self.test_outputs.clear()
+        self._test_batches.clear()
 
     def on_test_epoch_end(self):
         self._log_epoch_metrics("test")
+        # Gather every rank's predictions; DistributedSampler pads ranks with repeats, so keep each index once.
+        local = [torch.cat(parts) for parts in zip(*self._test_batches, strict=True)]
+        indices, probs, targets = (self.all_gather(t) for t in local)
+        indices, probs, targets = indices.reshape(-1), probs.reshape(-1, probs.shape[-1]), targets.reshape(-1)
+        order = np.unique(indices.cpu().numpy(), return_index=True)[1]
+        self.test_predictions = {
+            "index": indices.cpu().numpy()[order],
+            "probs": probs.float().cpu().numpy()[order],
+            "targets": targets.cpu().numpy()[order],
+        }
+        self._test_batches.clear()
 
     def configure_optimizers(self):
         optimizer_cls = getattr(torch.optim, self.cfg.optimizer, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,10 +14,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
+from kvasir_mobileone.check import DataCheckError, check_folder, write_problems
 from kvasir_mobileone.data import (
     DataConfig,
     ImageFolderDataModule,
-    load_or_make_manifest,
+    check_manifest_files,
+    make_split,
+    read_manifest,
     split_counts,
     write_manifest,
 )
@@ -25,6 +29,7 @@ from kvasir_mobileone.model import MobileOneClassifier, ModelConfig, normalizati
 
 MANIFEST_NAME = "split_manifest.csv"
 CONFIG_NAME = "config.yaml"
+PROBLEMS_NAME = "data_problems.csv"
 WANDB_PROJECT = "kvasir-mobileone"
 
 
@@ -114,12 +119,29 @@ def build_trainer(cfg: TrainerConfig, run_dir: Path, logger=False, callbacks=())
     )
 
 
+RUN_DIR_ENV = "KVASIR_RUN_DIR"  # how processes that Lightning launches for DDP find the run folder of rank 0
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns the run folder (rank 0 of a DDP job, or the only process)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
 def new_run_dir(cfg: TrainerConfig, model_name: str) -> Path:
-    name = cfg.run_name or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{model_name}"
+    """The run folder: created by rank 0; other ranks get the same path (from rank 0's environment or the name)."""
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    job = os.environ.get("SLURM_JOB_ID")
+    name = cfg.run_name or (f"slurm{job}-{model_name}" if job else f"{dt.datetime.now():%Y%m%d-%H%M%S}-{model_name}")
     run_dir = Path(cfg.runs_dir) / name
-    if (run_dir / CONFIG_NAME).exists():
-        raise FileExistsError(f"Run folder {run_dir} already holds a run; choose another --trainer.run_name.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        if (run_dir / CONFIG_NAME).exists():
+            raise FileExistsError(
+                f"Run folder {run_dir} already holds a run: continue it with `kvasir fit --resume {run_dir}` or "
+                "choose another --trainer.run_name."
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
 
 
@@ -130,50 +152,99 @@ def print_split_counts(counts: dict[str, dict[str, int]]) -> None:
     print(markdown_table(["class", *counts], rows))
 
 
+def prepare_split(data: DataConfig, strict: bool, run_dir: Path) -> list[dict[str, str]]:
+    """The split manifest: reused from --data.manifest, or made from a checked folder (unreadable files excluded
+    and recorded in the run folder, duplicates kept on one side of the split)."""
+    if data.manifest:
+        rows = read_manifest(data.manifest)
+        check_manifest_files(rows, data.data_dir, data.manifest)
+        return rows
+    report = check_folder(data.data_dir, data.near_duplicate_bits)
+    if report.problems and is_rank_zero():
+        write_problems(run_dir / PROBLEMS_NAME, report.problems)
+    if report.excluded:
+        listing = "; ".join(f"{p.path}: {p.message}" for p in report.excluded[:10])
+        if strict:
+            raise DataCheckError(f"{len(report.excluded)} unusable files in {data.data_dir} (--strict): {listing}")
+        warnings.warn(
+            f"Excluded {len(report.excluded)} unusable files from {data.data_dir} (listed in "
+            f"{run_dir / PROBLEMS_NAME}; --strict makes this an error): {listing}",
+            stacklevel=2,
+        )
+    return make_split(report.items, data.val_fraction, data.test_fraction, data.seed, report.group_of())
+
+
 def fit(
     data: DataConfig = DataConfig(),
     model: ModelConfig = ModelConfig(),
     trainer: TrainerConfig = TrainerConfig(),
     test_after: bool = True,
+    strict: bool = False,
+    resume: str | None = None,
 ) -> Path:
-    """Train a classifier; writes a run folder (config, split manifest, checkpoints, logs, test report)."""
-    L.seed_everything(trainer.seed, workers=True)
+    """Train a classifier; writes a run folder (config, split manifest, checkpoints, logs, test report).
 
-    rows = load_or_make_manifest(data)
-    run_dir = new_run_dir(trainer, model.name)
-    config = {
-        "data": dataclasses.asdict(data),
-        "model": dataclasses.asdict(model),
-        "trainer": dataclasses.asdict(trainer),
-    }
-    write_yaml(run_dir / CONFIG_NAME, config)
-    write_manifest(run_dir / MANIFEST_NAME, rows)
+    --resume RUN_DIR continues an interrupted run from its last checkpoint with the run's own configuration."""
+    inherited = os.environ.get(RUN_DIR_ENV)  # set for the processes Lightning launches for DDP
+    try:
+        return _fit(data, model, trainer, test_after, strict, resume)
+    finally:
+        if inherited is None:  # the next fit in this process gets a run folder of its own
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _fit(data, model, trainer, test_after, strict, resume) -> Path:
+    ckpt_path = None
+    if resume:
+        run_dir = Path(resume)
+        config = load_run_config(run_dir)
+        data, model, trainer = (DataConfig(**config["data"]), ModelConfig(**config["model"]),
+                                TrainerConfig(**config["trainer"]))  # fmt: skip
+        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(
+                f"{ckpt_path} not found: the run stopped before its first epoch ended. Start again."
+            )
+        rows = read_manifest(run_dir / MANIFEST_NAME)
+        check_manifest_files(rows, data.data_dir, run_dir / MANIFEST_NAME)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        L.seed_everything(trainer.seed, workers=True)
+    else:
+        L.seed_everything(trainer.seed, workers=True)
+        run_dir = new_run_dir(trainer, model.name)
+        rows = prepare_split(data, strict, run_dir)
+        if is_rank_zero():
+            config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
+            write_yaml(run_dir / CONFIG_NAME, config)
+            write_manifest(run_dir / MANIFEST_NAME, rows)
+            write_json(run_dir / "split_counts.json", split_counts(rows))
     counts = split_counts(rows)
-    write_json(run_dir / "split_counts.json", counts)
-    print_split_counts(counts)
+    if is_rank_zero():
+        print_split_counts(counts)
 
     module = MobileOneClassifier(sorted(counts["train"]), model, max_epochs=trainer.max_epochs)
     datamodule = ImageFolderDataModule(data, rows, normalization_of(module.backbone, data.image_size))
     logger = build_logger(trainer.logger, run_dir, run_dir.name)
+    checkpoints = run_dir / "checkpoints"
     callbacks = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/acc",
-            mode="max",
-            save_last=True,
-            auto_insert_metric_name=False,
-        )
+        # best val accuracy; no version counter, so a resumed run overwrites best.ckpt instead of adding best-v1
+        ModelCheckpoint(checkpoints, "best", monitor="val/acc", mode="max", enable_version_counter=False),
+        # every epoch's end, for --resume (save_last=True follows only improvements of the monitored metric)
+        ModelCheckpoint(checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False),
     ]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     lightning_trainer = build_trainer(trainer, run_dir, logger, callbacks)
-    lightning_trainer.fit(module, datamodule=datamodule)
-    print(f"Run folder: {run_dir}")
-    if test_after and lightning_trainer.is_global_zero:
-        from kvasir_mobileone.evaluate import test
+    # weights_only: resuming never unpickles code from a checkpoint file
+    lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if test_after:
+        lightning_trainer.test(module, datamodule=datamodule, ckpt_path="best", weights_only=True, verbose=False)
+        if lightning_trainer.is_global_zero:
+            from kvasir_mobileone.evaluate import report_test_predictions
 
-        test(run_dir, accelerator=trainer.accelerator, precision=trainer.precision)
+            report_test_predictions(module, rows, run_dir / "test")
+    if lightning_trainer.is_global_zero:
+        print(f"Run folder: {run_dir}")
     return run_dir
 
 

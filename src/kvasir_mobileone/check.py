@@ -1,0 +1,221 @@
+"""`kvasir check`: every problem of an image folder up front: unreadable files, odd formats, tiny images, empty
+class folders, broken links, system files, and exact or near-duplicate images (perceptual hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+from tqdm import tqdm
+
+from kvasir_mobileone.io import IMAGE_EXTENSIONS, markdown_table, write_csv, write_json
+
+MIN_SIDE = 32  # smaller images are kept but reported: upsampling them to the model's input size invents detail
+NEAR_DUPLICATE_BITS = 2  # phash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
+SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
+SYSTEM_DIRS = {"__MACOSX", ".git", ".ipynb_checkpoints"}
+
+# Loading must fail loudly on a truncated file, not pad it with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class DataCheckError(ValueError):  # noqa: N818 - reads like the DataError it sits beside
+    """The folder cannot be used as it is; the message lists the files and what to do."""
+
+
+@dataclass
+class Problem:
+    path: str
+    kind: str  # unreadable | small | converted | ignored | empty-class | broken-link | duplicate | label-conflict
+    message: str
+    severity: str = "warning"  # error: the file is excluded; warning: kept, reported
+
+
+@dataclass
+class FolderReport:
+    data_dir: str
+    items: list[tuple[str, str]]  # usable (relative path, class)
+    problems: list[Problem] = field(default_factory=list)
+    duplicate_groups: list[list[str]] = field(default_factory=list)  # relative paths, 2 or more per group
+
+    @property
+    def excluded(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def group_of(self) -> dict[str, int]:
+        """Relative path -> duplicate group id, for every item (singletons get their own id)."""
+        group = {}
+        for gid, members in enumerate(self.duplicate_groups):
+            for m in members:
+                group[m] = gid
+        next_id = len(self.duplicate_groups)
+        for rel, _ in self.items:
+            if rel not in group:
+                group[rel] = next_id
+                next_id += 1
+        return group
+
+
+def inspect_image(path: str) -> dict:
+    """Decode one image fully (reduced-size decode for JPEG) and return its size, mode, hashes or an error."""
+    try:
+        if os.path.getsize(path) == 0:
+            return {"error": "empty file (0 bytes)"}
+        with open(path, "rb") as f:
+            sha1 = hashlib.sha1(f.read()).hexdigest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size, mode, fmt = image.size, image.mode, image.format
+                if fmt == "JPEG":
+                    image.draft("RGB", (64, 64))
+                from kvasir_mobileone.data import to_rgb
+
+                rgb = to_rgb(image)  # the same conversion training uses
+                rgb.load()
+        import imagehash
+
+        return {"size": size, "mode": mode, "format": fmt, "sha1": sha1, "phash": int(str(imagehash.phash(rgb)), 16)}
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return {"error": f"decompression bomb refused ({err})"}
+    except Exception as err:  # anything else that stops decoding: the file cannot be used
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def _hamming_groups(paths: list[str], hashes: np.ndarray, max_bits: int) -> list[list[str]]:
+    """Connected groups of images whose 64-bit hashes differ in at most max_bits bits (union-find)."""
+    parent = list(range(len(paths)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    bits = np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(bool)
+    for start in range(0, len(paths), 512):  # blocks keep memory at 512 x n
+        block = bits[start : start + 512]
+        distance = (block[:, None, :] != bits[None, :, :]).sum(axis=2)
+        for i, j in zip(*np.nonzero(distance <= max_bits), strict=True):
+            a, b = find(start + int(i)), find(int(j))
+            if a != b:
+                parent[a] = b
+    groups: dict[int, list[str]] = {}
+    for i, p in enumerate(paths):
+        groups.setdefault(find(i), []).append(p)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def check_folder(
+    data_dir: str | Path, near_duplicate_bits: int = NEAR_DUPLICATE_BITS, workers: int | None = None
+) -> FolderReport:
+    """Scan data_dir/<class>/ and inspect every file; raise DataCheckError when nothing usable is left."""
+    from kvasir_mobileone.data import require_dir
+
+    root = require_dir(data_dir)
+    problems: list[Problem] = []
+    candidates: list[tuple[str, str]] = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if class_dir.name.startswith(".") or class_dir.name in SYSTEM_DIRS:
+            problems.append(Problem(class_dir.name + "/", "ignored", "system or hidden folder, not a class"))
+            continue
+        found = 0
+        for path in sorted(class_dir.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if any(part in SYSTEM_DIRS or part.startswith(".") for part in path.relative_to(root).parts):
+                if path.is_file() and path.name not in SYSTEM_FILES:
+                    problems.append(Problem(rel, "ignored", "hidden file"))
+                continue
+            if path.is_symlink() and not path.exists():
+                problems.append(Problem(rel, "broken-link", "symbolic link to a missing file", "error"))
+            elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                candidates.append((rel, class_dir.name))
+                found += 1
+            elif path.is_file() and path.name not in SYSTEM_FILES:
+                problems.append(Problem(rel, "ignored", f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
+        if not found:
+            problems.append(Problem(class_dir.name + "/", "empty-class", "class folder with no images: not a class"))
+
+    infos = _inspect_all([str(root / rel) for rel, _ in candidates], workers)
+    items = []
+    for (rel, label), info in zip(candidates, infos, strict=True):
+        if "error" in info:
+            problems.append(Problem(rel, "unreadable", info["error"] + "; delete or replace the file", "error"))
+            continue
+        items.append((rel, label))
+        w, h = info["size"]
+        if min(w, h) < MIN_SIDE:
+            problems.append(Problem(rel, "small", f"only {w}x{h} pixels"))
+        if info["mode"] not in ("RGB", "L") or info["format"] not in ("JPEG", "PNG"):
+            problems.append(Problem(rel, "converted", f"{info['format']} {info['mode']} image, converted to 8-bit RGB"))
+
+    usable = {rel: info for (rel, _), info in zip(candidates, infos, strict=True) if "error" not in info}
+    paths = list(usable)
+    hashes = np.array([usable[p]["phash"] for p in paths], dtype=np.uint64)
+    groups = _hamming_groups(paths, hashes, near_duplicate_bits) if near_duplicate_bits >= 0 else []
+    label_of = dict(items)
+    for members in groups:
+        exact = len({usable[m]["sha1"] for m in members}) == 1
+        labels = sorted({label_of[m] for m in members})
+        kind = "label-conflict" if len(labels) > 1 else "duplicate"
+        what = "identical files" if exact else f"near-duplicates (phash within {near_duplicate_bits} bits)"
+        note = f"; labelled {labels}: check which label is right" if len(labels) > 1 else ""
+        problems.append(Problem(members[0], kind, f"{what} with {', '.join(members[1:])}: kept in one split{note}"))
+
+    classes = Counter(label for _, label in items)
+    if not items:
+        raise DataCheckError(f"No readable images in {root}: " + _summary(problems))
+    if len(classes) < 2:
+        raise DataCheckError(
+            f"{root} holds a single class ({next(iter(classes))}); a classifier needs at least two class folders."
+        )
+    return FolderReport(str(root), items, problems, groups)
+
+
+def _inspect_all(paths: list[str], workers: int | None) -> list[dict]:
+    from kvasir_mobileone.data import default_num_workers
+
+    workers = default_num_workers() if workers is None else workers
+    if workers <= 1 or len(paths) < 64:
+        return [inspect_image(p) for p in tqdm(paths, desc="check images", unit="img", disable=len(paths) < 64)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(inspect_image, paths, chunksize=32), total=len(paths), desc="check", unit="img"))
+
+
+def _summary(problems: list[Problem]) -> str:
+    counts = Counter(p.kind for p in problems)
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no problems"
+
+
+def write_problems(path: Path, problems: list[Problem]) -> Path:
+    return write_csv(
+        path, ["path", "kind", "severity", "message"], [[p.path, p.kind, p.severity, p.message] for p in problems]
+    )
+
+
+def check(
+    data: str = "data/kvasir-dataset-v2", out: str | None = None, near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+) -> FolderReport:
+    """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training."""
+    report = check_folder(data, near_duplicate_bits)
+    rows = [[p.severity, p.kind, p.path, p.message] for p in report.problems]
+    if rows:
+        print(markdown_table(["severity", "kind", "path", "what"], rows[:200]))
+    excluded = len(report.excluded)
+    print(
+        f"{len(report.items)} usable images in {len(Counter(c for _, c in report.items))} classes; "
+        f"{excluded} would be excluded from training; {len(report.duplicate_groups)} duplicate groups. "
+        f"({_summary(report.problems)})"
+    )
+    if out:
+        write_problems(Path(out) / "problems.csv", report.problems)
+        write_json(Path(out) / "check.json", asdict(report))
+        print(f"Written: {out}/problems.csv, {out}/check.json")
+    return report

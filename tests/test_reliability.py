@@ -1,0 +1,197 @@
+"""Bad folders, untrusted checkpoints, interrupted runs, DDP and reproducibility."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kvasir_mobileone.check import DataCheckError, check_folder
+from kvasir_mobileone.cli import main
+from kvasir_mobileone.data import DataError, load_rgb
+from kvasir_mobileone.model import MobileOneClassifier, UnsafeCheckpointError
+from kvasir_mobileone.synth import synth
+
+TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
+            "--model.name", "mobileone_s0", "--model.pretrained", "false", "--model.lr", "0.003",
+            "--trainer.precision", "32-true"]  # fmt: skip
+
+
+def kvasir(*args: str, **kwargs) -> subprocess.Popen:
+    """The installed `kvasir` command in a real subprocess."""
+    return subprocess.Popen([sys.executable, "-m", "kvasir_mobileone.cli", *args], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """Two good classes plus every kind of odd file that real folders hold."""
+    root = synth(str(tmp_path_factory.mktemp("messy") / "data"), images_per_class=12, seed=5, scale=0.1,
+                 classes=("polyps", "normal-cecum"))  # fmt: skip
+    good = root / "polyps" / "synth_00000.jpg"
+    odd = root / "polyps"
+    (odd / "zero.jpg").write_bytes(b"")
+    (odd / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+    (odd / "text.jpg").write_text("not an image")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(odd / "rgb.png")
+    Image.new("L", (40, 40), 120).save(odd / "grey.jpg")
+    Image.new("RGBA", (40, 40), (10, 200, 10, 128)).save(odd / "alpha.png")
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(odd / "cmyk.jpg")
+    Image.fromarray(np.full((40, 40), 30000, np.uint16)).save(odd / "deep16.png")
+    rotated = Image.new("RGB", (60, 40), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    rotated.save(odd / "exif_rotated.jpg", exif=exif)
+    Image.new("1", (16000, 16000)).save(odd / "bomb.png")  # 256 Mpx in a few kB: over Pillow's bomb limit
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(odd / "tiny.png")
+    (odd / ".DS_Store").write_bytes(b"\0\0")
+    (odd / "Thumbs.db").write_bytes(b"\0")
+    (odd / "notes.txt").write_text("x")
+    (root / "__MACOSX").mkdir()
+    (root / "__MACOSX" / "._x.jpg").write_bytes(b"\0")
+    shutil.copy(good, odd / "ünïcode name with spaces.jpg")
+    os.symlink(good, odd / "link.jpg")
+    os.symlink(odd / "missing.jpg", odd / "broken_link.jpg")
+    shutil.copy(good, root / "normal-cecum" / "copied_across.jpg")  # an exact duplicate, in another class
+    with Image.open(root / "normal-cecum" / "synth_00000.jpg") as image:
+        image.resize((image.width * 9 // 10, image.height * 9 // 10)).save(root / "normal-cecum" / "reencoded.jpg",
+                                                                         quality=60)  # fmt: skip
+    (root / "empty-class").mkdir()
+    return root
+
+
+def test_check_lists_every_problem(messy):
+    report = check_folder(messy)
+    by_kind: dict[str, set] = {}
+    for p in report.problems:
+        by_kind.setdefault(p.kind, set()).add(Path(p.path).name)
+    assert by_kind["unreadable"] == {"zero.jpg", "truncated.jpg", "text.jpg", "bomb.png"}
+    assert by_kind["broken-link"] == {"broken_link.jpg"}
+    assert {p.path for p in report.excluded} >= {"polyps/zero.jpg", "polyps/broken_link.jpg"}
+    assert {"cmyk.jpg", "deep16.png", "alpha.png"} <= by_kind["converted"]
+    assert by_kind["small"] == {"tiny.png"} and by_kind["empty-class"] == {"empty-class"}
+    assert "notes.txt" in by_kind["ignored"] and "__MACOSX" in by_kind["ignored"]
+    assert not {".DS_Store", "Thumbs.db"} & set().union(*by_kind.values())
+    assert "copied_across.jpg" in " ".join(p.path + p.message for p in report.problems if p.kind == "label-conflict")
+    groups = [{Path(m).name for m in g} for g in report.duplicate_groups]
+    assert any({"synth_00000.jpg", "reencoded.jpg"} <= g for g in groups)
+    usable = {Path(rel).name for rel, _ in report.items}
+    assert {"ünïcode name with spaces.jpg", "link.jpg", "exif_rotated.jpg", "grey.jpg"} <= usable
+
+
+def test_odd_formats_decode_to_sensible_rgb(messy):
+    deep = np.asarray(load_rgb(messy / "polyps" / "deep16.png"))
+    assert deep.shape == (40, 40, 3) and abs(int(deep[0, 0, 0]) - round(30000 / 65535 * 255)) <= 1  # scaled
+    assert load_rgb(messy / "polyps" / "exif_rotated.jpg").size == (40, 60)  # upright
+    assert load_rgb(messy / "polyps" / "cmyk.jpg").mode == "RGB"
+
+
+def test_check_command_and_single_class_and_missing_dir(messy, tmp_path, capsys):
+    main(["check", "--data", str(messy), "--out", str(tmp_path)])
+    assert "would be excluded" in capsys.readouterr().out
+    assert "truncated.jpg" in (tmp_path / "problems.csv").read_text()
+    one = tmp_path / "one"
+    shutil.copytree(messy / "normal-cecum", one / "normal-cecum")
+    with pytest.raises(DataCheckError, match="single class"):
+        check_folder(one)
+    with pytest.raises(DataError, match="does not exist"):
+        check_folder(tmp_path / "nope")
+
+
+def test_strict_fit_fails_naming_the_bad_files(messy, tmp_path):
+    with pytest.raises(DataCheckError, match="truncated.jpg"):
+        main(["fit", "--data.data_dir", str(messy), *TINY_FIT, "--strict", "true",
+              "--trainer.runs_dir", str(tmp_path), "--trainer.logger", "none"])  # fmt: skip
+
+
+def test_fit_excludes_unreadable_files_and_records_them(messy, tmp_path):
+    main(["fit", "--data.data_dir", str(messy), *TINY_FIT, "--trainer.max_epochs", "1", "--test_after", "false",
+          "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "r", "--trainer.logger", "none"])  # fmt: skip
+    run = tmp_path / "r"
+    manifest = (run / "split_manifest.csv").read_text()
+    assert "truncated.jpg" not in manifest and "bomb.png" not in manifest and "deep16.png" in manifest
+    assert "truncated.jpg" in (run / "data_problems.csv").read_text()
+    rows = [line.split(",") for line in manifest.splitlines()[1:]]
+    split_of = {Path(r[0]).name: r[2] for r in rows if r[1] == "normal-cecum"}
+    assert split_of["synth_00000.jpg"] == split_of["reencoded.jpg"]  # near-duplicates share a split
+
+
+def test_manifest_naming_missing_files_is_refused(trained_run, tmp_path):
+    manifest = (trained_run / "split_manifest.csv").read_text()
+    (tmp_path / "m.csv").write_text(manifest + "polyps/gone.jpg,polyps,test\n")
+    with pytest.raises(DataError, match="gone.jpg"):
+        main(["test", str(trained_run), "--manifest", str(tmp_path / "m.csv")])
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['KVASIR_PWNED']}",))
+
+
+def test_malicious_checkpoint_runs_nothing_and_is_refused(trained_run, tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("KVASIR_PWNED", str(marker))
+    ckpt = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt["payload"] = Evil()
+    torch.save(ckpt, tmp_path / "evil.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match="Refused to load .*evil.ckpt"):
+        MobileOneClassifier.from_checkpoint(tmp_path / "evil.ckpt")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("wandb"))
+    shutil.copy(tmp_path / "evil.ckpt", run / "checkpoints" / "last.ckpt")
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl|unsupported global"):
+        main(["fit", "--resume", str(run)])
+    assert not marker.exists()
+
+
+def test_killed_fit_resumes_and_completes(tiny_data, tmp_path):
+    args = ["fit", "--data.data_dir", str(tiny_data), *TINY_FIT, "--trainer.max_epochs", "6",
+            "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "r", "--trainer.logger", "csv"]  # fmt: skip
+    last = tmp_path / "r" / "checkpoints" / "last.ckpt"
+    process = kvasir(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the next epoch
+    assert process.poll() is None, "fit ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=True)["epoch"]
+    assert killed_at < 5 and not (tmp_path / "r" / "test").exists()
+    for ckpt in last.parent.glob("*.ckpt"):  # nothing half-written is left to be taken for a checkpoint
+        torch.load(ckpt, weights_only=True)
+    assert kvasir("fit", "--resume", str(tmp_path / "r"), stdout=subprocess.DEVNULL).wait() == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 5
+    assert json.loads((tmp_path / "r" / "test" / "metrics.json").read_text())["n"] == 16
+
+
+def test_ddp_two_processes_match_a_single_process_test(tiny_data, tmp_path):
+    args = ["fit", "--data.data_dir", str(tiny_data), *TINY_FIT, "--trainer.max_epochs", "2",
+            "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "ddp", "--trainer.logger", "csv",
+            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]  # fmt: skip
+    assert kvasir(*args).wait() == 0
+    run = tmp_path / "ddp"
+    ddp_metrics = json.loads((run / "test" / "metrics.json").read_text())
+    single = main(["test", str(run), "--out", str(tmp_path / "single"), "--num_workers", "0"])
+    assert ddp_metrics["n"] == single["n"] == 16  # every test image once, though the sampler pads ranks
+    assert ddp_metrics["accuracy"] == pytest.approx(single["accuracy"], abs=1e-6)
+    assert ddp_metrics["f1_macro"] == pytest.approx(single["f1_macro"], abs=1e-6)
+    assert len(list((run / "checkpoints").glob("*.ckpt"))) == 2  # rank 0 alone wrote best and last
+
+
+def test_deterministic_runs_repeat_exactly(tiny_data, tmp_path):
+    metrics = []
+    for name in ("a", "b"):
+        main(["fit", "--data.data_dir", str(tiny_data), *TINY_FIT, "--trainer.max_epochs", "2",
+              "--trainer.deterministic", "true", "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", name,
+              "--trainer.logger", "none"])  # fmt: skip
+        metrics.append(json.loads((tmp_path / name / "test" / "metrics.json").read_text()))
+    assert (tmp_path / "a" / "split_manifest.csv").read_text() == (tmp_path / "b" / "split_manifest.csv").read_text()
+    assert metrics[0]["loss"] == metrics[1]["loss"] and metrics[0]["confusion_matrix"] == metrics[1]["confusion_matrix"]
