@@ -18,9 +18,15 @@ COMMANDS = {
     "test": "kvasir_mobileone.evaluate",
     "check": "kvasir_mobileone.check",
     "export": "kvasir_mobileone.export",
+    "features": "kvasir_mobileone.features",
+    "compare": "kvasir_mobileone.compare",
+    "cv": "kvasir_mobileone.cv",
     "predict": "kvasir_mobileone.predict",
     "demo": "kvasir_mobileone.demo",
 }
+
+
+LIST_COMMANDS = ("predict", "compare")  # their first argument is a list of paths given as plain words
 
 
 def _command(name: str):
@@ -47,8 +53,10 @@ def _gather_positionals(args: list[str], command: str) -> list[str]:
 def main(args: list[str] | None = None):
     """Run a `kvasir` command in-process and return what the command returns."""
     args = sys.argv[1:] if args is None else list(args)
-    if "predict" in args:
-        args = _gather_positionals(args, "predict")
+    for command in LIST_COMMANDS:
+        if command in args:
+            args = _gather_positionals(args, command)
+            break
     chosen = [a for a in args if a in COMMANDS][:1]
     names = chosen if chosen and not args[0].startswith("-") else list(COMMANDS)
     return auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)

@@ -14,8 +14,10 @@ import torchmetrics.functional.classification as tmf  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from kvasir_mobileone.io import atomic_path, markdown_table, write_csv, write_json, write_text  # noqa: E402
+from kvasir_mobileone.stats import apply_temperature, expected_calibration_error, fit_temperature  # noqa: E402
 
 TOP_KS = (3, 5)
+TEMPERATURE_NAME = "temperature.json"
 
 
 def compute_metrics(probs: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
@@ -47,7 +49,30 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, class_names: list[st
         },
         "confusion_matrix": tmf.multiclass_confusion_matrix(p, t, n).tolist(),
     }
+    calibration = expected_calibration_error(np.asarray(probs, dtype=np.float64), np.asarray(targets))
+    metrics |= {"ece": calibration["ece"], "calibration_bins": calibration["bins"]}
     return metrics
+
+
+def plot_reliability(bins: list[dict], ece: float, path: Path) -> Path:
+    """Accuracy against confidence per bin; the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.9, color="tab:blue", label="accuracy in bin")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.plot(centres, [b["confidence"] for b in bins], "o", color="tab:red", label="mean confidence in bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the top-1 class (probability)")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_title(f"Reliability diagram, ECE = {ece:.4f}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path, normalize: bool) -> Path:
@@ -80,8 +105,10 @@ def write_report(
     probs: np.ndarray,
     targets: np.ndarray,
     paths: list[str],
+    extra_sections: str = "",
 ) -> Path:
-    """metrics.json, per-class CSV/markdown, confusion matrices (PNG, CSV), predictions.csv and report.md."""
+    """metrics.json, per-class CSV/markdown, confusion matrices (PNG, CSV), reliability diagram, predictions.csv and
+    report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", {"model": model_name, "class_names": class_names, **metrics})
     per_class_rows = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]
@@ -97,6 +124,7 @@ def write_report(
     )
     plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", normalize=False)
     plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix_normalized.png", normalize=True)
+    plot_reliability(metrics["calibration_bins"], metrics["ece"], out_dir / "reliability.png")
     predicted = probs.argmax(axis=1)
     write_csv(
         out_dir / "predictions.csv",
@@ -107,7 +135,7 @@ def write_report(
         ],
     )
     summary = markdown_table(
-        ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "MCC", "test images"],
+        ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "MCC", "ECE", "test images"],
         [
             [
                 model_name,
@@ -117,6 +145,7 @@ def write_report(
                 f"{metrics['f1_micro']:.4f}",
                 f"{metrics['f1_macro']:.4f}",
                 f"{metrics['mcc']:.4f}",
+                f"{metrics['ece']:.4f}",
                 metrics["n"],
             ]
         ],
@@ -128,6 +157,8 @@ def write_report(
         "classes.\n\n## Per class\n\n"
         + per_class_md
         + "\n## Confusion matrix\n\n![counts](confusion_matrix.png)\n\n![rates](confusion_matrix_normalized.png)\n"
+        + f"\n## Calibration\n\nExpected calibration error (15 bins): {metrics['ece']:.4f}.\n\n"
+        "![reliability](reliability.png)\n" + extra_sections
     )
     return write_text(out_dir / "report.md", report)
 
@@ -157,8 +188,13 @@ def test(
     num_workers: int | None = None,
     accelerator: str = "auto",
     precision: str | None = None,
+    tta: bool = False,
+    calibrate: bool = False,
 ) -> dict:
-    """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md."""
+    """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md.
+
+    --tta true averages in the horizontally flipped image; --calibrate true fits a softmax temperature on the val
+    split, saves it as RUN/temperature.json (export and predict use it) and reports calibration before and after."""
     from kvasir_mobileone.data import DataConfig, DataError, ImageFolderDataModule, check_manifest_files, read_manifest
     from kvasir_mobileone.model import MobileOneClassifier, normalization_of
     from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, build_trainer, load_run_config
@@ -182,21 +218,55 @@ def test(
             f"{datamodule.class_names}. Test on the dataset the model was trained for."
         )
     out_dir = Path(out) if out else (run_dir or ckpt.parent) / "test"
+    module.tta = tta
     trainer = build_trainer(TrainerConfig(accelerator=accelerator, precision=precision, logger="none"), out_dir)
+    temperature = None
+    if calibrate:
+        # the val images, served through the test loader, give the probabilities the temperature is fitted on
+        val_as_test = [r | {"split": "test"} for r in rows if r["split"] == "val"]
+        trainer.test(module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, datamodule.norm), verbose=False)
+        val = module.test_predictions
+        temperature = fit_temperature(val.get("probs_tta", val["probs"]), val["targets"])
+        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val["targets"]), "tta": tta}
+        write_json((run_dir or ckpt.parent) / TEMPERATURE_NAME, fitted)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return report_test_predictions(module, rows, out_dir)
+    return report_test_predictions(module, rows, out_dir, temperature)
 
 
-def report_test_predictions(module, rows: list[dict[str, str]], out_dir: Path) -> dict:
-    """After trainer.test: metrics and the report of the module's gathered test predictions, written to out_dir."""
+def report_test_predictions(
+    module, rows: list[dict[str, str]], out_dir: Path, temperature: float | None = None
+) -> dict:
+    """After trainer.test: metrics and the report of the module's gathered test predictions, written to out_dir.
+
+    With TTA or a temperature, the report's main numbers use them and a section shows their effect."""
     predictions = module.test_predictions
     test_paths = [r["path"] for r in rows if r["split"] == "test"]
     paths = [test_paths[i] for i in predictions["index"]]
-    probs, targets = predictions["probs"], predictions["targets"]
-    metrics = compute_metrics(probs, targets, module.class_names)
-    report = write_report(out_dir, metrics, module.class_names, module.cfg.name, probs, targets, paths)
+    targets, names = predictions["targets"], module.class_names
+    variants = {"plain": predictions["probs"]}
+    if "probs_tta" in predictions:
+        variants["flip TTA"] = predictions["probs_tta"]
+    if temperature is not None:
+        variants[f"{list(variants)[-1]} + temperature {temperature:.3f}"] = apply_temperature(
+            variants[list(variants)[-1]], temperature
+        )
+    probs = variants[list(variants)[-1]]
+    metrics = compute_metrics(probs, targets, names)
+    extra = ""
+    if len(variants) > 1:
+        effects = {name: compute_metrics(p, targets, names) for name, p in variants.items()}
+        metrics["variants"] = {
+            k: {m: v[m] for m in ("accuracy", "f1_macro", "loss", "ece")} for k, v in effects.items()
+        }
+        metrics["temperature"] = temperature
+        extra = "\n## Test-time augmentation and calibration\n\n" + markdown_table(
+            ["probabilities", "Accuracy", "macro-F1", "NLL", "ECE"],
+            [[k, _pct(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
+             for k, v in effects.items()],
+        ) + "The main numbers above use the last row. A temperature never changes the predicted class.\n"  # fmt: skip
+    report = write_report(out_dir, metrics, names, module.cfg.name, probs, targets, paths, extra)
     print(
-        f"Test on {metrics['n']} images: accuracy {_pct(metrics['accuracy'])}, macro-F1 {metrics['f1_macro']:.4f}. "
-        f"Report: {report}"
+        f"Test on {metrics['n']} images: accuracy {_pct(metrics['accuracy'])}, macro-F1 {metrics['f1_macro']:.4f}, "
+        f"ECE {metrics['ece']:.4f}. Report: {report}"
     )
     return metrics

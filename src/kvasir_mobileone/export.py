@@ -42,6 +42,30 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def parameter_info(backbone: torch.nn.Module) -> dict[str, int]:
+    """Parameters of the training-time model and of its reparameterized (fused) copy."""
+    return {"parameters_unfused": parameter_count(backbone), "parameters_fused": parameter_count(
+        reparameterize_model(backbone.eval()))}  # fmt: skip
+
+
+def onnxruntime_latency_ms(path: Path, image_size: int, repeats: int = 30) -> float:
+    """Median wall time of one batch-1 onnxruntime inference, after warm-up (this machine, default threads)."""
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, image_size, image_size), np.float32)
+    for _ in range(5):
+        session.run(None, {INPUT_NAME: x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {INPUT_NAME: x})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
 def weights_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
@@ -161,6 +185,12 @@ def export(
             ],
         )
     )
+    latency = onnxruntime_latency_ms(out_dir / ONNX_NAME, norm.image_size)
+    print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
+    if run_dir:  # what `kvasir compare` shows beside the run's metrics
+        info_path = run_dir / "model_info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        write_json(info_path, info | sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())})
     test_metrics = run_dir / "test" / "metrics.json" if run_dir else None
     metadata = {
         "model_name": module.cfg.name,
@@ -177,11 +207,14 @@ def export(
             "interpolation": norm.interpolation,
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
+        # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
+        "temperature": _temperature_of(run_dir),
         "test_metrics": _headline(json.loads(test_metrics.read_text()))
         if test_metrics and test_metrics.exists()
         else None,
         "parity": checks | {"images": len(paths), "tolerance_rel": tolerance},
         "sizes": sizes,
+        "onnxruntime_ms_batch1": latency,
         "versions": library_versions(),
         "source_checkpoint": str(ckpt.resolve()),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -191,6 +224,13 @@ def export(
     write_json(out_dir / METADATA_NAME, metadata)
     print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME})")
     return out_dir
+
+
+def _temperature_of(run_dir: Path | None) -> float | None:
+    from kvasir_mobileone.evaluate import TEMPERATURE_NAME
+
+    path = run_dir / TEMPERATURE_NAME if run_dir else None
+    return json.loads(path.read_text())["temperature"] if path and path.is_file() else None
 
 
 def _headline(metrics: dict) -> dict:

@@ -114,7 +114,8 @@ class MobileOneClassifier(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
         )
-        self._test_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._test_batches: list[tuple[torch.Tensor, ...]] = []
+        self.tta = False  # test-time augmentation: also average in the horizontally flipped image
         self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
 
     @classmethod
@@ -138,7 +139,9 @@ class MobileOneClassifier(L.LightningModule):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         if stage == "test":
-            self._test_batches.append((indices, logits.detach().float().softmax(dim=1), targets))
+            probs = logits.detach().float().softmax(dim=1)
+            flipped = self(torch.flip(images, dims=[3])).detach().float().softmax(dim=1) if self.tta else probs
+            self._test_batches.append((indices, targets, probs, (probs + flipped) / 2))
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -167,15 +170,17 @@ class MobileOneClassifier(L.LightningModule):
     def on_test_epoch_end(self):
         self._log_epoch_metrics("test")
         # Gather every rank's predictions; DistributedSampler pads ranks with repeats, so keep each index once.
-        local = [torch.cat(parts) for parts in zip(*self._test_batches, strict=True)]
-        indices, probs, targets = (self.all_gather(t) for t in local)
-        indices, probs, targets = indices.reshape(-1), probs.reshape(-1, probs.shape[-1]), targets.reshape(-1)
+        gathered = [self.all_gather(torch.cat(parts)) for parts in zip(*self._test_batches, strict=True)]
+        indices, targets = (t.reshape(-1) for t in gathered[:2])
+        probs, probs_tta = (t.reshape(-1, len(self.class_names)).float() for t in gathered[2:])
         order = np.unique(indices.cpu().numpy(), return_index=True)[1]
         self.test_predictions = {
             "index": indices.cpu().numpy()[order],
-            "probs": probs.float().cpu().numpy()[order],
             "targets": targets.cpu().numpy()[order],
+            "probs": probs.cpu().numpy()[order],
         }
+        if self.tta:
+            self.test_predictions["probs_tta"] = probs_tta.cpu().numpy()[order]
         self._test_batches.clear()
 
     def configure_optimizers(self):

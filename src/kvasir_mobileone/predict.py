@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, write_csv, write_json
+from kvasir_mobileone.stats import softmax
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -77,11 +78,14 @@ class TorchCheckpoint:
 
             image_size = load_run_config(run_dir)["data"]["image_size"]
         norm = normalization_of(self.module.backbone, image_size)
+        temperature = run_dir / "temperature.json" if run_dir else None
         self.metadata = {
             "model_name": self.module.cfg.name,
             "class_names": self.module.class_names,
             "input": {"image_size": norm.image_size, "mean": list(norm.mean), "std": list(norm.std)},
-        }
+            "temperature": json.loads(temperature.read_text())["temperature"] if temperature and temperature.is_file()
+            else None,
+        }  # fmt: skip
         self._torch = torch
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -96,11 +100,6 @@ def load_predictor(model: str) -> OnnxBundle | TorchCheckpoint:
     return TorchCheckpoint(model)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def predict(
     inputs: list[str],
     model: str = "bundle",
@@ -108,10 +107,13 @@ def predict(
     top_k: int = 3,
     batch_size: int = 32,
     output_format: Literal["csv", "json"] | None = None,
+    tta: bool = False,
     explain: bool = False,
     explain_dir: str = "explanations",
 ) -> list[dict]:
-    """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed."""
+    """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
+
+    Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image."""
     predictor = load_predictor(model)
     meta = predictor.metadata
     class_names, size = meta["class_names"], meta["input"]["image_size"]
@@ -129,7 +131,11 @@ def predict(
                 results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
         if not good:
             continue
-        probs = softmax(predictor.logits(np.stack(arrays)))
+        batch = np.stack(arrays)
+        temperature = meta.get("temperature") or 1.0
+        probs = softmax(predictor.logits(batch) / temperature)
+        if tta:
+            probs = (probs + softmax(predictor.logits(np.ascontiguousarray(batch[..., ::-1])) / temperature)) / 2
         for path, p in zip(good, probs, strict=True):
             order = np.argsort(-p)[:top_k]
             results.append(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -244,6 +246,11 @@ def _fit(data, model, trainer, test_after, strict, resume) -> Path:
 
             report_test_predictions(module, rows, run_dir / "test")
     if lightning_trainer.is_global_zero:
+        from kvasir_mobileone.export import parameter_info
+
+        info_path = run_dir / "model_info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        write_json(info_path, info | parameter_info(copy.deepcopy(module.backbone).cpu().float()))
         print(f"Run folder: {run_dir}")
     return run_dir
 

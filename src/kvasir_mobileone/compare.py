@@ -1,0 +1,157 @@
+"""`kvasir compare`: runs on the same test set side by side, with bootstrap intervals and McNemar's test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kvasir_mobileone.io import atomic_path, markdown_table, read_csv, write_csv, write_json, write_text  # noqa: E402
+from kvasir_mobileone.stats import accuracy, bootstrap_ci, macro_f1, mcnemar  # noqa: E402
+
+
+class IncomparableRunsError(ValueError):
+    """The runs were not tested on the same images."""
+
+
+def load_result(run: str | Path) -> dict:
+    """A run's test predictions and metrics: from RUN/test/ (fit, test, cv and features all write it)."""
+    folder = Path(run)
+    test_dir = folder / "test" if (folder / "test" / "predictions.csv").is_file() else folder
+    if not (test_dir / "predictions.csv").is_file():
+        raise FileNotFoundError(f"{folder} has no test/predictions.csv: run `kvasir test {folder}` first.")
+    rows = read_csv(test_dir / "predictions.csv")
+    metrics = json.loads((test_dir / "metrics.json").read_text())
+    class_names = metrics["class_names"]
+    index = {c: i for i, c in enumerate(class_names)}
+    extra = {}
+    for name in ("model_info.json",):
+        if (folder / name).is_file():
+            extra = json.loads((folder / name).read_text())
+    return {
+        "name": folder.name if folder.name != "test" else folder.parent.name,
+        "model": metrics.get("model", ""),
+        "metrics": metrics,
+        "class_names": class_names,
+        "paths": [r["path"] for r in rows],
+        "targets": np.array([index[r["label"]] for r in rows]),
+        "predicted": np.array([index[r["predicted"]] for r in rows]),
+        "info": extra,
+    }
+
+
+def same_test_set(results: list[dict]) -> None:
+    reference = results[0]
+    for other in results[1:]:
+        if other["class_names"] != reference["class_names"]:
+            raise IncomparableRunsError(
+                f"{other['name']} predicts {other['class_names']}, {reference['name']} {reference['class_names']}."
+            )
+        if sorted(zip(other["paths"], other["targets"], strict=True)) != sorted(
+            zip(reference["paths"], reference["targets"], strict=True)
+        ):
+            only = set(other["paths"]) ^ set(reference["paths"])
+            raise IncomparableRunsError(
+                f"{reference['name']} and {other['name']} were tested on different images ({len(reference['paths'])} "
+                f"vs {len(other['paths'])}; {len(only)} differ, e.g. {sorted(only)[:3]}). Compare runs that share a "
+                "split: train with --data.manifest RUN/split_manifest.csv, or test with --manifest."
+            )
+
+
+def _aligned(result: dict, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    position = {p: i for i, p in enumerate(result["paths"])}
+    idx = np.array([position[p] for p in order])
+    return result["targets"][idx], result["predicted"][idx]
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def compare(runs: list[str], out: str = "comparison", n_resamples: int = 2000, seed: int = 0) -> Path:
+    """The original table (Accuracy, Top-3, Top-5, F1) plus macro-F1, MCC, sizes, 95% bootstrap CIs and McNemar."""
+    if len(runs) < 2:
+        raise ValueError("Give two or more run folders to compare.")
+    results = [load_result(r) for r in runs]
+    same_test_set(results)
+    order = sorted(results[0]["paths"])
+    n_classes = len(results[0]["class_names"])
+    table, csv_rows = [], []
+    for r in results:
+        targets, predicted = _aligned(r, order)
+        m = r["metrics"]
+        acc_ci = bootstrap_ci(targets, predicted, accuracy, n_resamples, seed=seed)
+        f1_ci = bootstrap_ci(targets, predicted, lambda t, p: macro_f1(t, p, n_classes), n_resamples, seed=seed)
+        info = r["info"]
+        row = {
+            "run": r["name"], "model": r["model"], "accuracy": m["accuracy"], "accuracy_ci_low": acc_ci[0],
+            "accuracy_ci_high": acc_ci[1], "top3": m.get("top3"), "top5": m.get("top5"), "f1": m["f1_micro"],
+            "f1_macro": m["f1_macro"], "f1_macro_ci_low": f1_ci[0], "f1_macro_ci_high": f1_ci[1], "mcc": m["mcc"],
+            "params_train": info.get("parameters_unfused"), "params_fused": info.get("parameters_fused"),
+            "onnx_mb": info.get("onnx_bytes") and info["onnx_bytes"] / 1e6,
+            "latency_ms_batch1": info.get("onnxruntime_ms_batch1"),
+        }  # fmt: skip
+        csv_rows.append(row)
+        table.append([
+            row["run"], row["model"], f"{_pct(row['accuracy'])} [{_pct(acc_ci[0])}, {_pct(acc_ci[1])}]",
+            _pct(row["top3"]), _pct(row["top5"]), f"{row['f1']:.4f}",
+            f"{row['f1_macro']:.4f} [{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]", f"{row['mcc']:.4f}",
+            f"{row['params_train']:,}" if row["params_train"] else "—",
+            f"{row['params_fused']:,}" if row["params_fused"] else "—",
+            f"{row['onnx_mb']:.1f}" if row["onnx_mb"] else "—",
+            f"{row['latency_ms_batch1']:.2f}" if row["latency_ms_batch1"] else "—",
+        ])  # fmt: skip
+    pairs = []
+    for a, b in itertools.combinations(results, 2):
+        ta, pa = _aligned(a, order)
+        tb, pb = _aligned(b, order)
+        test = mcnemar(pa == ta, pb == tb)
+        pairs.append({"a": a["name"], "b": b["name"], **test,
+                      "accuracy_difference": accuracy(ta, pa) - accuracy(tb, pb)})  # fmt: skip
+    out_dir = Path(out)
+    header = ["run", "model", "Accuracy % [95% CI]", "Top-3 %", "Top-5 %", "F1", "macro-F1 [95% CI]", "MCC",
+              "params (train)", "params (fused)", "ONNX MB", "ms/image (ORT, batch 1)"]  # fmt: skip
+    pair_rows = [[p["a"], p["b"], f"{100 * p['accuracy_difference']:+.2f}", p["only_a_correct"], p["only_b_correct"],
+                  f"{p['p_value']:.4g}"] for p in pairs]  # fmt: skip
+    pair_header = ["A", "B", "accuracy A−B (points)", "only A right", "only B right", "McNemar exact p"]
+    text = (
+        f"# Comparison on {len(order)} shared test images\n\n" + markdown_table(header, table)
+        + f"\n95% intervals: percentile bootstrap over test images ({n_resamples} resamples). F1 is micro-F1 as in "
+        "the original table (equal to accuracy); macro-F1 weights classes equally.\n\n## Paired differences\n\n"
+        + markdown_table(pair_header, pair_rows)
+        + "\nMcNemar's exact test looks only at the images on which the two runs disagree; p < 0.05 says the "
+        "difference in accuracy is unlikely to be chance on this test set.\n\n![comparison](comparison.png)\n"
+    )  # fmt: skip
+    write_text(out_dir / "comparison.md", text)
+    write_csv(out_dir / "comparison.csv", list(csv_rows[0]), [list(r.values()) for r in csv_rows])
+    write_csv(out_dir / "mcnemar.csv", list(pairs[0]), [list(p.values()) for p in pairs])
+    write_json(out_dir / "comparison.json", {"runs": csv_rows, "pairs": pairs, "test_images": len(order)})
+    _plot(csv_rows, out_dir / "comparison.png")
+    print(text)
+    return out_dir
+
+
+def _plot(rows: list[dict], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
+    x = np.arange(len(rows))
+    for offset, key, label in ((-0.18, "accuracy", "accuracy"), (0.18, "f1_macro", "macro-F1")):
+        values = np.array([r[key] for r in rows]) * 100
+        low = values - np.array([r[f"{key}_ci_low"] for r in rows]) * 100
+        high = np.array([r[f"{key}_ci_high"] for r in rows]) * 100 - values
+        ax.bar(x + offset, values, width=0.36, yerr=[low, high], capsize=4, label=label)
+    ax.set_xticks(x, [r["run"] for r in rows], rotation=20)
+    ax.set_ylabel("test score (%) with 95% bootstrap CI")
+    ax.set_xlabel("run")
+    ax.set_title("Test accuracy and macro-F1 on the shared test set")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

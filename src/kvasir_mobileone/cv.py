@@ -1,0 +1,102 @@
+"""`kvasir cv`: stratified (and duplicate-group-aware) k-fold cross-validation of any `fit` configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from kvasir_mobileone.check import check_folder
+from kvasir_mobileone.data import DataConfig, write_manifest
+from kvasir_mobileone.evaluate import compute_metrics, write_report
+from kvasir_mobileone.io import markdown_table, read_csv, write_json, write_text, write_yaml
+from kvasir_mobileone.model import ModelConfig
+from kvasir_mobileone.train import TrainerConfig, fit
+
+SUMMARY_METRICS = ("accuracy", "top3", "top5", "f1_micro", "f1_macro", "mcc", "ece")
+
+
+def fold_manifests(
+    items: list[tuple[str, str]], groups: dict[str, int], folds: int, val_fraction: float, seed: int
+) -> list[list[dict[str, str]]]:
+    """For each fold: its images are the test split; val is carved from the rest; duplicate groups stay together."""
+    labels = np.array([label for _, label in items])
+    group_ids = np.array([groups[path] for path, _ in items])
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    manifests = []
+    for rest, test in outer.split(np.zeros(len(items)), labels, group_ids):
+        # val_fraction of all images, taken as one fold of an inner group-aware stratified split of the rest
+        inner_folds = max(2, round(len(rest) / max(1.0, val_fraction * len(items))))
+        inner = StratifiedGroupKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
+        train_pos, val_pos = next(inner.split(np.zeros(len(rest)), labels[rest], group_ids[rest]))
+        split = {int(i): "test" for i in test} | {int(rest[i]): "train" for i in train_pos}
+        split |= {int(rest[i]): "val" for i in val_pos}
+        manifests.append([{"path": p, "label": c, "split": split[i]} for i, (p, c) in enumerate(items)])
+    return manifests
+
+
+def pooled_predictions(fold_dirs: list[Path], class_names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every image's out-of-fold prediction: each image is in exactly one fold's test split."""
+    paths, probs, targets = [], [], []
+    for fold_dir in fold_dirs:
+        for row in read_csv(fold_dir / "test" / "predictions.csv"):
+            paths.append(row["path"])
+            probs.append([float(row[f"p_{c}"]) for c in class_names])
+            targets.append(class_names.index(row["label"]))
+    return paths, np.array(probs), np.array(targets)
+
+
+def cv(
+    folds: int = 5,
+    data: DataConfig = DataConfig(),
+    model: ModelConfig = ModelConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+) -> Path:
+    """Train and test one model per fold; writes every fold's run, mean ± std per metric, and pooled predictions."""
+    name = trainer.run_name or f"cv{folds}-{dt.datetime.now():%Y%m%d-%H%M%S}-{model.name}"
+    cv_dir = Path(trainer.runs_dir) / name
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    sections = {"data": data, "model": model, "trainer": trainer}
+    write_yaml(cv_dir / "config.yaml", {"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
+    report = check_folder(data.data_dir, data.near_duplicate_bits)
+    manifests = fold_manifests(report.items, report.group_of(), folds, data.val_fraction, data.seed)
+    fold_dirs = []
+    for k, rows in enumerate(manifests):
+        manifest = write_manifest(cv_dir / f"fold{k}_manifest.csv", rows)
+        print(f"\n=== fold {k + 1}/{folds} ===")
+        fold_dirs.append(
+            fit(
+                dataclasses.replace(data, manifest=str(manifest)),
+                model,
+                dataclasses.replace(trainer, runs_dir=str(cv_dir), run_name=f"fold{k}"),
+                test_after=True,
+            )
+        )
+    per_fold = [json.loads((d / "test" / "metrics.json").read_text()) for d in fold_dirs]
+    class_names = per_fold[0]["class_names"]
+    summary = {}
+    for key in SUMMARY_METRICS:
+        values = [m[key] for m in per_fold if m.get(key) is not None]
+        if values:
+            summary[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "folds": values}
+    paths, probs, targets = pooled_predictions(fold_dirs, class_names)
+    pooled = compute_metrics(probs, targets, class_names)
+    write_report(cv_dir / "test", pooled, class_names, f"{model.name} ({folds}-fold CV, out-of-fold)", probs, targets,
+                 paths)  # fmt: skip
+    write_json(
+        cv_dir / "cv_summary.json", {"folds": folds, "per_metric": summary, "fold_runs": [str(d) for d in fold_dirs]}
+    )
+    table = markdown_table(
+        ["metric", "mean", "std", *[f"fold {k}" for k in range(folds)]],
+        [[key, v["mean"], v["std"], *v["folds"]] for key, v in summary.items()],
+    )
+    write_text(cv_dir / "cv_summary.md", f"# {folds}-fold cross-validation: {model.name}\n\n{table}\n"
+               f"Pooled out-of-fold predictions of all {len(paths)} images: {cv_dir / 'test' / 'report.md'} "
+               "(what `kvasir compare` uses).\n")  # fmt: skip
+    print(table)
+    print(f"Cross-validation folder: {cv_dir}")
+    return cv_dir

@@ -1,0 +1,128 @@
+"""`kvasir features`: pooled backbone embeddings of every image, then classical models (scikit-learn) on them,
+tuned on val and reported on the same test split as the networks, in run-like folders that `compare` reads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import ParameterGrid
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from tqdm import tqdm
+
+from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, build_transforms, read_manifest
+from kvasir_mobileone.evaluate import compute_metrics, resolve_run, write_report
+from kvasir_mobileone.io import atomic_path, markdown_table, write_json
+from kvasir_mobileone.model import MobileOneClassifier, normalization_of
+from kvasir_mobileone.stats import softmax
+from kvasir_mobileone.train import MANIFEST_NAME, load_run_config
+
+FEATURES_NAME = "features.npz"
+
+# name -> (estimator factory, hyperparameter grid searched on val). Features are standardised first.
+CLASSICAL = {
+    "logreg": (lambda **p: LogisticRegression(max_iter=2000, **p), {"C": [0.01, 0.1, 1.0, 10.0]}),
+    "linear_svm": (lambda **p: LinearSVC(max_iter=5000, **p), {"C": [0.001, 0.01, 0.1, 1.0]}),
+    "random_forest": (
+        lambda **p: RandomForestClassifier(n_estimators=300, random_state=0, n_jobs=-1, **p),
+        {"max_depth": [None, 16], "min_samples_leaf": [1, 3]},
+    ),
+    "knn": (lambda **p: KNeighborsClassifier(**p), {"n_neighbors": [1, 5, 15], "weights": ["uniform", "distance"]}),
+}
+
+
+def extract_features(run: str, batch_size: int = 64, num_workers: int | None = None) -> dict:
+    """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) for every image of the run's manifest."""
+    ckpt, run_dir = resolve_run(run)
+    if run_dir is None:
+        raise FileNotFoundError(f"{ckpt} is not inside a run folder; features need the run's split manifest.")
+    data = DataConfig(**load_run_config(run_dir)["data"])
+    data.batch_size, data.num_workers = batch_size, num_workers if num_workers is not None else data.num_workers
+    rows = read_manifest(run_dir / MANIFEST_NAME)
+    module = MobileOneClassifier.from_checkpoint(ckpt)
+    datamodule = ImageFolderDataModule(data, rows, normalization_of(module.backbone, data.image_size))
+    dataset = datamodule.dataset("test")
+    dataset.rows, dataset.transform = rows, build_transforms(datamodule.norm, train=False)  # every split, no aug
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=datamodule.num_workers)
+    embeddings = np.zeros((len(rows), module.backbone.num_features), np.float32)
+    with torch.no_grad():
+        for images, _, index in tqdm(loader, desc="features", unit="batch"):
+            pooled = module.backbone.forward_head(module.backbone.forward_features(images), pre_logits=True)
+            embeddings[index.numpy()] = pooled.float().numpy()
+    return {
+        "embeddings": embeddings,
+        "paths": np.array([r["path"] for r in rows]),
+        "labels": np.array([r["label"] for r in rows]),
+        "splits": np.array([r["split"] for r in rows]),
+        "class_names": np.array(module.class_names),
+        "model": module.cfg.name,
+    }
+
+
+def scores_of(model, x: np.ndarray) -> np.ndarray:
+    """Class probabilities, or softmax of decision scores for models without probabilities (linear SVM)."""
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(x)
+    return softmax(model.decision_function(x))
+
+
+def fit_classical(features: dict, out_dir: Path, backbone_name: str) -> list[dict]:
+    """Each classical model: grid search on val, refit on train, test; writes out_dir/<name>/test/ like a run."""
+    class_names = list(features["class_names"])
+    y = np.array([class_names.index(c) for c in features["labels"]])
+    split = features["splits"]
+    x_train, y_train = features["embeddings"][split == "train"], y[split == "train"]
+    x_val, y_val = features["embeddings"][split == "val"], y[split == "val"]
+    x_test, y_test = features["embeddings"][split == "test"], y[split == "test"]
+    summary = []
+    for name, (factory, grid) in CLASSICAL.items():
+        start = time.perf_counter()
+        best_params, best_score = None, -1.0
+        for params in ParameterGrid(grid):
+            model = make_pipeline(StandardScaler(), factory(**params)).fit(x_train, y_train)
+            score = float(np.mean(model.predict(x_val) == y_val))
+            if score > best_score:
+                best_params, best_score = params, score
+        model = make_pipeline(StandardScaler(), factory(**best_params)).fit(x_train, y_train)
+        probs = scores_of(model, x_test)
+        metrics = compute_metrics(probs, y_test, class_names)
+        label = f"{name} on {backbone_name} features"
+        write_report(out_dir / name / "test", metrics, class_names, label, probs, y_test,
+                     list(features["paths"][split == "test"]))  # fmt: skip
+        write_json(out_dir / name / "model_info.json", {"classical": name, "best_params": best_params,
+                                                        "val_accuracy": best_score})  # fmt: skip
+        summary.append({"model": name, "params": best_params, "val_accuracy": best_score,
+                        "test_accuracy": metrics["accuracy"], "test_f1_macro": metrics["f1_macro"],
+                        "seconds": time.perf_counter() - start})  # fmt: skip
+    return summary
+
+
+def features(run: str, out: str | None = None, classical: bool = True, batch_size: int = 64,
+             num_workers: int | None = None) -> Path:  # fmt: skip
+    """Embeddings of every image of RUN into OUT/features.npz; with --classical, scikit-learn models on them."""
+    _, run_dir = resolve_run(run)
+    out_dir = Path(out) if out else run_dir / "features"
+    found = extract_features(run, batch_size, num_workers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / FEATURES_NAME) as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, **found)
+    print(f"{len(found['paths'])} embeddings of size {found['embeddings'].shape[1]} -> {out_dir / FEATURES_NAME}")
+    if classical:
+        summary = fit_classical(found, out_dir, found["model"])
+        write_json(out_dir / "classical_summary.json", summary)
+        print(markdown_table(
+            ["model", "chosen on val", "val acc", "test acc", "test macro-F1"],
+            [[s["model"], s["params"], s["val_accuracy"], s["test_accuracy"], s["test_f1_macro"]] for s in summary],
+        ))  # fmt: skip
+        print(
+            f"Compare with the network: kvasir compare {run_dir} "
+            + " ".join(str(out_dir / s["model"]) for s in summary)
+        )
+    return out_dir
