@@ -37,13 +37,13 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_data, tmp_path_factory):
-    """A run folder from `kvasir fit` on tiny_data: MobileOne-S0 from scratch, 32 px, W&B offline, no test."""
+    """A run folder from `kvasir fit` on tiny_data: MobileOne-S0 from scratch, 48 px, W&B offline, no test."""
     from kvasir_mobileone.cli import main
 
     runs = tmp_path_factory.mktemp("runs")
     # MobileOne from scratch starts slowly: ~500 steps of Adam at lr 3e-3 reach well above chance on 4 classes.
     main(
-        ["fit", "--data.data_dir", str(tiny_data), "--data.image_size", "32", "--data.batch_size", "8",
+        ["fit", "--data.data_dir", str(tiny_data), "--data.image_size", "48", "--data.batch_size", "8",
          "--data.num_workers", "0", "--model.name", "mobileone_s0", "--model.pretrained", "false",
          "--model.lr", "0.003", "--trainer.precision", "32-true", "--trainer.max_epochs", "30",
          "--trainer.logger", "wandb", "--trainer.runs_dir", str(runs), "--trainer.run_name", "r",

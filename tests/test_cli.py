@@ -21,7 +21,7 @@ def test_fit_writes_a_complete_run_folder(trained_run, tiny_data):
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert config["data"]["data_dir"] == str(tiny_data) and config["model"]["name"] == "mobileone_s0"
     assert json.loads((trained_run / "split_counts.json").read_text())["test"] == {
-        c: 4 for c in sorted(p.name for p in tiny_data.iterdir())
+        c: 4 for c in sorted(p.name for p in tiny_data.iterdir() if not p.name.startswith("."))
     }
 
 

@@ -1,3 +1,4 @@
+import os
 from collections import Counter
 
 import numpy as np
@@ -5,14 +6,19 @@ import pytest
 import torch
 from PIL import Image
 
+from kvasir_mobileone.cache import build_cache, is_fresh
 from kvasir_mobileone.data import (
     DataError,
+    ImageListDataset,
     Normalization,
-    build_transforms,
+    class_names_of,
+    device_augmentations,
     make_split,
+    normalize,
     read_manifest,
     scan_image_folder,
     split_counts,
+    train_augmentations,
     write_manifest,
 )
 from kvasir_mobileone.synth import KVASIR_CLASSES, KVASIR_RESOLUTIONS, synth
@@ -79,21 +85,50 @@ def test_read_manifest_rejects_other_csv(tmp_path):
 NORM = Normalization(image_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
 
 
-def test_eval_transform_resizes_and_normalizes():
-    image = Image.new("RGB", (80, 60), (128, 102, 77))
-    x = build_transforms(NORM, train=False)(image)
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+def test_normalize_uses_the_backbone_mean_and_std():
+    batch = torch.tensor([128, 102, 77], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    x = normalize(batch, NORM)
     expected = (torch.tensor([128, 102, 77]) / 255 - torch.tensor(NORM.mean)) / torch.tensor(NORM.std)
-    assert torch.allclose(x.mean(dim=(1, 2)), expected, atol=1e-2)
+    assert x.dtype == torch.float32 and torch.allclose(x[0, :, 0, 0], expected, atol=1e-6)
 
 
-def test_train_transform_augments():
+def test_worker_augmentations_change_uint8_images():
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
-    transform = build_transforms(NORM, train=True)
+    image = torch.from_numpy(rng.integers(0, 255, (3, 32, 32), dtype=np.uint8))
     torch.manual_seed(0)
-    a, b = transform(image), transform(image)
-    assert a.shape == b.shape == (3, 32, 32) and not torch.allclose(a, b)
+    a, b = train_augmentations()(image), train_augmentations()(image)
+    assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.uint8 and not torch.equal(a, b)
+
+
+def test_device_augmentations_are_random_per_image():
+    batch = torch.rand(1, 3, 32, 32).expand(4, 3, 32, 32).contiguous()
+    out = device_augmentations()(batch)
+    assert out.shape == batch.shape and not torch.allclose(out[0], out[1])
+
+
+def test_cached_and_uncached_pipelines_feed_the_same_pixels(tiny_data, tmp_path):
+    rows = make_split(scan_image_folder(tiny_data), seed=1)
+    names = class_names_of(rows)
+    cache = build_cache(tiny_data, [r["path"] for r in rows], 32, cache_dir=tmp_path / "cache", workers=1)
+    cached = ImageListDataset(rows, tiny_data, names, 32, cache=cache)
+    uncached = ImageListDataset(rows, tiny_data, names, 32)
+    for i in (0, 7, len(rows) - 1):
+        a, b = cached[i][0].int(), uncached[i][0].int()
+        assert a.shape == (3, 32, 32) and (a - b).abs().max() <= 1 and a.float().std() > 5
+
+
+def test_stale_cache_is_detected_and_rebuilt(tmp_path):
+    for name, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (64, 48), colour).save(tmp_path / "data" / name / "x.png")
+    data, paths = tmp_path / "data", ["a/x.png", "b/x.png"]
+    cache = build_cache(data, paths, 16, workers=1)
+    assert cache.get("a/x.png")[0, 0].tolist() == [255, 0, 0]
+    assert is_fresh(data, paths, data / ".kvasir_cache", 16, "bilinear")
+    Image.new("RGB", (64, 48), (0, 255, 0)).save(data / "a" / "x.png")
+    os.utime(data / "a" / "x.png", ns=(1, 1))  # a different modification time, whatever the clock's resolution
+    assert not is_fresh(data, paths, data / ".kvasir_cache", 16, "bilinear")
+    assert build_cache(data, paths, 16, workers=1).get("a/x.png")[0, 0].tolist() == [0, 255, 0]
 
 
 def test_synth_uses_kvasir_classes_and_resolutions(tmp_path):

@@ -45,7 +45,7 @@ def test_parity_function_on_known_arrays():
 def test_export_writes_a_parity_checked_bundle(bundle, trained_run):
     meta = json.loads((bundle / "metadata.json").read_text())
     assert meta["model_name"] == "mobileone_s0" and len(meta["class_names"]) == 4
-    assert meta["input"]["image_size"] == 32 and len(meta["input"]["mean"]) == 3
+    assert meta["input"]["image_size"] == 48 and len(meta["input"]["mean"]) == 3
     for check in ("unfused_vs_fused_torch", "fused_torch_vs_onnxruntime"):
         assert meta["parity"][check]["max_rel"] < 1e-3 and meta["parity"][check]["top1_agreement"] == 1.0
     assert meta["parity"]["images"] == 16  # the run's test split
@@ -58,7 +58,7 @@ def test_onnx_batch_axis_is_dynamic(bundle):
 
     session = ort.InferenceSession(str(bundle / "model.onnx"))
     for n in (1, 5):
-        assert session.run(None, {"image": np.zeros((n, 3, 32, 32), np.float32)})[0].shape == (n, 4)
+        assert session.run(None, {"image": np.zeros((n, 3, 48, 48), np.float32)})[0].shape == (n, 4)
 
 
 def test_predict_from_bundle_lists_unreadable_files(bundle, image_folder, tmp_path):

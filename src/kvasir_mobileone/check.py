@@ -20,7 +20,7 @@ from kvasir_mobileone.io import IMAGE_EXTENSIONS, markdown_table, write_csv, wri
 MIN_SIDE = 32  # smaller images are kept but reported: upsampling them to the model's input size invents detail
 NEAR_DUPLICATE_BITS = 2  # phash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
 SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
-SYSTEM_DIRS = {"__MACOSX", ".git", ".ipynb_checkpoints"}
+SYSTEM_DIRS = {"__MACOSX", ".git", ".ipynb_checkpoints", ".kvasir_cache"}
 
 # Loading must fail loudly on a truncated file, not pad it with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -123,6 +123,8 @@ def check_folder(
     problems: list[Problem] = []
     candidates: list[tuple[str, str]] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if class_dir.name == ".kvasir_cache":  # this tool's own decode-once cache
+            continue
         if class_dir.name.startswith(".") or class_dir.name in SYSTEM_DIRS:
             problems.append(Problem(class_dir.name + "/", "ignored", "system or hidden folder, not a class"))
             continue

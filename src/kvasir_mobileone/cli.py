@@ -17,11 +17,13 @@ COMMANDS = {
     "fit": "kvasir_mobileone.train",
     "test": "kvasir_mobileone.evaluate",
     "check": "kvasir_mobileone.check",
+    "prepare": "kvasir_mobileone.cache",
     "export": "kvasir_mobileone.export",
     "features": "kvasir_mobileone.features",
     "compare": "kvasir_mobileone.compare",
     "cv": "kvasir_mobileone.cv",
     "predict": "kvasir_mobileone.predict",
+    "benchmark": "kvasir_mobileone.benchmark",
     "demo": "kvasir_mobileone.demo",
 }
 

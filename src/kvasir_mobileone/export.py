@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 from timm.utils.model import reparameterize_model
 
-from kvasir_mobileone.data import DataConfig, build_transforms, load_rgb, read_manifest
+from kvasir_mobileone.cache import decode_resized
+from kvasir_mobileone.data import DataConfig, normalize, read_manifest
 from kvasir_mobileone.evaluate import resolve_run
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json
 from kvasir_mobileone.model import MobileOneClassifier, normalization_of
@@ -133,9 +134,9 @@ def export(
     module = MobileOneClassifier.from_checkpoint(ckpt)
     image_size = DataConfig(**load_run_config(run_dir)["data"]).image_size if run_dir else None
     norm = normalization_of(module.backbone, image_size)
-    transform = build_transforms(norm, train=False)
     paths = parity_images(run_dir, images, num_images)
-    batch = torch.stack([transform(load_rgb(p, norm.image_size)) for p in paths])
+    pixels = np.stack([decode_resized(p, norm.image_size, norm.interpolation) for p in paths])
+    batch = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), norm)
 
     # Fuse in eval mode and fp32, on a copy: the checkpoint's training-time model stays as it is.
     unfused = module.backbone.float().eval()

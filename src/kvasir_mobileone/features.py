@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, build_transforms, read_manifest
+from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, normalize, read_manifest
 from kvasir_mobileone.evaluate import compute_metrics, resolve_run, write_report
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json
 from kvasir_mobileone.model import MobileOneClassifier, normalization_of
@@ -48,13 +48,14 @@ def extract_features(run: str, batch_size: int = 64, num_workers: int | None = N
     rows = read_manifest(run_dir / MANIFEST_NAME)
     module = MobileOneClassifier.from_checkpoint(ckpt)
     datamodule = ImageFolderDataModule(data, rows, normalization_of(module.backbone, data.image_size))
-    dataset = datamodule.dataset("test")
-    dataset.rows, dataset.transform = rows, build_transforms(datamodule.norm, train=False)  # every split, no aug
+    datamodule.setup()
+    dataset = datamodule.dataset(None)  # every split, no augmentation
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=datamodule.num_workers)
     embeddings = np.zeros((len(rows), module.backbone.num_features), np.float32)
     with torch.no_grad():
         for images, _, index in tqdm(loader, desc="features", unit="batch"):
-            pooled = module.backbone.forward_head(module.backbone.forward_features(images), pre_logits=True)
+            x = normalize(images, datamodule.norm)
+            pooled = module.backbone.forward_head(module.backbone.forward_features(x), pre_logits=True)
             embeddings[index.numpy()] = pooled.float().numpy()
     return {
         "embeddings": embeddings,

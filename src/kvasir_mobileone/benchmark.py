@@ -1,0 +1,264 @@
+"""`kvasir benchmark`: data, training and inference speed, every figure a ratio measured side by side in one run."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from timm.utils.model import reparameterize_model
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.transforms import v2 as T
+
+from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, Normalization, make_split, scan_image_folder
+from kvasir_mobileone.export import export_onnx
+from kvasir_mobileone.io import markdown_table, write_json, write_text
+from kvasir_mobileone.synth import synth
+
+MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
+NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of fn() over repeats, after warm-up calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_flops_per_s(n: int = 2048) -> float:
+    """The CPU's (or GPU's) own fp32 speed: a large matrix multiplication, timed in this run."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / timed(lambda: a @ b, 5)
+
+
+class NaiveDataset(Dataset):
+    """The original workflow's loader: full-size PIL decode, then resize/rotate/flip/jitter/normalize in float."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.transform = T.Compose([
+            T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Resize((224, 224), antialias=True),
+            T.RandomRotation(15), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ColorJitter(0.2, 0.2, 0.2, 0.02),
+            T.Normalize(NORM.mean, NORM.std),
+        ])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB")), 0
+
+
+def images_per_s(loader: DataLoader, epochs: int = 2) -> float:
+    """Images delivered per second, ignoring the first epoch (worker start-up)."""
+    count, start = 0, None
+    for epoch in range(epochs + 1):
+        if epoch == 1:
+            start = time.perf_counter()
+        for batch in loader:
+            count += len(batch[0]) if epoch else 0
+    return count / (time.perf_counter() - start)
+
+
+def bench_data(data_dir: Path, workers: int, batch_size: int = 32) -> list[dict]:
+    rows = make_split(scan_image_folder(data_dir), 0.1, 0.1, seed=0)
+    train_paths = [data_dir / r["path"] for r in rows if r["split"] == "train"]
+    results = []
+    naive = DataLoader(NaiveDataset(train_paths), batch_size, shuffle=True, num_workers=workers,
+                       persistent_workers=workers > 0)  # fmt: skip
+    results.append({"loader": "naive: full PIL decode + float transforms", "images_per_s": images_per_s(naive)})
+    for cache in (False, True):
+        cfg = DataConfig(data_dir=str(data_dir), batch_size=batch_size, num_workers=workers, cache=cache,
+                         augment_on="workers")  # fmt: skip
+        datamodule = ImageFolderDataModule(cfg, rows, NORM)
+        start = time.perf_counter()
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        build = time.perf_counter() - start
+        name = "ours: decode-once uint8 cache" if cache else "ours, no cache: JPEG draft decode + uint8 transforms"
+        speed = images_per_s(datamodule.train_dataloader())
+        results.append({"loader": name, "images_per_s": speed, "cache_build_s": build if cache else None})
+    for r in results:
+        r["speedup_vs_naive"] = r["images_per_s"] / results[0]["images_per_s"]
+    return results
+
+
+def calibrated(name: str) -> torch.nn.Module:
+    """A random-init model whose BatchNorm statistics have seen data: eval-mode activations stay finite."""
+    model = timm.create_model(name, num_classes=8)
+    with torch.no_grad():
+        model.train()
+        for _ in range(2):
+            model(torch.rand(2, 3, 224, 224))
+    return model.eval()
+
+
+def bench_training(models: tuple[str, ...], batch_size: int, steps: int) -> list[dict]:
+    results = []
+    for name in models:
+        for bf16 in (False, True):
+            for channels_last in (False, True):
+                model = timm.create_model(name, num_classes=8).train()
+                x = torch.randn(batch_size, 3, 224, 224)
+                y = torch.randint(0, 8, (batch_size,))
+                if channels_last:
+                    model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+                optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+
+                def step(model=model, x=x, y=y, optimizer=optimizer, bf16=bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        loss = torch.nn.functional.cross_entropy(model(x), y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+
+                seconds = timed(step, steps)
+                results.append({"model": name, "precision": "bf16 autocast" if bf16 else "fp32",
+                                "channels_last": channels_last, "images_per_s": batch_size / seconds})  # fmt: skip
+        base = next(r for r in results if r["model"] == name and r["precision"] == "fp32" and not r["channels_last"])
+        for r in results:
+            if r["model"] == name:
+                r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"]
+    return results
+
+
+def flops_per_image(model: torch.nn.Module) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.rand(1, 3, 224, 224))
+    return float(counter.get_total_flops())
+
+
+def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: float, workdir: Path) -> list[dict]:
+    import onnxruntime as ort
+
+    results = []
+    for name in models:
+        unfused = calibrated(name)
+        fused = reparameterize_model(unfused)
+        flops = flops_per_image(fused)
+        onnx_path = export_onnx(fused, torch.rand(1, 3, 224, 224), workdir / f"{name}.onnx", 17)
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        for batch in batches:
+            x = torch.rand(batch, 3, 224, 224)
+            repeats = 10 if batch == 1 else 3
+            runtimes = {
+                "unfused eager fp32": lambda m=unfused, x=x: m(x),
+                "fused eager fp32": lambda m=fused, x=x: m(x),
+                "fused eager bf16 autocast": lambda m=fused, x=x: _bf16(m, x),
+                "fused onnxruntime fp32": lambda s=session, x=x: s.run(None, {"image": x.numpy()}),
+            }
+            row = []
+            with torch.no_grad():
+                for runtime, fn in runtimes.items():
+                    ips = batch / timed(fn, repeats)
+                    row.append({"model": name, "batch": batch, "runtime": runtime, "images_per_s": ips,
+                                "ms_per_image": 1000 / ips, "cpu_fraction": flops * ips / peak})  # fmt: skip
+            for r in row:
+                r["speedup_vs_unfused"] = r["images_per_s"] / row[0]["images_per_s"]
+            results += row
+        results[-1]["gflops_per_image"] = flops / 1e9
+    return results
+
+
+def _bf16(model, x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(x)
+
+
+def benchmark(
+    out: str = "benchmarks/results",
+    data: str | None = None,
+    images: int = 160,
+    workers: int | None = None,
+    train_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
+    train_batch: int = 8,
+    train_steps: int = 3,
+    inference_models: tuple[str, ...] = MODELS,
+    inference_batches: tuple[int, ...] = (1, 32),
+    skip: tuple[str, ...] = (),
+) -> Path:
+    """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md."""
+    from kvasir_mobileone.data import default_num_workers
+
+    workers = default_num_workers() if workers is None else workers
+    report: dict = {"machine": machine(), "workers": workers}
+    report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        if "data" not in skip:
+            data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=max(2, images // 8))
+            report["data"] = bench_data(data_dir, workers)
+        if "training" not in skip:
+            report["training"] = bench_training(train_models, train_batch, train_steps)
+        if "inference" not in skip:
+            report["inference"] = bench_inference(
+                inference_models, (1, 32), report["matmul_gflops_fp32"] * 1e9, tmp_dir
+            )
+    out_dir = Path(out)
+    write_json(out_dir / "benchmark.json", report)
+    text = render(report)
+    write_text(out_dir / "benchmark.md", text)
+    print(text)
+    return out_dir
+
+
+def render(report: dict) -> str:
+    m = report["machine"]
+    parts = [
+        "# kvasir benchmark\n",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"GPU: {m['gpu'] or 'none'}; {m['date']}. fp32 matmul: {report['matmul_gflops_fp32']:.0f} GFLOP/s.\n",
+    ]
+    if "data" in report:
+        parts.append(
+            f"\n## Data loading (training loader, {report['workers']} workers, 224 px, Kvasir-sized JPEGs)\n\n"
+        )
+        parts.append(markdown_table(
+            ["loader", "images/s", "× naive", "cache build (s)"],
+            [[r["loader"], f"{r['images_per_s']:.0f}", f"{r['speedup_vs_naive']:.1f}",
+              f"{r['cache_build_s']:.1f}" if r.get("cache_build_s") else "—"] for r in report["data"]],
+        ))  # fmt: skip
+    if "training" in report:
+        parts.append("\n## Training step (224 px, Adam, this CPU)\n\n")
+        parts.append(markdown_table(
+            ["model", "precision", "channels_last", "images/s", "× fp32"],
+            [[r["model"], r["precision"], r["channels_last"], f"{r['images_per_s']:.1f}", f"{r['speedup_vs_fp32']:.2f}"]
+             for r in report["training"]],
+        ))  # fmt: skip
+    if "inference" in report:
+        parts.append("\n## Inference (224 px; CPU fraction = model FLOP/s ÷ fp32 matmul FLOP/s)\n\n")
+        parts.append(markdown_table(
+            ["model", "batch", "runtime", "ms/image", "images/s", "× unfused", "CPU fraction"],
+            [[r["model"], r["batch"], r["runtime"], f"{r['ms_per_image']:.2f}", f"{r['images_per_s']:.1f}",
+              f"{r['speedup_vs_unfused']:.2f}", f"{100 * r['cpu_fraction']:.0f}%"] for r in report["inference"]],
+        ))  # fmt: skip
+    parts.append("\nReproduce: `kvasir benchmark --out benchmarks/results`.\n")
+    return "".join(parts)

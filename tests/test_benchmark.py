@@ -1,0 +1,20 @@
+"""`kvasir benchmark` end to end at a tiny size: every figure is a ratio measured in the same run."""
+
+import json
+
+from kvasir_mobileone.cli import main
+
+
+def test_benchmark_writes_side_by_side_ratios(tmp_path):
+    main(["benchmark", "--out", str(tmp_path), "--images", "80", "--workers", "0",
+          "--train_models", "[mobileone_s0]", "--train_batch", "2", "--train_steps", "1",
+          "--inference_models", "[mobileone_s0]", "--inference_batches", "[1, 2]"])  # fmt: skip
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["matmul_gflops_fp32"] > 0 and report["machine"]["cores"] >= 1
+    loaders = {r["loader"]: r for r in report["data"]}
+    assert len(loaders) == 3 and all(r["images_per_s"] > 0 for r in loaders.values())
+    assert loaders["naive: full PIL decode + float transforms"]["speedup_vs_naive"] == 1.0
+    assert len(report["training"]) == 4 and {r["precision"] for r in report["training"]} == {"fp32", "bf16 autocast"}
+    runtimes = {(r["batch"], r["runtime"]) for r in report["inference"]}
+    assert len(runtimes) == 8 and all(0 < r["cpu_fraction"] < 2 for r in report["inference"])
+    assert "× naive" in (tmp_path / "benchmark.md").read_text()
