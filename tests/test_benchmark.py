@@ -14,7 +14,11 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     loaders = {r["loader"]: r for r in report["data"]}
     assert len(loaders) == 3 and all(r["images_per_s"] > 0 for r in loaders.values())
     assert loaders["naive: full PIL decode + float transforms"]["speedup_vs_naive"] == 1.0
-    assert len(report["training"]) == 4 and {r["precision"] for r in report["training"]} == {"fp32", "bf16 autocast"}
+    assert (
+        len(report["training"]) == 4
+        and report["training"][0]["speedup_vs_fp32"] == 1.0
+        and {r["precision"] for r in report["training"]} == {"fp32", "bf16 autocast"}
+    )
     runtimes = {(r["batch"], r["runtime"]) for r in report["inference"]}
     assert len(runtimes) == 8 and all(0 < r["cpu_fraction"] < 2 for r in report["inference"])
     assert "× naive" in (tmp_path / "benchmark.md").read_text()

@@ -120,32 +120,47 @@ def calibrated(name: str) -> torch.nn.Module:
     return model.eval()
 
 
+def _train_step_speed(name: str, bf16: bool, channels_last: bool, batch_size: int, steps: int, queue) -> None:
+    model = timm.create_model(name, num_classes=8).train()
+    x = torch.randn(batch_size, 3, 224, 224)
+    y = torch.randint(0, 8, (batch_size,))
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    queue.put(batch_size / timed(step, steps))
+
+
 def bench_training(models: tuple[str, ...], batch_size: int, steps: int) -> list[dict]:
+    """Each configuration in its own process: one that crashes (some CPU kernels abort) is reported, not fatal."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
     results = []
     for name in models:
         for bf16 in (False, True):
             for channels_last in (False, True):
-                model = timm.create_model(name, num_classes=8).train()
-                x = torch.randn(batch_size, 3, 224, 224)
-                y = torch.randint(0, 8, (batch_size,))
-                if channels_last:
-                    model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-                optimizer = torch.optim.Adam(model.parameters(), 1e-4)
-
-                def step(model=model, x=x, y=y, optimizer=optimizer, bf16=bf16):
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                        loss = torch.nn.functional.cross_entropy(model(x), y)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-
-                seconds = timed(step, steps)
+                queue = context.Queue()
+                process = context.Process(
+                    target=_train_step_speed, args=(name, bf16, channels_last, batch_size, steps, queue)
+                )
+                process.start()
+                process.join()
+                speed = queue.get() if process.exitcode == 0 else None
+                error = None if speed else f"process died (exit code {process.exitcode})"
                 results.append({"model": name, "precision": "bf16 autocast" if bf16 else "fp32",
-                                "channels_last": channels_last, "images_per_s": batch_size / seconds})  # fmt: skip
+                                "channels_last": channels_last, "images_per_s": speed, "error": error})  # fmt: skip
         base = next(r for r in results if r["model"] == name and r["precision"] == "fp32" and not r["channels_last"])
         for r in results:
             if r["model"] == name:
-                r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"]
+                r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"] if r["images_per_s"] else None
     return results
 
 
@@ -250,8 +265,9 @@ def render(report: dict) -> str:
         parts.append("\n## Training step (224 px, Adam, this CPU)\n\n")
         parts.append(markdown_table(
             ["model", "precision", "channels_last", "images/s", "× fp32"],
-            [[r["model"], r["precision"], r["channels_last"], f"{r['images_per_s']:.1f}", f"{r['speedup_vs_fp32']:.2f}"]
-             for r in report["training"]],
+            [[r["model"], r["precision"], r["channels_last"],
+              f"{r['images_per_s']:.1f}" if r["images_per_s"] else r["error"],
+              f"{r['speedup_vs_fp32']:.2f}" if r["speedup_vs_fp32"] else "—"] for r in report["training"]],
         ))  # fmt: skip
     if "inference" in report:
         parts.append("\n## Inference (224 px; CPU fraction = model FLOP/s ÷ fp32 matmul FLOP/s)\n\n")
