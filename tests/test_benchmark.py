@@ -12,7 +12,7 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["matmul_gflops_fp32"] > 0 and report["machine"]["cores"] >= 1
     loaders = {r["loader"]: r for r in report["data"]}
-    assert len(loaders) == 3 and all(r["images_per_s"] > 0 for r in loaders.values())
+    assert len(loaders) == 4 and all(r["images_per_s"] > 0 for r in loaders.values())
     assert loaders["naive: full PIL decode + float transforms"]["speedup_vs_naive"] == 1.0
     assert (
         len(report["training"]) == 4

@@ -94,15 +94,19 @@ def bench_data(data_dir: Path, workers: int, batch_size: int = 32) -> list[dict]
     naive = DataLoader(NaiveDataset(train_paths), batch_size, shuffle=True, num_workers=workers,
                        persistent_workers=workers > 0)  # fmt: skip
     results.append({"loader": "naive: full PIL decode + float transforms", "images_per_s": images_per_s(naive)})
-    for cache in (False, True):
+    variants = (
+        (False, "workers", "ours, no cache: JPEG draft decode + uint8 augmentation in workers"),
+        (True, "workers", "ours: decode-once uint8 cache + uint8 augmentation in workers"),
+        (True, "device", "ours: decode-once uint8 cache, augmentation on the GPU (loader side; default with CUDA)"),
+    )
+    for cache, augment_on, name in variants:
         cfg = DataConfig(data_dir=str(data_dir), batch_size=batch_size, num_workers=workers, cache=cache,
-                         augment_on="workers")  # fmt: skip
+                         augment_on=augment_on)  # fmt: skip
         datamodule = ImageFolderDataModule(cfg, rows, NORM)
         start = time.perf_counter()
         datamodule.prepare_data()
         datamodule.setup("fit")
         build = time.perf_counter() - start
-        name = "ours: decode-once uint8 cache" if cache else "ours, no cache: JPEG draft decode + uint8 transforms"
         speed = images_per_s(datamodule.train_dataloader())
         results.append({"loader": name, "images_per_s": speed, "cache_build_s": build if cache else None})
     for r in results:
@@ -160,7 +164,8 @@ def bench_training(models: tuple[str, ...], batch_size: int, steps: int) -> list
         base = next(r for r in results if r["model"] == name and r["precision"] == "fp32" and not r["channels_last"])
         for r in results:
             if r["model"] == name:
-                r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"] if r["images_per_s"] else None
+                both = r["images_per_s"] and base["images_per_s"]
+                r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"] if both else None
     return results
 
 
@@ -235,7 +240,7 @@ def benchmark(
             report["training"] = bench_training(train_models, train_batch, train_steps)
         if "inference" not in skip:
             report["inference"] = bench_inference(
-                inference_models, (1, 32), report["matmul_gflops_fp32"] * 1e9, tmp_dir
+                inference_models, inference_batches, report["matmul_gflops_fp32"] * 1e9, tmp_dir
             )
     out_dir = Path(out)
     write_json(out_dir / "benchmark.json", report)

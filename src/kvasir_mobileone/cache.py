@@ -29,7 +29,7 @@ def decode_resized(path: str | Path, size: int, interpolation: str = "bilinear")
     from kvasir_mobileone.data import load_rgb
 
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
-    return np.asarray(load_rgb(path, min_size=size).resize((size, size), resample), dtype=np.uint8)
+    return np.array(load_rgb(path, min_size=size).resize((size, size), resample), dtype=np.uint8)  # writable
 
 
 def stamp(path: Path) -> list[int]:

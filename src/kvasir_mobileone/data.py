@@ -29,20 +29,35 @@ class DataError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Where the images are, how they are split and how they are batched."""
+    """Where the images are, how they are split and how they are batched.
+
+    Args:
+        data_dir: a folder of class folders (Kvasir v2: data/kvasir-dataset-v2)
+        manifest: reuse this split manifest CSV so the test set stays fixed across runs
+        val_fraction: share of the images in the validation split
+        test_fraction: share of the images in the test split
+        seed: seed of the split
+        batch_size: images per batch (per device)
+        num_workers: None: one per CPU core, at most 8
+        image_size: None: the backbone's input size from timm's data config
+        near_duplicate_bits: images whose 64-bit perceptual hashes differ in <= this many bits share a split
+        cache: decode each image once into DATA/.kvasir_cache (uint8 memory map), rebuilt when stale
+        cache_dir: where the cache goes when the data folder is read-only
+        augment_on: auto: on the GPU when there is one, else in workers
+    """
 
     data_dir: str = "data/kvasir-dataset-v2"
-    manifest: str | None = None  # reuse this split manifest CSV so the test set stays fixed across runs
+    manifest: str | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
     batch_size: int = 32
-    num_workers: int | None = None  # None: one per CPU core, at most 8
-    image_size: int | None = None  # None: the backbone's input size from timm's data config
-    near_duplicate_bits: int = 2  # images whose 64-bit perceptual hashes differ in <= this many bits share a split
-    cache: bool = True  # decode each image once into DATA/.kvasir_cache (uint8 memory map), rebuilt when stale
-    cache_dir: str | None = None  # where the cache goes when the data folder is read-only
-    augment_on: Literal["auto", "workers", "device"] = "auto"  # auto: on the GPU when there is one, else in workers
+    num_workers: int | None = None
+    image_size: int | None = None
+    near_duplicate_bits: int = 2
+    cache: bool = True
+    cache_dir: str | None = None
+    augment_on: Literal["auto", "workers", "device"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,7 @@ def write_manifest(path: str | Path, rows: list[dict[str, str]]) -> Path:
 def read_manifest(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Split manifest {path} not found. Drop --data.manifest to make a new split.")
+        raise DataError(f"Split manifest {path} not found. Give an existing manifest, or none to make a new split.")
     rows = read_csv(path)
     if not rows or set(MANIFEST_HEADER) - set(rows[0]):
         raise DataError(f"{path} is not a split manifest: it needs the columns {', '.join(MANIFEST_HEADER)}.")
@@ -141,8 +156,8 @@ def check_manifest_files(rows: list[dict[str, str]], data_dir: str | Path, manif
     if missing:
         raise DataError(
             f"The split manifest {manifest} names {len(missing)} files missing from {data_dir}, e.g. "
-            f"{', '.join(missing[:5])}. Restore them, point --data.data_dir at the right folder, or drop "
-            "--data.manifest to make a new split."
+            f"{', '.join(missing[:5])}. Restore them, point the data folder option (fit: --data.data_dir, test: "
+            "--data_dir) at the right folder, or make a new split (fit without --data.manifest)."
         )
 
 

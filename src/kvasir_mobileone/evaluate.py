@@ -219,7 +219,10 @@ def test(
         )
     out_dir = Path(out) if out else (run_dir or ckpt.parent) / "test"
     module.tta = tta
-    trainer = build_trainer(TrainerConfig(accelerator=accelerator, precision=precision, logger="none"), out_dir)
+    # one device: every test image is seen exactly once and one process writes the report
+    trainer = build_trainer(
+        TrainerConfig(accelerator=accelerator, devices=1, precision=precision, logger="none"), out_dir
+    )
     temperature = None
     if calibrate:
         # the val images, served through the test loader, give the probabilities the temperature is fitted on

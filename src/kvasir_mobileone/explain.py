@@ -17,6 +17,7 @@ from tqdm import tqdm  # noqa: E402
 
 from kvasir_mobileone.io import atomic_path  # noqa: E402
 from kvasir_mobileone.predict import preprocess  # noqa: E402
+from kvasir_mobileone.stats import apply_temperature  # noqa: E402
 
 
 def load_torch_model(model: str) -> tuple[torch.nn.Module, dict]:
@@ -58,7 +59,9 @@ def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
             array, rgb = preprocess(path, size, mean, std)
             x = torch.from_numpy(array)[None]
             with torch.no_grad():
-                probs = network(x).softmax(dim=1)[0]
+                probs = network(x).softmax(dim=1)[0].numpy()
+            if meta.get("temperature"):  # the same probability as `kvasir predict` reports
+                probs = apply_temperature(probs[None], meta["temperature"])[0]
             top = int(probs.argmax())
             heat = cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
             shown = np.asarray(rgb.resize((size, size)), dtype=np.float32) / 255.0

@@ -40,18 +40,31 @@ def load_checkpoint_safely(path: str | Path, map_location: str = "cpu") -> dict:
 
 @dataclass
 class ModelConfig:
-    """The backbone and how it is optimised."""
+    """The backbone and how it is optimised.
 
-    name: str = "mobileone_s3"  # any timm model name; mobileone_s0 ... mobileone_s4
-    pretrained: bool = True  # ImageNet weights from the Hugging Face hub through timm
-    weights: str | None = None  # local timm checkpoint or .safetensors file, for offline machines
-    optimizer: str = "Adam"  # any class in torch.optim
+    Args:
+        name: any timm model name; mobileone_s0 ... mobileone_s4
+        pretrained: ImageNet weights from the Hugging Face hub through timm
+        weights: local timm checkpoint or .safetensors file, for offline machines
+        optimizer: any class in torch.optim
+        lr: learning rate
+        weight_decay: weight decay of the optimizer
+        optimizer_kwargs: more keyword arguments of the optimizer, e.g. {momentum: 0.9}
+        label_smoothing: cross-entropy label smoothing (0 to 1)
+        warmup_epochs: epochs of linear learning-rate warmup
+        cosine: cosine decay to 0 over the run, after the warmup
+    """
+
+    name: str = "mobileone_s3"
+    pretrained: bool = True
+    weights: str | None = None
+    optimizer: str = "Adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     label_smoothing: float = 0.0
     warmup_epochs: int = 0
-    cosine: bool = False  # cosine decay to 0 over the run, after the warmup
+    cosine: bool = False
 
 
 def create_backbone(name: str, num_classes: int, pretrained: bool = True, weights: str | None = None):

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, write_csv, write_json
-from kvasir_mobileone.stats import softmax
+from kvasir_mobileone.stats import apply_temperature, softmax
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -132,10 +132,11 @@ def predict(
         if not good:
             continue
         batch = np.stack(arrays)
-        temperature = meta.get("temperature") or 1.0
-        probs = softmax(predictor.logits(batch) / temperature)
+        probs = softmax(predictor.logits(batch))
         if tta:
-            probs = (probs + softmax(predictor.logits(np.ascontiguousarray(batch[..., ::-1])) / temperature)) / 2
+            probs = (probs + softmax(predictor.logits(np.ascontiguousarray(batch[..., ::-1])))) / 2
+        if meta.get("temperature"):  # as in `kvasir test`: views averaged first, then the temperature
+            probs = apply_temperature(probs, meta["temperature"])
         for path, p in zip(good, probs, strict=True):
             order = np.argsort(-p)[:top_k]
             results.append(

@@ -37,17 +37,34 @@ WANDB_PROJECT = "kvasir-mobileone"
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings and where the run folder goes."""
+    """Lightning Trainer settings and where the run folder goes.
+
+    Args:
+        max_epochs: epochs to train
+        accelerator: cpu, gpu, auto ... (Lightning)
+        devices: devices per node: a count, a list or auto (Lightning)
+        num_nodes: machines (DDP across nodes)
+        strategy: auto, ddp ... (Lightning)
+        precision: None: 16-mixed on CUDA, bf16-mixed on a CPU with native bf16, else 32-true
+        logger: wandb (offline when not logged in), tensorboard, csv or none
+        runs_dir: parent folder of run folders
+        run_name: default: <date>-<time>-<model name>
+        seed: seed of training (weights, order, augmentation)
+        deterministic: deterministic algorithms: same seed, same metrics
+        limit_train_batches: fraction or number of training batches per epoch
+        limit_val_batches: fraction or number of validation batches per epoch
+        log_every_n_steps: logging interval in steps
+    """
 
     max_epochs: int = 30
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str | None = None  # None: 16-mixed on CUDA, bf16-mixed on a CPU with native bf16, else 32-true
+    precision: str | None = None
     logger: Literal["wandb", "tensorboard", "csv", "none"] = "wandb"
     runs_dir: str = "runs"
-    run_name: str | None = None  # default: <date>-<time>-<model name>
+    run_name: str | None = None
     seed: int = 42
     deterministic: bool = False
     limit_train_batches: float | int = 1.0
@@ -137,7 +154,8 @@ def new_run_dir(cfg: TrainerConfig, model_name: str) -> Path:
     name = cfg.run_name or (f"slurm{job}-{model_name}" if job else f"{dt.datetime.now():%Y%m%d-%H%M%S}-{model_name}")
     run_dir = Path(cfg.runs_dir) / name
     if is_rank_zero():
-        if (run_dir / CONFIG_NAME).exists():
+        # a folder whose run died before its first checkpoint holds nothing to keep: start it over
+        if (run_dir / CONFIG_NAME).exists() and any((run_dir / "checkpoints").glob("*.ckpt")):
             raise FileExistsError(
                 f"Run folder {run_dir} already holds a run: continue it with `kvasir fit --resume {run_dir}` or "
                 "choose another --trainer.run_name."
