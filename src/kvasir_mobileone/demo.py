@@ -17,7 +17,7 @@ def demo(
     images_per_class: int = 60,
     model: str = "mobileone_s0",
     image_size: int = 64,
-    max_epochs: int = 15,
+    max_epochs: int = 20,
     logger: str = "wandb",
     precision: str | None = "32-true",
     seed: int = 0,
