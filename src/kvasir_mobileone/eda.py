@@ -24,15 +24,19 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_class_counts(counts: dict[str, int], path: Path) -> Path:
+def _count_bars(counts: dict[str, int], title: str, xlabel: str, colour: str, path: Path) -> Path:
+    """A labelled bar chart of image counts."""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(counts)), 4.5))
-    bars = ax.bar(list(counts), list(counts.values()), color="tab:blue")
-    ax.bar_label(bars)
-    ax.set_title("Images per class")
-    ax.set_xlabel("class")
+    ax.bar_label(ax.bar(list(counts), list(counts.values()), color=colour))
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("images (count)")
     ax.tick_params(axis="x", rotation=40)
     return _save(fig, path)
+
+
+def plot_class_counts(counts: dict[str, int], path: Path) -> Path:
+    return _count_bars(counts, "Images per class", "class", "tab:blue", path)
 
 
 def plot_sample_grid(
@@ -55,16 +59,8 @@ def plot_sample_grid(
 
 
 def plot_resolutions(sizes: list[tuple[int, int]], path: Path) -> Path:
-    labels = Counter(f"{w}×{h}" for w, h in sizes)
-    ordered = sorted(labels.items(), key=lambda kv: -kv[1])
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(ordered)), 4.5))
-    bars = ax.bar([k for k, _ in ordered], [v for _, v in ordered], color="tab:green")
-    ax.bar_label(bars)
-    ax.set_title("Image resolutions")
-    ax.set_xlabel("width × height (pixels)")
-    ax.set_ylabel("images (count)")
-    ax.tick_params(axis="x", rotation=40)
-    return _save(fig, path)
+    ordered = dict(Counter(f"{w}×{h}" for w, h in sizes).most_common())
+    return _count_bars(ordered, "Image resolutions", "width × height (pixels)", "tab:green", path)
 
 
 def eda(
