@@ -145,11 +145,12 @@ def _plot(rows: list[dict], path: Path) -> Path:
         low = values - np.array([r[f"{key}_ci_low"] for r in rows]) * 100
         high = np.array([r[f"{key}_ci_high"] for r in rows]) * 100 - values
         ax.bar(x + offset, values, width=0.36, yerr=[low, high], capsize=4, label=label)
-    ax.set_xticks(x, [r["run"] for r in rows], rotation=20)
+    ax.set_xticks(x, [r["run"] for r in rows], rotation=20, ha="right")
+    ax.set_ylim(0, 118)  # room for the legend above the bars
     ax.set_ylabel("test score (%) with 95% bootstrap CI")
     ax.set_xlabel("run")
     ax.set_title("Test accuracy and macro-F1 on the shared test set")
-    ax.legend()
+    ax.legend(loc="upper right", ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
