@@ -16,7 +16,8 @@ from PIL import Image
 
 from kvasir_mobileone.check import DataCheckError, check_folder
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.data import DataError, load_rgb
+from kvasir_mobileone.data import DataError
+from kvasir_mobileone.images import load_rgb
 from kvasir_mobileone.model import MobileOneClassifier, UnsafeCheckpointError
 from kvasir_mobileone.synth import synth
 

@@ -13,23 +13,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import write_json
 
 CACHE_VERSION = 1
 CACHE_DIR_NAME = ".kvasir_cache"  # inside the data folder by default; hidden, so scans and checks skip it
-
-
-def decode_resized(path: str | Path, size: int, interpolation: str = "bilinear") -> np.ndarray:
-    """size x size x 3 uint8: reduced-scale JPEG decode (DCT scaling), upright RGB, then one Pillow resize.
-
-    The uncached pipeline calls this too, so cached and uncached training see the same pixels."""
-    from kvasir_mobileone.data import load_rgb
-
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
-    return np.array(load_rgb(path, min_size=size).resize((size, size), resample), dtype=np.uint8)  # writable
 
 
 def stamp(path: Path) -> list[int]:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
+from kvasir_mobileone.images import to_rgb
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, markdown_table, write_csv, write_json
 
 MIN_SIDE = 32  # smaller images are kept but reported: upsampling them to the model's input size invents detail
@@ -76,8 +77,6 @@ def inspect_image(path: str) -> dict:
                 size, mode, fmt = image.size, image.mode, image.format
                 if fmt == "JPEG":
                     image.draft("RGB", (64, 64))
-                from kvasir_mobileone.data import to_rgb
-
                 rgb = to_rgb(image)  # the same conversion training uses
                 rgb.load()
         import imagehash

@@ -12,11 +12,11 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
+from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, read_csv, write_csv
 
 SPLITS = ("train", "val", "test")
@@ -171,26 +171,6 @@ def split_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
     return {s: {c: counts[(s, c)] for c in class_names_of(rows)} for s in SPLITS}
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB from any mode: 16-bit and 32-bit greyscale are scaled (not clipped), CMYK/P/LA/RGBA converted,
-    and EXIF orientation applied."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I") or image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
-    return image.convert("RGB")
-
-
-def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Open an image as upright 8-bit RGB. With `min_size`, JPEGs decode at a reduced scale (DCT scaling) that
-    still covers min_size x min_size, which is several times faster on Kvasir's 720x576-1920x1072 frames."""
-    with Image.open(path) as image:
-        if min_size and image.format == "JPEG":
-            image.draft("RGB", (min_size, min_size))
-        return to_rgb(image)
-
-
 def train_augmentations() -> T.Compose:
     """The original workflow's augmentations, on uint8 CHW tensors in DataLoader workers: rotation, flips, jitter."""
     return T.Compose(
@@ -235,8 +215,6 @@ class ImageListDataset(Dataset):
         return len(self.rows)
 
     def pixels(self, rel_path: str) -> np.ndarray:
-        from kvasir_mobileone.cache import decode_resized
-
         cached = self.cache.get(rel_path) if self.cache is not None else None
         return cached if cached is not None else decode_resized(self.data_dir / rel_path, self.size, self.interpolation)
 

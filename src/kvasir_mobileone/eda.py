@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from kvasir_mobileone.data import load_rgb, read_manifest, scan_image_folder, split_counts  # noqa: E402
+from kvasir_mobileone.data import read_manifest, scan_image_folder, split_counts  # noqa: E402
+from kvasir_mobileone.images import load_rgb  # noqa: E402
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json, write_text  # noqa: E402
 
 

@@ -51,12 +51,12 @@ def target_layer(network: torch.nn.Module) -> torch.nn.Module:
 def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
     """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""
     network, meta = load_torch_model(model)
-    size, mean, std = meta["input"]["image_size"], meta["input"]["mean"], meta["input"]["std"]
+    size = meta["input"]["image_size"]
     class_names = meta["class_names"]
     written = []
     with GradCAM(model=network, target_layers=[target_layer(network)]) as cam:
         for path in tqdm(paths, desc="explain", unit="img"):
-            array, rgb = preprocess(path, size, mean, std)
+            array, pixels = preprocess(path, meta["input"])
             x = torch.from_numpy(array)[None]
             with torch.no_grad():
                 probs = network(x).softmax(dim=1)[0].numpy()
@@ -64,7 +64,7 @@ def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
                 probs = apply_temperature(probs[None], meta["temperature"])[0]
             top = int(probs.argmax())
             heat = cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
-            shown = np.asarray(rgb.resize((size, size)), dtype=np.float32) / 255.0
+            shown = pixels.astype(np.float32) / 255.0
             overlay = show_cam_on_image(shown, heat, use_rgb=True)
             fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
             axes[0].imshow(shown)

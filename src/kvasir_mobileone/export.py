@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import save_file
 from timm.utils.model import reparameterize_model
 
-from kvasir_mobileone.cache import decode_resized
 from kvasir_mobileone.data import DataConfig, normalize, read_manifest
 from kvasir_mobileone.evaluate import resolve_run
+from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json
 from kvasir_mobileone.model import MobileOneClassifier, normalization_of
 from kvasir_mobileone.train import MANIFEST_NAME, load_run_config

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, write_csv, write_json
 from kvasir_mobileone.stats import apply_temperature, softmax
 
@@ -36,15 +36,11 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def preprocess(path: Path, image_size: int, mean, std) -> tuple[np.ndarray, Image.Image]:
-    """NCHW float32 input for one image (Pillow bilinear resize, then normalize) and the upright RGB image."""
-    with Image.open(path) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (image_size, image_size))
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
-    resized = rgb.resize((image_size, image_size), Image.BILINEAR)
-    array = (np.asarray(resized, dtype=np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return array.transpose(2, 0, 1), rgb
+def preprocess(path: Path, model_input: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(CHW float32 network input, HWC uint8 resized image) as in training: decode_resized, then normalize."""
+    pixels = decode_resized(path, model_input["image_size"], model_input.get("interpolation", "bilinear"))
+    mean, std = np.asarray(model_input["mean"], np.float32), np.asarray(model_input["std"], np.float32)
+    return ((pixels.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1), pixels
 
 
 class OnnxBundle:
@@ -82,7 +78,8 @@ class TorchCheckpoint:
         self.metadata = {
             "model_name": self.module.cfg.name,
             "class_names": self.module.class_names,
-            "input": {"image_size": norm.image_size, "mean": list(norm.mean), "std": list(norm.std)},
+            "input": {"image_size": norm.image_size, "mean": list(norm.mean), "std": list(norm.std),
+                      "interpolation": norm.interpolation},
             "temperature": json.loads(temperature.read_text())["temperature"] if temperature and temperature.is_file()
             else None,
         }  # fmt: skip
@@ -116,8 +113,7 @@ def predict(
     Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image."""
     predictor = load_predictor(model)
     meta = predictor.metadata
-    class_names, size = meta["class_names"], meta["input"]["image_size"]
-    mean, std = meta["input"]["mean"], meta["input"]["std"]
+    class_names = meta["class_names"]
     paths = expand_inputs(inputs)
     top_k = min(top_k, len(class_names))
     results: list[dict] = []
@@ -125,7 +121,7 @@ def predict(
         arrays, good = [], []
         for path in paths[start : start + batch_size]:
             try:
-                arrays.append(preprocess(path, size, mean, std)[0])
+                arrays.append(preprocess(path, meta["input"])[0])
                 good.append(path)
             except Exception as err:  # any unreadable file is reported, never fatal
                 results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})

@@ -228,9 +228,7 @@ def _fit(data, model, trainer, test_after, strict, resume) -> Path:
         rows = read_manifest(run_dir / MANIFEST_NAME)
         check_manifest_files(rows, data.data_dir, run_dir / MANIFEST_NAME)
         os.environ[RUN_DIR_ENV] = str(run_dir)
-        L.seed_everything(trainer.seed, workers=True)
     else:
-        L.seed_everything(trainer.seed, workers=True)
         run_dir = new_run_dir(trainer, model.name)
         rows = prepare_split(data, strict, run_dir)
         if is_rank_zero():
@@ -238,6 +236,7 @@ def _fit(data, model, trainer, test_after, strict, resume) -> Path:
             write_yaml(run_dir / CONFIG_NAME, config)
             write_manifest(run_dir / MANIFEST_NAME, rows)
             write_json(run_dir / "split_counts.json", split_counts(rows))
+    L.seed_everything(trainer.seed, workers=True)
     counts = split_counts(rows)
     if is_rank_zero():
         print_split_counts(counts)
