@@ -30,10 +30,8 @@ def load_result(run: str | Path) -> dict:
     metrics = json.loads((test_dir / "metrics.json").read_text())
     class_names = metrics["class_names"]
     index = {c: i for i, c in enumerate(class_names)}
-    extra = {}
-    for name in ("model_info.json",):
-        if (folder / name).is_file():
-            extra = json.loads((folder / name).read_text())
+    info_path = folder / "model_info.json"  # written by fit and export (train.MODEL_INFO_NAME)
+    extra = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {
         "name": folder.name if folder.name != "test" else folder.parent.name,
         "model": metrics.get("model", ""),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -179,6 +183,36 @@ def resolve_run(run_or_ckpt: str | Path) -> tuple[Path, Path | None]:
     return target, run_dir if (run_dir / "config.yaml").is_file() else None
 
 
+@dataclass
+class TrainedRun:
+    """A checkpoint with what it needs to run: the run's data settings, the model, its input normalization and
+    the fitted temperature. Every command that starts from a run folder or checkpoint opens it through open_run."""
+
+    ckpt: Path
+    run_dir: Path | None
+    data: Any  # DataConfig: the run's, or the defaults for a bare checkpoint
+    module: Any  # MobileOneClassifier, in eval mode
+    norm: Any  # Normalization from timm's data config at the run's image size
+    temperature: float | None
+
+
+def open_run(run: str | Path) -> TrainedRun:
+    from kvasir_mobileone.data import DataConfig
+    from kvasir_mobileone.model import MobileOneClassifier, normalization_of
+    from kvasir_mobileone.train import load_run_config
+
+    ckpt, run_dir = resolve_run(run)
+    data = DataConfig(**load_run_config(run_dir)["data"]) if run_dir else DataConfig()
+    module = MobileOneClassifier.from_checkpoint(ckpt)
+    temperature_path = run_dir / TEMPERATURE_NAME if run_dir else None
+    temperature = (
+        json.loads(temperature_path.read_text())["temperature"]
+        if temperature_path and temperature_path.is_file()
+        else None
+    )
+    return TrainedRun(ckpt, run_dir, data, module, normalization_of(module.backbone, data.image_size), temperature)
+
+
 def test(
     run: str,
     manifest: str | None = None,
@@ -195,23 +229,24 @@ def test(
 
     --tta true averages in the horizontally flipped image; --calibrate true fits a softmax temperature on the val
     split, saves it as RUN/temperature.json (export and predict use it) and reports calibration before and after."""
-    from kvasir_mobileone.data import DataConfig, DataError, ImageFolderDataModule, check_manifest_files, read_manifest
-    from kvasir_mobileone.model import MobileOneClassifier, normalization_of
-    from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, build_trainer, load_run_config
+    from kvasir_mobileone.data import DataError, ImageFolderDataModule, check_manifest_files, read_manifest
+    from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, build_trainer
 
-    ckpt, run_dir = resolve_run(run)
-    data_cfg = DataConfig(**load_run_config(run_dir)["data"]) if run_dir else DataConfig()
+    trained = open_run(run)
+    ckpt, run_dir, module = trained.ckpt, trained.run_dir, trained.module
     manifest = manifest or (run_dir and str(run_dir / MANIFEST_NAME))
     if not manifest:
         raise DataError(f"{ckpt} is not inside a run folder: pass --manifest with the split to test on.")
-    data_cfg.data_dir = data_dir or data_cfg.data_dir
-    data_cfg.batch_size = batch_size or data_cfg.batch_size
-    data_cfg.num_workers = num_workers if num_workers is not None else data_cfg.num_workers
+    data_cfg = dataclasses.replace(
+        trained.data,
+        data_dir=data_dir or trained.data.data_dir,
+        batch_size=batch_size or trained.data.batch_size,
+        num_workers=num_workers if num_workers is not None else trained.data.num_workers,
+    )
     rows = read_manifest(manifest)
     check_manifest_files(rows, data_cfg.data_dir, manifest)
 
-    module = MobileOneClassifier.from_checkpoint(ckpt)
-    datamodule = ImageFolderDataModule(data_cfg, rows, normalization_of(module.backbone, data_cfg.image_size))
+    datamodule = ImageFolderDataModule(data_cfg, rows, trained.norm)
     if datamodule.class_names != module.class_names:
         raise DataError(
             f"The checkpoint {ckpt} predicts classes {module.class_names} but the manifest {manifest} holds "

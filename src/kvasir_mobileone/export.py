@@ -13,12 +13,11 @@ import torch
 from safetensors.torch import save_file
 from timm.utils.model import reparameterize_model
 
-from kvasir_mobileone.data import DataConfig, normalize, read_manifest
-from kvasir_mobileone.evaluate import resolve_run
+from kvasir_mobileone.data import normalize, read_manifest
+from kvasir_mobileone.evaluate import open_run
 from kvasir_mobileone.images import decode_resized
-from kvasir_mobileone.io import atomic_path, markdown_table, write_json
-from kvasir_mobileone.model import MobileOneClassifier, normalization_of
-from kvasir_mobileone.train import MANIFEST_NAME, load_run_config
+from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
+from kvasir_mobileone.train import MANIFEST_NAME, MODEL_INFO_NAME
 
 ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -102,16 +101,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def parity_images(run_dir: Path | None, images: str | None, count: int) -> list[Path]:
+def parity_images(run_dir: Path | None, data_dir: str, images: str | None, count: int) -> list[Path]:
     """Real images to check parity on: the run's test split, or a folder given with --images."""
     if images:
         from kvasir_mobileone.predict import expand_inputs
 
         paths = expand_inputs([images])[:count]
     elif run_dir:
-        data_dir = Path(load_run_config(run_dir)["data"]["data_dir"])
         rows = read_manifest(run_dir / MANIFEST_NAME)
-        paths = [data_dir / r["path"] for r in rows if r["split"] == "test"][:count]
+        paths = [Path(data_dir) / r["path"] for r in rows if r["split"] == "test"][:count]
     else:
         paths = []
     if not paths:
@@ -130,11 +128,9 @@ def export(
     tolerance: float = 1e-3,
 ) -> Path:
     """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity."""
-    ckpt, run_dir = resolve_run(run)
-    module = MobileOneClassifier.from_checkpoint(ckpt)
-    image_size = DataConfig(**load_run_config(run_dir)["data"]).image_size if run_dir else None
-    norm = normalization_of(module.backbone, image_size)
-    paths = parity_images(run_dir, images, num_images)
+    trained = open_run(run)
+    ckpt, run_dir, module, norm = trained.ckpt, trained.run_dir, trained.module, trained.norm
+    paths = parity_images(run_dir, trained.data.data_dir, images, num_images)
     pixels = np.stack([decode_resized(p, norm.image_size, norm.interpolation) for p in paths])
     batch = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), norm)
 
@@ -189,9 +185,9 @@ def export(
     latency = onnxruntime_latency_ms(out_dir / ONNX_NAME, norm.image_size)
     print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
     if run_dir:  # what `kvasir compare` shows beside the run's metrics
-        info_path = run_dir / "model_info.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        write_json(info_path, info | sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())})
+        update_json(
+            run_dir / MODEL_INFO_NAME, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
+        )
     test_metrics = run_dir / "test" / "metrics.json" if run_dir else None
     metadata = {
         "model_name": module.cfg.name,
@@ -209,7 +205,7 @@ def export(
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
-        "temperature": _temperature_of(run_dir),
+        "temperature": trained.temperature,
         "test_metrics": _headline(json.loads(test_metrics.read_text()))
         if test_metrics and test_metrics.exists()
         else None,
@@ -225,13 +221,6 @@ def export(
     write_json(out_dir / METADATA_NAME, metadata)
     print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME})")
     return out_dir
-
-
-def _temperature_of(run_dir: Path | None) -> float | None:
-    from kvasir_mobileone.evaluate import TEMPERATURE_NAME
-
-    path = run_dir / TEMPERATURE_NAME if run_dir else None
-    return json.loads(path.read_text())["temperature"] if path and path.is_file() else None
 
 
 def _headline(metrics: dict) -> dict:

@@ -3,6 +3,7 @@ tuned on val and reported on the same test split as the networks, in run-like fo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,12 +18,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, normalize, read_manifest
-from kvasir_mobileone.evaluate import compute_metrics, resolve_run, write_report
+from kvasir_mobileone.data import ImageFolderDataModule, normalize, read_manifest
+from kvasir_mobileone.evaluate import compute_metrics, open_run, resolve_run, write_report
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json
-from kvasir_mobileone.model import MobileOneClassifier, normalization_of
 from kvasir_mobileone.stats import softmax
-from kvasir_mobileone.train import MANIFEST_NAME, load_run_config
+from kvasir_mobileone.train import MANIFEST_NAME
 
 FEATURES_NAME = "features.npz"
 
@@ -40,14 +40,14 @@ CLASSICAL = {
 
 def extract_features(run: str, batch_size: int = 64, num_workers: int | None = None) -> dict:
     """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) for every image of the run's manifest."""
-    ckpt, run_dir = resolve_run(run)
-    if run_dir is None:
-        raise FileNotFoundError(f"{ckpt} is not inside a run folder; features need the run's split manifest.")
-    data = DataConfig(**load_run_config(run_dir)["data"])
-    data.batch_size, data.num_workers = batch_size, num_workers if num_workers is not None else data.num_workers
-    rows = read_manifest(run_dir / MANIFEST_NAME)
-    module = MobileOneClassifier.from_checkpoint(ckpt)
-    datamodule = ImageFolderDataModule(data, rows, normalization_of(module.backbone, data.image_size))
+    trained = open_run(run)
+    if trained.run_dir is None:
+        raise FileNotFoundError(f"{trained.ckpt} is not inside a run folder; features need the run's split manifest.")
+    workers = num_workers if num_workers is not None else trained.data.num_workers
+    data = dataclasses.replace(trained.data, batch_size=batch_size, num_workers=workers)
+    rows = read_manifest(trained.run_dir / MANIFEST_NAME)
+    module = trained.module
+    datamodule = ImageFolderDataModule(data, rows, trained.norm)
     datamodule.setup()
     dataset = datamodule.dataset(None)  # every split, no augmentation
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=datamodule.num_workers)

@@ -44,6 +44,12 @@ def write_json(target: str | os.PathLike, data: Any) -> Path:
     return write_text(target, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def update_json(target: str | os.PathLike, updates: dict) -> Path:
+    """Merge `updates` into the JSON object in target (created when missing), atomically."""
+    current = json.loads(Path(target).read_text()) if Path(target).exists() else {}
+    return write_json(target, current | updates)
+
+
 def write_yaml(target: str | os.PathLike, data: Any) -> Path:
     return write_text(target, yaml.safe_dump(data, sort_keys=False))
 

@@ -63,25 +63,16 @@ class TorchCheckpoint:
     def __init__(self, run: str):
         import torch
 
-        from kvasir_mobileone.evaluate import resolve_run
-        from kvasir_mobileone.model import MobileOneClassifier, normalization_of
+        from kvasir_mobileone.evaluate import open_run
 
-        ckpt, run_dir = resolve_run(run)
-        self.module = MobileOneClassifier.from_checkpoint(ckpt)
-        image_size = None
-        if run_dir:
-            from kvasir_mobileone.train import load_run_config
-
-            image_size = load_run_config(run_dir)["data"]["image_size"]
-        norm = normalization_of(self.module.backbone, image_size)
-        temperature = run_dir / "temperature.json" if run_dir else None
+        trained = open_run(run)
+        self.module, norm = trained.module, trained.norm
         self.metadata = {
             "model_name": self.module.cfg.name,
             "class_names": self.module.class_names,
             "input": {"image_size": norm.image_size, "mean": list(norm.mean), "std": list(norm.std),
                       "interpolation": norm.interpolation},
-            "temperature": json.loads(temperature.read_text())["temperature"] if temperature and temperature.is_file()
-            else None,
+            "temperature": trained.temperature,
         }  # fmt: skip
         self._torch = torch
 

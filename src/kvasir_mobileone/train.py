@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -26,12 +25,13 @@ from kvasir_mobileone.data import (
     split_counts,
     write_manifest,
 )
-from kvasir_mobileone.io import markdown_table, write_json, write_yaml
+from kvasir_mobileone.io import markdown_table, update_json, write_json, write_yaml
 from kvasir_mobileone.model import MobileOneClassifier, ModelConfig, normalization_of
 
 MANIFEST_NAME = "split_manifest.csv"
 CONFIG_NAME = "config.yaml"
 PROBLEMS_NAME = "data_problems.csv"
+MODEL_INFO_NAME = "model_info.json"  # parameters before/after fusing; export adds sizes and latency
 WANDB_PROJECT = "kvasir-mobileone"
 
 
@@ -265,9 +265,7 @@ def _fit(data, model, trainer, test_after, strict, resume) -> Path:
     if lightning_trainer.is_global_zero:
         from kvasir_mobileone.export import parameter_info
 
-        info_path = run_dir / "model_info.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        write_json(info_path, info | parameter_info(copy.deepcopy(module.backbone).cpu().float()))
+        update_json(run_dir / MODEL_INFO_NAME, parameter_info(copy.deepcopy(module.backbone).cpu().float()))
         print(f"Run folder: {run_dir}")
     return run_dir
 
