@@ -17,8 +17,14 @@ os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="kvasir-test-wandb-")
 os.environ["NETRC"] = os.path.join(os.environ["WANDB_CONFIG_DIR"], "netrc")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Results must not depend on the machine: a fixed thread count (float sums are ordered by it) in every process.
+os.environ["OMP_NUM_THREADS"] = "2"
 
-from kvasir_mobileone.synth import KVASIR_CLASSES, synth  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth  # noqa: E402
 
 TINY_CLASSES = KVASIR_CLASSES[:4]
 

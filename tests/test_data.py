@@ -6,22 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from kvasir_mobileone.cache import build_cache, is_fresh
-from kvasir_mobileone.data import (
-    DataError,
-    ImageListDataset,
-    Normalization,
-    class_names_of,
-    device_augmentations,
-    make_split,
-    normalize,
-    read_manifest,
-    scan_image_folder,
-    split_counts,
-    train_augmentations,
-    write_manifest,
-)
-from kvasir_mobileone.synth import KVASIR_CLASSES, KVASIR_RESOLUTIONS, synth
+from kvasir_mobileone.data.cache import build_cache, is_fresh
+from kvasir_mobileone.data.dataset import ImageListDataset
+from kvasir_mobileone.data.folder import DataError, scan_image_folder
+from kvasir_mobileone.data.split import class_names_of, make_split, read_manifest, split_counts, write_manifest
+from kvasir_mobileone.data.synth import KVASIR_CLASSES, KVASIR_RESOLUTIONS, synth
+from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
 
 ITEMS = [(f"{c}/{i}.jpg", c) for c in "abcd" for i in range(50)]
 
@@ -110,9 +100,11 @@ def test_cached_and_uncached_pipelines_feed_the_same_pixels(tiny_data, tmp_path)
     rows = make_split(scan_image_folder(tiny_data), seed=1)
     names = class_names_of(rows)
     cache = build_cache(tiny_data, [r["path"] for r in rows], 32, cache_dir=tmp_path / "cache", workers=1)
+    assert not cache.errors
     cached = ImageListDataset(rows, tiny_data, names, 32, cache=cache)
     uncached = ImageListDataset(rows, tiny_data, names, 32)
     for i in (0, 7, len(rows) - 1):
+        assert cache.get(rows[i]["path"]) is not None  # served from the cache, not decoded again
         a, b = cached[i][0].int(), uncached[i][0].int()
         assert a.shape == (3, 32, 32) and (a - b).abs().max() <= 1 and a.float().std() > 5
 
@@ -138,3 +130,59 @@ def test_synth_uses_kvasir_classes_and_resolutions(tmp_path):
     for rel, _ in items:
         with Image.open(tmp_path / rel) as image:
             assert image.format == "JPEG" and image.size in KVASIR_RESOLUTIONS
+
+
+def test_a_failed_cache_fill_is_recorded_with_its_reason(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "data" / name / "x.png")
+    (tmp_path / "data" / "b" / "bad.png").write_bytes(b"not a png")
+    cache = build_cache(tmp_path / "data", ["a/x.png", "b/x.png", "b/bad.png"], 16, workers=1)
+    assert list(cache.errors) == ["b/bad.png"] and "UnidentifiedImageError" in cache.errors["b/bad.png"]
+    assert cache.get("b/bad.png") is None and cache.get("a/x.png") is not None
+
+
+def test_a_file_changed_while_the_cache_is_built_makes_it_stale(tmp_path, monkeypatch):
+    from kvasir_mobileone.data import cache as cache_module
+
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "data" / "a" / "x.png")
+    decode = cache_module.decode_resized
+
+    def decode_then_change(path, *args):
+        pixels = decode(path, *args)
+        os.utime(path, ns=(1, 1))  # the file changes on disk after it was read
+        return pixels
+
+    monkeypatch.setattr(cache_module, "decode_resized", decode_then_change)
+    build_cache(tmp_path / "data", ["a/x.png"], 16, workers=1)
+    assert not is_fresh(tmp_path / "data", ["a/x.png"], tmp_path / "data" / ".kvasir_cache", 16, "bilinear")
+
+
+def test_flat_images_are_not_chained_into_one_duplicate_group(tmp_path):
+    from kvasir_mobileone.data.check import check_folder
+
+    for label, colours in (("a", [(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30)]), ("b", [(30, 30, 200)])):
+        (tmp_path / label).mkdir()
+        for i, colour in enumerate(colours):
+            Image.new("RGB", (64, 64), colour).save(tmp_path / label / f"flat{i}.png")
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(tmp_path / "b" / "copy_of_black.png")  # byte-identical to a/flat0
+    groups = check_folder(tmp_path).duplicate_groups
+    assert groups == [["a/flat0.png", "b/copy_of_black.png"]]
+
+
+def test_a_mixed_label_group_is_stratified_by_its_majority_label():
+    from kvasir_mobileone.data.split import group_labels
+
+    items = [("1.jpg", "b"), ("2.jpg", "a"), ("3.jpg", "a"), ("4.jpg", "c")]
+    assert group_labels(items, {"1.jpg": 0, "2.jpg": 0, "3.jpg": 0, "4.jpg": 1}) == {0: "a", 1: "c"}
+
+
+def test_transparency_is_composited_and_deep_greyscale_scaled_by_its_mode(tmp_path):
+    from kvasir_mobileone.images import load_rgb
+
+    Image.new("RGBA", (8, 8), (10, 200, 10, 128)).save(tmp_path / "alpha.png")
+    assert tuple(np.asarray(load_rgb(tmp_path / "alpha.png"))[0, 0]) == (5, 100, 5)  # over black, half opacity
+    Image.fromarray(np.full((8, 8), 100, np.int32), mode="I").save(tmp_path / "dark32.tif")
+    dark = np.asarray(load_rgb(tmp_path / "dark32.tif"))
+    assert dark.max() == 0  # 100 of 65535 is black, not the mid-grey 100 of 255

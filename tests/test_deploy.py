@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.export import parity
+from kvasir_mobileone.deploy.export import parity
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -53,8 +53,11 @@ def test_export_writes_a_parity_checked_bundle(bundle, trained_run):
     assert meta["versions"]["timm"] and meta["source_checkpoint"].endswith("best.ckpt")
 
 
-def test_onnx_batch_axis_is_dynamic(bundle):
+def test_onnx_batch_axis_is_dynamic_and_opset_is_the_one_asked_for(bundle):
+    import onnx
     import onnxruntime as ort
+
+    assert {o.domain: o.version for o in onnx.load(str(bundle / "model.onnx")).opset_import}[""] == 17
 
     session = ort.InferenceSession(str(bundle / "model.onnx"))
     for n in (1, 5):
@@ -81,7 +84,7 @@ def test_predict_from_checkpoint_agrees_with_bundle_and_writes_json(bundle, trai
 
 def test_bundle_prediction_needs_no_lightning_timm_or_torch(bundle, image_folder):
     code = (
-        "import sys; from kvasir_mobileone.predict import predict; "
+        "import sys; from kvasir_mobileone.deploy.predict import predict; "
         f"predict([{str(image_folder)!r}], model={str(bundle)!r}); "
         "loaded = [m for m in ('lightning', 'timm', 'torch') if m in sys.modules]; "
         "assert not loaded, loaded"
@@ -89,11 +92,22 @@ def test_bundle_prediction_needs_no_lightning_timm_or_torch(bundle, image_folder
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=os.environ | {"NO_COLOR": "1"})
 
 
+def test_a_parity_failure_stops_the_export(trained_run, tmp_path):
+    from kvasir_mobileone.deploy.export import ParityError
+
+    with pytest.raises(ParityError, match="must not be used"):  # fused and unfused differ by ~1e-6, never by 0
+        main(["export", str(trained_run), "--out", str(tmp_path / "b"), "--tolerance", "0"])
+    assert not (tmp_path / "b" / "metadata.json").exists()
+
+
 def test_explain_writes_titled_heatmaps(trained_run, image_folder, tmp_path):
+    (image_folder / "sub").mkdir(exist_ok=True)
+    shutil.copy(image_folder / "ok 0 é.jpg", image_folder / "sub" / "ok 0 é.jpg")  # same name, other folder
     main(["predict", str(image_folder), "--model", str(trained_run), "--explain", "true",
           "--explain_dir", str(tmp_path / "cam")])  # fmt: skip
+    shutil.rmtree(image_folder / "sub")
     pngs = sorted((tmp_path / "cam").glob("*_gradcam.png"))
-    assert len(pngs) == 8
+    assert len(pngs) == 9 and (tmp_path / "cam" / "sub__ok 0 é_gradcam.png").is_file()
     with Image.open(pngs[0]) as image:
         assert image.format == "PNG" and image.size[0] > 400
 

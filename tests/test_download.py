@@ -6,8 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from kvasir_mobileone.download import FOLDER, DownloadError, download
-from kvasir_mobileone.synth import KVASIR_CLASSES
+from kvasir_mobileone.data.download import FOLDER, DownloadError, download
+from kvasir_mobileone.data.synth import KVASIR_CLASSES
 
 
 def kvasir_like_zip() -> bytes:
@@ -24,7 +24,7 @@ class Server:
     """A real HTTP server on 127.0.0.1 that honours Range and can cut a transfer off halfway."""
 
     def __init__(self, payload: bytes):
-        self.payload, self.cut_next, self.ranges = payload, False, []
+        self.payload, self.cut_next, self.ranges, self.wrong_start = payload, False, [], False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +38,8 @@ class Server:
                 header = self.headers.get("Range")
                 server.ranges.append(header)
                 start = int(header.split("=")[1].split("-")[0]) if header else 0
+                if server.wrong_start:  # a server (or proxy) that answers a range other than the one asked for
+                    start = 0
                 body = server.payload[start:]
                 self.send_response(206 if header else 200)
                 if header:
@@ -95,3 +97,33 @@ def test_wrong_zip_is_refused(tmp_path):
         archive.writestr("other/file.txt", "x")
     with pytest.raises(DownloadError, match="lacks the class folders"):
         download(str(tmp_path))
+
+
+def test_a_206_from_the_wrong_byte_is_refused_not_appended(tmp_path, server):
+    part = tmp_path / "kvasir-dataset-v2.zip.part"
+    part.write_bytes(server.payload[:1000])
+    server.wrong_start = True
+    with pytest.raises(DownloadError, match="bytes from 0 on.*holds 1,000 bytes"):
+        download(str(tmp_path), url=f"{server.url}/kvasir.zip")
+    assert part.stat().st_size == 1000  # nothing appended
+
+
+def test_size_mismatch_is_refused(tmp_path, server):
+    with pytest.raises(DownloadError, match="expected"):
+        download(str(tmp_path), url=f"{server.url}/kvasir.zip", expected_size=len(server.payload) + 1)
+
+
+def test_damaged_zip_is_refused(tmp_path):
+    payload = bytearray(kvasir_like_zip())
+    offset = payload.index(b"0001.jpg") + len(b"0001.jpg") + 100  # inside the first member's stored data
+    payload[offset] ^= 0xFF
+    (tmp_path / "kvasir-dataset-v2.zip").write_bytes(bytes(payload))
+    with pytest.raises(DownloadError, match="bad CRC"):
+        download(str(tmp_path))
+
+
+def test_an_incomplete_earlier_extraction_is_moved_aside(tmp_path, server):
+    (tmp_path / FOLDER / "polyps").mkdir(parents=True)  # a left-over from an extraction that was killed
+    folder = download(str(tmp_path), url=f"{server.url}/kvasir.zip")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(KVASIR_CLASSES)
+    assert len(list(tmp_path.glob(f".{FOLDER}.incomplete-*"))) == 1

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from kvasir_mobileone.evaluate import compute_metrics
+from kvasir_mobileone.evaluation.metrics import compute_metrics, macro_f1
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
 
@@ -41,3 +41,29 @@ def test_top_k_not_reported_when_k_covers_all_classes(arrays):
     probs, targets = arrays
     m = compute_metrics(probs[:, :3] / probs[:, :3].sum(1, keepdims=True), targets % 3, CLASSES[:3])
     assert m["top3"] is None and m["top5"] is None
+
+
+def test_one_macro_f1_that_matches_sklearn_when_a_class_is_absent():
+    """Class 2 is never predicted and class 3 has no test image (but is predicted once)."""
+    targets = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = np.array([0, 0, 1, 1, 3, 0, 1, 1])
+    present = [0, 1, 2]
+    expected = skm.f1_score(targets, predicted, labels=present, average="macro", zero_division=0)
+    assert macro_f1(targets, predicted, present) == pytest.approx(expected)
+    probs = np.eye(4)[predicted] * 0.9 + 0.025
+    m = compute_metrics(probs, targets, ["a", "b", "c", "d"])
+    assert m["f1_macro"] == pytest.approx(expected) and m["classes_without_test_images"] == ["d"]
+    # vectorised over resamples: each row equals the scalar function on that row
+    rows = np.stack([targets, targets[::-1]]), np.stack([predicted, predicted[::-1]])
+    assert macro_f1(*rows, present).tolist() == pytest.approx([expected, expected])
+
+
+def test_report_metrics_and_compare_use_the_same_functions(tmp_path):
+    from kvasir_mobileone.evaluation.report import evaluate
+    from kvasir_mobileone.evaluation.stats import wilson_interval
+
+    targets = np.array([0, 0, 0, 1, 1, 2, 2, 2, 1, 0])
+    probs = np.eye(3)[np.array([0, 0, 1, 1, 1, 0, 2, 2, 1, 0])] * 0.8 + 0.2 / 3
+    m = evaluate(probs, targets, ["a", "b", "c"])
+    assert m["accuracy_ci"] == pytest.approx(wilson_interval(8, 10))
+    assert m["f1_macro_ci"][0] <= m["f1_macro"] <= m["f1_macro_ci"][1]

@@ -3,7 +3,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from kvasir_mobileone.model import MobileOneClassifier, ModelConfig, WeightsUnavailableError, create_backbone
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.models.backbone import WeightsUnavailableError, create_backbone
+from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 
 
 def test_offline_pretrained_error_names_both_ways_out():
@@ -37,11 +39,10 @@ def test_warmup_cosine_schedule_and_optimizer_injection():
         ModelConfig(
             name="mobileone_s0",
             pretrained=False,
-            optimizer="SGD",
+            optimizer={"class_path": "torch.optim.SGD", "init_args": {"momentum": 0.9}},
             lr=0.1,
-            optimizer_kwargs={"momentum": 0.9},
             warmup_epochs=2,
-            cosine=True,
+            lr_scheduler={"class_path": "CosineAnnealingLR", "init_args": {"T_max": 4}},
         ),
         max_epochs=6,
     )
@@ -57,5 +58,23 @@ def test_warmup_cosine_schedule_and_optimizer_injection():
 
 def test_unknown_optimizer_is_a_clear_error():
     module = MobileOneClassifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False, optimizer="Nope"))
-    with pytest.raises(ValueError, match="torch.optim"):
+    with pytest.raises(UserError, match="torch.optim"):
         module.configure_optimizers()
+
+
+def test_any_optimizer_and_scheduler_class_is_injected_with_its_arguments():
+    config = ModelConfig(
+        name="mobileone_s0",
+        pretrained=False,
+        optimizer={"class_path": "torch.optim.AdamW", "init_args": {"betas": [0.8, 0.9], "weight_decay": 0.05}},
+        lr_scheduler={
+            "class_path": "torch.optim.lr_scheduler.StepLR",
+            "init_args": {"step_size": 2},
+            "interval": "step",
+        },
+    )
+    config_out = MobileOneClassifier(["a", "b"], config).configure_optimizers()
+    optimizer, scheduler = config_out["optimizer"], config_out["lr_scheduler"]
+    assert isinstance(optimizer, torch.optim.AdamW) and tuple(optimizer.defaults["betas"]) == (0.8, 0.9)
+    assert optimizer.defaults["weight_decay"] == 0.05  # init_args win over the weight_decay shortcut
+    assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.StepLR) and scheduler["interval"] == "step"

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.compare import IncomparableRunsError
-from kvasir_mobileone.stats import (
-    accuracy,
+from kvasir_mobileone.evaluation.compare import IncomparableRunsError
+from kvasir_mobileone.evaluation.intervals import metric_intervals
+from kvasir_mobileone.evaluation.stats import (
     apply_temperature,
-    bootstrap_ci,
     expected_calibration_error,
     fit_temperature,
     mcnemar,
     softmax,
+    wilson_interval,
 )
 
 TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
@@ -34,15 +34,27 @@ def test_mcnemar_exact_on_a_known_table():
     assert mcnemar(a, a)["p_value"] == 1.0
 
 
-def test_bootstrap_interval_covers_the_true_accuracy_about_95_percent_of_the_time():
+def test_intervals_cover_the_truth_about_95_percent_of_the_time_and_are_as_narrow_as_theory():
+    """Accuracy 0.8 on 400 images: the 95% interval is about ±1.96·sqrt(0.8·0.2/400) = ±0.039 wide."""
     rng = np.random.default_rng(0)
-    covered = 0
+    covered_acc = covered_f1 = 0
+    widths = []
     for trial in range(100):
-        targets = np.zeros(400, int)
-        predicted = (rng.random(400) > 0.8).astype(int)  # true accuracy 0.8
-        low, high = bootstrap_ci(targets, predicted, accuracy, n_resamples=500, seed=trial)
-        covered += low <= 0.8 <= high
-    assert 88 <= covered <= 100
+        targets = rng.integers(0, 2, 400)
+        predicted = np.where(rng.random(400) < 0.8, targets, 1 - targets)  # each class right 80% of the time
+        intervals = metric_intervals(targets, predicted, n_resamples=300, seed=trial)
+        low, high = intervals["accuracy_ci"]
+        covered_acc += low <= 0.8 <= high
+        low, high = intervals["f1_macro_ci"]
+        covered_f1 += low <= 0.8 <= high  # both classes have F1 0.8 in expectation
+        widths.append(intervals["accuracy_ci"][1] - intervals["accuracy_ci"][0])
+    assert 88 <= covered_acc <= 99 and 85 <= covered_f1 <= 99  # an interval of (0, 1) would cover 100 times
+    assert np.mean(widths) == pytest.approx(2 * 1.96 * np.sqrt(0.8 * 0.2 / 400), rel=0.1)
+
+
+def test_wilson_interval_on_a_known_case():
+    low, high = wilson_interval(80, 100)  # textbook values for 80/100
+    assert low == pytest.approx(0.7112, abs=1e-3) and high == pytest.approx(0.8666, abs=1e-3)
 
 
 def test_ece_on_hand_made_predictions():
@@ -73,8 +85,8 @@ def test_features_then_classical_models_above_chance(classical):
     assert data["embeddings"].shape == (160, 1024) and set(data["splits"]) == {"train", "val", "test"}
     summary = json.loads((classical / "classical_summary.json").read_text())
     assert {s["model"] for s in summary} == {"logreg", "linear_svm", "random_forest", "knn"}
-    assert max(s["test_accuracy"] for s in summary) > 0.5  # 4 classes: chance is 0.25
-    for s in summary:
+    for s in summary:  # 4 classes: chance is 4 of 16 test images
+        assert s["test_accuracy"] >= 0.5, s
         metrics = json.loads((classical / s["model"] / "test" / "metrics.json").read_text())
         assert metrics["n"] == 16 and metrics["accuracy"] == s["test_accuracy"]
 
@@ -87,7 +99,20 @@ def test_compare_network_and_classical_rows(trained_run, classical, tmp_path):
     network = result["runs"][0]
     assert network["accuracy_ci_low"] <= network["accuracy"] <= network["accuracy_ci_high"]
     assert network["params_fused"] < network["params_train"]
-    assert all(0 <= p["p_value"] <= 1 for p in result["pairs"])
+    network_metrics = json.loads((trained_run / "test" / "metrics.json").read_text())
+    assert network["accuracy"] == network_metrics["accuracy"] and network["f1_macro"] == network_metrics["f1_macro"]
+    # each pair's McNemar p and difference, recomputed from the two predictions.csv files
+    a, b = (read_csv_rows(d) for d in (trained_run / "test", classical / "logreg" / "test"))
+    pair = next(p for p in result["pairs"] if p["b"] == "logreg")
+    recomputed = mcnemar(
+        np.array([a[k][0] == a[k][1] for k in sorted(a)]), np.array([b[k][0] == b[k][1] for k in sorted(a)])
+    )
+    assert (
+        pair["p_value"] == pytest.approx(recomputed["p_value"])
+        and pair["only_a_correct"] == recomputed["only_a_correct"]
+    )
+    low, high = pair["accuracy_difference_ci"]
+    assert low <= pair["accuracy_difference"] <= high and low < high
     assert "McNemar exact p" in (tmp_path / "comparison.md").read_text() and (tmp_path / "comparison.png").is_file()
 
 
@@ -97,7 +122,10 @@ def test_cross_validation_summary_and_compare_refusal(tiny_data, trained_run, tm
         main(["cv", "--folds", "2", "--data.data_dir", str(tiny_data), *TINY_FIT, "--model.lr", lr,
               "--trainer.max_epochs", "2", *where])  # fmt: skip
     summary = json.loads((tmp_path / "cvA" / "cv_summary.json").read_text())
-    assert len(summary["per_metric"]["accuracy"]["folds"]) == 2 and summary["per_metric"]["accuracy"]["std"] >= 0
+    folds = [json.loads((tmp_path / "cvA" / f"fold{k}" / "test" / "metrics.json").read_text())["accuracy"]
+             for k in range(2)]  # fmt: skip
+    assert summary["per_metric"]["accuracy"]["folds"] == folds
+    assert summary["per_metric"]["accuracy"]["std"] == pytest.approx(np.std(folds, ddof=1))
     pooled = json.loads((tmp_path / "cvA" / "test" / "metrics.json").read_text())
     assert pooled["n"] == 160  # every image tested exactly once, out of fold
     for k in range(2):
@@ -106,6 +134,30 @@ def test_cross_validation_summary_and_compare_refusal(tiny_data, trained_run, tm
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["test_images"] == 160
     with pytest.raises(IncomparableRunsError, match="different images"):
         main(["compare", str(tmp_path / "cvA"), str(trained_run), "--out", str(tmp_path / "bad")])
+
+
+def read_csv_rows(test_dir) -> dict:
+    rows = (test_dir / "predictions.csv").read_text().splitlines()[1:]
+    return {r.split(",")[0]: r.split(",")[1:3] for r in rows}
+
+
+def test_tta_averages_the_prediction_of_the_horizontally_flipped_image(trained_run, tmp_path):
+    import torch
+
+    from kvasir_mobileone.data.transforms import normalize
+    from kvasir_mobileone.images import decode_resized
+    from kvasir_mobileone.models.loading import open_run
+
+    main(["test", str(trained_run), "--tta", "true", "--out", str(tmp_path / "tta"), "--num_workers", "0"])
+    trained = open_run(trained_run)
+    rows = (tmp_path / "tta" / "predictions.csv").read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    pixels = decode_resized(trained.data_dir() / first[0], trained.norm.image_size, trained.norm.interpolation)
+    x = normalize(torch.from_numpy(pixels).permute(2, 0, 1)[None], trained.norm)
+    with torch.no_grad():
+        expected = (trained.module(x).softmax(1) + trained.module(torch.flip(x, dims=[3])).softmax(1)) / 2
+    assert [float(v) for v in first[3:]] == pytest.approx(expected[0].tolist(), abs=2e-6)
+    assert header[3:] == [f"p_{c}" for c in trained.module.class_names]
 
 
 def test_tta_and_temperature_are_reported_and_exported(trained_run, tmp_path):

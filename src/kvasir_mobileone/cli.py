@@ -1,30 +1,35 @@
-"""The `kvasir` command: parses arguments and YAML configs from typed signatures, then delegates."""
+"""The `kvasir` command: parses arguments and YAML configs from typed signatures, then delegates. A UserError
+becomes one line on stderr and exit status 2; `--debug` (or KVASIR_DEBUG=1) shows the traceback too."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
+import traceback
 
 from jsonargparse import auto_cli
+
+from kvasir_mobileone.errors import UserError
 
 # command -> module defining a function of that name. Only the module of the command being run is imported, so
 # `kvasir predict` on an exported bundle never loads Lightning or timm, and every command starts fast.
 COMMANDS = {
-    "download": "kvasir_mobileone.download",
-    "synth": "kvasir_mobileone.synth",
-    "eda": "kvasir_mobileone.eda",
-    "fit": "kvasir_mobileone.train",
-    "test": "kvasir_mobileone.evaluate",
-    "check": "kvasir_mobileone.check",
-    "prepare": "kvasir_mobileone.cache",
-    "export": "kvasir_mobileone.export",
-    "features": "kvasir_mobileone.features",
-    "compare": "kvasir_mobileone.compare",
-    "cv": "kvasir_mobileone.cv",
-    "predict": "kvasir_mobileone.predict",
-    "benchmark": "kvasir_mobileone.benchmark",
-    "demo": "kvasir_mobileone.demo",
+    "download": "kvasir_mobileone.data.download",
+    "synth": "kvasir_mobileone.data.synth",
+    "check": "kvasir_mobileone.data.check",
+    "eda": "kvasir_mobileone.data.eda",
+    "prepare": "kvasir_mobileone.data.cache",
+    "fit": "kvasir_mobileone.commands.fit",
+    "test": "kvasir_mobileone.commands.test",
+    "cv": "kvasir_mobileone.commands.cv",
+    "features": "kvasir_mobileone.evaluation.features",
+    "compare": "kvasir_mobileone.evaluation.compare",
+    "export": "kvasir_mobileone.deploy.export",
+    "predict": "kvasir_mobileone.deploy.predict",
+    "benchmark": "kvasir_mobileone.commands.benchmark",
+    "demo": "kvasir_mobileone.commands.demo",
 }
 
 
@@ -64,9 +69,31 @@ def main(args: list[str] | None = None):
     return auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)
 
 
+def user_message(err: BaseException) -> str:
+    """The error's own message; for one raised in a DataLoader worker, without the worker's traceback."""
+    message = str(err)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def entry() -> None:
-    """Console script: the exit status is 0 on success (a returned value would become sys.exit's message)."""
-    main()
+    """Console script: exit status 0 on success, 2 with one line on stderr for a user's error."""
+    args = sys.argv[1:]
+    debug = "--debug" in args or os.environ.get("KVASIR_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        main(args)
+    except UserError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {user_message(err)}", file=sys.stderr)
+        if not debug:
+            print("(run with --debug or KVASIR_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Reading images: upright 8-bit RGB from any file Pillow opens, decoded at reduced scale when that suffices.
+"""Reading images: upright 8-bit RGB from any file Pillow opens, decoded at reduced scale when that suffices, and
+turned into the network's input exactly as in training.
 
 Pillow and numpy only, so that `kvasir predict` on a bundle never imports torch."""
 
@@ -10,16 +11,23 @@ import numpy as np
 from PIL import Image, ImageOps
 
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+# Full scale of each high-bit-depth greyscale mode, from the mode alone: an image's own maximum would make a dark
+# image as bright as a light one. Pillow's "I" holds 16-bit data (16-bit PNG, TIFF); "F" holds floats in [0, 1].
+FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB from any mode: 16-bit and 32-bit greyscale are scaled (not clipped), CMYK/P/LA/RGBA converted,
-    and EXIF orientation applied."""
+    """8-bit RGB from any mode: 16/32-bit and float greyscale scaled by the mode's full range (not clipped),
+    transparency composited over black (the colour of an endoscopy frame's border), CMYK/P converted, and EXIF
+    orientation applied."""
     image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I") or image.mode == "F":
+    if image.mode in FULL_SCALE:
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
+        image = Image.fromarray(np.clip(values / FULL_SCALE[image.mode] * 255.0, 0, 255).round().astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, rgba)
     return image.convert("RGB")
 
 
@@ -37,3 +45,16 @@ def decode_resized(path: str | Path, size: int, interpolation: str = "bilinear")
 
     Training (cached or not), export's parity check and prediction all read images through this function."""
     return np.array(load_rgb(path, min_size=size).resize((size, size), RESAMPLE[interpolation]), dtype=np.uint8)
+
+
+def network_input(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """HWC uint8 -> CHW float32 scaled to [0, 1] and normalized with the backbone's mean/std (as in training)."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return ((pixels.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+
+
+def read_network_input(path: str | Path, model_input: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(CHW float32 network input, HWC uint8 resized image) for a model whose input is described by `model_input`
+    (image_size, mean, std, interpolation), exactly as in training."""
+    pixels = decode_resized(path, model_input["image_size"], model_input.get("interpolation", "bilinear"))
+    return network_input(pixels, model_input["mean"], model_input["std"]), pixels

@@ -1,4 +1,5 @@
-"""Files are written whole or not at all: write to a temporary sibling, then rename over the target."""
+"""Files are written whole or not at all: write to a temporary sibling, then rename over the target. Tables and
+figures are written here too, so that every report reads and looks the same."""
 
 from __future__ import annotations
 
@@ -76,3 +77,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """A matplotlib figure as a PNG, laid out tightly, written whole; the figure is closed."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(fig)
+    return Path(path)

@@ -6,23 +6,14 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
+from kvasir_mobileone.data.folder import scan_image_folder
+from kvasir_mobileone.data.split import read_manifest, split_counts
+from kvasir_mobileone.images import load_rgb
+from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_json, write_text
 
-from kvasir_mobileone.data import read_manifest, scan_image_folder, split_counts  # noqa: E402
-from kvasir_mobileone.images import load_rgb  # noqa: E402
-from kvasir_mobileone.io import atomic_path, markdown_table, write_json, write_text  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+plt = pyplot()
 
 
 def _count_bars(counts: dict[str, int], title: str, xlabel: str, colour: str, path: Path) -> Path:
@@ -33,7 +24,7 @@ def _count_bars(counts: dict[str, int], title: str, xlabel: str, colour: str, pa
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images (count)")
     ax.tick_params(axis="x", rotation=40)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_class_counts(counts: dict[str, int], path: Path) -> Path:
@@ -56,7 +47,7 @@ def plot_sample_grid(
                 ax.imshow(load_rgb(data_dir / rel, min_size=160))
         row[0].set_title(label, loc="left", fontsize=9)
     fig.suptitle(f"Random samples, {per_class} per class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_resolutions(sizes: list[tuple[int, int]], path: Path) -> Path:

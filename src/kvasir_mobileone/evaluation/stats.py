@@ -1,37 +1,44 @@
-"""Statistics on predictions: bootstrap confidence intervals, McNemar's test, calibration. Pure numpy/scipy."""
+"""Statistics on predictions: confidence intervals (Wilson; BCa bootstrap with scipy, paired for differences),
+McNemar's exact test, calibration error and temperature scaling. numpy and scipy only."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.stats import binomtest
-from sklearn.metrics import f1_score
+from scipy.stats import binomtest, bootstrap
+
+LEVEL = 0.95
 
 
-def accuracy(targets: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.mean(targets == predicted))
+def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion (accuracy = correct / n)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
-def macro_f1(targets: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
-    return float(f1_score(targets, predicted, labels=np.arange(n_classes), average="macro", zero_division=0))
-
-
-def bootstrap_ci(
-    targets: np.ndarray,
-    predicted: np.ndarray,
-    statistic: Callable[[np.ndarray, np.ndarray], float],
+def bootstrap_interval(
+    statistic: Callable[..., np.ndarray],
+    samples: tuple[np.ndarray, ...],
     n_resamples: int = 2000,
-    level: float = 0.95,
+    level: float = LEVEL,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of statistic(targets, predicted), resampling test images with replacement."""
-    rng = np.random.default_rng(seed)
-    n = len(targets)
-    values = np.array([statistic(targets[idx], predicted[idx]) for idx in rng.integers(0, n, size=(n_resamples, n))])
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    """BCa bootstrap interval of statistic(*samples, axis=-1), resampling test images (paired: one index for all
+    samples). A statistic that never varies (e.g. every image right) gets the point interval."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on degenerate data; handled below
+        result = bootstrap(samples, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                           confidence_level=level, method="BCa", random_state=seed, batch=200)  # fmt: skip
+    low, high = result.confidence_interval
+    if np.isnan(low) or np.isnan(high):  # no spread (every resample equal) or too few images for BCa
+        value = float(statistic(*samples, axis=-1))
+        spread = result.bootstrap_distribution
+        low, high = (value, value) if np.ptp(spread) == 0 else np.percentile(spread, [2.5, 97.5])
     return float(low), float(high)
 
 

@@ -6,31 +6,32 @@ import itertools
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.evaluation.intervals import metric_intervals, paired_difference
+from kvasir_mobileone.evaluation.metrics import accuracy, macro_f1, present_classes
+from kvasir_mobileone.io import markdown_table, pyplot, read_csv, save_figure, write_csv, write_json, write_text
+from kvasir_mobileone.runs import RunFolder
 
-from kvasir_mobileone.io import atomic_path, markdown_table, read_csv, write_csv, write_json, write_text  # noqa: E402
-from kvasir_mobileone.stats import accuracy, bootstrap_ci, macro_f1, mcnemar  # noqa: E402
+plt = pyplot()
 
 
-class IncomparableRunsError(ValueError):
+class IncomparableRunsError(UserError):
     """The runs were not tested on the same images."""
 
 
 def load_result(run: str | Path) -> dict:
     """A run's test predictions and metrics: from RUN/test/ (fit, test, cv and features all write it)."""
     folder = Path(run)
-    test_dir = folder / "test" if (folder / "test" / "predictions.csv").is_file() else folder
+    test_dir = RunFolder(folder).test_dir if (RunFolder(folder).test_dir / "predictions.csv").is_file() else folder
     if not (test_dir / "predictions.csv").is_file():
-        raise FileNotFoundError(f"{folder} has no test/predictions.csv: run `kvasir test {folder}` first.")
+        raise UserError(f"{folder} has no test/predictions.csv: run `kvasir test {folder}` first.")
     rows = read_csv(test_dir / "predictions.csv")
     metrics = json.loads((test_dir / "metrics.json").read_text())
     class_names = metrics["class_names"]
     index = {c: i for i, c in enumerate(class_names)}
-    info_path = folder / "model_info.json"  # written by fit and export (train.MODEL_INFO_NAME)
+    info_path = RunFolder(folder).model_info  # written by fit and export
     extra = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {
         "name": folder.name if folder.name != "test" else folder.parent.name,
@@ -72,25 +73,48 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
+def _flat(row: dict) -> dict:
+    """(low, high) values as two columns, for CSV."""
+    flat = {}
+    for key, value in row.items():
+        if isinstance(value, tuple):
+            flat |= {f"{key}_low": value[0], f"{key}_high": value[1]}
+        else:
+            flat[key] = value
+    return flat
+
+
+def _points(value: float, ci: tuple[float, float]) -> str:
+    return f"{100 * value:+.2f} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+
+
+def _f1(value: float, ci: tuple[float, float]) -> str:
+    return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
 def compare(runs: list[str], out: str = "comparison", n_resamples: int = 2000, seed: int = 0) -> Path:
     """The original table (Accuracy, Top-3, Top-5, F1) plus macro-F1, MCC, sizes, 95% bootstrap CIs and McNemar."""
     if len(runs) < 2:
-        raise ValueError("Give two or more run folders to compare.")
+        raise UserError("Give two or more run folders to compare.")
     results = [load_result(r) for r in runs]
     same_test_set(results)
     order = sorted(results[0]["paths"])
-    n_classes = len(results[0]["class_names"])
     table, csv_rows = [], []
     for r in results:
         targets, predicted = _aligned(r, order)
         m = r["metrics"]
-        acc_ci = bootstrap_ci(targets, predicted, accuracy, n_resamples, seed=seed)
-        f1_ci = bootstrap_ci(targets, predicted, lambda t, p: macro_f1(t, p, n_classes), n_resamples, seed=seed)
+        # point estimates and intervals from the same functions on the same predictions
+        intervals = metric_intervals(targets, predicted, n_resamples, seed)
+        acc_ci, f1_ci = intervals["accuracy_ci"], intervals["f1_macro_ci"]
+        acc, f1_macro = (
+            float(accuracy(targets, predicted)),
+            float(macro_f1(targets, predicted, present_classes(targets))),
+        )
         info = r["info"]
         row = {
-            "run": r["name"], "model": r["model"], "accuracy": m["accuracy"], "accuracy_ci_low": acc_ci[0],
-            "accuracy_ci_high": acc_ci[1], "top3": m.get("top3"), "top5": m.get("top5"), "f1": m["f1_micro"],
-            "f1_macro": m["f1_macro"], "f1_macro_ci_low": f1_ci[0], "f1_macro_ci_high": f1_ci[1], "mcc": m["mcc"],
+            "run": r["name"], "model": r["model"], "accuracy": acc, "accuracy_ci_low": acc_ci[0],
+            "accuracy_ci_high": acc_ci[1], "top3": m.get("top3"), "top5": m.get("top5"), "f1": acc,
+            "f1_macro": f1_macro, "f1_macro_ci_low": f1_ci[0], "f1_macro_ci_high": f1_ci[1], "mcc": m["mcc"],
             "params_train": info.get("parameters_unfused"), "params_fused": info.get("parameters_fused"),
             "onnx_mb": info.get("onnx_bytes") and info["onnx_bytes"] / 1e6,
             "latency_ms_batch1": info.get("onnxruntime_ms_batch1"),
@@ -109,26 +133,31 @@ def compare(runs: list[str], out: str = "comparison", n_resamples: int = 2000, s
     for a, b in itertools.combinations(results, 2):
         ta, pa = _aligned(a, order)
         tb, pb = _aligned(b, order)
-        test = mcnemar(pa == ta, pb == tb)
-        pairs.append({"a": a["name"], "b": b["name"], **test,
-                      "accuracy_difference": accuracy(ta, pa) - accuracy(tb, pb)})  # fmt: skip
+        diff = paired_difference(ta, pa, pb, n_resamples, seed)
+        pairs.append({"a": a["name"], "b": b["name"], **diff})
     out_dir = Path(out)
     header = ["run", "model", "Accuracy % [95% CI]", "Top-3 %", "Top-5 %", "F1", "macro-F1 [95% CI]", "MCC",
               "params (train)", "params (fused)", "ONNX MB", "ms/image (ORT, batch 1)"]  # fmt: skip
-    pair_rows = [[p["a"], p["b"], f"{100 * p['accuracy_difference']:+.2f}", p["only_a_correct"], p["only_b_correct"],
-                  f"{p['p_value']:.4g}"] for p in pairs]  # fmt: skip
-    pair_header = ["A", "B", "accuracy A−B (points)", "only A right", "only B right", "McNemar exact p"]
+    pair_rows = [[p["a"], p["b"], _points(p["accuracy_difference"], p["accuracy_difference_ci"]),
+                  _f1(p["f1_macro_difference"], p["f1_macro_difference_ci"]), p["only_a_correct"],
+                  p["only_b_correct"], f"{p['p_value']:.4g}"] for p in pairs]  # fmt: skip
+    pair_header = ["A", "B", "accuracy A−B (points) [95% CI]", "macro-F1 A−B [95% CI]", "only A right",
+                   "only B right", "McNemar exact p"]  # fmt: skip
     text = (
         f"# Comparison on {len(order)} shared test images\n\n" + markdown_table(header, table)
-        + f"\n95% intervals: percentile bootstrap over test images ({n_resamples} resamples). F1 is micro-F1 as in "
-        "the original table (equal to accuracy); macro-F1 weights classes equally.\n\n## Paired differences\n\n"
+        + f"\n95% intervals: Wilson for accuracy, BCa bootstrap over test images ({n_resamples} resamples) for "
+        "macro-F1. F1 is micro-F1 as in the original table (equal to accuracy); macro-F1 averages the classes that "
+        "have test images.\n\n## Paired differences\n\n"
         + markdown_table(pair_header, pair_rows)
-        + "\nMcNemar's exact test looks only at the images on which the two runs disagree; p < 0.05 says the "
-        "difference in accuracy is unlikely to be chance on this test set.\n\n![comparison](comparison.png)\n"
+        + "\nDifferences: paired BCa bootstrap over the shared test images (an interval that holds 0 says the data "
+        "cannot tell the runs apart). McNemar's exact test looks only at the images on which the two runs disagree; "
+        "p < 0.05 says the difference in accuracy is unlikely to be chance on this test set.\n\n"
+        "![comparison](comparison.png)\n"
     )  # fmt: skip
     write_text(out_dir / "comparison.md", text)
     write_csv(out_dir / "comparison.csv", list(csv_rows[0]), [list(r.values()) for r in csv_rows])
-    write_csv(out_dir / "mcnemar.csv", list(pairs[0]), [list(p.values()) for p in pairs])
+    flat_pairs = [_flat(p) for p in pairs]
+    write_csv(out_dir / "pairs.csv", list(flat_pairs[0]), [list(p.values()) for p in flat_pairs])
     write_json(out_dir / "comparison.json", {"runs": csv_rows, "pairs": pairs, "test_images": len(order)})
     _plot(csv_rows, out_dir / "comparison.png")
     print(text)
@@ -145,12 +174,8 @@ def _plot(rows: list[dict], path: Path) -> Path:
         ax.bar(x + offset, values, width=0.36, yerr=[low, high], capsize=4, label=label)
     ax.set_xticks(x, [r["run"] for r in rows], rotation=20, ha="right")
     ax.set_ylim(0, 118)  # room for the legend above the bars
-    ax.set_ylabel("test score (%) with 95% bootstrap CI")
+    ax.set_ylabel("test score (%) with 95% CI")
     ax.set_xlabel("run")
     ax.set_title("Test accuracy and macro-F1 on the shared test set")
     ax.legend(loc="upper right", ncol=2)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kvasir_mobileone.data import DataConfig
-from kvasir_mobileone.eda import eda
-from kvasir_mobileone.model import ModelConfig
-from kvasir_mobileone.synth import synth
-from kvasir_mobileone.train import MANIFEST_NAME, TrainerConfig, fit
+from kvasir_mobileone.commands.fit import fit
+from kvasir_mobileone.data.dataset import DataConfig
+from kvasir_mobileone.data.eda import eda
+from kvasir_mobileone.data.synth import synth
+from kvasir_mobileone.models.classifier import ModelConfig
+from kvasir_mobileone.models.trainer import TrainerConfig
+from kvasir_mobileone.runs import RunFolder
 
 
 def demo(
@@ -31,7 +33,15 @@ def demo(
     run_dir = fit(
         DataConfig(data_dir=str(data_dir), image_size=image_size, batch_size=16, seed=seed),
         # MobileOne from scratch is slow to start; a high Adam lr with cosine decay gets it there in few epochs.
-        ModelConfig(name=model, pretrained=False, lr=3e-3, cosine=True),
+        ModelConfig(
+            name=model,
+            pretrained=False,
+            lr=3e-3,
+            lr_scheduler={
+                "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                "init_args": {"T_max": max_epochs},
+            },
+        ),
         # fp32: measured faster than bf16 autocast for s0 at 64 px on a 2-core CPU (small layers, overhead-bound)
         TrainerConfig(
             max_epochs=max_epochs,
@@ -41,9 +51,10 @@ def demo(
             precision=precision,
         ),
     )
-    eda(str(data_dir), out=str(out_dir / "eda"), manifest=str(run_dir / MANIFEST_NAME))
+    run = RunFolder(run_dir)
+    eda(str(data_dir), out=str(out_dir / "eda"), manifest=str(run.manifest))
     print(
         f"\nDemo done in {time.perf_counter() - start:.0f} s on synthetic data (not endoscopy images).\n"
-        f"  report: {run_dir / 'test' / 'report.md'}\n  eda:    {out_dir / 'eda'}\n  run:    {run_dir}"
+        f"  report: {run.test_dir / 'report.md'}\n  eda:    {out_dir / 'eda'}\n  run:    {run_dir}"
     )
     return run_dir

@@ -18,11 +18,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from kvasir_mobileone.data import ImageFolderDataModule, normalize, read_manifest
-from kvasir_mobileone.evaluate import compute_metrics, open_run, resolve_run, write_report
+from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.transforms import normalize
+from kvasir_mobileone.evaluation.report import evaluate, write_report
+from kvasir_mobileone.evaluation.stats import softmax
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json
-from kvasir_mobileone.stats import softmax
-from kvasir_mobileone.train import MANIFEST_NAME
+from kvasir_mobileone.models.loading import open_run
+from kvasir_mobileone.runs import RunError, RunFolder
 
 FEATURES_NAME = "features.npz"
 
@@ -38,25 +40,26 @@ CLASSICAL = {
 }
 
 
-def extract_features(run: str, batch_size: int = 64, num_workers: int | None = None) -> dict:
-    """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) for every image of the run's manifest."""
-    trained = open_run(run)
-    if trained.run_dir is None:
-        raise FileNotFoundError(f"{trained.ckpt} is not inside a run folder; features need the run's split manifest.")
+def extract_features(trained, manifest: str | None = None, batch_size: int = 64, num_workers: int | None = None
+                     ) -> dict:  # fmt: skip
+    """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) of every image of the run's manifest, in
+    fp32. Every image must be read: an unreadable one stops with the file named (no embedding is invented)."""
+    rows, _ = trained.manifest_rows(manifest)
     workers = num_workers if num_workers is not None else trained.data.num_workers
-    data = dataclasses.replace(trained.data, batch_size=batch_size, num_workers=workers)
-    rows = read_manifest(trained.run_dir / MANIFEST_NAME)
+    data = dataclasses.replace(trained.data, data_dir=str(trained.data_dir()), batch_size=batch_size,
+                               num_workers=workers)  # fmt: skip
     module = trained.module
     datamodule = ImageFolderDataModule(data, rows, trained.norm)
     datamodule.setup()
-    dataset = datamodule.dataset(None)  # every split, no augmentation
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=datamodule.num_workers)
-    embeddings = np.zeros((len(rows), module.backbone.num_features), np.float32)
+    loader = datamodule.loader(None)  # every split, no augmentation, unreadable images are errors
+    embeddings = np.full((len(rows), module.backbone.num_features), np.nan, np.float32)
     with torch.no_grad():
-        for images, _, index in tqdm(loader, desc="features", unit="batch"):
+        for images, _, index, _ in tqdm(loader, desc="features", unit="batch"):
             x = normalize(images, datamodule.norm)
             pooled = module.backbone.forward_head(module.backbone.forward_features(x), pre_logits=True)
             embeddings[index.numpy()] = pooled.float().numpy()
+    if np.isnan(embeddings).any():  # cannot happen unless an image was left out; never train on made-up rows
+        raise RuntimeError(f"{int(np.isnan(embeddings).any(axis=1).sum())} images got no embedding.")
     return {
         "embeddings": embeddings,
         "paths": np.array([r["path"] for r in rows]),
@@ -93,24 +96,33 @@ def fit_classical(features: dict, out_dir: Path, backbone_name: str) -> list[dic
                 best_params, best_score = params, score
         model = make_pipeline(StandardScaler(), factory(**best_params)).fit(x_train, y_train)
         probs = scores_of(model, x_test)
-        metrics = compute_metrics(probs, y_test, class_names)
+        metrics = evaluate(probs, y_test, class_names)
         label = f"{name} on {backbone_name} features"
         write_report(out_dir / name / "test", metrics, class_names, label, probs, y_test,
                      list(features["paths"][split == "test"]))  # fmt: skip
-        write_json(out_dir / name / "model_info.json", {"classical": name, "best_params": best_params,
-                                                        "val_accuracy": best_score})  # fmt: skip
+        write_json(RunFolder(out_dir / name).model_info, {"classical": name, "best_params": best_params,
+                                                          "val_accuracy": best_score})  # fmt: skip
         summary.append({"model": name, "params": best_params, "val_accuracy": best_score,
                         "test_accuracy": metrics["accuracy"], "test_f1_macro": metrics["f1_macro"],
                         "seconds": time.perf_counter() - start})  # fmt: skip
     return summary
 
 
-def features(run: str, out: str | None = None, classical: bool = True, batch_size: int = 64,
-             num_workers: int | None = None) -> Path:  # fmt: skip
+def features(
+    run: str,
+    out: str | None = None,
+    classical: bool = True,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    manifest: str | None = None,
+    data_dir: str | None = None,
+) -> Path:
     """Embeddings of every image of RUN into OUT/features.npz; with --classical, scikit-learn models on them."""
-    _, run_dir = resolve_run(run)
-    out_dir = Path(out) if out else run_dir / "features"
-    found = extract_features(run, batch_size, num_workers)
+    trained = open_run(run, data_dir)
+    if out is None and trained.run is None:
+        raise RunError(f"{trained.ckpt} is a lone checkpoint: pass --out (and --manifest).")
+    out_dir = Path(out) if out else trained.run.features_dir
+    found = extract_features(trained, manifest, batch_size, num_workers)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / FEATURES_NAME) as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, **found)
@@ -123,7 +135,7 @@ def features(run: str, out: str | None = None, classical: bool = True, batch_siz
             [[s["model"], s["params"], s["val_accuracy"], s["test_accuracy"], s["test_f1_macro"]] for s in summary],
         ))  # fmt: skip
         print(
-            f"Compare with the network: kvasir compare {run_dir} "
+            f"Compare with the network: kvasir compare {trained.run.root if trained.run else trained.ckpt} "
             + " ".join(str(out_dir / s["model"]) for s in summary)
         )
     return out_dir

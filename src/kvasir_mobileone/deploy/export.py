@@ -11,20 +11,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from timm.utils.model import reparameterize_model
 
-from kvasir_mobileone.data import normalize, read_manifest
-from kvasir_mobileone.evaluate import open_run
+from kvasir_mobileone.data.folder import expand_inputs
+from kvasir_mobileone.data.transforms import normalize
+from kvasir_mobileone.deploy.runtime import METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
-from kvasir_mobileone.train import MANIFEST_NAME, MODEL_INFO_NAME
+from kvasir_mobileone.models.backbone import fuse, parameter_count
+from kvasir_mobileone.models.loading import TrainedRun, open_run
 
-ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 LIBRARIES = ("torch", "torchvision", "timm", "lightning", "onnx", "onnxruntime", "safetensors")
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError):
     """The fused or exported model disagrees with the trained one beyond tolerance."""
 
 
@@ -36,16 +37,6 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
         "max_rel": float(diff.max() / max(np.abs(reference).max(), 1e-12)),
         "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
     }
-
-
-def parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def parameter_info(backbone: torch.nn.Module) -> dict[str, int]:
-    """Parameters of the training-time model and of its reparameterized (fused) copy."""
-    return {"parameters_unfused": parameter_count(backbone), "parameters_fused": parameter_count(
-        reparameterize_model(backbone.eval()))}  # fmt: skip
 
 
 def onnxruntime_latency_ms(path: Path, image_size: int, repeats: int = 30) -> float:
@@ -101,20 +92,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def parity_images(run_dir: Path | None, data_dir: str, images: str | None, count: int) -> list[Path]:
-    """Real images to check parity on: the run's test split, or a folder given with --images."""
+def parity_images(trained: TrainedRun, images: str | None, count: int) -> list[Path]:
+    """Real images to check parity on: a folder given with --images, or the run's test split."""
     if images:
-        from kvasir_mobileone.predict import expand_inputs
-
         paths = expand_inputs([images])[:count]
-    elif run_dir:
-        rows = read_manifest(run_dir / MANIFEST_NAME)
-        paths = [Path(data_dir) / r["path"] for r in rows if r["split"] == "test"][:count]
+    elif trained.run:
+        rows, _ = trained.manifest_rows()
+        paths = [trained.data_dir() / r["path"] for r in rows if r["split"] == "test"][:count]
     else:
         paths = []
     if not paths:
-        raise FileNotFoundError(
-            "Parity needs real images: export a run folder whose dataset is present, or pass --images DIR."
+        raise UserError(
+            "Parity needs real images: export a run folder whose dataset is present (--data_dir when it moved), "
+            "or pass --images DIR."
         )
     return paths
 
@@ -126,17 +116,19 @@ def export(
     num_images: int = 32,
     opset: int = 17,
     tolerance: float = 1e-3,
+    data_dir: str | None = None,
 ) -> Path:
-    """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity."""
-    trained = open_run(run)
-    ckpt, run_dir, module, norm = trained.ckpt, trained.run_dir, trained.module, trained.norm
-    paths = parity_images(run_dir, trained.data.data_dir, images, num_images)
+    """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
+    images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved)."""
+    trained = open_run(run, data_dir)
+    ckpt, module, norm = trained.ckpt, trained.module, trained.norm
+    paths = parity_images(trained, images, num_images)
     pixels = np.stack([decode_resized(p, norm.image_size, norm.interpolation) for p in paths])
     batch = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), norm)
 
     # Fuse in eval mode and fp32, on a copy: the checkpoint's training-time model stays as it is.
     unfused = module.backbone.float().eval()
-    fused = reparameterize_model(unfused)
+    fused = fuse(unfused)
     with torch.no_grad():
         reference = unfused(batch).numpy()
         fused_logits = fused(batch).numpy()
@@ -184,11 +176,11 @@ def export(
     )
     latency = onnxruntime_latency_ms(out_dir / ONNX_NAME, norm.image_size)
     print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
-    if run_dir:  # what `kvasir compare` shows beside the run's metrics
+    if trained.run:  # what `kvasir compare` shows beside the run's metrics
         update_json(
-            run_dir / MODEL_INFO_NAME, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
+            trained.run.model_info, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
         )
-    test_metrics = run_dir / "test" / "metrics.json" if run_dir else None
+    test_metrics = trained.run.test_dir / "metrics.json" if trained.run else None
     metadata = {
         "model_name": module.cfg.name,
         "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
@@ -224,4 +216,5 @@ def export(
 
 
 def _headline(metrics: dict) -> dict:
-    return {k: metrics.get(k) for k in ("n", "accuracy", "top3", "top5", "f1_macro", "f1_micro", "mcc")}
+    keys = ("n", "accuracy", "accuracy_ci", "top3", "top5", "f1_macro", "f1_macro_ci", "f1_micro", "mcc")
+    return {k: metrics.get(k) for k in keys}

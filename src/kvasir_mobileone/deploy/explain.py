@@ -3,39 +3,37 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from kvasir_mobileone.deploy.runtime import METADATA_NAME, WEIGHTS_NAME, TorchCheckpoint
+from kvasir_mobileone.evaluation.stats import apply_temperature
+from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.io import pyplot, save_figure
 
-from kvasir_mobileone.io import atomic_path  # noqa: E402
-from kvasir_mobileone.predict import preprocess  # noqa: E402
-from kvasir_mobileone.stats import apply_temperature  # noqa: E402
+plt = pyplot()
 
 
 def load_torch_model(model: str) -> tuple[torch.nn.Module, dict]:
     """(eval-mode timm model, metadata) from a bundle (fused weights) or a run folder / checkpoint."""
     path = Path(model)
-    if (path / "metadata.json").is_file() and (path / "model.safetensors").is_file():
+    if (path / METADATA_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
         import timm
         from safetensors.torch import load_file
         from timm.utils.model import reparameterize_model
 
-        metadata = json.loads((path / "metadata.json").read_text())
+        metadata = json.loads((path / METADATA_NAME).read_text())
         network = reparameterize_model(
             timm.create_model(metadata["model_name"], num_classes=len(metadata["class_names"]))
         )
-        network.load_state_dict(load_file(path / "model.safetensors"))
+        network.load_state_dict(load_file(path / WEIGHTS_NAME))
         return network.eval(), metadata
-    from kvasir_mobileone.predict import TorchCheckpoint
-
     checkpoint = TorchCheckpoint(model)
     return checkpoint.module.backbone.eval(), checkpoint.metadata
 
@@ -48,6 +46,14 @@ def target_layer(network: torch.nn.Module) -> torch.nn.Module:
     return [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][-1]
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """A PNG name per image that no other image shares: its path below the images' common folder, with folder
+    separators turned into "__" (two `img.jpg` in different folders get different names)."""
+    resolved = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else Path()
+    return ["__".join(p.relative_to(common).with_suffix("").parts) + "_gradcam.png" for p in resolved]
+
+
 def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
     """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""
     network, meta = load_torch_model(model)
@@ -55,8 +61,8 @@ def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
     class_names = meta["class_names"]
     written = []
     with GradCAM(model=network, target_layers=[target_layer(network)]) as cam:
-        for path in tqdm(paths, desc="explain", unit="img"):
-            array, pixels = preprocess(path, meta["input"])
+        for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="explain", unit="img"):
+            array, pixels = read_network_input(path, meta["input"])
             x = torch.from_numpy(array)[None]
             with torch.no_grad():
                 probs = network(x).softmax(dim=1)[0].numpy()
@@ -75,11 +81,6 @@ def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
                 ax.set_xlabel(f"x (pixels at {size}×{size})")
                 ax.set_ylabel("y (pixels)")
             fig.suptitle(f"{path.name}: predicted {class_names[top]} (p = {float(probs[top]):.3f})")
-            fig.tight_layout()
-            target = out_dir / f"{path.stem}_gradcam.png"
-            with atomic_path(target) as tmp:
-                fig.savefig(tmp, format="png", dpi=100)
-            plt.close(fig)
-            written.append(target)
+            written.append(save_figure(fig, out_dir / name, dpi=100))
     print(f"{len(written)} Grad-CAM images written to {out_dir}/")
     return written

@@ -6,86 +6,17 @@ alone: Lightning, timm and torch are imported only for checkpoints and for --exp
 
 from __future__ import annotations
 
-import glob
-import json
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
-from kvasir_mobileone.images import decode_resized
-from kvasir_mobileone.io import IMAGE_EXTENSIONS, write_csv, write_json
-from kvasir_mobileone.stats import apply_temperature, softmax
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, folders searched recursively for images, globs expanded; sorted, no duplicates."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        elif path.exists():
-            found.append(path)
-        else:
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"{item} is not a file, a folder or a glob that matches anything.")
-            found += [Path(m) for m in matches if Path(m).is_file()]
-    return list(dict.fromkeys(found))
-
-
-def preprocess(path: Path, model_input: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(CHW float32 network input, HWC uint8 resized image) as in training: decode_resized, then normalize."""
-    pixels = decode_resized(path, model_input["image_size"], model_input.get("interpolation", "bilinear"))
-    mean, std = np.asarray(model_input["mean"], np.float32), np.asarray(model_input["std"], np.float32)
-    return ((pixels.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1), pixels
-
-
-class OnnxBundle:
-    """An exported bundle, run with onnxruntime."""
-
-    def __init__(self, bundle_dir: Path):
-        import onnxruntime as ort
-
-        self.metadata = json.loads((bundle_dir / "metadata.json").read_text())
-        self.session = ort.InferenceSession(str(bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
-
-
-class TorchCheckpoint:
-    """A run folder or Lightning checkpoint, run with PyTorch."""
-
-    def __init__(self, run: str):
-        import torch
-
-        from kvasir_mobileone.evaluate import open_run
-
-        trained = open_run(run)
-        self.module, norm = trained.module, trained.norm
-        self.metadata = {
-            "model_name": self.module.cfg.name,
-            "class_names": self.module.class_names,
-            "input": {"image_size": norm.image_size, "mean": list(norm.mean), "std": list(norm.std),
-                      "interpolation": norm.interpolation},
-            "temperature": trained.temperature,
-        }  # fmt: skip
-        self._torch = torch
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.no_grad():
-            return self.module(self._torch.from_numpy(batch)).float().numpy()
-
-
-def load_predictor(model: str) -> OnnxBundle | TorchCheckpoint:
-    path = Path(model)
-    if (path / "model.onnx").is_file() and (path / "metadata.json").is_file():
-        return OnnxBundle(path)
-    return TorchCheckpoint(model)
+from kvasir_mobileone.data.folder import expand_inputs
+from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
+from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.io import write_csv, write_json
 
 
 def predict(
@@ -112,7 +43,7 @@ def predict(
         arrays, good = [], []
         for path in paths[start : start + batch_size]:
             try:
-                arrays.append(preprocess(path, meta["input"])[0])
+                arrays.append(read_network_input(path, meta["input"])[0])
                 good.append(path)
             except Exception as err:  # any unreadable file is reported, never fatal
                 results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
@@ -135,8 +66,8 @@ def predict(
     _print_table(results, top_k)
     if out:
         write_predictions(Path(out), results, top_k, output_format)
-    if explain:
-        from kvasir_mobileone.explain import explain_images
+    if explain:  # torch, only when asked for
+        from kvasir_mobileone.deploy.explain import explain_images
 
         explain_images([Path(r["path"]) for r in results if not r["error"]], model, Path(explain_dir))
     return results

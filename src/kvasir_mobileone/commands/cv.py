@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from kvasir_mobileone.check import check_folder
-from kvasir_mobileone.data import DataConfig, write_manifest
-from kvasir_mobileone.evaluate import compute_metrics, write_report
-from kvasir_mobileone.io import markdown_table, read_csv, write_json, write_text, write_yaml
-from kvasir_mobileone.model import ModelConfig
-from kvasir_mobileone.train import TrainerConfig, fit
+from kvasir_mobileone.commands.fit import fit
+from kvasir_mobileone.data.check import check_folder
+from kvasir_mobileone.data.dataset import DataConfig
+from kvasir_mobileone.data.split import write_manifest
+from kvasir_mobileone.evaluation.report import evaluate, write_report
+from kvasir_mobileone.io import markdown_table, read_csv, write_json, write_text
+from kvasir_mobileone.models.classifier import ModelConfig
+from kvasir_mobileone.models.trainer import TrainerConfig
+from kvasir_mobileone.runs import RunFolder, absolute
 
 SUMMARY_METRICS = ("accuracy", "top3", "top5", "f1_micro", "f1_macro", "mcc", "ece")
 
@@ -43,7 +46,7 @@ def pooled_predictions(fold_dirs: list[Path], class_names: list[str]) -> tuple[l
     """Every image's out-of-fold prediction: each image is in exactly one fold's test split."""
     paths, probs, targets = [], [], []
     for fold_dir in fold_dirs:
-        for row in read_csv(fold_dir / "test" / "predictions.csv"):
+        for row in read_csv(RunFolder(fold_dir).test_dir / "predictions.csv"):
             paths.append(row["path"])
             probs.append([float(row[f"p_{c}"]) for c in class_names])
             targets.append(class_names.index(row["label"]))
@@ -58,10 +61,11 @@ def cv(
 ) -> Path:
     """Train and test one model per fold; writes every fold's run, mean ± std per metric, and pooled predictions."""
     name = trainer.run_name or f"cv{folds}-{dt.datetime.now():%Y%m%d-%H%M%S}-{model.name}"
-    cv_dir = Path(trainer.runs_dir) / name
+    cv_dir = Path(trainer.runs_dir).resolve() / name
     cv_dir.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.replace(data, data_dir=absolute(data.data_dir))
     sections = {"data": data, "model": model, "trainer": trainer}
-    write_yaml(cv_dir / "config.yaml", {"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
+    RunFolder(cv_dir).write_config({"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
     report = check_folder(data.data_dir, data.near_duplicate_bits)
     manifests = fold_manifests(report.items, report.group_of(), folds, data.val_fraction, data.seed)
     fold_dirs = []
@@ -76,7 +80,7 @@ def cv(
                 test_after=True,
             )
         )
-    per_fold = [json.loads((d / "test" / "metrics.json").read_text()) for d in fold_dirs]
+    per_fold = [json.loads((RunFolder(d).test_dir / "metrics.json").read_text()) for d in fold_dirs]
     class_names = per_fold[0]["class_names"]
     summary = {}
     for key in SUMMARY_METRICS:
@@ -84,9 +88,9 @@ def cv(
         if values:
             summary[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "folds": values}
     paths, probs, targets = pooled_predictions(fold_dirs, class_names)
-    pooled = compute_metrics(probs, targets, class_names)
-    write_report(cv_dir / "test", pooled, class_names, f"{model.name} ({folds}-fold CV, out-of-fold)", probs, targets,
-                 paths)  # fmt: skip
+    pooled = evaluate(probs, targets, class_names)
+    label = f"{model.name} ({folds}-fold CV, out-of-fold)"
+    write_report(RunFolder(cv_dir).test_dir, pooled, class_names, label, probs, targets, paths)
     write_json(
         cv_dir / "cv_summary.json", {"folds": folds, "per_metric": summary, "fold_runs": [str(d) for d in fold_dirs]}
     )
@@ -95,7 +99,7 @@ def cv(
         [[key, v["mean"], v["std"], *v["folds"]] for key, v in summary.items()],
     )
     write_text(cv_dir / "cv_summary.md", f"# {folds}-fold cross-validation: {model.name}\n\n{table}\n"
-               f"Pooled out-of-fold predictions of all {len(paths)} images: {cv_dir / 'test' / 'report.md'} "
+               f"Pooled out-of-fold predictions of all {len(paths)} images: {RunFolder(cv_dir).test_dir / 'report.md'} "
                "(what `kvasir compare` uses).\n")  # fmt: skip
     print(table)
     print(f"Cross-validation folder: {cv_dir}")

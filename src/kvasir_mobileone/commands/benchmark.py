@@ -19,10 +19,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2 as T
 
-from kvasir_mobileone.data import DataConfig, ImageFolderDataModule, Normalization, make_split, scan_image_folder
-from kvasir_mobileone.export import export_onnx
+from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+from kvasir_mobileone.data.folder import default_num_workers, scan_image_folder
+from kvasir_mobileone.data.split import make_split
+from kvasir_mobileone.data.synth import synth
+from kvasir_mobileone.data.transforms import Normalization
+from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.io import markdown_table, write_json, write_text
-from kvasir_mobileone.synth import synth
 
 MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
 NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -226,8 +229,6 @@ def benchmark(
     skip: tuple[str, ...] = (),
 ) -> Path:
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md."""
-    from kvasir_mobileone.data import default_num_workers
-
     workers = default_num_workers() if workers is None else workers
     report: dict = {"machine": machine(), "workers": workers}
     report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9

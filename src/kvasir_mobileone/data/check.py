@@ -15,19 +15,30 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
+from kvasir_mobileone.data.folder import (
+    SYSTEM_FILES,
+    DataError,
+    class_folders,
+    default_num_workers,
+    is_hidden,
+    require_dir,
+    walk,
+)
+from kvasir_mobileone.data.split import describe_gaps, make_split, split_gaps
 from kvasir_mobileone.images import to_rgb
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, markdown_table, write_csv, write_json
 
 MIN_SIDE = 32  # smaller images are kept but reported: upsampling them to the model's input size invents detail
 NEAR_DUPLICATE_BITS = 2  # phash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
-SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"}
-SYSTEM_DIRS = {"__MACOSX", ".git", ".ipynb_checkpoints", ".kvasir_cache"}
+# Below this standard deviation (grey levels, at 64 px) an image is flat: every flat image has the same perceptual
+# hash, so hashing would chain unrelated solid frames into one group. Flat images are grouped by exact content only.
+FLAT_STD = 2.0
 
 # Loading must fail loudly on a truncated file, not pad it with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class DataCheckError(ValueError):  # noqa: N818 - reads like the DataError it sits beside
+class DataCheckError(DataError):  # noqa: N818 - reads like the DataError it extends
     """The folder cannot be used as it is; the message lists the files and what to do."""
 
 
@@ -81,7 +92,9 @@ def inspect_image(path: str) -> dict:
                 rgb.load()
         import imagehash
 
-        return {"size": size, "mode": mode, "format": fmt, "sha1": sha1, "phash": int(str(imagehash.phash(rgb)), 16)}
+        flat = float(np.asarray(rgb.convert("L"), dtype=np.float32).std()) < FLAT_STD
+        phash = int(str(imagehash.phash(rgb)), 16)
+        return {"size": size, "mode": mode, "format": fmt, "sha1": sha1, "phash": phash, "flat": flat}
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         return {"error": f"decompression bomb refused ({err})"}
     except Exception as err:  # anything else that stops decoding: the file cannot be used
@@ -112,36 +125,39 @@ def _hamming_groups(paths: list[str], hashes: np.ndarray, max_bits: int) -> list
     return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
+def _exact_groups(paths: list[str], infos: dict[str, dict]) -> list[list[str]]:
+    """Groups of byte-identical files (same SHA-1)."""
+    by_sha: dict[str, list[str]] = {}
+    for p in paths:
+        by_sha.setdefault(infos[p]["sha1"], []).append(p)
+    return [sorted(g) for g in by_sha.values() if len(g) > 1]
+
+
 def check_folder(
     data_dir: str | Path, near_duplicate_bits: int = NEAR_DUPLICATE_BITS, workers: int | None = None
 ) -> FolderReport:
     """Scan data_dir/<class>/ and inspect every file; raise DataCheckError when nothing usable is left."""
-    from kvasir_mobileone.data import require_dir
-
     root = require_dir(data_dir)
     problems: list[Problem] = []
     candidates: list[tuple[str, str]] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if class_dir.name == ".kvasir_cache":  # this tool's own decode-once cache
-            continue
-        if class_dir.name.startswith(".") or class_dir.name in SYSTEM_DIRS:
-            problems.append(Problem(class_dir.name + "/", "ignored", "system or hidden folder, not a class"))
-            continue
-        found = 0
-        for path in sorted(class_dir.rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if any(part in SYSTEM_DIRS or part.startswith(".") for part in path.relative_to(root).parts):
-                if path.is_file() and path.name not in SYSTEM_FILES:
-                    problems.append(Problem(rel, "ignored", "hidden file"))
-                continue
-            if path.is_symlink() and not path.exists():
-                problems.append(Problem(rel, "broken-link", "symbolic link to a missing file", "error"))
-            elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                candidates.append((rel, class_dir.name))
-                found += 1
-            elif path.is_file() and path.name not in SYSTEM_FILES:
-                problems.append(Problem(rel, "ignored", f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
-        if not found:
+    classes_dirs, skipped_dirs = class_folders(root)
+    for folder in skipped_dirs:
+        if folder.name != ".kvasir_cache":  # this tool's own decode-once cache
+            problems.append(Problem(folder.name + "/", "ignored", "system or hidden folder, not a class"))
+    found = Counter()
+    for rel, label, path in walk(root):
+        if is_hidden(Path(rel).parts):
+            if path.is_file() and path.name not in SYSTEM_FILES:
+                problems.append(Problem(rel, "ignored", "hidden file"))
+        elif path.is_symlink() and not path.exists():
+            problems.append(Problem(rel, "broken-link", "symbolic link to a missing file", "error"))
+        elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            candidates.append((rel, label))
+            found[label] += 1
+        elif path.is_file() and path.name not in SYSTEM_FILES:
+            problems.append(Problem(rel, "ignored", f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
+    for class_dir in classes_dirs:
+        if not found[class_dir.name]:
             problems.append(Problem(class_dir.name + "/", "empty-class", "class folder with no images: not a class"))
 
     infos = _inspect_all([str(root / rel) for rel, _ in candidates], workers)
@@ -158,9 +174,10 @@ def check_folder(
             problems.append(Problem(rel, "converted", f"{info['format']} {info['mode']} image, converted to 8-bit RGB"))
 
     usable = {rel: info for (rel, _), info in zip(candidates, infos, strict=True) if "error" not in info}
-    paths = list(usable)
-    hashes = np.array([usable[p]["phash"] for p in paths], dtype=np.uint64)
-    groups = _hamming_groups(paths, hashes, near_duplicate_bits) if near_duplicate_bits >= 0 else []
+    textured = [p for p in usable if not usable[p]["flat"]]
+    hashes = np.array([usable[p]["phash"] for p in textured], dtype=np.uint64)
+    groups = _hamming_groups(textured, hashes, near_duplicate_bits) if near_duplicate_bits >= 0 else []
+    groups += _exact_groups([p for p in usable if usable[p]["flat"]], usable)
     label_of = dict(items)
     for members in groups:
         exact = len({usable[m]["sha1"] for m in members}) == 1
@@ -181,8 +198,6 @@ def check_folder(
 
 
 def _inspect_all(paths: list[str], workers: int | None) -> list[dict]:
-    from kvasir_mobileone.data import default_num_workers
-
     workers = default_num_workers() if workers is None else workers
     if workers <= 1 or len(paths) < 64:
         return [inspect_image(p) for p in tqdm(paths, desc="check images", unit="img", disable=len(paths) < 64)]
@@ -215,6 +230,13 @@ def check(
         f"{excluded} would be excluded from training; {len(report.duplicate_groups)} duplicate groups. "
         f"({_summary(report.problems)})"
     )
+    try:  # the split fit would make with the default fractions
+        gaps = split_gaps(make_split(report.items, groups=report.group_of()))
+    except DataError as err:
+        print(f"warning: {err}")
+    else:
+        if gaps:
+            print("warning: with 10% val and 10% test: " + describe_gaps(gaps))
     if out:
         write_problems(Path(out) / "problems.csv", report.problems)
         write_json(Path(out) / "check.json", asdict(report))

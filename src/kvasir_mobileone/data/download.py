@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kvasir_mobileone.synth import KVASIR_CLASSES
+from kvasir_mobileone.data.synth import KVASIR_CLASSES
+from kvasir_mobileone.errors import UserError
 
 KVASIR_URL = "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip"
 ZIP_NAME = "kvasir-dataset-v2.zip"
@@ -20,7 +21,7 @@ FOLDER = "kvasir-dataset-v2"
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     """The dataset could not be fetched or checked; the message says what to do by hand."""
 
 
@@ -56,9 +57,15 @@ def fetch(url: str, target: Path, timeout: float = 60.0) -> Path:
 
     with response:
         length = int(response.headers.get("Content-Length") or 0)
-        if response.status == 206:
+        start = content_range_start(response.headers.get("Content-Range"))
+        if response.status == 206 and start == have:
             total = have + length
             mode = "ab"
+        elif response.status == 206:  # a range other than the one asked for: appending would corrupt the file
+            raise DownloadError(
+                f"{url} answered with bytes from {start} on, but {part} holds {have:,} bytes. Delete {part} and "
+                "run the same command again to start over."
+            )
         else:  # the server ignored Range: start over
             have, total, mode = 0, length, "wb"
         done = have
@@ -91,6 +98,14 @@ def fetch(url: str, target: Path, timeout: float = 60.0) -> Path:
     return target
 
 
+def content_range_start(header: str | None) -> int | None:
+    """The first byte of a `Content-Range: bytes START-END/TOTAL` header."""
+    try:
+        return int(header.split()[1].split("-")[0]) if header else None
+    except (IndexError, ValueError):
+        return None
+
+
 def check_zip(zip_path: Path, classes=KVASIR_CLASSES, expected_size: int | None = None) -> None:
     """The zip opens, its CRCs are good and it holds FOLDER/<class>/ for every class."""
     size = zip_path.stat().st_size
@@ -117,9 +132,14 @@ def extract(zip_path: Path, dest: Path) -> Path:
         members = [m for m in archive.namelist() if not m.startswith("__MACOSX/")]
         for member in tqdm(members, desc="extract", unit="file"):
             archive.extract(member, staging)
-    os.replace(staging / FOLDER, dest / FOLDER)
+    target = dest / FOLDER
+    if target.exists():  # an earlier, incomplete extraction (download() returns early on a complete one)
+        aside = dest / f".{FOLDER}.incomplete-{os.getpid()}"
+        os.replace(target, aside)
+        print(f"Moved the incomplete {target} aside to {aside}; delete it once the new folder is in place.")
+    os.replace(staging / FOLDER, target)
     shutil.rmtree(staging, ignore_errors=True)
-    return dest / FOLDER
+    return target
 
 
 def download(

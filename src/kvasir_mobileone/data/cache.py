@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kvasir_mobileone.data.folder import default_num_workers, scan_image_folder
 from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import write_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_DIR_NAME = ".kvasir_cache"  # inside the data folder by default; hidden, so scans and checks skip it
 
 
@@ -40,6 +41,7 @@ class ImageCache:
         self.size = size
         self.position = {p: i for i, p in enumerate(index["paths"])}
         self.valid = index["valid"]
+        self.errors: dict[str, str] = index.get("errors", {})  # path -> why it could not be decoded
         self._array_path, self._count = array_path, len(index["paths"])
         self._array: np.memmap | None = None  # opened lazily, in each DataLoader worker
 
@@ -67,18 +69,19 @@ def is_fresh(data_dir: Path, rel_paths: list[str], cache_dir: Path, size: int, i
     return all(known.get(rel) == tuple(stamp(data_dir / rel)) for rel in rel_paths)
 
 
-def _fill(job: tuple[str, str, int, int, list[str], str, int]) -> list[bool]:
+def _fill(job: tuple[str, str, int, int, list[str], str, int]) -> list[str | None]:
+    """Decode one chunk into the memory map; per image None, or the reason it could not be decoded."""
     array_path, data_dir, size, count, chunk, interpolation, start = job
     array = np.memmap(array_path, np.uint8, "r+", shape=(count, size, size, 3))
-    ok = []
+    errors: list[str | None] = []
     for offset, rel in enumerate(chunk):
         try:
             array[start + offset] = decode_resized(Path(data_dir) / rel, size, interpolation)
-            ok.append(True)
-        except Exception:  # an unreadable file is marked invalid; the dataset reports it and serves another image
-            ok.append(False)
+            errors.append(None)
+        except Exception as err:  # recorded with its reason; the dataset then reports the file as unreadable
+            errors.append(f"{type(err).__name__}: {err}")
     array.flush()
-    return ok
+    return errors
 
 
 def build_cache(
@@ -91,8 +94,6 @@ def build_cache(
 ) -> ImageCache:
     """Open the cache for these images, (re)building it first when missing or stale. Written to temporary files
     and renamed into place, so a killed build never leaves a cache that looks complete."""
-    from kvasir_mobileone.data import default_num_workers
-
     data_dir = Path(data_dir)
     cache_dir = Path(cache_dir) if cache_dir else data_dir / CACHE_DIR_NAME
     rel_paths = sorted(set(rel_paths))
@@ -101,29 +102,32 @@ def build_cache(
     cache_dir.mkdir(parents=True, exist_ok=True)
     array_path, index_path = cache_paths(cache_dir, size)
     tmp_array = array_path.with_name(array_path.name + f".{os.getpid()}.tmp")
+    # stamps taken before decoding: a file changed during the build then looks stale, not fresh
+    stamps = [stamp(data_dir / rel) for rel in rel_paths]
     np.memmap(tmp_array, np.uint8, "w+", shape=(len(rel_paths), size, size, 3)).flush()
     chunk = 64
     jobs = [(str(tmp_array), str(data_dir), size, len(rel_paths), rel_paths[i : i + chunk], interpolation, i)
             for i in range(0, len(rel_paths), chunk)]  # fmt: skip
     workers = default_num_workers() if workers is None else workers
     bar = tqdm(total=len(rel_paths), desc=f"cache {size}px -> {cache_dir}", unit="img")
-    valid: list[bool] = []
+    errors: list[str | None] = []
     try:
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(workers) as pool:
-                for ok in pool.map(_fill, jobs):
-                    valid += ok
-                    bar.update(len(ok))
+                for chunk_errors in pool.map(_fill, jobs):
+                    errors += chunk_errors
+                    bar.update(len(chunk_errors))
         else:
             for job in jobs:
-                valid += _fill(job)
+                errors += _fill(job)
                 bar.update(len(job[4]))
         bar.close()
         os.replace(tmp_array, array_path)
     finally:
         tmp_array.unlink(missing_ok=True)
     index = {"version": CACHE_VERSION, "size": size, "interpolation": interpolation, "paths": rel_paths,
-             "stamps": [stamp(data_dir / rel) for rel in rel_paths], "valid": valid}  # fmt: skip
+             "stamps": stamps, "valid": [e is None for e in errors],
+             "errors": {rel: e for rel, e in zip(rel_paths, errors, strict=True) if e}}  # fmt: skip
     write_json(index_path, index)  # written last: the array is complete before an index points at it
     return ImageCache(cache_dir, size)
 
@@ -132,11 +136,10 @@ def prepare(
     data: str = "data/kvasir-dataset-v2", size: int = 224, interpolation: str = "bilinear", cache_dir: str | None = None
 ) -> Path:
     """Decode every image once at SIZE x SIZE into DATA/.kvasir_cache (fit uses it when --data.image_size matches)."""
-    from kvasir_mobileone.data import scan_image_folder
-
     items = scan_image_folder(data)
     cache = build_cache(data, [rel for rel, _ in items], size, interpolation, cache_dir)
     where = Path(cache_dir) if cache_dir else Path(data) / CACHE_DIR_NAME
-    bad = len(cache.valid) - sum(cache.valid)
-    print(f"Cache of {len(cache.valid)} images at {size}x{size} in {where} ({bad} unreadable, left out).")
+    print(f"Cache of {len(cache.valid)} images at {size}x{size} in {where}; {len(cache.errors)} could not be decoded.")
+    for rel, reason in cache.errors.items():
+        print(f"  unreadable: {rel}: {reason}")
     return where

@@ -1,0 +1,185 @@
+"""`kvasir fit`: build data, model, callbacks, loggers and trainer; fit; test the best checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+
+from kvasir_mobileone.data.check import DataCheckError, Problem, check_folder, write_problems
+from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+from kvasir_mobileone.data.split import (
+    check_manifest_files,
+    describe_gaps,
+    make_split,
+    read_manifest,
+    split_counts,
+    split_gaps,
+    write_manifest,
+)
+from kvasir_mobileone.evaluation.testing import report_test_predictions
+from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_json
+from kvasir_mobileone.models.backbone import parameter_info
+from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.trainer import (
+    TrainerConfig,
+    auto_precision,
+    build_logger,
+    build_trainer,
+    evaluation_precision,
+)
+from kvasir_mobileone.runs import (
+    RUN_DIR_ENV,
+    RunError,
+    RunFolder,
+    absolute,
+    create_run,
+    existing_data_dir,
+    is_rank_zero,
+)
+
+
+class SkippedImagesReport(Callback):
+    """After each training epoch: training images that could not be read are printed and added to
+    RUN/data_problems.csv (each once), so that nothing is dropped silently."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+        self.reported: set[str] = set()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        skipped = {p: r for p, r in trainer.datamodule.skipped.items() if p not in self.reported}
+        if not skipped or not trainer.is_global_zero:
+            return
+        self.reported |= set(skipped)
+        listing = "; ".join(f"{p}: {r}" for p, r in skipped.items())
+        warnings.warn(f"Skipped {len(skipped)} unreadable training images this epoch ({listing}); "
+                      f"listed in {self.run.problems}.", stacklevel=2)  # fmt: skip
+        rows = read_csv(self.run.problems) if self.run.problems.is_file() else []
+        problems = [Problem(r["path"], r["kind"], r["message"], r["severity"]) for r in rows]
+        problems += [Problem(p, "skipped-in-training", r, "error") for p, r in skipped.items()]
+        write_problems(self.run.problems, problems)
+
+
+def print_split_counts(counts: dict[str, dict[str, int]]) -> None:
+    classes = list(next(iter(counts.values())))
+    rows = [[c, *(counts[s][c] for s in counts)] for c in classes]
+    rows.append(["total", *(sum(counts[s].values()) for s in counts)])
+    print(markdown_table(["class", *counts], rows))
+
+
+def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[str, str]]:
+    """The split manifest: reused from --data.manifest, or made from a checked folder (unreadable files excluded
+    and recorded in the run folder, duplicates kept on one side of the split)."""
+    if data.manifest:
+        rows = read_manifest(data.manifest)
+        check_manifest_files(rows, data.data_dir, data.manifest)
+        return rows
+    report = check_folder(data.data_dir, data.near_duplicate_bits)
+    if report.problems and is_rank_zero():
+        write_problems(run.problems, report.problems)
+    if report.excluded:
+        listing = "; ".join(f"{p.path}: {p.message}" for p in report.excluded[:10])
+        if strict:
+            raise DataCheckError(f"{len(report.excluded)} unusable files in {data.data_dir} (--strict): {listing}")
+        warnings.warn(
+            f"Excluded {len(report.excluded)} unusable files from {data.data_dir} (listed in "
+            f"{run.problems}; --strict makes this an error): {listing}",
+            stacklevel=2,
+        )
+    return make_split(report.items, data.val_fraction, data.test_fraction, data.seed, report.group_of())
+
+
+def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, TrainerConfig]:
+    """Paths made absolute and the automatic precision made explicit, as the run records them."""
+    data = dataclasses.replace(data, data_dir=absolute(data.data_dir), manifest=absolute(data.manifest),
+                               cache_dir=absolute(data.cache_dir))  # fmt: skip
+    trainer = dataclasses.replace(trainer, precision=trainer.precision or auto_precision(trainer.accelerator))
+    return data, trainer
+
+
+def fit(
+    data: DataConfig = DataConfig(),
+    model: ModelConfig = ModelConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+    test_after: bool = True,
+    strict: bool = False,
+    resume: str | None = None,
+    data_dir: str | None = None,
+) -> Path:
+    """Train a classifier; writes a run folder (config, split manifest, checkpoints, logs, test report).
+
+    Every Lightning Trainer argument is a --trainer.* flag. --resume RUN_DIR continues an interrupted run from its
+    last checkpoint with the run's own configuration (--data_dir when its data folder has moved)."""
+    inherited = os.environ.get(RUN_DIR_ENV)  # set for the processes Lightning launches for DDP
+    try:
+        return _fit(data, model, trainer, test_after, strict, resume, data_dir)
+    finally:
+        if inherited is None:  # the next fit in this process gets a run folder of its own
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
+    ckpt_path = None
+    if resume:
+        run = RunFolder(Path(resume).resolve())
+        config = run.read_config()
+        data, model, trainer = (DataConfig(**config["data"]), ModelConfig(**config["model"]),
+                                TrainerConfig(**config["trainer"]))  # fmt: skip
+        data = dataclasses.replace(data, data_dir=str(existing_data_dir(data.data_dir, data_dir, str(run.root))))
+        # last.ckpt holds every weight: downloading ImageNet weights only to overwrite them would fail offline
+        model = dataclasses.replace(model, pretrained=False, weights=None)
+        ckpt_path = run.last
+        if not ckpt_path.is_file():
+            raise RunError(f"{ckpt_path} not found: the run stopped before its first epoch ended. Start again.")
+        rows = read_manifest(run.manifest)
+        check_manifest_files(rows, data.data_dir, run.manifest)
+        os.environ[RUN_DIR_ENV] = str(run.root)
+    else:
+        data, trainer = resolved(data, trainer)
+        run = create_run(trainer.runs_dir, trainer.run_name, model.name)
+        rows = prepare_split(data, strict, run)
+        if is_rank_zero():
+            sections = {"data": data, "model": model, "trainer": trainer}
+            run.write_config({k: dataclasses.asdict(v) for k, v in sections.items()})
+            write_manifest(run.manifest, rows)
+    counts = split_counts(rows)
+    gaps = split_gaps(rows)
+    if is_rank_zero():
+        write_json(run.split_counts, counts | {"classes_missing_from_splits": gaps})
+        print_split_counts(counts)
+        if gaps:
+            warnings.warn(describe_gaps(gaps) + f" (recorded in {run.split_counts})", stacklevel=2)
+    L.seed_everything(trainer.seed, workers=True)
+
+    config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
+    module = MobileOneClassifier(sorted(counts["train"]), model, trainer.max_epochs or 1, data.image_size,
+                                 trainer.eval_precision, config)  # fmt: skip
+    datamodule = ImageFolderDataModule(data, rows, module.norm)
+    logger = build_logger(trainer.logger, run.root, run.root.name)
+    callbacks = [
+        # best val accuracy; no version counter, so a resumed run overwrites best.ckpt instead of adding best-v1
+        ModelCheckpoint(run.checkpoints, "best", monitor="val/acc", mode="max", enable_version_counter=False),
+        # every epoch's end, for --resume (save_last=True follows only improvements of the monitored metric)
+        ModelCheckpoint(run.checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False),
+        SkippedImagesReport(run),
+    ]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    lightning_trainer = build_trainer(trainer, run.root, logger, callbacks)
+    # weights_only: resuming never unpickles code from a checkpoint file
+    lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if test_after:
+        # the test step runs at the run's evaluation precision (fp32 by default), as `kvasir test` does
+        lightning_trainer.test(module, datamodule=datamodule, ckpt_path="best", weights_only=True, verbose=False)
+        if lightning_trainer.is_global_zero:
+            report_test_predictions(module, rows, run.test_dir, precision=evaluation_precision(trainer))
+    if lightning_trainer.is_global_zero:
+        update_json(run.model_info, parameter_info(copy.deepcopy(module.backbone).cpu().float()))
+        print(f"Run folder: {run.root}")
+    return run.root

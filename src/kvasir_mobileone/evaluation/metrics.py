@@ -1,0 +1,77 @@
+"""One function per metric, on numpy arrays of class indices and probabilities. The test report, compare, cv,
+features and the bootstrap intervals all use these, so a number means the same everywhere.
+
+Accuracy-type metrics and macro-F1 take an `axis`, so that bootstrap resamples are computed in one call."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, matthews_corrcoef, precision_recall_fscore_support, top_k_accuracy_score
+
+from kvasir_mobileone.evaluation.stats import expected_calibration_error
+
+TOP_KS = (3, 5)
+
+
+def accuracy(targets: np.ndarray, predicted: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """Share of images whose top-1 class is the true class."""
+    return np.mean(np.asarray(targets) == np.asarray(predicted), axis=axis)
+
+
+def macro_f1(targets: np.ndarray, predicted: np.ndarray, labels, axis: int = -1) -> np.ndarray | float:
+    """Mean over `labels` of each class's F1 = 2TP / (2TP + FP + FN); a class with no TP, FP or FN scores 0.
+
+    `labels` are the classes the average covers: the classes that have test images (`present_classes`), so a
+    class missing from the test split neither counts as 0 nor goes unmentioned (the report lists it)."""
+    targets, predicted = np.asarray(targets), np.asarray(predicted)
+    scores = []
+    for c in labels:
+        is_true, is_predicted = targets == c, predicted == c
+        tp = np.sum(is_true & is_predicted, axis=axis)
+        wrong = np.sum(is_true != is_predicted, axis=axis)  # FP + FN
+        denominator = 2 * tp + wrong
+        scores.append(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0))
+    return np.mean(scores, axis=0)
+
+
+def present_classes(targets: np.ndarray) -> np.ndarray:
+    """The class indices that have at least one test image."""
+    return np.unique(np.asarray(targets))
+
+
+def log_loss(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (cross-entropy), probabilities clipped at 1e-12."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, 1.0))))
+
+
+def top_k_accuracy(probs: np.ndarray, targets: np.ndarray, k: int) -> float | None:
+    """Share of images whose true class is among the k most probable; None when k covers every class."""
+    n_classes = probs.shape[1]
+    return None if k >= n_classes else float(top_k_accuracy_score(targets, probs, k=k, labels=np.arange(n_classes)))
+
+
+def compute_metrics(probs: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
+    """Every number of a test report (without intervals: see evaluation.intervals)."""
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
+    predicted = probs.argmax(axis=1)
+    labels = np.arange(len(class_names))
+    present = present_classes(targets)
+    precision, recall, f1, support = precision_recall_fscore_support(targets, predicted, labels=labels, zero_division=0)
+    calibration = expected_calibration_error(probs, targets)
+    return {
+        "n": int(len(targets)),
+        "loss": log_loss(probs, targets),
+        "accuracy": float(accuracy(targets, predicted)),
+        **{f"top{k}": top_k_accuracy(probs, targets, k) for k in TOP_KS},
+        "f1_macro": float(macro_f1(targets, predicted, present)),
+        "f1_micro": float(accuracy(targets, predicted)),  # micro-F1 equals accuracy for single-label classification
+        "mcc": float(matthews_corrcoef(targets, predicted)),
+        "classes_without_test_images": [class_names[c] for c in labels if c not in set(present.tolist())],
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
+        },
+        "confusion_matrix": confusion_matrix(targets, predicted, labels=labels).tolist(),
+        "ece": calibration["ece"],
+        "calibration_bins": calibration["bins"],
+    }

@@ -1,0 +1,120 @@
+"""Testing a trained model on its split: predictions of every test image (at the run's evaluation precision),
+optional flip TTA and temperature, and the report. `kvasir test` and the test at the end of `fit` both end here."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.evaluation.report import evaluate, write_report
+from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
+from kvasir_mobileone.io import markdown_table, write_json
+from kvasir_mobileone.models.loading import TrainedRun
+from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, evaluation_precision
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.3f}%"
+
+
+def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precision: str | None = None):
+    """One device (every test image seen once, one process writes the report) at the run's evaluation precision,
+    or at `precision` when one is given."""
+    run_trainer = {k: v for k, v in trained.config.get("trainer", {}).items() if k in ("precision", "eval_precision")}
+    recorded = TrainerConfig(**run_trainer, accelerator=accelerator)
+    if precision:  # asked for explicitly: the module then leaves the trainer's autocast on
+        trained.module.eval_precision = "32-true" if precision == "32-true" else "as-training"
+    else:
+        trained.module.eval_precision = recorded.eval_precision
+        precision = evaluation_precision(recorded)
+    return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision)
+
+
+def test_run(
+    trained: TrainedRun,
+    manifest: str | None = None,
+    out: str | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    accelerator: str = "auto",
+    precision: str | None = None,
+    tta: bool = False,
+    calibrate: bool = False,
+) -> dict:
+    """Evaluate a trained model on the test images of its (or the given) split manifest and write the report."""
+    rows, manifest_path = trained.manifest_rows(manifest)
+    module = trained.module
+    data_cfg = dataclasses.replace(
+        trained.data,
+        data_dir=str(trained.data_dir()),
+        batch_size=batch_size or trained.data.batch_size,
+        num_workers=num_workers if num_workers is not None else trained.data.num_workers,
+    )
+    datamodule = ImageFolderDataModule(data_cfg, rows, trained.norm)
+    if datamodule.class_names != module.class_names:
+        raise DataError(
+            f"The checkpoint {trained.ckpt} predicts classes {module.class_names} but the manifest {manifest_path} "
+            f"holds {datamodule.class_names}. Test on the dataset the model was trained for."
+        )
+    home = trained.run.root if trained.run else trained.ckpt.parent
+    out_dir = Path(out) if out else home / "test"
+    module.tta = tta
+    config = eval_trainer_config(trained, accelerator, precision)
+    trainer = build_trainer(config, out_dir)
+    temperature = None
+    if calibrate:
+        # the val images, served through the test loader, give the probabilities the temperature is fitted on
+        val_as_test = [r | {"split": "test"} for r in rows if r["split"] == "val"]
+        trainer.test(module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, trained.norm), verbose=False)
+        val = module.test_predictions
+        temperature = fit_temperature(val.get("probs_tta", val["probs"]), val["targets"])
+        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val["targets"]), "tta": tta}
+        if trained.run:
+            write_json(trained.run.temperature, fitted)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return report_test_predictions(module, rows, out_dir, temperature, config.precision)
+
+
+def report_test_predictions(
+    module, rows: list[dict[str, str]], out_dir: Path, temperature: float | None = None, precision: str = "32-true"
+) -> dict:
+    """After trainer.test: metrics and the report of the module's gathered test predictions, written to out_dir.
+
+    With TTA or a temperature, the report's main numbers use them and a section shows their effect."""
+    predictions = module.test_predictions
+    test_paths = [r["path"] for r in rows if r["split"] == "test"]
+    if len(predictions["index"]) != len(test_paths):  # never a report whose n is not the split's
+        raise RuntimeError(f"{len(predictions['index'])} test predictions for {len(test_paths)} test images.")
+    paths = [test_paths[i] for i in predictions["index"]]
+    targets, names = predictions["targets"], module.class_names
+    variants = {"plain": predictions["probs"]}
+    if "probs_tta" in predictions:
+        variants["flip TTA"] = predictions["probs_tta"]
+    if temperature is not None:
+        last = list(variants)[-1]
+        variants[f"{last} + temperature {temperature:.3f}"] = apply_temperature(variants[last], temperature)
+    probs = variants[list(variants)[-1]]
+    metrics = evaluate(probs, targets, names) | {"eval_precision": precision}
+    extra = ""
+    if len(variants) > 1:
+        effects = {name: evaluate(p, targets, names) for name, p in variants.items()}
+        metrics["variants"] = {
+            k: {m: v[m] for m in ("accuracy", "f1_macro", "loss", "ece")} for k, v in effects.items()
+        }
+        metrics["temperature"] = temperature
+        extra = "\n## Test-time augmentation and calibration\n\n" + markdown_table(
+            ["probabilities", "Accuracy", "macro-F1", "NLL", "ECE"],
+            [[k, _pct(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
+             for k, v in effects.items()],
+        ) + "The main numbers above use the last row. A temperature never changes the predicted class.\n"  # fmt: skip
+    report = write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
+    lo, hi = metrics["accuracy_ci"]
+    print(
+        f"Test on {metrics['n']} images ({precision}): accuracy {_pct(metrics['accuracy'])} [95% CI {_pct(lo)}, "
+        f"{_pct(hi)}], macro-F1 {metrics['f1_macro']:.4f}, ECE {metrics['ece']:.4f}. Report: {report}"
+    )
+    return metrics

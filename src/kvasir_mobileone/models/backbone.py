@@ -1,0 +1,67 @@
+"""timm backbones: creating one (pretrained from the hub, from a local file, or from scratch), what input it
+expects, and its reparameterized (fused) copy for inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from timm.utils.model import reparameterize_model
+
+from kvasir_mobileone.data.transforms import Normalization
+from kvasir_mobileone.errors import UserError
+
+
+class WeightsUnavailableError(UserError):
+    """Pretrained weights could not be downloaded or read."""
+
+
+def create_backbone(name: str, num_classes: int, pretrained: bool = True, weights: str | None = None):
+    """A timm model with a fresh `num_classes` head: from local `weights`, from the hub, or from scratch."""
+    if weights:
+        if not Path(weights).is_file():
+            raise WeightsUnavailableError(f"Weights file {weights} not found.")
+        # timm loads the file as the pretrained source and drops a classifier head of another size.
+        return timm.create_model(
+            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}
+        )
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except Exception as err:  # hub, network and cache errors come in many types
+        raise WeightsUnavailableError(
+            f"Could not load ImageNet-pretrained weights for {name} ({type(err).__name__}: {err}). "
+            "On a machine without internet either pass a local file with --model.weights FILE "
+            f"(e.g. the model.safetensors of timm/{name}.apple_in1k from huggingface.co, copied over), "
+            "or train from scratch with --model.pretrained false."
+        ) from err
+
+
+def normalization_of(backbone: torch.nn.Module, image_size: int | None = None) -> Normalization:
+    """Input size, mean/std and interpolation from timm's data config for this backbone."""
+    cfg = timm.data.resolve_model_data_config(backbone)
+    return Normalization(
+        image_size=image_size or cfg["input_size"][-1],
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bilinear"),
+    )
+
+
+def fuse(backbone: torch.nn.Module) -> torch.nn.Module:
+    """The reparameterized copy for inference (eval mode, fp32): the backbone itself is left as it is."""
+    was_training = backbone.training
+    fused = reparameterize_model(backbone.eval()).float()  # a copy
+    backbone.train(was_training)
+    return fused
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_info(backbone: torch.nn.Module) -> dict[str, int]:
+    """Parameters of the training-time model and of its reparameterized (fused) copy."""
+    return {"parameters_unfused": parameter_count(backbone), "parameters_fused": parameter_count(fuse(backbone))}

@@ -1,0 +1,225 @@
+"""The LightningModule: a timm classifier with one step shared by train, val and test, an injected optimizer and
+LR scheduler, and a checkpoint that stands alone (model, classes, input size, mean/std, evaluation precision)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import instantiate_class
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from kvasir_mobileone.data.transforms import Normalization
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.models.backbone import create_backbone, normalization_of
+from kvasir_mobileone.runs import read_checkpoint
+
+EVAL_PRECISIONS = ("32-true", "as-training")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The backbone and how it is optimised.
+
+    Args:
+        name: any timm model name; mobileone_s0 ... mobileone_s4
+        pretrained: ImageNet weights from the Hugging Face hub through timm
+        weights: local timm checkpoint or .safetensors file, for offline machines
+        optimizer: a torch.optim class (Adam, torch.optim.SGD, any dotted path) or {class_path, init_args}
+        lr: learning rate (init_args may override it)
+        weight_decay: weight decay of the optimizer (init_args may override it)
+        lr_scheduler: None, a torch.optim.lr_scheduler class or {class_path, init_args, interval: epoch|step}
+        warmup_epochs: epochs of linear learning-rate warmup, before the lr_scheduler
+        label_smoothing: cross-entropy label smoothing (0 to 1)
+    """
+
+    name: str = "mobileone_s3"
+    pretrained: bool = True
+    weights: str | None = None
+    optimizer: str | dict[str, Any] = "Adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_scheduler: str | dict[str, Any] | None = None
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+
+
+def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
+    """{class_path, init_args} as LightningCLI injects classes; a bare class name is looked up in `package`."""
+    if isinstance(spec, str):
+        spec = {"class_path": spec}
+    if "class_path" not in spec:
+        raise UserError(f"{spec} names no class: give a class name or {{class_path: ..., init_args: {{...}}}}.")
+    path = spec["class_path"] if "." in spec["class_path"] else f"{package}.{spec['class_path']}"
+    return {"class_path": path, "init_args": dict(spec.get("init_args") or {})} | (
+        {"interval": spec["interval"]} if "interval" in spec else {}
+    )
+
+
+def build_optimizer(cfg: ModelConfig, parameters) -> torch.optim.Optimizer:
+    spec = class_spec(cfg.optimizer, "torch.optim")
+    spec["init_args"] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
+    try:
+        return instantiate_class(parameters, spec)
+    except (ImportError, AttributeError, TypeError) as err:
+        raise UserError(f"--model.optimizer {cfg.optimizer!r} could not be made ({err}): name a torch.optim class, "
+                        "e.g. Adam or torch.optim.SGD, with init_args it accepts.") from err  # fmt: skip
+
+
+def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int) -> dict | None:
+    """The configured scheduler, after `warmup_epochs` of linear warmup when asked; stepped per epoch by default."""
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+
+    scheduler, interval = None, "epoch"
+    if cfg.lr_scheduler:
+        spec = class_spec(cfg.lr_scheduler, "torch.optim.lr_scheduler")
+        interval = spec.pop("interval", "epoch")
+        try:
+            scheduler = instantiate_class(optimizer, spec)
+        except (ImportError, AttributeError, TypeError) as err:
+            raise UserError(f"--model.lr_scheduler {cfg.lr_scheduler!r} could not be made ({err}): name a "
+                            "torch.optim.lr_scheduler class with init_args it accepts.") from err  # fmt: skip
+    warmup = min(cfg.warmup_epochs, max_epochs)
+    if warmup:
+        ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
+        scheduler = SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup]) if scheduler else ramp
+    return {"scheduler": scheduler, "interval": interval} if scheduler else None
+
+
+def stage_metrics(num_classes: int, stage: str) -> MetricCollection:
+    """Running metrics logged per epoch (the test report computes its own from the gathered predictions)."""
+    metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    if stage in ("val", "test"):
+        metrics["f1_macro"] = MulticlassF1Score(num_classes, average="macro")
+    return MetricCollection(metrics, prefix=f"{stage}/")
+
+
+class MobileOneClassifier(L.LightningModule):
+    """A timm classifier trained with cross-entropy; its checkpoint carries everything needed to use it alone."""
+
+    def __init__(
+        self,
+        class_names: list[str],
+        model: ModelConfig | dict | None = None,
+        max_epochs: int = 1,
+        image_size: int | None = None,
+        eval_precision: str = "32-true",
+        run_config: dict | None = None,
+    ):
+        super().__init__()
+        model = ModelConfig(**model) if isinstance(model, dict) else (model or ModelConfig())
+        self.cfg = model
+        self.class_names = list(class_names)
+        self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
+        self.norm: Normalization = normalization_of(self.backbone, image_size)
+        self.eval_precision = eval_precision
+        self.save_hyperparameters({
+            "class_names": self.class_names, "model": asdict(model), "max_epochs": max_epochs,
+            "image_size": self.norm.image_size, "normalization": self.norm.to_dict(),
+            "eval_precision": eval_precision, "run_config": run_config or {},
+        })  # fmt: skip
+        # keyed "<stage>_" because nn.Module.train is taken
+        self.metrics = torch.nn.ModuleDict(
+            {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
+        )
+        self._test_batches: list[tuple[torch.Tensor, ...]] = []
+        self.tta = False  # test-time augmentation: also average in the horizontally flipped image
+        self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> MobileOneClassifier:
+        """Load a checkpoint without touching the network: the weights come from the checkpoint itself."""
+        ckpt = read_checkpoint(path, map_location)
+        hparams = ckpt.get("hyper_parameters")
+        if not hparams or "class_names" not in hparams:
+            raise UserError(f"{path} is not a checkpoint written by `kvasir fit` (no class names in it).")
+        offline = hparams["model"] | {"pretrained": False, "weights": None}
+        module = cls(hparams["class_names"], offline, hparams.get("max_epochs", 1), hparams.get("image_size"),
+                     hparams.get("eval_precision", "32-true"), hparams.get("run_config"))  # fmt: skip
+        module.load_state_dict(ckpt["state_dict"])
+        return module.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def evaluation_context(self, device: torch.device):
+        """fp32 for evaluation (the documented default), whatever autocast the trainer's precision set up."""
+        if self.eval_precision == "32-true":
+            return torch.autocast(device_type=device.type, enabled=False)
+        return contextlib.nullcontext()
+
+    def _shared_step(self, batch, stage: str) -> torch.Tensor | None:
+        images, targets, indices = batch
+        if not len(targets):  # every image of the batch was unreadable (reported by the data module)
+            return None
+        if stage == "test":
+            with self.evaluation_context(images.device):
+                logits = self(images.float()).float()
+        else:
+            logits = self(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing if stage == "train" else 0.0)
+        self.metrics[f"{stage}_"].update(logits.detach(), targets)
+        on_step = stage == "train"
+        batch_size = len(targets)
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step,
+                 batch_size=batch_size)  # fmt: skip
+        if stage == "test":
+            probs = logits.detach().float().softmax(dim=1)
+            if self.tta:
+                with self.evaluation_context(images.device):
+                    flipped = self(torch.flip(images.float(), dims=[3])).detach().float().softmax(dim=1)
+            else:
+                flipped = probs
+            self._test_batches.append((indices, targets, probs, (probs + flipped) / 2))
+        return loss
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        values = self.metrics[f"{stage}_"].compute()
+        self.log_dict(values, prog_bar=stage != "test", sync_dist=True)
+        self.metrics[f"{stage}_"].reset()
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")
+
+    def on_train_epoch_end(self):
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self):
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_start(self):
+        self._test_batches.clear()
+
+    def on_test_epoch_end(self):
+        self._log_epoch_metrics("test")
+        # Gather every rank's predictions; DistributedSampler pads ranks with repeats, so keep each index once.
+        gathered = [self.all_gather(torch.cat(parts)) for parts in zip(*self._test_batches, strict=True)]
+        indices, targets = (t.reshape(-1) for t in gathered[:2])
+        probs, probs_tta = (t.reshape(-1, len(self.class_names)).float() for t in gathered[2:])
+        order = np.unique(indices.cpu().numpy(), return_index=True)[1]
+        self.test_predictions = {
+            "index": indices.cpu().numpy()[order],
+            "targets": targets.cpu().numpy()[order],
+            "probs": probs.cpu().numpy()[order],
+        }
+        if self.tta:
+            self.test_predictions["probs_tta"] = probs_tta.cpu().numpy()[order]
+        self._test_batches.clear()
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.cfg, self.parameters())
+        scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

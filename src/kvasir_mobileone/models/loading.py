@@ -1,0 +1,56 @@
+"""Opening a trained model from a run folder or a lone checkpoint: the one way every command gets one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvasir_mobileone.data.dataset import DataConfig
+from kvasir_mobileone.data.split import check_manifest_files, read_manifest
+from kvasir_mobileone.data.transforms import Normalization
+from kvasir_mobileone.models.classifier import MobileOneClassifier
+from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, resolve
+
+
+@dataclass
+class TrainedRun:
+    """A checkpoint with what it needs to run: its run folder (None for a lone checkpoint), the run's resolved
+    configuration (from config.yaml, or the copy inside the checkpoint), the model in eval mode, its input
+    normalization (from the checkpoint) and the fitted temperature."""
+
+    ckpt: Path
+    run: RunFolder | None
+    config: dict
+    module: MobileOneClassifier
+    norm: Normalization
+    temperature: float | None
+    data_dir_override: str | None = None
+
+    @property
+    def data(self) -> DataConfig:
+        """The run's data settings, with the data folder the user pointed to, if any."""
+        data = DataConfig(**self.config.get("data", {}))
+        return dataclasses.replace(data, data_dir=self.data_dir_override) if self.data_dir_override else data
+
+    def data_dir(self) -> Path:
+        """The run's data folder; a clear error naming --data_dir when it is gone."""
+        return existing_data_dir(self.config.get("data", {}).get("data_dir"), self.data_dir_override, str(self.ckpt))
+
+    def manifest_rows(self, manifest: str | None = None) -> tuple[list[dict[str, str]], Path]:
+        """The split manifest (the run's, or the one given), checked against the data folder."""
+        if manifest is None and self.run is None:
+            raise RunError(f"{self.ckpt} is a lone checkpoint: pass --manifest with the split to use.")
+        path = Path(manifest) if manifest else self.run.manifest
+        rows = read_manifest(path)
+        check_manifest_files(rows, self.data_dir(), path)
+        return rows, path
+
+
+def open_run(run_or_ckpt: str | Path, data_dir: str | None = None) -> TrainedRun:
+    ckpt, run = resolve(run_or_ckpt)
+    module = MobileOneClassifier.from_checkpoint(ckpt)
+    config = run.read_config() if run else dict(module.hparams.get("run_config") or {})
+    temperature = json.loads(run.temperature.read_text())["temperature"] if run and run.temperature.is_file() else None
+    return TrainedRun(ckpt, run, config, module, module.norm, temperature, data_dir)

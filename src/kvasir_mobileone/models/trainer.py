@@ -1,0 +1,127 @@
+"""Lightning's Trainer, configured from a dataclass made from its own signature: every Trainer argument is a YAML
+key and a flag (`--trainer.accumulate_grad_batches 4`) without being declared again here. Added to them: which
+logger, where the run folder goes, the seed, and the precision evaluation runs at."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import textwrap
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+WANDB_PROJECT = "kvasir-mobileone"
+
+# Trainer arguments this tool sets itself: the run folder, its loggers, its checkpoints and progress bar.
+OWN_ARGUMENTS = {"self", "default_root_dir", "logger", "callbacks", "enable_checkpointing"}
+# Defaults that differ from Lightning's, for this task.
+DEFAULTS = {"max_epochs": 30, "log_every_n_steps": 10, "deterministic": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What this tool adds to Lightning's Trainer arguments.
+
+    Args:
+        logger: wandb (offline when not logged in), tensorboard, csv or none
+        runs_dir: parent folder of run folders
+        run_name: default: <date>-<time>-<model name>
+        seed: seed of training (weights, order, augmentation)
+        eval_precision: precision of test, features and parity checks: 32-true (the default, same numbers on any
+            machine) or as-training
+    """
+
+    logger: Literal["wandb", "tensorboard", "csv", "none"] = "wandb"
+    runs_dir: str = "runs"
+    run_name: str | None = None
+    seed: int = 42
+    eval_precision: Literal["32-true", "as-training"] = "32-true"
+
+
+def _lightning_fields() -> list[tuple]:
+    fields = []
+    for name, parameter in inspect.signature(L.Trainer.__init__).parameters.items():
+        if name in OWN_ARGUMENTS or parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            continue
+        default = DEFAULTS.get(name, parameter.default)
+        fields.append((name, parameter.annotation, dataclasses.field(default=default)))
+    return fields
+
+
+def _doc() -> str:
+    """RunSettings' arguments, then Lightning's own argument docs: the help text of every --trainer.* flag."""
+    lightning_args = (L.Trainer.__init__.__doc__ or "").split("Args:", 1)[-1].split("Raises:", 1)[0]
+    own = RunSettings.__doc__.split("Args:", 1)[1]
+    args = textwrap.indent(textwrap.dedent(own).strip() + "\n" + textwrap.dedent(lightning_args).strip(), "    ")
+    return (
+        "Lightning Trainer arguments (all of them; precision None: 16-mixed on CUDA, else 32-true) and the run "
+        f"folder.\n\nArgs:\n{args}\n"
+    )
+
+
+TrainerConfig = dataclasses.make_dataclass("TrainerConfig", _lightning_fields(), bases=(RunSettings,), frozen=True)
+TrainerConfig.__module__ = __name__
+TrainerConfig.__doc__ = _doc()
+LIGHTNING_ARGUMENTS = tuple(f[0] for f in _lightning_fields())
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """16-bit mixed on CUDA; fp32 on CPUs, where bf16 autocast was slower on one CPU kind and faster on another
+    (README, Speed) and changes the numbers."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "16-mixed"
+    return "32-true"
+
+
+def wandb_logged_in() -> bool:
+    """True when W&B has credentials (env, settings or netrc), without prompting."""
+    import wandb
+
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except TypeError:  # wandb releases before the `prompt` argument
+        return bool(os.environ.get("WANDB_API_KEY"))
+
+
+def build_logger(kind: str, run_dir, run_name: str):
+    """W&B (online when logged in, else offline in the run folder), TensorBoard, CSV, or no logger."""
+    from lightning.pytorch import loggers
+
+    if kind == "wandb":
+        offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_logged_in()
+        # mode= as well as offline=: recent wandb releases no longer read Lightning's WANDB_MODE=dryrun
+        logger = loggers.WandbLogger(
+            project=WANDB_PROJECT,
+            name=run_name,
+            save_dir=str(run_dir),
+            offline=offline,
+            **({"mode": "offline"} if offline else {}),
+        )
+        if offline:
+            print(
+                f"W&B: not logged in, logging offline to {run_dir}/wandb. "
+                f"Upload later with: wandb sync {run_dir}/wandb/offline-run-*"
+            )
+        return logger
+    if kind == "tensorboard":
+        return loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+    if kind == "csv":
+        return loggers.CSVLogger(save_dir=str(run_dir), name="csv_logs", version="")
+    return False
+
+
+def build_trainer(cfg, run_dir, logger=False, callbacks=(), **overrides) -> L.Trainer:
+    """A Trainer from every Lightning argument of `cfg` (a TrainerConfig), with `overrides` on top."""
+    arguments = {name: getattr(cfg, name) for name in LIGHTNING_ARGUMENTS} | overrides
+    arguments["precision"] = arguments["precision"] or auto_precision(arguments["accelerator"])
+    bar = [TQDMProgressBar()] if arguments.get("enable_progress_bar") is not False else []
+    return L.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=[*bar, *callbacks], **arguments)
+
+
+def evaluation_precision(cfg) -> str:
+    """The Trainer precision evaluation runs at (the module also turns autocast off for 32-true)."""
+    return "32-true" if cfg.eval_precision == "32-true" else (cfg.precision or auto_precision(cfg.accelerator))
