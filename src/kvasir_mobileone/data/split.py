@@ -1,0 +1,106 @@
+"""The stratified train/val/test split and its manifest CSV. Pure Python and scikit-learn: no torch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from sklearn.model_selection import train_test_split
+
+from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.io import read_csv, write_csv
+
+SPLITS = ("train", "val", "test")
+MANIFEST_HEADER = ("path", "label", "split")
+
+
+def group_labels(items: list[tuple[str, str]], groups: dict[str, int]) -> dict[int, str]:
+    """The label a duplicate group is stratified by: its most common label (ties: alphabetical first)."""
+    votes: dict[int, Counter] = {}
+    for path, label in items:
+        votes.setdefault(groups[path], Counter())[label] += 1
+    return {g: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for g, c in votes.items()}
+
+
+def make_split(
+    items: list[tuple[str, str]],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    groups: dict[str, int] | None = None,
+) -> list[dict[str, str]]:
+    """Stratified train/val/test split of (path, label) items; the same seed gives the same split.
+
+    Items sharing a group (duplicates, near-duplicates) always land in the same split, so the test set cannot
+    hold a copy of a training image: the split is drawn over groups, each stratified by its majority label."""
+    groups = groups or {p: i for i, (p, _) in enumerate(items)}
+    label_of_group = group_labels(items, groups)
+    keys = list(label_of_group)
+    labels = [label_of_group[k] for k in keys]
+    holdout = val_fraction + test_fraction
+    try:
+        train_k, rest_k, _, rest_y = train_test_split(
+            keys, labels, test_size=holdout, stratify=labels, random_state=seed
+        )
+        val_k, test_k = train_test_split(rest_k, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed)
+    except ValueError as err:
+        smallest = min(Counter(labels).items(), key=lambda kv: kv[1])
+        raise DataError(
+            f"Cannot make a stratified {1 - holdout:.0%}/{val_fraction:.0%}/{test_fraction:.0%} split: class "
+            f"{smallest[0]!r} has only {smallest[1]} distinct images ({err}). Add images, merge the class, or "
+            "change --data.val_fraction/--data.test_fraction."
+        ) from err
+    split_of_group = {k: "train" for k in train_k} | {k: "val" for k in val_k} | {k: "test" for k in test_k}
+    return [{"path": p, "label": c, "split": split_of_group[groups[p]]} for p, c in items]
+
+
+def write_manifest(path: str | Path, rows: list[dict[str, str]]) -> Path:
+    return write_csv(path, MANIFEST_HEADER, [[r[k] for k in MANIFEST_HEADER] for r in rows])
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Split manifest {path} not found. Give an existing manifest, or none to make a new split.")
+    rows = read_csv(path)
+    if not rows or set(MANIFEST_HEADER) - set(rows[0]):
+        raise DataError(f"{path} is not a split manifest: it needs the columns {', '.join(MANIFEST_HEADER)}.")
+    return rows
+
+
+def check_manifest_files(rows: list[dict[str, str]], data_dir: str | Path, manifest: str | Path) -> None:
+    """Every file a reused manifest names must still exist."""
+    missing = [r["path"] for r in rows if not (Path(data_dir) / r["path"]).is_file()]
+    if missing:
+        raise DataError(
+            f"The split manifest {manifest} names {len(missing)} files missing from {data_dir}, e.g. "
+            f"{', '.join(missing[:5])}. Restore them, point the data folder option (fit: --data.data_dir, other "
+            "commands: --data_dir) at the right folder, or make a new split (fit without --data.manifest)."
+        )
+
+
+def class_names_of(rows: list[dict[str, str]]) -> list[str]:
+    return sorted({r["label"] for r in rows})
+
+
+def split_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """{split: {class: count}} for every split and class, zeros included."""
+    counts = Counter((r["split"], r["label"]) for r in rows)
+    return {s: {c: counts[(s, c)] for c in class_names_of(rows)} for s in SPLITS}
+
+
+def split_gaps(rows: list[dict[str, str]]) -> dict[str, list[str]]:
+    """{class: [splits it has no image in]} for every class too small to reach every split."""
+    counts = split_counts(rows)
+    gaps = {c: [s for s in SPLITS if counts[s][c] == 0] for c in class_names_of(rows)}
+    return {c: splits for c, splits in gaps.items() if splits}
+
+
+def describe_gaps(gaps: dict[str, list[str]]) -> str:
+    """What a report will lack because of split gaps, in one sentence per class."""
+    lack = {"train": "the model never sees it", "val": "it plays no part in choosing the best checkpoint",
+            "test": "the test report has no figure for it and its macro-F1 leaves it out"}  # fmt: skip
+    return " ".join(
+        f"Class {c!r} has no {'/'.join(splits)} image: " + "; ".join(lack[s] for s in splits) + "."
+        for c, splits in gaps.items()
+    )

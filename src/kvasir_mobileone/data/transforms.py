@@ -1,0 +1,56 @@
+"""What the backbone expects (size, mean/std, interpolation) and the training augmentations: on uint8 images in
+DataLoader workers, or on whole float batches on the accelerator (kornia)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torchvision.transforms import v2 as T
+
+ROTATION_DEGREES = 15.0
+JITTER = (0.2, 0.2, 0.2, 0.02)  # brightness, contrast, saturation, hue
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What the backbone expects; comes from timm's data config, never typed by hand."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Normalization:
+        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]), values["interpolation"])
+
+
+def train_augmentations() -> T.Compose:
+    """The original workflow's augmentations, on uint8 CHW tensors in DataLoader workers: rotation, flips, jitter."""
+    return T.Compose(
+        [T.RandomRotation(ROTATION_DEGREES), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ColorJitter(*JITTER)]
+    )
+
+
+def device_augmentations() -> torch.nn.Module:
+    """The same augmentations for whole float batches on the accelerator, random per image (kornia)."""
+    import kornia.augmentation as K
+
+    return torch.nn.Sequential(
+        K.RandomRotation(ROTATION_DEGREES, p=1.0),
+        K.RandomHorizontalFlip(),
+        K.RandomVerticalFlip(),
+        K.ColorJitter(*JITTER, p=1.0),
+    )
+
+
+def normalize(images: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """uint8 (or [0, 1] float) NCHW batch -> float normalized with the backbone's mean/std, on its own device."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(norm.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
