@@ -110,7 +110,8 @@ def collate_reporting_unreadable(samples: list):
     readable = [s for s in samples if not isinstance(s, Unreadable)]
     skipped = [tuple(s) for s in samples if isinstance(s, Unreadable)]
     if not readable:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.uint8), empty, empty, skipped
     images, targets, indices = default_collate(readable)
     return images, targets, indices, skipped
 
@@ -170,7 +171,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         rows = [r for r in self.rows if split is None or r["split"] == split]
         augment = train_augmentations() if split == "train" and self.augment_on == "workers" else None
         return ImageListDataset(rows, self.cfg.data_dir, self.class_names, self.norm.image_size,
-                                self.norm.interpolation, augment, self.cache, skip_unreadable=split == "train")  # fmt: skip
+                                self.norm.interpolation, augment, self.cache,
+                                skip_unreadable=split == "train")  # fmt: skip
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, targets, indices, skipped = batch
