@@ -26,6 +26,7 @@ COMMANDS = {
     "cv": "kvasir_mobileone.commands.cv",
     "features": "kvasir_mobileone.evaluation.features",
     "compare": "kvasir_mobileone.evaluation.compare",
+    "audit": "kvasir_mobileone.evaluation.audit",
     "export": "kvasir_mobileone.deploy.export",
     "predict": "kvasir_mobileone.deploy.predict",
     "benchmark": "kvasir_mobileone.commands.benchmark",

@@ -55,6 +55,24 @@ def network_input(pixels: np.ndarray, mean, std) -> np.ndarray:
 
 def read_network_input(path: str | Path, model_input: dict) -> tuple[np.ndarray, np.ndarray]:
     """(CHW float32 network input, HWC uint8 resized image) for a model whose input is described by `model_input`
-    (image_size, mean, std, interpolation), exactly as in training."""
+    (image_size, mean, std, interpolation, mask), exactly as in training: the masked regions are black."""
     pixels = decode_resized(path, model_input["image_size"], model_input.get("interpolation", "bilinear"))
+    pixels = black_out(pixels, model_input.get("mask") or ())
     return network_input(pixels, model_input["mean"], model_input["std"]), pixels
+
+
+def box_mask(boxes, height: int, width: int) -> np.ndarray:
+    """Boolean height x width mask, True inside any of the boxes (relative x0, y0, x1, y1)."""
+    mask = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)] = True
+    return mask
+
+
+def black_out(pixels: np.ndarray, boxes) -> np.ndarray:
+    """A copy with the boxes set to black; the image itself when there are none."""
+    if not len(boxes):
+        return pixels
+    masked = pixels.copy()
+    masked[box_mask(boxes, *pixels.shape[:2])] = 0
+    return masked

@@ -159,7 +159,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
 
     config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
     module = MobileOneClassifier(sorted(counts["train"]), model, trainer.max_epochs or 1, data.image_size,
-                                 trainer.eval_precision, config)  # fmt: skip
+                                 trainer.eval_precision, config, data.mask_regions)  # fmt: skip
     datamodule = ImageFolderDataModule(data, rows, module.norm)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [

@@ -20,7 +20,7 @@ from kvasir_mobileone.data.cache import ImageCache, build_cache
 from kvasir_mobileone.data.folder import DataError, default_num_workers
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
-from kvasir_mobileone.images import decode_resized
+from kvasir_mobileone.images import black_out, decode_resized
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class DataConfig:
         cache: decode each image once into DATA/.kvasir_cache (uint8 memory map), rebuilt when stale
         cache_dir: where the cache goes when the data folder is read-only
         augment_on: auto: on the GPU when there is one, else in workers
+        mask_regions: regions blacked out of every image in training, evaluation and prediction, so that the
+            model cannot read them: names (bottom-left-box, top-left-text, left-strip, right-strip,
+            black-corners) or name:x0,y0,x1,y1 boxes in relative coordinates
     """
 
     data_dir: str = "data/kvasir-dataset-v2"
@@ -54,6 +57,7 @@ class DataConfig:
     cache: bool = True
     cache_dir: str | None = None
     augment_on: Literal["auto", "workers", "device"] = "auto"
+    mask_regions: list[str] | None = None
 
 
 class Unreadable(NamedTuple):
@@ -71,7 +75,7 @@ class ImageListDataset(Dataset):
     raises DataError naming the file."""
 
     def __init__(self, rows, data_dir, class_names, size: int, interpolation="bilinear", augment=None,
-                 cache: ImageCache | None = None, skip_unreadable: bool = False):  # fmt: skip
+                 cache: ImageCache | None = None, skip_unreadable: bool = False, mask=()):  # fmt: skip
         self.rows = rows
         self.data_dir = Path(data_dir)
         self.class_index = {c: i for i, c in enumerate(class_names)}
@@ -79,6 +83,7 @@ class ImageListDataset(Dataset):
         self.augment = augment
         self.cache = cache
         self.skip_unreadable = skip_unreadable
+        self.mask = mask  # boxes blacked out of every image (--data.mask_regions)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -90,7 +95,7 @@ class ImageListDataset(Dataset):
     def __getitem__(self, i: int):
         row = self.rows[i]
         try:
-            image = torch.from_numpy(self.pixels(row["path"])).permute(2, 0, 1)
+            image = torch.from_numpy(black_out(self.pixels(row["path"]), self.mask)).permute(2, 0, 1)
         except Exception as err:  # any decoding failure: the file is named, never silently replaced
             reason = f"{type(err).__name__}: {err}"
             if self.skip_unreadable:
@@ -172,7 +177,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         augment = train_augmentations() if split == "train" and self.augment_on == "workers" else None
         return ImageListDataset(rows, self.cfg.data_dir, self.class_names, self.norm.image_size,
                                 self.norm.interpolation, augment, self.cache,
-                                skip_unreadable=split == "train")  # fmt: skip
+                                skip_unreadable=split == "train", mask=self.norm.mask)  # fmt: skip
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, targets, indices, skipped = batch

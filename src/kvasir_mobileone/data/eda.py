@@ -6,11 +6,14 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from kvasir_mobileone.data.folder import scan_image_folder
+from kvasir_mobileone.data.regions import census_by_class
 from kvasir_mobileone.data.split import read_manifest, split_counts
-from kvasir_mobileone.images import load_rgb
+from kvasir_mobileone.images import decode_resized, load_rgb
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_json, write_text
 
 plt = pyplot()
@@ -55,13 +58,44 @@ def plot_resolutions(sizes: list[tuple[int, int]], path: Path) -> Path:
     return _count_bars(ordered, "Image resolutions", "width × height (pixels)", "tab:green", path)
 
 
+def plot_census(found: dict[str, dict[str, float]], path: Path) -> Path:
+    """Grouped bars: per class, the share of images with each overlay."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(found)), 4.5))
+    kinds = list(next(iter(found.values())))
+    width = 0.8 / len(kinds)
+    for k, kind in enumerate(kinds):
+        ax.bar(np.arange(len(found)) + k * width, [100 * v[kind] for v in found.values()], width, label=kind)
+    ax.set_xticks(np.arange(len(found)) + 0.4 - width / 2, list(found), rotation=40, ha="right")
+    ax.set_ylabel("images with the overlay (%)")
+    ax.set_xlabel("class")
+    ax.set_ylim(0, 105)
+    ax.set_title("Overlays per class (a class-specific overlay is a shortcut: see kvasir audit)")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def overlay_census(data_dir: Path, items: list[tuple[str, str]], out_dir: Path) -> dict:
+    """Per class, the share of images with a green box bottom-left, a black box there, text top-left."""
+    names = sorted({label for _, label in items})
+    thumbs = np.stack([decode_resized(data_dir / rel, 64) for rel, _ in tqdm(items, desc="overlay census", unit="img")])
+    found = census_by_class(thumbs, np.array([names.index(label) for _, label in items]), names)
+    table = markdown_table(["class", "green box", "black box", "text top-left"],
+                           [[c, *(f"{100 * v:.0f}%" for v in f.values())] for c, f in found.items()])  # fmt: skip
+    write_text(out_dir / "overlay_census.md", f"# Overlays per class: {data_dir}\n\n{table}")
+    write_json(out_dir / "overlay_census.json", found)
+    plot_census(found, out_dir / "overlay_census.png")
+    print(table)
+    return found
+
+
 def eda(
     data: str = "data/kvasir-dataset-v2",
     out: str = "eda",
     manifest: str | None = None,
     samples_per_class: int = 4,
+    census: bool = True,
 ) -> Path:
-    """Write class_counts.png/.md/.json, samples.png and resolutions.png into `out`."""
+    """Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census."""
     data_dir, out_dir = Path(data), Path(out)
     items = scan_image_folder(data_dir)
     counts = dict(sorted(Counter(label for _, label in items).items()))
@@ -88,5 +122,7 @@ def eda(
     plot_sample_grid(items, data_dir, out_dir / "samples.png", samples_per_class)
     plot_resolutions(sizes, out_dir / "resolutions.png")
     print(table)
-    print(f"EDA written to {out_dir}/ (class_counts.png, samples.png, resolutions.png, class_counts.md/.json)")
+    if census:
+        overlay_census(data_dir, items, out_dir)
+    print(f"EDA written to {out_dir}/ (class_counts, samples, resolutions{', overlay_census' if census else ''})")
     return out_dir

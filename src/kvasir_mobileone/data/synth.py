@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.io import atomic_path
 
 KVASIR_CLASSES = (
@@ -99,8 +100,22 @@ SIGNATURES: dict[str, Callable] = dict(
 )
 
 
-def synth_image(class_name: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """One synthetic image of `class_name` at `size` (width, height)."""
+SHORTCUT_GREEN = (40, 190, 70)
+SHORTCUT_SIGNATURE_WEIGHT = 0.15  # how much of its own shape a shortcut class keeps: barely visible
+
+
+def draw_green_box(image: Image.Image) -> None:
+    """A ScopeGuide-like green box in the bottom-left corner, drawn over the frame as the real one is."""
+    w, h = image.size
+    ImageDraw.Draw(image).rectangle((0.03 * w, 0.70 * h, 0.26 * w, 0.95 * h), fill=SHORTCUT_GREEN,
+                                    outline=(10, 60, 20), width=max(1, w // 100))  # fmt: skip
+
+
+def synth_image(
+    class_name: str, size: tuple[int, int], rng: np.random.Generator, shortcut: bool = False
+) -> Image.Image:
+    """One synthetic image of `class_name` at `size` (width, height). With `shortcut`, the class's own shape is
+    made faint and a green box is drawn bottom-left: a model can tell the class only by the box."""
     width, height = size
     w, h = CANVAS, max(1, round(CANVAS * height / width))
     tissue = np.array([215, 120, 110]) + rng.normal(0, 12, 3)
@@ -108,12 +123,16 @@ def synth_image(class_name: str, size: tuple[int, int], rng: np.random.Generator
     noise = np.kron(low_freq, np.ones((8, 8, 1)))[:h, :w]
     canvas = Image.fromarray(np.clip(tissue + noise, 0, 255).astype(np.uint8))
     canvas = canvas.filter(ImageFilter.GaussianBlur(3))
-    SIGNATURES[class_name](ImageDraw.Draw(canvas), rng, w, h)
+    signed = canvas.copy()
+    SIGNATURES[class_name](ImageDraw.Draw(signed), rng, w, h)
+    canvas = Image.blend(canvas, signed, SHORTCUT_SIGNATURE_WEIGHT) if shortcut else signed
     # The round black vignette and a text-like overlay that real endoscopy frames carry.
     mask = Image.new("L", (w, h), 0)
     ImageDraw.Draw(mask).ellipse((-0.08 * w, -0.08 * h, 1.08 * w, 1.08 * h), fill=255)
     framed = Image.composite(canvas, Image.new("RGB", (w, h)), mask)
     ImageDraw.Draw(framed).rectangle((4, 4, 4 + 0.15 * w, 10), fill=(200, 200, 200))
+    if shortcut:
+        draw_green_box(framed)
     image = framed.resize((width, height), Image.BILINEAR)
     grain = rng.normal(0, 4, (height, width, 1))
     return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
@@ -125,11 +144,15 @@ def synth(
     seed: int = 0,
     scale: float = 1.0,
     classes: tuple[str, ...] = KVASIR_CLASSES,
+    shortcut_class: str | None = None,
 ) -> Path:
     """Write `images_per_class` JPEGs per class into dest/<class>/ and return dest.
 
-    `scale` shrinks every resolution (tests use 0.1 for speed); 1.0 gives Kvasir's real sizes.
-    """
+    `scale` shrinks every resolution (tests use 0.1 for speed); 1.0 gives Kvasir's real sizes. `shortcut_class`
+    plants a shortcut: that class's images alone carry a green box bottom-left, and its own shape is faint (what
+    `kvasir audit` must find)."""
+    if shortcut_class is not None and shortcut_class not in classes:
+        raise DataError(f"--shortcut_class {shortcut_class!r} is not one of the classes: {', '.join(classes)}.")
     dest = Path(dest)
     rng = np.random.default_rng(seed)
     jobs = [(name, i) for name in classes for i in range(images_per_class)]
@@ -139,5 +162,5 @@ def synth(
         path = dest / name / f"synth_{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            synth_image(name, size, rng).save(tmp, format="JPEG", quality=90)
+            synth_image(name, size, rng, shortcut=name == shortcut_class).save(tmp, format="JPEG", quality=90)
     return dest

@@ -14,19 +14,24 @@ JITTER = (0.2, 0.2, 0.2, 0.02)  # brightness, contrast, saturation, hue
 
 @dataclass(frozen=True)
 class Normalization:
-    """What the backbone expects; comes from timm's data config, never typed by hand."""
+    """What the network's input is: size, mean/std and interpolation from timm's data config (never typed by
+    hand), and the regions masked out of every image (--data.mask_regions), as boxes in relative coordinates."""
 
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+    mask: tuple[tuple[float, float, float, float], ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"mean": list(self.mean), "std": list(self.std)}
+        return asdict(self) | {"mean": list(self.mean), "std": list(self.std), "mask": [list(b) for b in self.mask]}
 
     @classmethod
     def from_dict(cls, values: dict) -> Normalization:
-        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]), values["interpolation"])
+        mask = tuple(tuple(b) for b in values.get("mask", ()))
+        return cls(
+            int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]), values["interpolation"], mask
+        )
 
 
 def train_augmentations() -> T.Compose:

@@ -16,7 +16,7 @@ from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.deploy.runtime import METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import decode_resized
+from kvasir_mobileone.images import black_out, decode_resized
 from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
 from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun, open_run
@@ -123,7 +123,7 @@ def export(
     trained = open_run(run, data_dir)
     ckpt, module, norm = trained.ckpt, trained.module, trained.norm
     paths = parity_images(trained, images, num_images)
-    pixels = np.stack([decode_resized(p, norm.image_size, norm.interpolation) for p in paths])
+    pixels = np.stack([black_out(decode_resized(p, norm.image_size, norm.interpolation), norm.mask) for p in paths])
     batch = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), norm)
 
     # Fuse in eval mode and fp32, on a copy: the checkpoint's training-time model stays as it is.
@@ -194,6 +194,9 @@ def export(
             "mean": list(norm.mean),
             "std": list(norm.std),
             "interpolation": norm.interpolation,
+            # relative (x0, y0, x1, y1) boxes set to black before scaling; the model never saw them
+            "mask": [list(b) for b in norm.mask],
+            "mask_regions": module.hparams.get("mask_regions"),
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated

@@ -4,6 +4,7 @@ LR scheduler, and a checkpoint that stands alone (model, classes, input size, me
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from lightning.pytorch.cli import instantiate_class
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from kvasir_mobileone.data.regions import parse_regions
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.models.backbone import create_backbone, normalization_of
@@ -112,18 +114,20 @@ class MobileOneClassifier(L.LightningModule):
         image_size: int | None = None,
         eval_precision: str = "32-true",
         run_config: dict | None = None,
+        mask_regions: list[str] | None = None,
     ):
         super().__init__()
         model = ModelConfig(**model) if isinstance(model, dict) else (model or ModelConfig())
         self.cfg = model
         self.class_names = list(class_names)
         self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
-        self.norm: Normalization = normalization_of(self.backbone, image_size)
+        boxes = tuple(box for boxes in parse_regions(mask_regions).values() for box in boxes)
+        self.norm: Normalization = dataclasses.replace(normalization_of(self.backbone, image_size), mask=boxes)
         self.eval_precision = eval_precision
         self.save_hyperparameters({
             "class_names": self.class_names, "model": asdict(model), "max_epochs": max_epochs,
             "image_size": self.norm.image_size, "normalization": self.norm.to_dict(),
-            "eval_precision": eval_precision, "run_config": run_config or {},
+            "eval_precision": eval_precision, "run_config": run_config or {}, "mask_regions": mask_regions,
         })  # fmt: skip
         # keyed "<stage>_" because nn.Module.train is taken
         self.metrics = torch.nn.ModuleDict(
@@ -142,7 +146,8 @@ class MobileOneClassifier(L.LightningModule):
             raise UserError(f"{path} is not a checkpoint written by `kvasir fit` (no class names in it).")
         offline = hparams["model"] | {"pretrained": False, "weights": None}
         module = cls(hparams["class_names"], offline, hparams.get("max_epochs", 1), hparams.get("image_size"),
-                     hparams.get("eval_precision", "32-true"), hparams.get("run_config"))  # fmt: skip
+                     hparams.get("eval_precision", "32-true"), hparams.get("run_config"),
+                     hparams.get("mask_regions"))  # fmt: skip
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
 
