@@ -29,6 +29,7 @@ COMMANDS = {
     "audit": "kvasir_mobileone.evaluation.audit",
     "export": "kvasir_mobileone.deploy.export",
     "predict": "kvasir_mobileone.deploy.predict",
+    "serve": "kvasir_mobileone.deploy.serve",
     "benchmark": "kvasir_mobileone.commands.benchmark",
     "demo": "kvasir_mobileone.commands.demo",
 }

@@ -54,33 +54,45 @@ def output_names(paths: list[Path]) -> list[str]:
     return ["__".join(p.relative_to(common).with_suffix("").parts) + "_gradcam.png" for p in resolved]
 
 
+class Explainer:
+    """A model loaded once for Grad-CAM on the top-1 class: a bundle's fused weights or a run's checkpoint."""
+
+    def __init__(self, model: str):
+        self.network, self.meta = load_torch_model(model)
+        self.cam = GradCAM(model=self.network, target_layers=[target_layer(self.network)])
+
+    def explain(self, array: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Grad-CAM overlay as HWC uint8 over the network's input image, class probabilities as predict reports
+        them) for one CHW network input and its HWC uint8 image."""
+        x = torch.from_numpy(array)[None]
+        with torch.no_grad():
+            probs = self.network(x).softmax(dim=1)[0].numpy()
+        if self.meta.get("temperature"):  # the same probability as `kvasir predict` reports
+            probs = apply_temperature(probs[None], self.meta["temperature"])[0]
+        heat = self.cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
+        return show_cam_on_image(pixels.astype(np.float32) / 255.0, heat, use_rgb=True), probs
+
+
 def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
     """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""
-    network, meta = load_torch_model(model)
+    explainer = Explainer(model)
+    meta = explainer.meta
     size = meta["input"]["image_size"]
     class_names = meta["class_names"]
     written = []
-    with GradCAM(model=network, target_layers=[target_layer(network)]) as cam:
-        for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="explain", unit="img"):
-            array, pixels = read_network_input(path, meta["input"])
-            x = torch.from_numpy(array)[None]
-            with torch.no_grad():
-                probs = network(x).softmax(dim=1)[0].numpy()
-            if meta.get("temperature"):  # the same probability as `kvasir predict` reports
-                probs = apply_temperature(probs[None], meta["temperature"])[0]
-            top = int(probs.argmax())
-            heat = cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
-            shown = pixels.astype(np.float32) / 255.0
-            overlay = show_cam_on_image(shown, heat, use_rgb=True)
-            fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
-            axes[0].imshow(shown)
-            axes[0].set_title("input")
-            axes[1].imshow(overlay)
-            axes[1].set_title("Grad-CAM (red: most evidence)")
-            for ax in axes:
-                ax.set_xlabel(f"x (pixels at {size}×{size})")
-                ax.set_ylabel("y (pixels)")
-            fig.suptitle(f"{path.name}: predicted {class_names[top]} (p = {float(probs[top]):.3f})")
-            written.append(save_figure(fig, out_dir / name, dpi=100))
+    for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="explain", unit="img"):
+        array, pixels = read_network_input(path, meta["input"])
+        overlay, probs = explainer.explain(array, pixels)
+        top = int(probs.argmax())
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
+        axes[0].imshow(pixels)
+        axes[0].set_title("input")
+        axes[1].imshow(overlay)
+        axes[1].set_title("Grad-CAM (red: most evidence)")
+        for ax in axes:
+            ax.set_xlabel(f"x (pixels at {size}×{size})")
+            ax.set_ylabel("y (pixels)")
+        fig.suptitle(f"{path.name}: predicted {class_names[top]} (p = {float(probs[top]):.3f})")
+        written.append(save_figure(fig, out_dir / name, dpi=100))
     print(f"{len(written)} Grad-CAM images written to {out_dir}/")
     return written

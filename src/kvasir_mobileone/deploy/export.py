@@ -7,6 +7,7 @@ import datetime as dt
 import importlib.metadata
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,7 +15,9 @@ from safetensors.torch import save_file
 
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.data.transforms import normalize
-from kvasir_mobileone.deploy.runtime import METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
+from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
+from kvasir_mobileone.deploy.quantize import CONFIGS, DEFAULT_CONFIG, DEFAULT_FP32_LAYERS, int8_for_run
+from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import black_out, decode_resized
 from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
@@ -117,9 +120,24 @@ def export(
     opset: int = 17,
     tolerance: float = 1e-3,
     data_dir: str | None = None,
+    quantize: Literal["none", "int8"] = "none",
+    int8_config: str = DEFAULT_CONFIG,
+    fp32_layers: int = DEFAULT_FP32_LAYERS,
+    calibration_images: int = 256,
+    max_accuracy_drop: float = 0.01,
+    min_agreement: float = 0.98,
+    int8_search: bool = False,
+    force: bool = False,
 ) -> Path:
     """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
-    images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved)."""
+    images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved).
+
+    --quantize int8 adds model.int8.onnx: calibrated on --calibration_images training images, checked on the run's
+    test images, refused when it loses more than --max_accuracy_drop accuracy or agrees with fp32 on fewer than
+    --min_agreement of them (--force writes it anyway). --int8_search true measures every calibration
+    ({minmax, minmax-per-channel, percentile-per-channel, entropy-per-channel}) and keeps the best."""
+    if quantize == "int8" and int8_config not in CONFIGS:
+        raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
     trained = open_run(run, data_dir)
     ckpt, module, norm = trained.ckpt, trained.module, trained.norm
     paths = parity_images(trained, images, num_images)
@@ -213,8 +231,21 @@ def export(
         "how": f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})",
         "intended_use": "Research on GI endoscopy image classification. Not a medical device.",
     }
-    write_json(out_dir / METADATA_NAME, metadata)
-    print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME})")
+    metadata["precision"] = "fp32"
+    write_json(out_dir / METADATA_NAME, metadata)  # complete before int8 is tried: a refusal leaves a usable bundle
+    if quantize == "int8":
+        metadata["int8"] = {"file": INT8_NAME} | int8_for_run(
+            trained, out_dir / ONNX_NAME, out_dir / INT8_NAME, int8_config, fp32_layers, calibration_images,
+            max_accuracy_drop, min_agreement, force, int8_search)  # fmt: skip
+        metadata["precision"] = "int8"
+        write_json(out_dir / METADATA_NAME, metadata)
+    # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
+    with atomic_path(out_dir / UNFUSED_NAME) as tmp:
+        save_file({k: v.contiguous() for k, v in unfused.state_dict().items()}, str(tmp))
+    full_metrics = json.loads(test_metrics.read_text()) if test_metrics and test_metrics.exists() else None
+    write_card(out_dir, metadata, full_metrics, trained.config, unfused.num_features)
+    print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME}, {CARD_NAME}, {CONFIG_NAME}, "
+          f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''})")  # fmt: skip
     return out_dir
 
 

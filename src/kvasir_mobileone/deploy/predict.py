@@ -19,6 +19,24 @@ from kvasir_mobileone.images import read_network_input
 from kvasir_mobileone.io import write_csv, write_json
 
 
+def probabilities(predictor, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Class probabilities of a batch of network inputs: softmax, flip TTA when asked, then the model's temperature
+    (as `kvasir test` does: views averaged first). `predict` and `serve` both answer through this function."""
+    probs = softmax(predictor.logits(batch))
+    if tta:
+        probs = (probs + softmax(predictor.logits(np.ascontiguousarray(batch[..., ::-1])))) / 2
+    temperature = predictor.metadata.get("temperature")
+    return apply_temperature(probs, temperature) if temperature else probs
+
+
+def top_classes(probs: np.ndarray, class_names: list[str], top_k: int) -> dict:
+    """{top1: name, p1: probability, ...} for one image."""
+    order = np.argsort(-probs)[:top_k]
+    return {f"top{i + 1}": class_names[j] for i, j in enumerate(order)} | {
+        f"p{i + 1}": round(float(probs[j]), 6) for i, j in enumerate(order)
+    }
+
+
 def predict(
     inputs: list[str],
     model: str = "bundle",
@@ -29,11 +47,13 @@ def predict(
     tta: bool = False,
     explain: bool = False,
     explain_dir: str = "explanations",
+    precision: Literal["auto", "fp32", "int8"] = "auto",
 ) -> list[dict]:
     """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
 
-    Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image."""
-    predictor = load_predictor(model)
+    Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
+    A bundle with an int8 model runs it unless --precision fp32."""
+    predictor = load_predictor(model, precision)
     meta = predictor.metadata
     class_names = meta["class_names"]
     paths = expand_inputs(inputs)
@@ -49,19 +69,9 @@ def predict(
                 results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
         if not good:
             continue
-        batch = np.stack(arrays)
-        probs = softmax(predictor.logits(batch))
-        if tta:
-            probs = (probs + softmax(predictor.logits(np.ascontiguousarray(batch[..., ::-1])))) / 2
-        if meta.get("temperature"):  # as in `kvasir test`: views averaged first, then the temperature
-            probs = apply_temperature(probs, meta["temperature"])
-        for path, p in zip(good, probs, strict=True):
-            order = np.argsort(-p)[:top_k]
-            results.append(
-                {"path": str(path), "error": ""}
-                | {f"top{i + 1}": class_names[j] for i, j in enumerate(order)}
-                | {f"p{i + 1}": round(float(p[j]), 6) for i, j in enumerate(order)}
-            )
+        probs = probabilities(predictor, np.stack(arrays), tta)
+        results += [{"path": str(path), "error": ""} | top_classes(p, class_names, top_k)
+                    for path, p in zip(good, probs, strict=True)]  # fmt: skip
     results.sort(key=lambda r: r["path"])
     _print_table(results, top_k)
     if out:

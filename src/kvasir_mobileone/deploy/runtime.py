@@ -11,6 +11,7 @@ import numpy as np
 from kvasir_mobileone.errors import UserError
 
 ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
+INT8_NAME = "model.int8.onnx"
 
 
 def is_bundle(path: Path) -> bool:
@@ -18,13 +19,18 @@ def is_bundle(path: Path) -> bool:
 
 
 class OnnxBundle:
-    """An exported bundle, run with onnxruntime."""
+    """An exported bundle, run with onnxruntime: its int8 model when it has one (precision auto or int8)."""
 
-    def __init__(self, bundle_dir: Path):
+    def __init__(self, bundle_dir: Path, precision: str = "auto"):
         import onnxruntime as ort
 
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
-        self.session = ort.InferenceSession(str(bundle_dir / ONNX_NAME), providers=["CPUExecutionProvider"])
+        has_int8 = bool(self.metadata.get("int8")) and (bundle_dir / INT8_NAME).is_file()
+        if precision == "int8" and not has_int8:
+            raise UserError(f"{bundle_dir} has no int8 model: export it with --quantize int8, or use --precision fp32.")
+        self.precision = "int8" if has_int8 and precision != "fp32" else "fp32"
+        model = bundle_dir / (INT8_NAME if self.precision == "int8" else ONNX_NAME)
+        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -54,10 +60,11 @@ class TorchCheckpoint:
             return self.module(self._torch.from_numpy(batch)).float().numpy()
 
 
-def load_predictor(model: str) -> OnnxBundle | TorchCheckpoint:
+def load_predictor(model: str, precision: str = "auto") -> OnnxBundle | TorchCheckpoint:
+    """A bundle (its int8 model unless precision is fp32) or a run folder / checkpoint (PyTorch, fp32)."""
     path = Path(model)
     if is_bundle(path):
-        return OnnxBundle(path)
+        return OnnxBundle(path, precision)
     if not path.exists():
         raise UserError(f"--model {model}: no such bundle, run folder or checkpoint.")
     return TorchCheckpoint(model)

@@ -1,0 +1,172 @@
+"""The model card that travels with a bundle: README.md in the Hugging Face model-card format, a timm-style
+config.json and the unfused (training-time) weights, so that the folder can be published with
+`huggingface_hub.upload_folder` as it is and fine-tuned again with timm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from kvasir_mobileone.io import markdown_table, write_json, write_text
+
+CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
+INTENDED_USE = (
+    "Research on the classification of gastrointestinal endoscopy images (Kvasir v2 classes or the classes of the "
+    "training folder). Research use only: not a medical device, not for diagnosis or any clinical decision."
+)
+
+
+def timm_config(metadata: dict, num_features: int) -> dict:
+    """timm's hub config.json: architecture, classes and the pretrained_cfg its data config is resolved from."""
+    model_input = metadata["input"]
+    names = metadata["class_names"]
+    return {
+        "architecture": metadata["model_name"],
+        "num_classes": len(names),
+        "num_features": num_features,
+        "label_names": names,
+        "pretrained_cfg": {
+            "input_size": [3, model_input["image_size"], model_input["image_size"]],
+            "interpolation": model_input["interpolation"],
+            "mean": model_input["mean"],
+            "std": model_input["std"],
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "num_classes": len(names),
+            "first_conv": "stem.conv_kxk.0.conv",
+            "classifier": "head.fc",
+        },
+    }
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _interval(ci) -> str:
+    return f"[{100 * ci[0]:.2f}%, {100 * ci[1]:.2f}%]" if ci else ""
+
+
+def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> str:
+    names, model_input = metadata["class_names"], metadata["input"]
+    data = run_config.get("data", {})
+    model = run_config.get("model", {})
+    pretrained = model.get("pretrained") or model.get("weights")
+    header = {
+        "license": "other",
+        "license_name": "research-only",
+        "license_details": "Trained on Kvasir v2 (research and education only; cite Pogorelov et al., MMSys 2017). "
+        "ImageNet weights of MobileOne come under Apple's licence.",
+        "library_name": "timm",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "timm", "mobileone", "endoscopy", "kvasir", "medical-imaging", "onnx"],
+        "datasets": ["kvasir-v2"],
+        "metrics": ["accuracy", "f1"],
+    }
+    if pretrained and not model.get("weights"):
+        header["base_model"] = f"timm/{metadata['model_name']}.apple_in1k"
+    front = f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n"
+    name, size = metadata["model_name"], model_input["image_size"]
+    val, test = data.get("val_fraction", 0.1), data.get("test_fraction", 0.1)
+    masked = model_input.get("mask_regions")
+    files = "`model.onnx`" + (", `model.int8.onnx` (int8)" if metadata.get("int8") else "")
+    sections = [
+        front,
+        f"# {name} for endoscopy images\n",
+        f"A `{name}` (timm) classifier of {len(names)} classes: {', '.join(names)}. This folder holds the "
+        f"reparameterized (fused) model as ONNX ({files}) and safetensors (`model.safetensors`), the training-time "
+        f"weights for fine-tuning with timm (`{UNFUSED_NAME}`, `{CONFIG_NAME}`), and `metadata.json`.\n",
+        f"## Intended use\n\n{INTENDED_USE}\n\n**Out of scope**: clinical use; images that are not endoscopy "
+        "frames; classes other than those above (the model always answers one of them); devices and hospitals "
+        "unlike those of the training data without a new evaluation.\n",
+        "## Training data and preprocessing\n\n"
+        f"Data folder: `{data.get('data_dir', 'unknown')}`, split {1 - val - test:.0%}/{val:.0%}/{test:.0%} "
+        f"(seed {data.get('seed', '—')}; near-duplicates kept in one split). Input: RGB resized to {size} × {size} "
+        f"({model_input['interpolation']}), scaled to [0, 1] and normalized with mean {model_input['mean']} and "
+        f"std {model_input['std']}"
+        + (f"; the regions {masked} are set to black first (the model never saw them)" if masked else "")
+        + f". Training: {'ImageNet-pretrained' if pretrained else 'from scratch'}, optimizer "
+        f"{model.get('optimizer', '—')}, learning rate {model.get('lr', '—')}.\n",
+        evaluation_section(test_metrics, names),
+    ]
+    if metadata.get("int8"):
+        int8 = metadata["int8"]
+        sections.append(
+            f"The int8 model agrees with fp32 on {100 * int8['top1_agreement']:.2f}% of the {int8['images']} test "
+            f"images (accuracy change {100 * int8['accuracy_change']:+.2f} points).\n"
+        )
+    sections.append(LIMITATIONS)
+    sections.append(USAGE.format(name=name, unfused=UNFUSED_NAME, n=len(names)))
+    return "\n".join(sections)
+
+
+def evaluation_section(test_metrics: dict | None, names: list[str]) -> str:
+    if not test_metrics:
+        return "## Evaluation\n\nNo test report was found beside the checkpoint: evaluate before use.\n"
+    f1_ci = test_metrics.get("f1_macro_ci")
+    table = markdown_table(
+        ["metric", "value", "95% interval"],
+        [["accuracy", _pct(test_metrics.get("accuracy")), _interval(test_metrics.get("accuracy_ci"))],
+         ["macro-F1", f"{test_metrics.get('f1_macro', 0):.4f}", f"[{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]" if f1_ci else ""],
+         ["top-3 accuracy", _pct(test_metrics.get("top3")), ""], ["MCC", f"{test_metrics.get('mcc', 0):.4f}", ""]],
+    )  # fmt: skip
+    matrix = test_metrics.get("confusion_matrix")
+    confusion = (
+        "\n\nConfusion matrix (rows: true class, columns: predicted):\n\n"
+        + markdown_table(["true \\ predicted", *names], [[n, *row] for n, row in zip(names, matrix, strict=True)])
+        if matrix
+        else ""
+    )
+    return (
+        f"## Evaluation\n\nOn the {test_metrics.get('n')} images of the run's test split (fp32). Accuracy "
+        f"interval: Wilson; macro-F1: BCa bootstrap.\n\n{table}{confusion}\n"
+    )
+
+
+LIMITATIONS = """## Limitations
+
+The test split comes from the same source as the training data: accuracy on other devices and hospitals is
+unknown. Endoscopy frames carry overlays (position box, text, black frame) that a model can learn instead of
+tissue: check with `kvasir audit`. Probabilities are calibrated only when `metadata.json` holds a temperature.
+Small test sets give wide intervals: read them.
+"""
+
+USAGE = """## How to use
+
+With plain onnxruntime:
+
+```python
+import json
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+meta = json.load(open("metadata.json"))
+size, mean, std = meta["input"]["image_size"], meta["input"]["mean"], meta["input"]["std"]
+image = Image.open("image.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
+x = ((np.asarray(image, np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+logits = ort.InferenceSession("model.onnx").run(None, {{"image": x}})[0]
+print(meta["class_names"][int(logits.argmax())])
+```
+
+With timm, the training-time model, e.g. to fine-tune it (fuse it with `timm.utils.model.reparameterize_model`
+for inference):
+
+```python
+import timm
+
+model = timm.create_model(
+    "{name}",
+    pretrained=True,
+    pretrained_cfg_overlay=dict(file="{unfused}", num_classes={n}),
+    num_classes={n},
+)
+```
+"""
+
+
+def write_card(out_dir: Path, metadata: dict, test_metrics: dict | None, run_config: dict, num_features: int) -> Path:
+    write_json(out_dir / CONFIG_NAME, timm_config(metadata, num_features))
+    return write_text(out_dir / CARD_NAME, card_text(metadata, test_metrics, run_config))
