@@ -131,3 +131,10 @@ def test_readme_snippets_run_as_written(bundle, tiny_data, tmp_path, monkeypatch
         torch_logits = timm_ns["model"](torch.from_numpy(onnx_ns["x"])).numpy()
     assert onnx_ns["logits"].shape == (1, 4)
     assert np.allclose(torch_logits, onnx_ns["logits"], rtol=1e-3, atol=1e-4)
+
+
+def test_heatmap_names_never_collide(tmp_path):
+    from kvasir_mobileone.deploy.explain import output_names
+
+    paths = [tmp_path / "a" / "img.jpg", tmp_path / "b" / "img.jpg", tmp_path / "a" / "other.jpg"]
+    assert output_names(paths) == ["a__img_gradcam.png", "b__img_gradcam.png", "a__other_gradcam.png"]

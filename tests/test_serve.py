@@ -35,6 +35,7 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def bundle(trained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("serve_bundle")
+    main(["test", str(trained_run), "--num_workers", "0"])  # the card's evaluation section comes from the report
     main(["export", str(trained_run), "--out", str(out)])
     return out
 
