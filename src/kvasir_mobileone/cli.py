@@ -22,7 +22,7 @@ COMMANDS = {
     "eda": "kvasir_mobileone.data.eda",
     "prepare": "kvasir_mobileone.data.cache",
     "fit": "kvasir_mobileone.commands.fit",
-    "test": "kvasir_mobileone.commands.test",
+    "test": "kvasir_mobileone.evaluation.testing",
     "cv": "kvasir_mobileone.commands.cv",
     "features": "kvasir_mobileone.evaluation.features",
     "compare": "kvasir_mobileone.evaluation.compare",

@@ -16,7 +16,14 @@ from safetensors.torch import save_file
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
-from kvasir_mobileone.deploy.quantize import CONFIGS, DEFAULT_CONFIG, DEFAULT_FP32_LAYERS, int8_for_run
+from kvasir_mobileone.deploy.quantize import (
+    CONFIGS,
+    DEFAULT_CONFIG,
+    DEFAULT_FP32_LAYERS,
+    int8_for_run,
+    latency_ms,
+    session,
+)
 from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import black_out, decode_resized
@@ -40,24 +47,6 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
         "max_rel": float(diff.max() / max(np.abs(reference).max(), 1e-12)),
         "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
     }
-
-
-def onnxruntime_latency_ms(path: Path, image_size: int, repeats: int = 30) -> float:
-    """Median wall time of one batch-1 onnxruntime inference, after warm-up (this machine, default threads)."""
-    import time
-
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.zeros((1, 3, image_size, image_size), np.float32)
-    for _ in range(5):
-        session.run(None, {INPUT_NAME: x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {INPUT_NAME: x})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
 
 
 def weights_bytes(model: torch.nn.Module) -> int:
@@ -192,7 +181,7 @@ def export(
             ],
         )
     )
-    latency = onnxruntime_latency_ms(out_dir / ONNX_NAME, norm.image_size)
+    latency = latency_ms(session(out_dir / ONNX_NAME), (1, 3, norm.image_size, norm.image_size), repeats=30)
     print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
     if trained.run:  # what `kvasir compare` shows beside the run's metrics
         update_json(

@@ -209,8 +209,8 @@ def int8_for_run(trained, fp32_path: Path, out_path: Path, config: str, fp32_lay
         raise Int8Refused(
             f"Refused to write the int8 model: {summary}. The limits are a loss of at most "
             f"{100 * max_accuracy_drop:.1f} points and an agreement of at least {100 * min_agreement:.0f}% "
-            "(--max_accuracy_drop, --min_agreement). Try --int8_search true or more --fp32_layers; --force writes it "
-            "anyway. The fp32 bundle is complete."
+            "(--max_accuracy_drop, --min_agreement). Try --int8_search true or more --fp32_layers; --force true writes "
+            "it anyway. The fp32 bundle is complete."
         )
     candidate.replace(out_path)
     return figures

@@ -1,5 +1,5 @@
-"""Testing a trained model on its split: predictions of every test image (at the run's evaluation precision),
-optional flip TTA and temperature, and the report. `kvasir test` and the test at the end of `fit` both end here."""
+"""`kvasir test`: a trained model on its split's test images (at the run's evaluation precision), optional flip TTA
+and temperature, and the report. The test at the end of `fit` ends in the same report_test_predictions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.evaluation.report import evaluate, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
 from kvasir_mobileone.io import markdown_table, write_json
-from kvasir_mobileone.models.loading import TrainedRun
+from kvasir_mobileone.models.loading import TrainedRun, open_run
 from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, evaluation_precision
 
 
@@ -34,9 +34,10 @@ def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precisio
     return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision)
 
 
-def test_run(
-    trained: TrainedRun,
+def test(
+    run: str,
     manifest: str | None = None,
+    data_dir: str | None = None,
     out: str | None = None,
     batch_size: int | None = None,
     num_workers: int | None = None,
@@ -45,7 +46,14 @@ def test_run(
     tta: bool = False,
     calibrate: bool = False,
 ) -> dict:
-    """Evaluate a trained model on the test images of its (or the given) split manifest and write the report."""
+    """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md.
+
+    Runs at the run's evaluation precision (32-true unless the run says otherwise; --precision overrides), so it
+    reproduces the test at the end of `fit` exactly. A lone checkpoint needs --manifest; --data_dir points to the
+    images when the recorded data folder has moved. --tta true averages in the horizontally flipped image;
+    --calibrate true fits a softmax temperature on the val split, saves it as RUN/temperature.json (export and
+    predict use it) and reports calibration before and after."""
+    trained = open_run(run, data_dir)
     rows, manifest_path = trained.manifest_rows(manifest)
     module = trained.module
     data_cfg = dataclasses.replace(
