@@ -61,6 +61,7 @@ def test_a_planted_shortcut_is_flagged(audits, runs):
     )
     baseline = result["shortcut_baseline"]
     assert baseline["accuracy"] >= baseline["chance"] + 0.2  # the overlays alone predict the class
+    assert "the dataset allows a shortcut" in result["verdict"]
     assert result["census"][SHORTCUT]["green_box"] == 1.0 and result["census"]["normal-cecum"]["green_box"] == 0.0
     report = (runs["planted"] / "audit" / "report.md").read_text()
     assert report.splitlines()[2].startswith("**Verdict: the model depends on bottom-left-box**")
@@ -93,6 +94,7 @@ def test_a_model_without_a_shortcut_is_not_flagged(audits):
     assert not any(r["depends"] for r in result["regions"]), by_region(result)
     assert result["census"][SHORTCUT]["green_box"] == 0.0
     assert result["verdict"].startswith("**Verdict: no dependence")
+    assert "the overlays alone predict little" in result["verdict"]  # the tissue inside the regions is blanked
 
 
 def test_compare_puts_a_run_and_its_masked_twin_side_by_side(runs, tmp_path):
