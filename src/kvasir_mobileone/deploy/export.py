@@ -187,7 +187,8 @@ def export(
         update_json(
             trained.run.model_info, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
         )
-    test_metrics = trained.run.test_dir / "metrics.json" if trained.run else None
+    metrics_path = trained.run.test_dir / "metrics.json" if trained.run else None
+    test_metrics = json.loads(metrics_path.read_text()) if metrics_path and metrics_path.is_file() else None
     metadata = {
         "model_name": module.cfg.name,
         "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
@@ -208,9 +209,7 @@ def export(
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
         "temperature": trained.temperature,
-        "test_metrics": _headline(json.loads(test_metrics.read_text()))
-        if test_metrics and test_metrics.exists()
-        else None,
+        "test_metrics": _headline(test_metrics) if test_metrics else None,
         "parity": checks | {"images": len(paths), "tolerance_rel": tolerance},
         "sizes": sizes,
         "onnxruntime_ms_batch1": latency,
@@ -219,20 +218,21 @@ def export(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "how": f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})",
         "intended_use": "Research on GI endoscopy image classification. Not a medical device.",
+        "precision": "fp32",
     }
-    metadata["precision"] = "fp32"
-    write_json(out_dir / METADATA_NAME, metadata)  # complete before int8 is tried: a refusal leaves a usable bundle
+    # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
+    with atomic_path(out_dir / UNFUSED_NAME) as tmp:
+        save_file({k: v.contiguous() for k, v in unfused.state_dict().items()}, str(tmp))
+    # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
+    write_json(out_dir / METADATA_NAME, metadata)
+    write_card(out_dir, metadata, test_metrics, trained.config, unfused.num_features)
     if quantize == "int8":
         metadata["int8"] = {"file": INT8_NAME} | int8_for_run(
             trained, out_dir / ONNX_NAME, out_dir / INT8_NAME, int8_config, fp32_layers, calibration_images,
             max_accuracy_drop, min_agreement, force, int8_search)  # fmt: skip
         metadata["precision"] = "int8"
         write_json(out_dir / METADATA_NAME, metadata)
-    # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
-    with atomic_path(out_dir / UNFUSED_NAME) as tmp:
-        save_file({k: v.contiguous() for k, v in unfused.state_dict().items()}, str(tmp))
-    full_metrics = json.loads(test_metrics.read_text()) if test_metrics and test_metrics.exists() else None
-    write_card(out_dir, metadata, full_metrics, trained.config, unfused.num_features)
+        write_card(out_dir, metadata, test_metrics, trained.config, unfused.num_features)
     print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME}, {CARD_NAME}, {CONFIG_NAME}, "
           f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''})")  # fmt: skip
     return out_dir

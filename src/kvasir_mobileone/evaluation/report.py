@@ -51,7 +51,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     return save_figure(fig, path, dpi=120)
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.3f}%"
 
 
@@ -98,9 +98,9 @@ def write_report(
         [
             [
                 model_name,
-                f"{_pct(metrics['accuracy'])} [{_pct(acc_ci[0])}, {_pct(acc_ci[1])}]",
-                _pct(metrics["top3"]),
-                _pct(metrics["top5"]),
+                f"{percent(metrics['accuracy'])} [{percent(acc_ci[0])}, {percent(acc_ci[1])}]",
+                percent(metrics["top3"]),
+                percent(metrics["top5"]),
                 f"{metrics['f1_micro']:.4f}",
                 f"{metrics['f1_macro']:.4f} [{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]",
                 f"{metrics['mcc']:.4f}",

@@ -10,15 +10,11 @@ import numpy as np
 
 from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
-from kvasir_mobileone.evaluation.report import evaluate, write_report
+from kvasir_mobileone.evaluation.report import evaluate, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
 from kvasir_mobileone.io import markdown_table, write_json
 from kvasir_mobileone.models.loading import TrainedRun, open_run
 from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, evaluation_precision
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.3f}%"
 
 
 def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precision: str | None = None):
@@ -116,13 +112,13 @@ def report_test_predictions(
         metrics["temperature"] = temperature
         extra = "\n## Test-time augmentation and calibration\n\n" + markdown_table(
             ["probabilities", "Accuracy", "macro-F1", "NLL", "ECE"],
-            [[k, _pct(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
+            [[k, percent(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
              for k, v in effects.items()],
         ) + "The main numbers above use the last row. A temperature never changes the predicted class.\n"  # fmt: skip
     report = write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
     lo, hi = metrics["accuracy_ci"]
     print(
-        f"Test on {metrics['n']} images ({precision}): accuracy {_pct(metrics['accuracy'])} [95% CI {_pct(lo)}, "
-        f"{_pct(hi)}], macro-F1 {metrics['f1_macro']:.4f}, ECE {metrics['ece']:.4f}. Report: {report}"
+        f"Test on {metrics['n']} images ({precision}): accuracy {percent(metrics['accuracy'])} [95% CI {percent(lo)}, "
+        f"{percent(hi)}], macro-F1 {metrics['f1_macro']:.4f}, ECE {metrics['ece']:.4f}. Report: {report}"
     )
     return metrics

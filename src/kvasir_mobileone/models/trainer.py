@@ -63,10 +63,11 @@ def _doc() -> str:
     )
 
 
-TrainerConfig = dataclasses.make_dataclass("TrainerConfig", _lightning_fields(), bases=(RunSettings,), frozen=True)
+_FIELDS = _lightning_fields()
+TrainerConfig = dataclasses.make_dataclass("TrainerConfig", _FIELDS, bases=(RunSettings,), frozen=True)
 TrainerConfig.__module__ = __name__
 TrainerConfig.__doc__ = _doc()
-LIGHTNING_ARGUMENTS = tuple(f[0] for f in _lightning_fields())
+LIGHTNING_ARGUMENTS = tuple(f[0] for f in _FIELDS)
 
 
 def auto_precision(accelerator: str = "auto") -> str:
