@@ -17,6 +17,7 @@ from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.errors import UserError
 
 TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
+            "--model.lr_reference_batch", "8",
             "--model.name", "mobileone_s0", "--model.pretrained", "false", "--trainer.precision", "32-true",
             "--trainer.logger", "none"]  # fmt: skip
 

@@ -16,6 +16,7 @@ from kvasir_mobileone.images import decode_resized
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SHORTCUT = "esophagitis"
 FIT = ["--data.image_size", "32", "--data.batch_size", "16", "--data.num_workers", "0", "--data.test_fraction", "0.3",
+       "--model.lr_reference_batch", "16",
        "--model.name", "resnet10t", "--model.pretrained", "false", "--model.lr", "0.003",
        "--trainer.precision", "32-true", "--trainer.max_epochs", "8", "--trainer.logger", "none"]  # fmt: skip
 

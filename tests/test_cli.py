@@ -76,6 +76,7 @@ def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(
     """Trained with bf16 autocast, tested at the end of fit and again by `kvasir test`: both at the run's fp32
     evaluation precision, so the predictions are equal to the last digit."""
     main(["fit", "--data.data_dir", str(tiny_data), "--data.image_size", "32", "--data.batch_size", "8",
+          "--model.lr_reference_batch", "8",
           "--data.num_workers", "0", "--model.name", "mobileone_s0", "--model.pretrained", "false",
           "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "2", "--trainer.logger", "none",
           "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "bf16"])  # fmt: skip

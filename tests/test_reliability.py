@@ -25,6 +25,7 @@ from kvasir_mobileone.models.classifier import MobileOneClassifier
 from kvasir_mobileone.runs import UnsafeCheckpointError
 
 TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
+            "--model.lr_reference_batch", "8",
             "--model.name", "mobileone_s0", "--model.pretrained", "false", "--model.lr", "0.003",
             "--trainer.precision", "32-true"]  # fmt: skip
 

@@ -14,6 +14,7 @@ from kvasir_mobileone.cli import main
 from kvasir_mobileone.runs import RunError
 
 TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
+            "--model.lr_reference_batch", "8",
             "--model.name", "mobileone_s0", "--model.pretrained", "false", "--model.lr", "0.003",
             "--trainer.precision", "32-true", "--trainer.logger", "none"]  # fmt: skip
 PACKAGE = Path(__file__).parents[1] / "src" / "kvasir_mobileone"
@@ -98,7 +99,7 @@ def test_trainer_arguments_we_never_name_pass_through_yaml_and_flags(tiny_data, 
 
 
 LAYERS = {"errors": 0, "io": 0, "images": 0, "runs": 0, "data": 1, "models": 2, "evaluation": 3, "deploy": 3,
-          "commands": 4, "cli": 5}  # fmt: skip
+          "commands": 4, "cli": 5, "__main__": 5}  # fmt: skip
 
 
 def import_graph() -> dict[str, set[str]]:

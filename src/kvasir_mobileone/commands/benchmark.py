@@ -9,6 +9,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import timm
@@ -26,6 +27,7 @@ from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import markdown_table, write_json, write_text
 
 MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
@@ -237,13 +239,30 @@ def benchmark(
     inference_models: tuple[str, ...] = MODELS,
     inference_batches: tuple[int, ...] = (1, 32),
     skip: tuple[str, ...] = (),
+    device: Literal["cpu", "cuda"] = "cpu",
+    gpu_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3", "mobileone_s4"),
+    gpu_images: int = 8000,
+    gpu_ablate: tuple[str, ...] = ("mobileone_s3",),
+    gpu_budget_s: float = 240,
 ) -> Path:
-    """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md."""
+    """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
+
+    --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
+    path (a Kvasir-sized split of synthetic images, or of --data), then one setting at a time for gpu_ablate."""
     workers = default_num_workers() if workers is None else workers
     report: dict = {"machine": machine(), "workers": workers}
     report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise UserError("--device cuda: no CUDA GPU is visible to torch here (torch.cuda.is_available()).")
+            from kvasir_mobileone.commands.gpu_benchmark import bench_gpu_training
+
+            data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=64, scale=0.3)
+            report["gpu_training"] = bench_gpu_training(gpu_models, data_dir, gpu_images, gpu_ablate,
+                                                        budget_s=gpu_budget_s)  # fmt: skip
+            skip = ("data", "training", "inference")
         if "data" not in skip:
             data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=max(2, images // 8))
             report["data"] = bench_data(data_dir, workers)
@@ -295,5 +314,9 @@ def render(report: dict) -> str:
               f"{r['speedup_vs_unfused']:.2f}", f"{r['speedup_vs_ort_fp32']:.2f}", f"{100 * r['cpu_fraction']:.0f}%"]
              for r in report["inference"]],
         ))  # fmt: skip
+    if "gpu_training" in report:
+        from kvasir_mobileone.commands.gpu_benchmark import render_gpu
+
+        parts.append(render_gpu(report["gpu_training"]))
     parts.append("\nReproduce: `kvasir benchmark --out benchmarks/results`.\n")
     return "".join(parts)

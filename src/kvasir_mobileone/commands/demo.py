@@ -37,6 +37,7 @@ def demo(
             name=model,
             pretrained=False,
             lr=3e-3,
+            lr_reference_batch=16,  # the lr above was chosen for this batch size
             lr_scheduler={
                 "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
                 "init_args": {"T_max": max_epochs},

@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
 from kvasir_mobileone.data.check import DataCheckError, Problem, check_folder, write_problems
-from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
 from kvasir_mobileone.data.split import (
     check_manifest_files,
     describe_gaps,
@@ -32,6 +32,8 @@ from kvasir_mobileone.models.trainer import (
     build_logger,
     build_trainer,
     evaluation_precision,
+    speed_settings,
+    training_devices,
 )
 from kvasir_mobileone.runs import (
     RUN_DIR_ENV,
@@ -96,10 +98,15 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
 
 
 def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, TrainerConfig]:
-    """Paths made absolute and the automatic precision made explicit, as the run records them."""
+    """Paths made absolute, and the automatic batch size, precision, compile and memory layout made explicit, as
+    the run records them."""
     data = dataclasses.replace(data, data_dir=absolute(data.data_dir), manifest=absolute(data.manifest),
-                               cache_dir=absolute(data.cache_dir))  # fmt: skip
-    trainer = dataclasses.replace(trainer, precision=trainer.precision or auto_precision(trainer.accelerator))
+                               cache_dir=absolute(data.cache_dir),
+                               batch_size=data.batch_size or default_batch_size(),
+                               loader=auto_loader(data, training_devices(trainer)))  # fmt: skip
+    compile_mode, channels_last = speed_settings(trainer)
+    trainer = dataclasses.replace(trainer, precision=trainer.precision or auto_precision(trainer.accelerator),
+                                  compile=compile_mode, channels_last=channels_last)  # fmt: skip
     return data, trainer
 
 
@@ -160,6 +167,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
     config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
     module = MobileOneClassifier(sorted(counts["train"]), model, trainer.max_epochs or 1, data.image_size,
                                  trainer.eval_precision, config, data.mask_regions)  # fmt: skip
+    module.accelerate(*speed_settings(trainer))
     datamodule = ImageFolderDataModule(data, rows, module.norm)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [

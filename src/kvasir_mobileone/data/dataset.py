@@ -16,11 +16,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
 from kvasir_mobileone.data.folder import DataError, default_num_workers
+from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
 from kvasir_mobileone.images import black_out, decode_resized
+
+# Images per step when --data.batch_size is not given: the original workflow's 32 on a CPU; on a GPU 256, where
+# batches of 32 leave most of the chip idle (README, GPU speed). The learning rate follows (--model.lr_scaling).
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 256
+
+
+def default_batch_size() -> int:
+    return GPU_BATCH_SIZE if torch.cuda.is_available() else CPU_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -33,13 +44,17 @@ class DataConfig:
         val_fraction: share of the images in the validation split
         test_fraction: share of the images in the test split
         seed: seed of the split
-        batch_size: images per batch (per device)
+        batch_size: images per batch (per device); None: 32 on a CPU, 256 on a GPU
         num_workers: None: one per CPU core, at most 8
         image_size: None: the backbone's input size from timm's data config
         near_duplicate_bits: images whose 64-bit perceptual hashes differ in <= this many bits share a split
         cache: decode each image once into DATA/.kvasir_cache (uint8 memory map), rebuilt when stale
         cache_dir: where the cache goes when the data folder is read-only
-        augment_on: auto: on the GPU when there is one, else in workers
+        loader: auto: resident on a single GPU (with the cache), else workers. resident: every image of the split
+            held in GPU memory (pinned host memory when it does not fit) and batches gathered there, no CPU work
+            per image; workers: DataLoader workers read the cache or decode the files
+        augment_on: auto: on the GPU when there is one (batched tensor ops), else in workers; kornia: the
+            previous GPU augmentation, kept for comparison (`kvasir benchmark --device cuda`)
         mask_regions: regions blacked out of every image in training, evaluation and prediction, so that the
             model cannot read them: names (bottom-left-box, top-left-text, left-strip, right-strip,
             black-corners) or name:x0,y0,x1,y1 boxes in relative coordinates
@@ -50,14 +65,31 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
-    batch_size: int = 32
+    batch_size: int | None = None
     num_workers: int | None = None
     image_size: int | None = None
     near_duplicate_bits: int = 2
     cache: bool = True
     cache_dir: str | None = None
-    augment_on: Literal["auto", "workers", "device"] = "auto"
+    loader: Literal["auto", "workers", "resident"] = "auto"
+    augment_on: Literal["auto", "workers", "device", "kornia"] = "auto"
     mask_regions: list[str] | None = None
+
+
+def auto_loader(cfg: DataConfig, devices: int | None = None) -> str:
+    """--data.loader auto made explicit: resident when training on one GPU with the cache, else workers."""
+    if cfg.loader != "auto":
+        return cfg.loader
+    devices = torch.cuda.device_count() if devices is None else devices
+    return "resident" if torch.cuda.is_available() and cfg.cache and devices == 1 else "workers"
+
+
+def unreadable_error(path: Path, reason: str, split: str) -> DataError:
+    return DataError(
+        f"Cannot read {path} ({reason}), a {split} image of the split: the metrics would cover fewer images than "
+        "the split holds. Replace or delete the file and make a new split (fit without --data.manifest); "
+        "`kvasir check` lists every unreadable file."
+    )
 
 
 class Unreadable(NamedTuple):
@@ -100,11 +132,7 @@ class ImageListDataset(Dataset):
             reason = f"{type(err).__name__}: {err}"
             if self.skip_unreadable:
                 return Unreadable(row["path"], reason)
-            raise DataError(
-                f"Cannot read {self.data_dir / row['path']} ({reason}), a {row['split']} image of the split: the "
-                "metrics would cover fewer images than the split holds. Replace or delete the file and make a new "
-                "split (fit without --data.manifest); `kvasir check` lists every unreadable file."
-            ) from err
+            raise unreadable_error(self.data_dir / row["path"], reason, row["split"]) from err
         if self.augment is not None:
             image = self.augment(image)
         return image, self.class_index[row["label"]], i
@@ -122,10 +150,12 @@ def collate_reporting_unreadable(samples: list):
 
 
 class ImageFolderDataModule(L.LightningDataModule):
-    """Train/val/test loaders over the rows of a split manifest. Batches leave the workers as uint8 (4x less to
-    copy) and are normalized, and with augment_on=device also augmented, on the accelerator.
+    """Train/val/test loaders over the rows of a split manifest. Batches arrive on the accelerator as uint8 (4x less
+    to copy) and are normalized there, and with augment_on=device also augmented there.
 
-    `skipped` maps each training image that could not be read to its reason."""
+    With loader=resident the images live on the GPU (ImageBank) and batches never leave it; otherwise DataLoader
+    workers read them from the cache or the files. `skipped` maps each training image that could not be read to
+    its reason."""
 
     def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], norm: Normalization):
         super().__init__()
@@ -134,10 +164,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.norm = norm
         self.class_names = class_names_of(rows)
         self.num_workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+        self.batch_size = cfg.batch_size or default_batch_size()
         on_gpu = torch.cuda.is_available()
+        self.loader_kind = auto_loader(cfg)
         self.augment_on = ("device" if on_gpu else "workers") if cfg.augment_on == "auto" else cfg.augment_on
-        self.use_cache = cfg.cache
+        if self.loader_kind == "resident" and self.augment_on == "workers":
+            self.augment_on = "device"  # resident batches never pass through a worker
+        self.use_cache = cfg.cache or self.loader_kind == "resident"
         self.cache: ImageCache | None = None
+        self.bank: ImageBank | None = None
         self.skipped: dict[str, str] = {}
         self._device_augment = None
 
@@ -149,6 +184,10 @@ class ImageFolderDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.use_cache and self.cache is None:
             self._open_cache()
+        if self.loader_kind == "resident" and self.trainer is not None and self.trainer.world_size > 1:
+            raise DataError("--data.loader resident feeds one device; with several use --data.loader workers.")
+        if self.loader_kind == "resident" and self.bank is None:
+            self._load_bank()
 
     def _open_cache(self) -> None:
         paths = [r["path"] for r in self.rows]
@@ -157,10 +196,10 @@ class ImageFolderDataModule(L.LightningDataModule):
                 self.cfg.data_dir, paths, self.norm.image_size, self.norm.interpolation, self.cfg.cache_dir
             )
         except OSError as err:  # e.g. a read-only dataset folder: train without the cache, say so
-            warnings.warn(
-                f"No image cache ({err}); decoding every image each epoch. Set --data.cache_dir.", stacklevel=2
-            )
-            self.use_cache = False
+            fallback = " and without the GPU-resident loader" if self.loader_kind == "resident" else ""
+            warnings.warn(f"No image cache ({err}); decoding every image each epoch{fallback}. Set "
+                          "--data.cache_dir.", stacklevel=2)  # fmt: skip
+            self.use_cache, self.loader_kind = False, "workers"
             return
         if self.cache.errors:
             listing = "; ".join(f"{p}: {e}" for p, e in list(self.cache.errors.items())[:5])
@@ -169,6 +208,12 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "Training skips and reports them; evaluation stops on them.",
                 stacklevel=2,
             )
+
+    @property
+    def device(self) -> torch.device:
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def dataset(self, split: str | None) -> ImageListDataset:
         """One split's images, or every image of the manifest with split=None; augmented only for train.
@@ -179,19 +224,53 @@ class ImageFolderDataModule(L.LightningDataModule):
                                 self.norm.interpolation, augment, self.cache,
                                 skip_unreadable=split == "train", mask=self.norm.mask)  # fmt: skip
 
+    def _load_bank(self) -> None:
+        if self.cache is None:
+            self._open_cache()
+        class_index = {c: i for i, c in enumerate(self.class_names)}
+        self.bank = ImageBank.load(self.cache, self.rows, class_index, self.device, self.norm.mask)
+        print(f"{len(self.rows)} images at {self.norm.image_size} px held in {self.bank.where} memory "
+              f"({self.bank.nbytes / 2**30:.2f} GiB) for --data.loader resident.")  # fmt: skip
+
+    def resident(self, split: str | None, shuffle: bool = False, batch_size: int | None = None) -> ResidentBatches:
+        """One split's images as batches gathered from the ImageBank (loaded on first use). Training skips and
+        reports the images the cache could not decode; any other split stops on them, naming the file."""
+        if self.bank is None:
+            self._load_bank()
+        members = []
+        for k, row in enumerate(self.rows):
+            if split is not None and row["split"] != split:
+                continue
+            if not self.bank.valid[k]:
+                reason = self.cache.errors.get(row["path"], "not in the cache")
+                if split != "train":
+                    raise unreadable_error(Path(self.cfg.data_dir) / row["path"], reason, row["split"])
+                self.skipped[row["path"]] = reason
+                continue
+            members.append(k)
+        batch_size = batch_size or self.batch_size
+        seed = self.cfg.seed + (self.trainer.global_rank if self.trainer is not None else 0)
+        return ResidentBatches(self.bank, members, batch_size, shuffle, drop_last=shuffle and len(members) > batch_size,
+                               seed=seed)  # fmt: skip
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, targets, indices, skipped = batch
         for path, reason in skipped:
             self.skipped[path] = reason
-        if images.numel() and self.trainer is not None and self.trainer.training and self.augment_on == "device":
+        training = self.trainer is not None and self.trainer.training
+        if images.numel() and training and self.augment_on in ("device", "kornia"):
             if self._device_augment is None:
-                self._device_augment = device_augmentations().to(images.device)
+                augment = BatchAugment() if self.augment_on == "device" else device_augmentations()
+                self._device_augment = augment.to(images.device)
             images = self._device_augment(images.float() / 255.0)
         return normalize(images, self.norm) if images.numel() else images, targets, indices
 
-    def loader(self, split: str | None, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+    def loader(self, split: str | None, shuffle: bool = False, batch_size: int | None = None):
+        """A split's batches: a DataLoader over workers, or ResidentBatches with loader=resident."""
+        if self.loader_kind == "resident":
+            return self.resident(split, shuffle, batch_size)
         dataset = self.dataset(split)
-        batch_size = batch_size or self.cfg.batch_size
+        batch_size = batch_size or self.batch_size
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -204,11 +283,11 @@ class ImageFolderDataModule(L.LightningDataModule):
             collate_fn=collate_reporting_unreadable,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self):
         return self.loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self):
         return self.loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self):
         return self.loader("test")

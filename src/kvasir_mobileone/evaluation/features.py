@@ -46,8 +46,9 @@ def extract_features(trained, manifest: str | None = None, batch_size: int = 64,
     fp32. Every image must be read: an unreadable one stops with the file named (no embedding is invented)."""
     rows, _ = trained.manifest_rows(manifest)
     workers = num_workers if num_workers is not None else trained.data.num_workers
-    data = dataclasses.replace(trained.data, data_dir=str(trained.data_dir()), batch_size=batch_size,
-                               num_workers=workers)  # fmt: skip
+    data = dataclasses.replace(
+        trained.data, data_dir=str(trained.data_dir()), batch_size=batch_size, num_workers=workers, loader="workers"
+    )  # fmt: skip (the model is on the CPU)
     module = trained.module
     datamodule = ImageFolderDataModule(data, rows, trained.norm)
     datamodule.setup()

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -24,6 +24,9 @@ from kvasir_mobileone.models.backbone import create_backbone, normalization_of
 from kvasir_mobileone.runs import read_checkpoint
 
 EVAL_PRECISIONS = ("32-true", "as-training")
+# Epochs of warmup when the learning rate is scaled up for a larger batch and --model.warmup_epochs is not given
+# (the linear scaling rule needs a warmup: Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+SCALED_WARMUP_EPOCHS = 3
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,14 @@ class ModelConfig:
         pretrained: ImageNet weights from the Hugging Face hub through timm
         weights: local timm checkpoint or .safetensors file, for offline machines
         optimizer: a torch.optim class (Adam, torch.optim.SGD, any dotted path) or {class_path, init_args}
-        lr: learning rate (init_args may override it)
+        lr: learning rate at lr_reference_batch images per step (init_args may override it)
         weight_decay: weight decay of the optimizer (init_args may override it)
         lr_scheduler: None, a torch.optim.lr_scheduler class or {class_path, init_args, interval: epoch|step}
-        warmup_epochs: epochs of linear learning-rate warmup, before the lr_scheduler
+        warmup_epochs: epochs of linear learning-rate warmup, before the lr_scheduler; None: 3 when lr_scaling
+            raises the learning rate, else 0
+        lr_scaling: how the learning rate follows the batch (images per optimizer step over all devices):
+            linear (lr x batch / lr_reference_batch), sqrt, or none
+        lr_reference_batch: the batch size `lr` is meant for (the original workflow's 32)
         label_smoothing: cross-entropy label smoothing (0 to 1)
     """
 
@@ -49,8 +56,10 @@ class ModelConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_scheduler: str | dict[str, Any] | None = None
-    warmup_epochs: int = 0
+    warmup_epochs: int | None = None
     label_smoothing: float = 0.0
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    lr_reference_batch: int = 32
 
 
 def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
@@ -65,9 +74,23 @@ def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
     )
 
 
-def build_optimizer(cfg: ModelConfig, parameters) -> torch.optim.Optimizer:
+def scaled_lr(cfg: ModelConfig, batch_size: int) -> float:
+    """The learning rate for `batch_size` images per optimizer step under cfg.lr_scaling."""
+    ratio = batch_size / cfg.lr_reference_batch
+    return cfg.lr * {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[cfg.lr_scaling]
+
+
+def warmup_epochs(cfg: ModelConfig, batch_size: int) -> int:
+    if cfg.warmup_epochs is not None:
+        return cfg.warmup_epochs
+    return SCALED_WARMUP_EPOCHS if scaled_lr(cfg, batch_size) > cfg.lr else 0
+
+
+def build_optimizer(cfg: ModelConfig, parameters, batch_size: int | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer, its learning rate scaled to `batch_size` images per step."""
     spec = class_spec(cfg.optimizer, "torch.optim")
-    spec["init_args"] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
+    lr = scaled_lr(cfg, batch_size) if batch_size else cfg.lr
+    spec["init_args"] = {"lr": lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
     try:
         return instantiate_class(parameters, spec)
     except (ImportError, AttributeError, TypeError) as err:
@@ -75,7 +98,8 @@ def build_optimizer(cfg: ModelConfig, parameters) -> torch.optim.Optimizer:
                         "e.g. Adam or torch.optim.SGD, with init_args it accepts.") from err  # fmt: skip
 
 
-def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int) -> dict | None:
+def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0
+                       ) -> dict | None:  # fmt: skip
     """The configured scheduler, after `warmup_epochs` of linear warmup when asked; stepped per epoch by default."""
     from torch.optim.lr_scheduler import LinearLR, SequentialLR
 
@@ -88,7 +112,7 @@ def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_e
         except (ImportError, AttributeError, TypeError) as err:
             raise UserError(f"--model.lr_scheduler {cfg.lr_scheduler!r} could not be made ({err}): name a "
                             "torch.optim.lr_scheduler class with init_args it accepts.") from err  # fmt: skip
-    warmup = min(cfg.warmup_epochs, max_epochs)
+    warmup = min(warmup_epochs(cfg, batch_size or cfg.lr_reference_batch), max_epochs)
     if warmup:
         ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
         scheduler = SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup]) if scheduler else ramp
@@ -133,6 +157,7 @@ class MobileOneClassifier(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
         )
+        self.channels_last = False  # set by accelerate(); not part of the checkpoint
         self._test_batches: list[tuple[torch.Tensor, ...]] = []
         self.tta = False  # test-time augmentation: also average in the horizontally flipped image
         self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
@@ -151,7 +176,18 @@ class MobileOneClassifier(L.LightningModule):
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
 
+    def accelerate(self, compile_mode: str = "off", channels_last: str = "off") -> None:
+        """Training speed settings (--trainer.compile, --trainer.channels_last): the backbone compiled in place
+        (its state_dict keys, and so the checkpoint, stay as they are) and NHWC memory for it and its input."""
+        self.channels_last = channels_last == "on"
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile_mode != "off":
+            self.backbone.compile(mode=compile_mode)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
     def evaluation_context(self, device: torch.device):
@@ -224,7 +260,20 @@ class MobileOneClassifier(L.LightningModule):
             self.test_predictions["probs_tta"] = probs_tta.cpu().numpy()[order]
         self._test_batches.clear()
 
+    def step_batch_size(self) -> int | None:
+        """Images per optimizer step over every device: what the learning rate is scaled to."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "batch_size"):
+            return None
+        return datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.cfg, self.parameters())
-        scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs)
+        batch = self.step_batch_size()
+        optimizer = build_optimizer(self.cfg, self.parameters(), batch)
+        if batch and self.cfg.lr_scaling != "none" and batch != self.cfg.lr_reference_batch:
+            print(f"Learning rate {scaled_lr(self.cfg, batch):.3g}: --model.lr {self.cfg.lr:g} for "
+                  f"{self.cfg.lr_reference_batch} images per step, {self.cfg.lr_scaling}-scaled to {batch} "
+                  f"(--model.lr_scaling none keeps it), {warmup_epochs(self.cfg, batch)} warmup epochs.")  # fmt: skip
+        scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs, batch or 0)
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

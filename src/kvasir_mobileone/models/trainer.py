@@ -33,6 +33,9 @@ class RunSettings:
         seed: seed of training (weights, order, augmentation)
         eval_precision: precision of test, features and parity checks: 32-true (the default, same numbers on any
             machine) or as-training
+        compile: torch.compile the network for training: off, default, reduce-overhead (CUDA graphs) or
+            max-autotune; auto: the measured choice on a GPU (README, GPU speed), off on a CPU
+        channels_last: NHWC memory layout for the network and its input: on, off; auto: on with a GPU
     """
 
     logger: Literal["wandb", "tensorboard", "csv", "none"] = "wandb"
@@ -40,6 +43,8 @@ class RunSettings:
     run_name: str | None = None
     seed: int = 42
     eval_precision: Literal["32-true", "as-training"] = "32-true"
+    compile: Literal["auto", "off", "default", "reduce-overhead", "max-autotune"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
 
 
 def _lightning_fields() -> list[tuple]:
@@ -70,12 +75,44 @@ TrainerConfig.__doc__ = _doc()
 LIGHTNING_ARGUMENTS = tuple(f[0] for f in _FIELDS)
 
 
+# What --trainer.compile auto means on a GPU, measured by `kvasir benchmark --device cuda` (README, GPU speed): on
+# an H100, compiling made S3 training 42% faster but took a minute, more than it saves in a 30-epoch Kvasir run.
+GPU_COMPILE = "off"
+
+
+def on_gpu(accelerator: str = "auto") -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def auto_precision(accelerator: str = "auto") -> str:
-    """16-bit mixed on CUDA; fp32 on CPUs, where bf16 autocast was slower on one CPU kind and faster on another
-    (README, Speed) and changes the numbers."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    """16-bit mixed on CUDA: on an H100 it trained MobileOne-S3 21% faster than bf16-mixed (README, GPU speed).
+    fp32 on CPUs, where bf16 autocast was slower on one CPU kind and faster on another (README, Speed) and
+    changes the numbers."""
+    if on_gpu(accelerator):
         return "16-mixed"
     return "32-true"
+
+
+def training_devices(cfg) -> int:
+    """How many GPUs a TrainerConfig trains on (0 without CUDA), before a Trainer exists."""
+    if not on_gpu(cfg.accelerator):
+        return 0
+    if isinstance(cfg.devices, int):
+        return torch.cuda.device_count() if cfg.devices == -1 else cfg.devices
+    if isinstance(cfg.devices, (list, tuple)):
+        return len(cfg.devices)
+    text = str(cfg.devices)
+    if text.lstrip("-").isdigit():
+        return torch.cuda.device_count() if int(text) == -1 else int(text)
+    return len([d for d in text.split(",") if d.strip()]) if "," in text else torch.cuda.device_count()
+
+
+def speed_settings(cfg) -> tuple[str, str]:
+    """--trainer.compile and --trainer.channels_last with auto made explicit for this machine."""
+    gpu = on_gpu(cfg.accelerator)
+    compile_mode = (GPU_COMPILE if gpu else "off") if cfg.compile == "auto" else cfg.compile
+    channels_last = ("on" if gpu else "off") if cfg.channels_last == "auto" else cfg.channels_last
+    return compile_mode, channels_last
 
 
 def wandb_logged_in() -> bool:

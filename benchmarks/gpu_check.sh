@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# GPU check (issue 14), about 5 minutes on one H100/H200: training images/s for MobileOne s0, s3 and s4 at 224 px,
+# the previous data path against the current one, each setting's worth for s3, GPU utilisation and the fraction of
+# the GPU's own bf16 matmul speed; then a timed 30-epoch Kvasir-sized s3 run with the GPU defaults, start-up included.
+#
+#   bash benchmarks/gpu_check.sh              # from a fresh clone, after `make install`
+#   bash benchmarks/gpu_check.sh --accuracy   # also: old path vs new path, same seed and split, test accuracy
+#
+# Without .venv it uses python3 with src/ on the path: an image that already has torch, torchvision, timm,
+# lightning, torchmetrics, numpy, scipy, scikit-learn, matplotlib, pillow, pyyaml, tqdm, safetensors, onnx and
+# onnxruntime needs `pip install "jsonargparse[signatures]" kornia imagehash nvidia-ml-py` (the check below says).
+# Writes benchmarks/results/gpu/{benchmark.md,benchmark.json,fit_30_epochs.md} (OUT_DIR=... to change).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python
+else
+  PY=${PYTHON:-python3}
+  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1 WANDB_MODE=offline
+OUT_DIR=${OUT_DIR:-benchmarks/results/gpu}
+ACCURACY=0
+[ "${1:-}" = "--accuracy" ] && ACCURACY=1
+
+"$PY" - <<'EOF'
+import importlib.util, sys
+need = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "lightning": "lightning",
+        "torchmetrics": "torchmetrics", "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib",
+        "yaml": "pyyaml", "onnx": "onnx", "onnxruntime": "onnxruntime", "safetensors": "safetensors",
+        "jsonargparse": "jsonargparse[signatures]", "kornia": "kornia", "imagehash": "imagehash",
+        "pynvml": "nvidia-ml-py"}
+missing = [package for module, package in need.items() if importlib.util.find_spec(module) is None]
+if missing:
+    sys.exit("gpu_check.sh needs: pip install " + " ".join(f"'{p}'" for p in missing))
+import torch
+if not torch.cuda.is_available():
+    sys.exit("gpu_check.sh needs a CUDA GPU: torch.cuda.is_available() is False here.")
+print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+EOF
+
+KVASIR=("$PY" -m kvasir_mobileone)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$OUT_DIR"
+
+echo "== 1. training speed: previous path against current, one setting at a time =="
+# No configuration starts after 150 s, to keep the script near 5 minutes; the compile rows come last and take a
+# minute each: BENCH_ARGS="--gpu_budget_s 400" measures every row.
+# shellcheck disable=SC2086
+"${KVASIR[@]}" benchmark --device cuda --out "$OUT_DIR" ${BENCH_ARGS:---gpu_budget_s 150}
+
+echo "== 2. a 30-epoch Kvasir-sized s3 run (8 classes x 1,000 synthetic JPEGs at 0.3 of Kvasir's sizes) =="
+CLASSES=(dyed-lifted-polyps dyed-resection-margins esophagitis normal-cecum normal-pylorus normal-z-line polyps
+  ulcerative-colitis)
+for i in "${!CLASSES[@]}"; do  # one process per class: 8,000 images in seconds
+  "${KVASIR[@]}" synth --dest "$WORK/kvasir" --images_per_class 1000 --scale 0.3 --seed "$i" \
+    --classes "[${CLASSES[$i]}]" >/dev/null 2>&1 &
+done
+wait
+start=$(date +%s.%N)
+"${KVASIR[@]}" fit --data.data_dir "$WORK/kvasir" --model.name mobileone_s3 --model.pretrained false \
+  --trainer.max_epochs 30 --trainer.logger csv --trainer.runs_dir "$WORK/runs" --trainer.run_name s3_30 \
+  --trainer.enable_progress_bar false 2>&1 | grep -E "^(Learning rate|Test on|Run folder)" || true
+end=$(date +%s.%N)
+"$PY" - "$WORK/runs/s3_30" "$start" "$end" "$OUT_DIR/fit_30_epochs.md" <<'EOF'
+import json, sys, yaml
+from pathlib import Path
+run, start, end, out = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4])
+metrics = json.loads((run / "test" / "metrics.json").read_text())
+config = yaml.safe_load((run / "config.yaml").read_text())
+d, t = config["data"], config["trainer"]
+text = (f"# 30-epoch Kvasir-sized s3 run\n\n`kvasir fit` on 8,000 synthetic images (6,400 training), from scratch, "
+        f"GPU defaults: loader {d['loader']}, batch {d['batch_size']}, {t['precision']}, compile {t['compile']}, "
+        f"channels_last {t['channels_last']}.\n\n| wall time, start-up included | test accuracy | n |\n|---|---|---|\n"
+        f"| {end - start:.0f} s | {100 * metrics['accuracy']:.1f}% | {metrics['n']} |\n")
+out.write_text(text)
+print(text)
+EOF
+
+if [ "$ACCURACY" = 1 ]; then
+  echo "== 3. same accuracy: s3 on the previous path and on the current one, same seed and split =="
+  "${KVASIR[@]}" synth --dest "$WORK/small" --images_per_class 250 --scale 0.3 >/dev/null 2>&1
+  common=(--model.name mobileone_s3 --model.pretrained false --trainer.max_epochs 20 --trainer.logger csv
+    --trainer.runs_dir "$WORK/runs" --trainer.enable_progress_bar false)
+  "${KVASIR[@]}" fit --data.data_dir "$WORK/small" "${common[@]}" --trainer.run_name current 2>&1 | grep -E "^Test on"
+  "${KVASIR[@]}" fit --data.data_dir "$WORK/small" "${common[@]}" --trainer.run_name previous \
+    --data.manifest "$WORK/runs/current/split_manifest.csv" --data.loader workers --data.augment_on kornia \
+    --data.batch_size 32 --trainer.precision 16-mixed 2>&1 | grep -E "^Test on"
+  "${KVASIR[@]}" compare "$WORK/runs/previous" "$WORK/runs/current" --out "$OUT_DIR/accuracy"
+fi

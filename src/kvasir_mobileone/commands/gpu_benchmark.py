@@ -1,0 +1,243 @@
+"""`kvasir benchmark --device cuda`: training images/s on one GPU through the real Trainer, data module and model,
+the previous data path against the GPU-resident one, with GPU utilisation and the fraction of the GPU's own bf16
+matmul speed measured in the same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.flop_counter import FlopCounterMode
+
+from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+from kvasir_mobileone.data.folder import scan_image_folder
+from kvasir_mobileone.io import markdown_table
+from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.trainer import GPU_COMPILE
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPath:
+    """One way of training: the data path and the step settings."""
+
+    loader: str
+    augment_on: str
+    batch_size: int
+    precision: str
+    compile: str
+    channels_last: str
+
+
+# Before issue 14: DataLoader workers over the uint8 cache, kornia on the GPU, batch 32, fp16 autocast, eager.
+PREVIOUS = TrainingPath("workers", "kornia", 32, "16-mixed", "off", "off")
+# Now, on a GPU: images resident in GPU memory, batched tensor-op augmentation, batch 256, fp16 autocast, NHWC.
+CURRENT = TrainingPath("resident", "device", 256, "16-mixed", GPU_COMPILE, "on")
+# One change at a time from CURRENT: what each flag's default is worth (a change equal to CURRENT is left out).
+ABLATIONS = {
+    "channels_last off": {"channels_last": "off"},
+    "bf16-mixed": {"precision": "bf16-mixed"},
+    "batch 128": {"batch_size": 128},
+    "batch 512": {"batch_size": 512},
+    "workers loader": {"loader": "workers"},
+    "compile off": {"compile": "off"},
+    "compile default": {"compile": "default"},  # compiling takes a minute or more: last
+    "compile reduce-overhead": {"compile": "reduce-overhead"},
+}
+
+
+def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
+    """The GPU's own bf16 speed: an n x n x n matrix product on random data, timed with CUDA events."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (start.elapsed_time(end) / 1000) / 1e12
+
+
+def training_flops_per_image(name: str, size: int = 224) -> float:
+    """FLOPs of one training step per image: 3 x the unfused forward (the backward costs about twice the forward;
+    FlopCounterMode's own count of the backward is ~10x the forward for these grouped convolutions, so it is not
+    used)."""
+    model = MobileOneClassifier(["a", "b"], ModelConfig(name=name, pretrained=False)).backbone.train()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.rand(1, 3, size, size))
+    return 3 * counter.get_total_flops()
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class UtilisationSampler:
+    """Mean GPU utilisation (NVML: share of time a kernel was running, what `nvidia-smi dmon` shows as sm) over
+    a window, sampled every 50 ms in a thread."""
+
+    def __init__(self):
+        import pynvml
+
+        pynvml.nvmlInit()
+        self._nvml = pynvml
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.05):
+            self.samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+class StepTimer(Callback):
+    """Times `steps` training batches after `warmup` (compilation, CUDA graph capture, worker start-up), then
+    stops the fit; GPU utilisation is sampled over the timed steps."""
+
+    def __init__(self, warmup: int, steps: int, sample_utilisation: bool):
+        self.warmup, self.steps, self.sample = warmup, steps, sample_utilisation
+        self.seen, self.images = 0, 0
+        self.fit_start = self.start = self.seconds = self.warmup_s = None
+        self.sampler: UtilisationSampler | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        self.fit_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.seen == self.warmup:
+            synchronize()
+            self.start = time.perf_counter()
+            self.warmup_s = self.start - self.fit_start
+            if self.sample:
+                self.sampler = UtilisationSampler().__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen += 1
+        if self.seen > self.warmup:
+            self.images += len(batch[1])
+        if self.seen == self.warmup + self.steps:
+            synchronize()
+            self.seconds = time.perf_counter() - self.start
+            if self.sampler is not None:
+                self.sampler.__exit__()
+            trainer.should_stop = True
+
+
+def measure(name: str, path: TrainingPath, data_dir: Path, rows: list[dict], warmup: int, steps: int,
+            image_size: int | None = None) -> dict:  # fmt: skip
+    """Training images/s of one model on one path, through Trainer.fit (validation off); on the CPU when there is
+    no GPU (the tests), without the utilisation figure."""
+    torch._dynamo.reset()
+    gc.collect()
+    gpu = torch.cuda.is_available()
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    L.seed_everything(0, verbose=False)
+    class_names = sorted({r["label"] for r in rows})
+    module = MobileOneClassifier(class_names, ModelConfig(name=name, pretrained=False), 1000, image_size)
+    module.accelerate(path.compile, path.channels_last)
+    cfg = DataConfig(data_dir=str(data_dir), batch_size=path.batch_size, loader=path.loader,
+                     augment_on=path.augment_on, image_size=image_size)  # fmt: skip
+    datamodule = ImageFolderDataModule(cfg, rows, module.norm)
+    timer = StepTimer(warmup, steps, sample_utilisation=gpu)
+    trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, precision=path.precision,
+                        max_steps=warmup + steps + 1,
+                        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    if timer.seconds is None:
+        raise RuntimeError(f"only {timer.seen} steps ran")
+    return {"images_per_s": timer.images / timer.seconds, "gpu_utilisation": timer.sampler.mean if timer.sampler
+            else None, "warmup_s": timer.warmup_s,
+            "memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}  # fmt: skip
+
+
+def kvasir_sized_rows(data_dir: Path, images: int) -> list[dict]:
+    """A Kvasir-sized split (80/10/10 of `images` rows) cycling through the folder's images: speed does not depend
+    on which images they are, and generating thousands of JPEGs would cost more than the benchmark."""
+    items = scan_image_folder(data_dir)
+    rows = []
+    for k in range(images):
+        path, label = items[k % len(items)]
+        split = "train" if k % 10 < 8 else ("val" if k % 10 == 8 else "test")
+        rows.append({"path": path, "label": label, "split": split})
+    return rows
+
+
+def bench_gpu_training(models: tuple[str, ...], data_dir: Path, images: int, ablate: tuple[str, ...] = (),
+                       steps: int = 40, warmup: int = 15, budget_s: float = 240) -> dict:  # fmt: skip
+    """Every model on the previous and the current path, then one change at a time from the current path for
+    each `ablate` model; configurations that would start after `budget_s` are listed as not measured."""
+    began = time.perf_counter()
+    peak = matmul_tflops()
+    rows = kvasir_sized_rows(data_dir, images)
+    plan = [(m, label, path) for m in models for label, path in (("previous", PREVIOUS), ("current", CURRENT))]
+    for name in ablate:
+        changed = [(label, dataclasses.replace(CURRENT, **change)) for label, change in ABLATIONS.items()]
+        plan += [(name, label, path) for label, path in changed if path != CURRENT]
+    flops = {m: training_flops_per_image(m) for m in {m for m, _, _ in plan}}
+    results = []
+    for name, label, path in plan:
+        row = {"model": name, "path": label} | dataclasses.asdict(path)
+        if time.perf_counter() - began > budget_s:
+            results.append(row | {"error": f"not measured: past the {budget_s:.0f} s budget"})
+            continue
+        try:
+            row |= measure(name, path, data_dir, rows, warmup, steps)
+            row["matmul_fraction"] = flops[name] * row["images_per_s"] / (peak * 1e12)
+        except Exception as err:  # one failing configuration is reported, the others still run
+            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        print(row, flush=True)
+        results.append(row)
+    for row in results:
+        before = next((r for r in results if r["model"] == row["model"] and r["path"] == "previous"), None)
+        if row.get("images_per_s") and before and before.get("images_per_s"):
+            row["speedup_vs_previous"] = row["images_per_s"] / before["images_per_s"]
+    return {"bf16_matmul_tflops": peak, "gflops_per_training_image": {m: f / 1e9 for m, f in flops.items()},
+            "images": images, "steps": steps, "warmup": warmup, "rows": results}  # fmt: skip
+
+
+def render_gpu(gpu: dict) -> str:
+    flops = ", ".join(f"{m} {f:.1f}" for m, f in gpu["gflops_per_training_image"].items())
+    head = (
+        f"\n## Training on the GPU (224 px, {gpu['images']} images, {gpu['steps']} timed steps after {gpu['warmup']}; "
+        f"bf16 matmul {gpu['bf16_matmul_tflops']:.0f} TFLOP/s measured here; training GFLOP per image: {flops})\n\n"
+        "previous: DataLoader workers + kornia, batch 32, 16-mixed, eager. current: the defaults on a GPU. "
+        "Matmul fraction = training FLOP/s ÷ the bf16 matmul FLOP/s. Utilisation: NVML, as `nvidia-smi dmon` sm.\n\n"
+    )
+    table = markdown_table(
+        ["model", "path", "loader", "batch", "precision", "compile", "channels_last", "images/s", "× previous",
+         "GPU util", "matmul fraction", "warm-up (s)", "memory (GiB)"],
+        [[r["model"], r["path"], r["loader"], r["batch_size"], r["precision"], r["compile"], r["channels_last"],
+          f"{r['images_per_s']:.0f}" if r.get("images_per_s") else r.get("error", "—"),
+          f"{r['speedup_vs_previous']:.2f}" if r.get("speedup_vs_previous") else "—",
+          f"{r['gpu_utilisation']:.0f}%" if r.get("gpu_utilisation") is not None else "—",
+          f"{100 * r['matmul_fraction']:.1f}%" if r.get("matmul_fraction") else "—",
+          f"{r['warmup_s']:.1f}" if r.get("warmup_s") else "—",
+          f"{r['memory_gib']:.1f}" if r.get("memory_gib") else "—"] for r in gpu["rows"]],
+    )  # fmt: skip
+    return head + table
