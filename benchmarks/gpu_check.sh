@@ -53,15 +53,30 @@ echo "== 1. training speed: previous path against current, one setting at a time
 echo "== 2. a 30-epoch Kvasir-sized s3 run (8 classes x 1,000 synthetic JPEGs at 0.3 of Kvasir's sizes) =="
 CLASSES=(dyed-lifted-polyps dyed-resection-margins esophagitis normal-cecum normal-pylorus normal-z-line polyps
   ulcerative-colitis)
+pids=()
 for i in "${!CLASSES[@]}"; do  # one process per class: 8,000 images in seconds
   "${KVASIR[@]}" synth --dest "$WORK/kvasir" --images_per_class 1000 --scale 0.3 --seed "$i" \
-    --classes "[${CLASSES[$i]}]" >/dev/null 2>&1 &
+    --classes "[${CLASSES[$i]}]" >"$WORK/synth_$i.log" 2>&1 &
+  pids+=($!)
 done
-wait
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || { tail -5 "$WORK/synth_$i.log"; echo "error: synth of ${CLASSES[$i]} failed"; exit 1; }
+done
+# fit: the whole log in $WORK/fit.log, its key lines here; a failing fit stops the script with its last lines
+fit_or_fail() {
+  local log=$1
+  shift
+  if ! "${KVASIR[@]}" fit "$@" >"$log" 2>&1; then
+    tail -20 "$log"
+    echo "error: kvasir fit failed (log above)"
+    exit 1
+  fi
+  grep -E "^(Learning rate|images at|Test on|Run folder)|held in" "$log" || true
+}
 start=$(date +%s.%N)
-"${KVASIR[@]}" fit --data.data_dir "$WORK/kvasir" --model.name mobileone_s3 --model.pretrained false \
+fit_or_fail "$WORK/fit.log" --data.data_dir "$WORK/kvasir" --model.name mobileone_s3 --model.pretrained false \
   --trainer.max_epochs 30 --trainer.logger csv --trainer.runs_dir "$WORK/runs" --trainer.run_name s3_30 \
-  --trainer.enable_progress_bar false 2>&1 | grep -E "^(Learning rate|Test on|Run folder)" || true
+  --trainer.enable_progress_bar false
 end=$(date +%s.%N)
 "$PY" - "$WORK/runs/s3_30" "$start" "$end" "$OUT_DIR/fit_30_epochs.md" <<'EOF'
 import json, sys, yaml
@@ -80,12 +95,12 @@ EOF
 
 if [ "$ACCURACY" = 1 ]; then
   echo "== 3. same accuracy: s3 on the previous path and on the current one, same seed and split =="
-  "${KVASIR[@]}" synth --dest "$WORK/small" --images_per_class 250 --scale 0.3 >/dev/null 2>&1
-  common=(--model.name mobileone_s3 --model.pretrained false --trainer.max_epochs 20 --trainer.logger csv
+  "${KVASIR[@]}" synth --dest "$WORK/small" --images_per_class 250 --scale 0.3 >"$WORK/synth_small.log" 2>&1
+  common=(--model.name mobileone_s3 --model.pretrained false --trainer.max_epochs 10 --trainer.logger csv
     --trainer.runs_dir "$WORK/runs" --trainer.enable_progress_bar false)
-  "${KVASIR[@]}" fit --data.data_dir "$WORK/small" "${common[@]}" --trainer.run_name current 2>&1 | grep -E "^Test on"
-  "${KVASIR[@]}" fit --data.data_dir "$WORK/small" "${common[@]}" --trainer.run_name previous \
+  fit_or_fail "$WORK/current.log" --data.data_dir "$WORK/small" "${common[@]}" --trainer.run_name current
+  fit_or_fail "$WORK/previous.log" --data.data_dir "$WORK/small" "${common[@]}" --trainer.run_name previous \
     --data.manifest "$WORK/runs/current/split_manifest.csv" --data.loader workers --data.augment_on kornia \
-    --data.batch_size 32 --trainer.precision 16-mixed 2>&1 | grep -E "^Test on"
+    --data.batch_size 32
   "${KVASIR[@]}" compare "$WORK/runs/previous" "$WORK/runs/current" --out "$OUT_DIR/accuracy"
 fi

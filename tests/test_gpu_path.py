@@ -23,7 +23,14 @@ from kvasir_mobileone.data.split import make_split
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.stats import mcnemar
 from kvasir_mobileone.models import trainer as trainer_module
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig, scaled_lr, warmup_epochs
+from kvasir_mobileone.models.classifier import (
+    MobileOneClassifier,
+    ModelConfig,
+    build_lr_scheduler,
+    build_optimizer,
+    scaled_lr,
+    warmup_epochs,
+)
 from kvasir_mobileone.runs import read_checkpoint
 
 NORM = Normalization(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -92,9 +99,9 @@ def test_placement_falls_back_to_pinned_host_memory_when_the_images_do_not_fit()
     assert placement(10**12, torch.device("cpu")) == "host"
 
 
-def resident_module(data_dir, rows, norm=NORM) -> ImageFolderDataModule:
-    cfg = DataConfig(data_dir=str(data_dir), batch_size=5, num_workers=0, loader="resident", seed=7)
-    module = ImageFolderDataModule(cfg, rows, norm)
+def resident_module(data_dir, rows, norm=NORM, seed=7) -> ImageFolderDataModule:
+    cfg = DataConfig(data_dir=str(data_dir), batch_size=5, num_workers=0, loader="resident")
+    module = ImageFolderDataModule(cfg, rows, norm, seed=seed)
     module.setup("fit")
     return module
 
@@ -111,6 +118,11 @@ def test_resident_batches_visit_each_training_image_once_per_epoch(tiny_data):
         assert len(seen) == len(train) * 5 and len(set(seen.tolist())) == len(seen)  # nobody twice
     assert not torch.equal(epochs[0], epochs[1])  # reshuffled each epoch
     assert torch.equal(torch.cat([b[2] for b in resident_module(tiny_data, rows).loader("train", True)]), epochs[0])
+    resumed = resident_module(tiny_data, rows).loader("train", True)
+    resumed.sampler.set_epoch(1)  # what Lightning does at each epoch's start, a resumed run's included
+    assert torch.equal(torch.cat([b[2] for b in resumed]), epochs[1])
+    other_seed = resident_module(tiny_data, rows, seed=8).loader("train", True)  # --trainer.seed orders batches
+    assert not torch.equal(torch.cat([b[2] for b in other_seed]), epochs[0])
     cache = build_cache(tiny_data, [r["path"] for r in rows], NORM.image_size)
     classes = sorted({r["label"] for r in rows})
     images, targets, positions, skipped = next(iter(datamodule.loader("val")))
@@ -185,6 +197,38 @@ def test_learning_rate_follows_the_batch_with_warmup(tiny_data, tmp_path):
     group = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")["optimizer_states"][0]["param_groups"][0]
     assert group["initial_lr"] == pytest.approx(4e-3)
     assert group["lr"] == pytest.approx(0.01 * 4e-3)  # 3 steps into the first of 3 warmup epochs
+
+
+def test_scaling_reaches_an_init_args_lr_and_a_per_step_warmup_counts_steps():
+    sgd = ModelConfig(optimizer={"class_path": "SGD", "init_args": {"lr": 0.1}}, lr_reference_batch=32)
+    parameters = [torch.nn.Parameter(torch.zeros(2))]
+    assert build_optimizer(sgd, parameters, 64).defaults["lr"] == pytest.approx(0.2)
+    per_step = dataclasses.replace(sgd, lr_scheduler={"class_path": "StepLR", "init_args": {"step_size": 100},
+                                                      "interval": "step"})  # fmt: skip
+    optimizer = build_optimizer(per_step, parameters, 64)
+    scheduler = build_lr_scheduler(per_step, optimizer, max_epochs=10, batch_size=64, steps_per_epoch=5)
+    assert scheduler["interval"] == "step" and scheduler["scheduler"]._milestones == [3 * 5]  # 3 epochs of 5 steps
+
+
+def test_the_automatic_batch_follows_the_accelerator_not_the_machine(monkeypatch):
+    from kvasir_mobileone.commands.fit import resolved
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    data, settings = resolved(DataConfig(), trainer_module.TrainerConfig(accelerator="cpu"))
+    assert (data.batch_size, data.loader, settings.precision, settings.channels_last) == (
+        32,
+        "workers",
+        "32-true",
+        "off",
+    )
+    data, settings = resolved(DataConfig(), trainer_module.TrainerConfig())
+    assert (data.batch_size, data.loader, settings.precision, settings.channels_last) == (
+        256,
+        "resident",
+        "16-mixed",
+        "on",
+    )
 
 
 def test_compile_keeps_the_outputs_and_the_checkpoint_keys():

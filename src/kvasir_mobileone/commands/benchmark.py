@@ -107,7 +107,7 @@ def bench_data(data_dir: Path, workers: int, batch_size: int = 32) -> list[dict]
     )
     for cache, augment_on, name in variants:
         cfg = DataConfig(data_dir=str(data_dir), batch_size=batch_size, num_workers=workers, cache=cache,
-                         augment_on=augment_on)  # fmt: skip
+                         augment_on=augment_on, loader="workers")  # fmt: skip
         datamodule = ImageFolderDataModule(cfg, rows, NORM)
         start = time.perf_counter()
         datamodule.prepare_data()
@@ -318,5 +318,7 @@ def render(report: dict) -> str:
         from kvasir_mobileone.commands.gpu_benchmark import render_gpu
 
         parts.append(render_gpu(report["gpu_training"]))
-    parts.append("\nReproduce: `kvasir benchmark --out benchmarks/results`.\n")
+    gpu = "gpu_training" in report
+    command = "bash benchmarks/gpu_check.sh" if gpu else "kvasir benchmark --out benchmarks/results"
+    parts.append(f"\nReproduce: `{command}`.\n")
     return "".join(parts)

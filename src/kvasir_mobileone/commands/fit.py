@@ -102,7 +102,7 @@ def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, Trai
     the run records them."""
     data = dataclasses.replace(data, data_dir=absolute(data.data_dir), manifest=absolute(data.manifest),
                                cache_dir=absolute(data.cache_dir),
-                               batch_size=data.batch_size or default_batch_size(),
+                               batch_size=data.batch_size or default_batch_size(training_devices(trainer) > 0),
                                loader=auto_loader(data, training_devices(trainer)))  # fmt: skip
     compile_mode, channels_last = speed_settings(trainer)
     trainer = dataclasses.replace(trainer, precision=trainer.precision or auto_precision(trainer.accelerator),
@@ -168,7 +168,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
     module = MobileOneClassifier(sorted(counts["train"]), model, trainer.max_epochs or 1, data.image_size,
                                  trainer.eval_precision, config, data.mask_regions)  # fmt: skip
     module.accelerate(*speed_settings(trainer))
-    datamodule = ImageFolderDataModule(data, rows, module.norm)
+    datamodule = ImageFolderDataModule(data, rows, module.norm, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [
         # best val accuracy; no version counter, so a resumed run overwrites best.ckpt instead of adding best-v1

@@ -30,8 +30,9 @@ CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
 
 
-def default_batch_size() -> int:
-    return GPU_BATCH_SIZE if torch.cuda.is_available() else CPU_BATCH_SIZE
+def default_batch_size(gpu: bool | None = None) -> int:
+    """The batch size when none is given: for training on a GPU (default: when CUDA is visible) or on a CPU."""
+    return GPU_BATCH_SIZE if (torch.cuda.is_available() if gpu is None else gpu) else CPU_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,11 @@ class ImageFolderDataModule(L.LightningDataModule):
     workers read them from the cache or the files. `skipped` maps each training image that could not be read to
     its reason."""
 
-    def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], norm: Normalization):
+    def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], norm: Normalization, seed: int | None = None):
+        """`seed`: the training seed, which orders the resident batches (default: torch's current seed, which
+        `fit` sets from --trainer.seed)."""
         super().__init__()
+        self.train_seed = torch.initial_seed() if seed is None else seed
         self.cfg = cfg
         self.rows = rows
         self.norm = norm
@@ -249,7 +253,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 continue
             members.append(k)
         batch_size = batch_size or self.batch_size
-        seed = self.cfg.seed + (self.trainer.global_rank if self.trainer is not None else 0)
+        seed = self.train_seed + (self.trainer.global_rank if self.trainer is not None else 0)
         return ResidentBatches(self.bank, members, batch_size, shuffle, drop_last=shuffle and len(members) > batch_size,
                                seed=seed)  # fmt: skip
 

@@ -73,9 +73,11 @@ class ImageBank:
 
 
 class ResidentBatches:
-    """A DataLoader's role over an ImageBank: (uint8 N x 3 x H x W images, targets, positions within the split, [])
-    batches already on the device. Shuffled with a generator seeded by (seed, epoch) when `shuffle`; the last
-    partial batch is dropped when `drop_last` (static shapes for torch.compile and CUDA graphs, and BatchNorm
+    """A DataLoader's role over an ImageBank: (uint8 N x 3 x H x W images, targets, positions among the batches'
+    images, []) batches already on the device; for val and test (no unreadable image allowed) the positions are
+    those within the split. Shuffled with a generator seeded by (seed, epoch) when `shuffle`: Lightning sets the
+    epoch through `sampler.set_epoch` as for a DistributedSampler, so a resumed run continues the sequence. The
+    last partial batch is dropped when `drop_last` (static shapes for torch.compile and CUDA graphs, and BatchNorm
     cannot train on a batch of one)."""
 
     def __init__(self, bank: ImageBank, members: list[int], batch_size: int, shuffle: bool = False,
@@ -84,7 +86,11 @@ class ResidentBatches:
         self.members = torch.tensor(members, dtype=torch.long)
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
         self.epoch = 0
+        self.sampler = self  # where Lightning looks for set_epoch
         self._members_on_storage = self.members.to(bank.images.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.members), self.batch_size)
@@ -99,7 +105,7 @@ class ResidentBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]]:
         order = self.order(self.epoch)
-        self.epoch += 1
+        self.epoch += 1  # outside Lightning, each pass reshuffles
         bank = self.bank
         storage = bank.images.device
         order_on_storage = order.to(storage)

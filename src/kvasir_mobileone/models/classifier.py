@@ -74,23 +74,31 @@ def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
     )
 
 
+def lr_factor(cfg: ModelConfig, batch_size: int | None) -> float:
+    """What cfg.lr_scaling multiplies the learning rate by at `batch_size` images per optimizer step."""
+    if not batch_size:
+        return 1.0
+    ratio = batch_size / cfg.lr_reference_batch
+    return {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[cfg.lr_scaling]
+
+
 def scaled_lr(cfg: ModelConfig, batch_size: int) -> float:
     """The learning rate for `batch_size` images per optimizer step under cfg.lr_scaling."""
-    ratio = batch_size / cfg.lr_reference_batch
-    return cfg.lr * {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[cfg.lr_scaling]
+    return cfg.lr * lr_factor(cfg, batch_size)
 
 
 def warmup_epochs(cfg: ModelConfig, batch_size: int) -> int:
     if cfg.warmup_epochs is not None:
         return cfg.warmup_epochs
-    return SCALED_WARMUP_EPOCHS if scaled_lr(cfg, batch_size) > cfg.lr else 0
+    return SCALED_WARMUP_EPOCHS if lr_factor(cfg, batch_size) > 1 else 0
 
 
 def build_optimizer(cfg: ModelConfig, parameters, batch_size: int | None = None) -> torch.optim.Optimizer:
-    """The configured optimizer, its learning rate scaled to `batch_size` images per step."""
+    """The configured optimizer, its learning rate (--model.lr, or an init_args lr) scaled to `batch_size` images
+    per step."""
     spec = class_spec(cfg.optimizer, "torch.optim")
-    lr = scaled_lr(cfg, batch_size) if batch_size else cfg.lr
-    spec["init_args"] = {"lr": lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
+    init_args = {"lr": cfg.lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
+    spec["init_args"] = init_args | {"lr": init_args["lr"] * lr_factor(cfg, batch_size)}
     try:
         return instantiate_class(parameters, spec)
     except (ImportError, AttributeError, TypeError) as err:
@@ -98,9 +106,18 @@ def build_optimizer(cfg: ModelConfig, parameters, batch_size: int | None = None)
                         "e.g. Adam or torch.optim.SGD, with init_args it accepts.") from err  # fmt: skip
 
 
-def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0
-                       ) -> dict | None:  # fmt: skip
-    """The configured scheduler, after `warmup_epochs` of linear warmup when asked; stepped per epoch by default."""
+def scheduler_interval(cfg: ModelConfig) -> str:
+    return (
+        class_spec(cfg.lr_scheduler, "torch.optim.lr_scheduler").get("interval", "epoch")
+        if cfg.lr_scheduler
+        else "epoch"
+    )
+
+
+def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0,
+                       steps_per_epoch: int = 1) -> dict | None:  # fmt: skip
+    """The configured scheduler, after warmup_epochs of linear warmup; stepped per epoch by default (per
+    optimizer step with interval: step, when the warmup counts steps_per_epoch steps per epoch)."""
     from torch.optim.lr_scheduler import LinearLR, SequentialLR
 
     scheduler, interval = None, "epoch"
@@ -114,6 +131,7 @@ def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_e
                             "torch.optim.lr_scheduler class with init_args it accepts.") from err  # fmt: skip
     warmup = min(warmup_epochs(cfg, batch_size or cfg.lr_reference_batch), max_epochs)
     if warmup:
+        warmup *= steps_per_epoch if interval == "step" else 1
         ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
         scheduler = SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup]) if scheduler else ramp
     return {"scheduler": scheduler, "interval": interval} if scheduler else None
@@ -271,9 +289,12 @@ class MobileOneClassifier(L.LightningModule):
     def configure_optimizers(self):
         batch = self.step_batch_size()
         optimizer = build_optimizer(self.cfg, self.parameters(), batch)
-        if batch and self.cfg.lr_scaling != "none" and batch != self.cfg.lr_reference_batch:
-            print(f"Learning rate {scaled_lr(self.cfg, batch):.3g}: --model.lr {self.cfg.lr:g} for "
-                  f"{self.cfg.lr_reference_batch} images per step, {self.cfg.lr_scaling}-scaled to {batch} "
-                  f"(--model.lr_scaling none keeps it), {warmup_epochs(self.cfg, batch)} warmup epochs.")  # fmt: skip
-        scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs, batch or 0)
+        steps_per_epoch = 1
+        if scheduler_interval(self.cfg) == "step" and self._trainer is not None and self.hparams.max_epochs > 0:
+            steps_per_epoch = max(1, int(self._trainer.estimated_stepping_batches // self.hparams.max_epochs))
+        scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs, batch or 0, steps_per_epoch)
+        if lr_factor(self.cfg, batch) != 1:
+            print(f"Learning rate {optimizer.defaults['lr']:.3g}: {self.cfg.lr_scaling}-scaled from "
+                  f"{self.cfg.lr_reference_batch} images per step (--model.lr_reference_batch) to {batch}, "
+                  f"{warmup_epochs(self.cfg, batch)} warmup epochs (--model.lr_scaling none keeps it).")  # fmt: skip
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
