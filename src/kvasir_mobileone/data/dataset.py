@@ -254,8 +254,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             members.append(k)
         batch_size = batch_size or self.batch_size
         seed = self.train_seed + (self.trainer.global_rank if self.trainer is not None else 0)
+        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
         return ResidentBatches(self.bank, members, batch_size, shuffle, drop_last=shuffle and len(members) > batch_size,
-                               seed=seed)  # fmt: skip
+                               seed=seed, epoch_source=epoch)  # fmt: skip
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, targets, indices, skipped = batch

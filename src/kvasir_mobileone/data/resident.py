@@ -7,7 +7,7 @@ the same code runs on CPU tensors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -75,18 +75,17 @@ class ImageBank:
 class ResidentBatches:
     """A DataLoader's role over an ImageBank: (uint8 N x 3 x H x W images, targets, positions among the batches'
     images, []) batches already on the device; for val and test (no unreadable image allowed) the positions are
-    those within the split. Shuffled with a generator seeded by (seed, epoch) when `shuffle`: Lightning sets the
-    epoch through `sampler.set_epoch` as for a DistributedSampler, so a resumed run continues the sequence. The
-    last partial batch is dropped when `drop_last` (static shapes for torch.compile and CUDA graphs, and BatchNorm
+    those within the split. Shuffled with a generator seeded by (seed, epoch) when `shuffle`, the epoch read from
+    `epoch_source` (the trainer's current epoch) at each pass, so a resumed run continues the sequence. The last
+    partial batch is dropped when `drop_last` (static shapes for torch.compile and CUDA graphs, and BatchNorm
     cannot train on a batch of one)."""
 
     def __init__(self, bank: ImageBank, members: list[int], batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0):  # fmt: skip
+                 drop_last: bool = False, seed: int = 0, epoch_source: Callable[[], int] | None = None):  # fmt: skip
         self.bank = bank
         self.members = torch.tensor(members, dtype=torch.long)
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
-        self.epoch = 0
-        self.sampler = self  # where Lightning looks for set_epoch
+        self.epoch, self.epoch_source = 0, epoch_source
         self._members_on_storage = self.members.to(bank.images.device)
 
     def set_epoch(self, epoch: int) -> None:
@@ -104,8 +103,11 @@ class ResidentBatches:
         return torch.randperm(len(self.members), generator=generator)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]]:
+        # No `sampler` attribute for Lightning's set_epoch: with one, Lightning takes this for a DataLoader
+        if self.epoch_source is not None:
+            self.epoch = self.epoch_source()
         order = self.order(self.epoch)
-        self.epoch += 1  # outside Lightning, each pass reshuffles
+        self.epoch += 1  # without an epoch source, each pass reshuffles
         bank = self.bank
         storage = bank.images.device
         order_on_storage = order.to(storage)
