@@ -87,9 +87,7 @@ class ResidentBatches:
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
         self.epoch, self.epoch_source = 0, epoch_source
         self._members_on_storage = self.members.to(bank.images.device)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._targets = bank.targets[self.members.to(bank.device)]  # class of each member, on the device
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.members), self.batch_size)
@@ -112,7 +110,6 @@ class ResidentBatches:
         storage = bank.images.device
         order_on_storage = order.to(storage)
         order_on_device = order.to(bank.device)
-        members_on_device = self.members.to(bank.device)
         for b in range(len(self)):
             positions = order_on_storage[b * self.batch_size : (b + 1) * self.batch_size]
             rows = self._members_on_storage[positions]
@@ -123,6 +120,6 @@ class ResidentBatches:
             else:
                 images = bank.images.index_select(0, rows)
             split_positions = order_on_device[b * self.batch_size : (b + 1) * self.batch_size]
-            targets = bank.targets[members_on_device[split_positions]]
+            targets = self._targets[split_positions]
             # N x H x W x 3 -> N x 3 x H x W as a view: channels_last memory, no copy
             yield images.permute(0, 3, 1, 2), targets, split_positions, []
