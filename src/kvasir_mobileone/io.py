@@ -12,8 +12,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -49,10 +47,6 @@ def update_json(target: str | os.PathLike, updates: dict) -> Path:
     """Merge `updates` into the JSON object in target (created when missing), atomically."""
     current = json.loads(Path(target).read_text()) if Path(target).exists() else {}
     return write_json(target, current | updates)
-
-
-def write_yaml(target: str | os.PathLike, data: Any) -> Path:
-    return write_text(target, yaml.safe_dump(data, sort_keys=False))
 
 
 def write_csv(target: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:

@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from timm.utils.model import reparameterize_model
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2 as T
 
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
@@ -29,6 +28,7 @@ from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import markdown_table, write_json, write_text
+from kvasir_mobileone.models.backbone import flops_per_image
 
 MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
 NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -173,13 +173,6 @@ def bench_training(models: tuple[str, ...], batch_size: int, steps: int) -> list
                 both = r["images_per_s"] and base["images_per_s"]
                 r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"] if both else None
     return results
-
-
-def flops_per_image(model: torch.nn.Module) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.rand(1, 3, 224, 224))
-    return float(counter.get_total_flops())
 
 
 def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: float, workdir: Path) -> list[dict]:

@@ -100,10 +100,10 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
 def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, TrainerConfig]:
     """Paths made absolute, and the automatic batch size, precision, compile and memory layout made explicit, as
     the run records them."""
+    gpus = training_devices(trainer)
     data = dataclasses.replace(data, data_dir=absolute(data.data_dir), manifest=absolute(data.manifest),
-                               cache_dir=absolute(data.cache_dir),
-                               batch_size=data.batch_size or default_batch_size(training_devices(trainer) > 0),
-                               loader=auto_loader(data, training_devices(trainer)))  # fmt: skip
+                               cache_dir=absolute(data.cache_dir), loader=auto_loader(data, gpus),
+                               batch_size=data.batch_size or default_batch_size(gpus > 0))  # fmt: skip
     compile_mode, channels_last = speed_settings(trainer)
     trainer = dataclasses.replace(trainer, precision=trainer.precision or auto_precision(trainer.accelerator),
                                   compile=compile_mode, channels_last=channels_last)  # fmt: skip
@@ -151,10 +151,10 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         data, trainer = resolved(data, trainer)
         run = create_run(trainer.runs_dir, trainer.run_name, model.name)
         rows = prepare_split(data, strict, run)
-        if is_rank_zero():
-            sections = {"data": data, "model": model, "trainer": trainer}
-            run.write_config({k: dataclasses.asdict(v) for k, v in sections.items()})
-            write_manifest(run.manifest, rows)
+    config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
+    if not resume and is_rank_zero():
+        run.write_config(config)
+        write_manifest(run.manifest, rows)
     counts = split_counts(rows)
     gaps = split_gaps(rows)
     if is_rank_zero():
@@ -164,7 +164,6 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
             warnings.warn(describe_gaps(gaps) + f" (recorded in {run.split_counts})", stacklevel=2)
     L.seed_everything(trainer.seed, workers=True)
 
-    config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
     module = MobileOneClassifier(sorted(counts["train"]), model, trainer.max_epochs or 1, data.image_size,
                                  trainer.eval_precision, config, data.mask_regions)  # fmt: skip
     module.accelerate(*speed_settings(trainer))

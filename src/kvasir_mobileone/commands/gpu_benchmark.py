@@ -13,11 +13,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.flop_counter import FlopCounterMode
 
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
+from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.io import markdown_table
+from kvasir_mobileone.models.backbone import create_backbone, flops_per_image
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import GPU_COMPILE
 
@@ -66,15 +67,11 @@ def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (start.elapsed_time(end) / 1000) / 1e12
 
 
-def training_flops_per_image(name: str, size: int = 224) -> float:
-    """FLOPs of one training step per image: 3 x the unfused forward (the backward costs about twice the forward;
-    FlopCounterMode's own count of the backward is ~10x the forward for these grouped convolutions, so it is not
-    used)."""
-    model = MobileOneClassifier(["a", "b"], ModelConfig(name=name, pretrained=False)).backbone.train()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.rand(1, 3, size, size))
-    return 3 * counter.get_total_flops()
+def training_flops_per_image(name: str) -> float:
+    """FLOPs of one training step per image at 224 px: 3 x the unfused forward (the backward costs about twice the
+    forward; FlopCounterMode's own count of the backward is ~10x the forward for these grouped convolutions, so it
+    is not used)."""
+    return 3 * flops_per_image(create_backbone(name, 2, pretrained=False).train())
 
 
 def synchronize() -> None:
@@ -157,8 +154,7 @@ def measure(name: str, path: TrainingPath, data_dir: Path, rows: list[dict], war
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     L.seed_everything(0, verbose=False)
-    class_names = sorted({r["label"] for r in rows})
-    module = MobileOneClassifier(class_names, ModelConfig(name=name, pretrained=False), 1000, image_size)
+    module = MobileOneClassifier(class_names_of(rows), ModelConfig(name=name, pretrained=False), 1000, image_size)
     module.accelerate(path.compile, path.channels_last)
     cfg = DataConfig(data_dir=str(data_dir), batch_size=path.batch_size, loader=path.loader,
                      augment_on=path.augment_on, image_size=image_size)  # fmt: skip

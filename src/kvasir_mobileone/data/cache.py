@@ -40,8 +40,8 @@ class ImageCache:
         index = json.loads(index_path.read_text())
         self.size = size
         self.position = {p: i for i, p in enumerate(index["paths"])}
-        self.valid = index["valid"]
         self.errors: dict[str, str] = index.get("errors", {})  # path -> why it could not be decoded
+        self.valid = [p not in self.errors for p in index["paths"]]
         self._array_path, self._count = array_path, len(index["paths"])
         self._array: np.memmap | None = None  # opened lazily, in each DataLoader worker
 
@@ -126,7 +126,7 @@ def build_cache(
     finally:
         tmp_array.unlink(missing_ok=True)
     index = {"version": CACHE_VERSION, "size": size, "interpolation": interpolation, "paths": rel_paths,
-             "stamps": stamps, "valid": [e is None for e in errors],
+             "stamps": stamps,
              "errors": {rel: e for rel, e in zip(rel_paths, errors, strict=True) if e}}  # fmt: skip
     write_json(index_path, index)  # written last: the array is complete before an index points at it
     return ImageCache(cache_dir, size)

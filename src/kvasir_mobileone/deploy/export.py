@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import save_file
 
 from kvasir_mobileone.data.folder import expand_inputs
-from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
 from kvasir_mobileone.deploy.quantize import (
     CONFIGS,
@@ -26,7 +25,7 @@ from kvasir_mobileone.deploy.quantize import (
 )
 from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import black_out, decode_resized
+from kvasir_mobileone.images import read_network_input
 from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
 from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun, open_run
@@ -130,8 +129,7 @@ def export(
     trained = open_run(run, data_dir)
     ckpt, module, norm = trained.ckpt, trained.module, trained.norm
     paths = parity_images(trained, images, num_images)
-    pixels = np.stack([black_out(decode_resized(p, norm.image_size, norm.interpolation), norm.mask) for p in paths])
-    batch = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), norm)
+    batch = torch.from_numpy(np.stack([read_network_input(p, norm.to_dict())[0] for p in paths]))
 
     # Fuse in eval mode and fp32, on a copy: the checkpoint's training-time model stays as it is.
     unfused = module.backbone.float().eval()

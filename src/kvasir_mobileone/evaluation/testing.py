@@ -10,6 +10,7 @@ import numpy as np
 
 from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.evaluation.report import evaluate, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
 from kvasir_mobileone.io import markdown_table, write_json
@@ -105,7 +106,7 @@ def report_test_predictions(
     metrics = evaluate(probs, targets, names) | {"eval_precision": precision}
     extra = ""
     if len(variants) > 1:
-        effects = {name: evaluate(p, targets, names) for name, p in variants.items()}
+        effects = {name: compute_metrics(p, targets, names) for name, p in variants.items()}  # no intervals needed
         metrics["variants"] = {
             k: {m: v[m] for m in ("accuracy", "f1_macro", "loss", "ece")} for k, v in effects.items()
         }

@@ -65,3 +65,13 @@ def parameter_count(model: torch.nn.Module) -> int:
 def parameter_info(backbone: torch.nn.Module) -> dict[str, int]:
     """Parameters of the training-time model and of its reparameterized (fused) copy."""
     return {"parameters_unfused": parameter_count(backbone), "parameters_fused": parameter_count(fuse(backbone))}
+
+
+def flops_per_image(model: torch.nn.Module, size: int = 224) -> float:
+    """FLOPs of one forward pass on one size x size image (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.rand(1, 3, size, size))
+    return float(counter.get_total_flops())
