@@ -10,7 +10,8 @@ from kvasir_mobileone.cli import main
 def test_benchmark_writes_side_by_side_ratios(tmp_path):
     main(["benchmark", "--out", str(tmp_path), "--images", "80", "--workers", "0",
           "--train_models", "[mobileone_s0]", "--train_batch", "2", "--train_steps", "1",
-          "--inference_models", "[mobileone_s0]", "--inference_batches", "[1, 2]"])  # fmt: skip
+          "--inference_models", "[mobileone_s0]", "--inference_batches", "[1, 2]",
+          "--check_images", "60", "--check_scale", "0.05"])  # fmt: skip
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["matmul_gflops_fp32"] > 0 and report["machine"]["cores"] >= 1
     loaders = {r["loader"]: r for r in report["data"]}
@@ -28,3 +29,7 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
         fp32 = next(o for o in same if o["runtime"] == "fused onnxruntime fp32")["images_per_s"]
         assert r["speedup_vs_ort_fp32"] == pytest.approx(r["images_per_s"] / fp32)
     assert "× naive" in (tmp_path / "benchmark.md").read_text()
+    checks = report["check"]
+    assert [r["check"] for r in checks] == ["official split, empty cache", "official split, cached", "manifest, cached"]
+    assert len({r["images"] for r in checks}) == 1 and checks[0]["images"] >= 46  # every class at least 2 images
+    assert all(r["speedup_vs_cold"] == pytest.approx(checks[0]["seconds"] / r["seconds"]) for r in checks)

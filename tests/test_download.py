@@ -127,3 +127,30 @@ def test_an_incomplete_earlier_extraction_is_moved_aside(tmp_path, server):
     folder = download(str(tmp_path), url=f"{server.url}/kvasir.zip")
     assert sorted(p.name for p in folder.iterdir()) == sorted(KVASIR_CLASSES)
     assert len(list(tmp_path.glob(f".{FOLDER}.incomplete-*"))) == 1
+
+
+def test_hyper_kvasir_downloads_into_its_nested_layout_and_says_what_to_do_offline(tmp_path):
+    from kvasir_mobileone.data.datasets import HYPER_KVASIR
+    from kvasir_mobileone.data.folder import find_class_folders
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in HYPER_KVASIR.paths:
+            archive.writestr(f"labeled-images/{path}/0001-{path.rsplit('/', 1)[1]}.jpg", b"x" * 100)
+    server = Server(buffer.getvalue())
+    try:
+        url = f"{server.url}/kvasir.zip"
+        folder = download(str(tmp_path), dataset="hyper-kvasir", url=url)
+    finally:
+        server.httpd.shutdown()
+    assert folder == tmp_path / "labeled-images" and (tmp_path / "hyper-kvasir-labeled-images.zip").is_file()
+    layout = find_class_folders(folder)
+    assert layout.kind == "nested" and sorted(layout.classes) == sorted(HYPER_KVASIR.classes)
+    with pytest.raises(DownloadError, match="hyper-kvasir-labeled-images.zip.*labeled-images/ holds the 23 class"):
+        download(str(tmp_path / "offline"), dataset="hyper-kvasir", url="http://127.0.0.1:9/x.zip")
+    with zipfile.ZipFile(tmp_path / "k.zip", "w") as archive:  # a Kvasir v2 zip under the HyperKvasir name
+        archive.writestr("kvasir-dataset-v2/polyps/1.jpg", b"x")
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "k.zip").rename(tmp_path / "wrong" / "hyper-kvasir-labeled-images.zip")
+    with pytest.raises(DownloadError, match="lacks the class folders.*is it HyperKvasir"):
+        download(str(tmp_path / "wrong"), dataset="hyper-kvasir")

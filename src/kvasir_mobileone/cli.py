@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 
 from jsonargparse import auto_cli
 
@@ -79,8 +80,19 @@ def user_message(err: BaseException) -> str:
     return message
 
 
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """The tool's own warnings as `warning: ...` (they speak to the user); other libraries' as Python writes them."""
+    if f"{os.sep}kvasir_mobileone{os.sep}" in str(filename):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
 def entry() -> None:
     """Console script: exit status 0 on success, 2 with one line on stderr for a user's error."""
+    warnings.formatwarning = format_warning
     args = sys.argv[1:]
     debug = "--debug" in args or os.environ.get("KVASIR_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]

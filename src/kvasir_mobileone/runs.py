@@ -23,7 +23,8 @@ RUN_DIR_ENV = "KVASIR_RUN_DIR"  # how processes that Lightning launches for DDP 
 # file or folder -> what it holds; the README's run-folder table is this one.
 LAYOUT = {
     "config.yaml": "the resolved configuration (data, model, trainer); paths in it are absolute",
-    "split_manifest.csv": "path, label and split of every image (reuse it with --data.manifest)",
+    "split_manifest.csv": "path, label, split and near-duplicate group of every image (reuse it with --data.manifest)",
+    "split_leaks.csv": "near-duplicate groups whose images sit in more than one split (only when there are any)",
     "split_counts.json": "images per split and class, and the classes missing from a split",
     "data_problems.csv": "every file left out or skipped, with the reason",
     "checkpoints/best.ckpt": "best val accuracy; stands alone (model, classes, input size, mean/std)",
@@ -56,6 +57,7 @@ class RunFolder:
     manifest = property(lambda self: self.root / "split_manifest.csv")
     split_counts = property(lambda self: self.root / "split_counts.json")
     problems = property(lambda self: self.root / "data_problems.csv")
+    leaks = property(lambda self: self.root / "split_leaks.csv")
     checkpoints = property(lambda self: self.root / "checkpoints")
     best = property(lambda self: self.root / "checkpoints" / "best.ckpt")
     last = property(lambda self: self.root / "checkpoints" / "last.ckpt")

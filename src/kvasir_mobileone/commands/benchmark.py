@@ -19,10 +19,11 @@ from timm.utils.model import reparameterize_model
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
+from kvasir_mobileone.data.check import check_split
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import default_num_workers, scan_image_folder
-from kvasir_mobileone.data.split import make_split
-from kvasir_mobileone.data.synth import synth
+from kvasir_mobileone.data.split import make_split, write_manifest
+from kvasir_mobileone.data.synth import hyper_kvasir_sizes, synth
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
@@ -221,6 +222,26 @@ def _bf16(model, x):
         return model(x)
 
 
+def bench_check(images: int, scale: float, workdir: Path) -> list[dict]:
+    """Seconds to check a HyperKvasir-shaped folder against its official split (every image decoded and hashed,
+    near-duplicates grouped, leaks found), with an empty hash cache and again with a warm one, and a manifest of the
+    same split checked with the warm cache."""
+    sizes = hyper_kvasir_sizes().values()
+    largest = max(2, round(images * max(sizes) / sum(sizes)))
+    root = synth(str(workdir / "hyper-kvasir"), images_per_class=largest, scale=scale, layout="hyper-kvasir",
+                 sizes="hyper-kvasir")  # fmt: skip
+    rows, split_rows = [], []
+    for what in ("official split, empty cache", "official split, cached", "manifest, cached"):
+        manifest = write_manifest(workdir / "manifest.csv", split_rows) if what.startswith("manifest") else None
+        start = time.perf_counter()
+        split_rows, report, _ = check_split(root, manifest, None if manifest else "hyper-kvasir-2fold")
+        rows.append({"check": what, "images": len(report.items), "seconds": time.perf_counter() - start})
+        rows[-1]["scale"] = scale
+    for r in rows:
+        r["speedup_vs_cold"] = rows[0]["seconds"] / r["seconds"]
+    return rows
+
+
 def benchmark(
     out: str = "benchmarks/results",
     data: str | None = None,
@@ -237,11 +258,15 @@ def benchmark(
     gpu_images: int = 8000,
     gpu_ablate: tuple[str, ...] = ("mobileone_s3",),
     gpu_budget_s: float = 240,
+    check_images: int = 10662,
+    check_scale: float = 0.5,
 ) -> Path:
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
 
     --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
-    path (a Kvasir-sized split of synthetic images, or of --data), then one setting at a time for gpu_ablate."""
+    path (a Kvasir-sized split of synthetic images, or of --data), then one setting at a time for gpu_ablate.
+    The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
+    check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]')."""
     workers = default_num_workers() if workers is None else workers
     report: dict = {"machine": machine(), "workers": workers}
     report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9
@@ -255,10 +280,12 @@ def benchmark(
             data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=64, scale=0.3)
             report["gpu_training"] = bench_gpu_training(gpu_models, data_dir, gpu_images, gpu_ablate,
                                                         budget_s=gpu_budget_s)  # fmt: skip
-            skip = ("data", "training", "inference")
+            skip = ("data", "check", "training", "inference")
         if "data" not in skip:
             data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=max(2, images // 8))
             report["data"] = bench_data(data_dir, workers)
+        if "check" not in skip:
+            report["check"] = bench_check(check_images, check_scale, tmp_dir)
         if "training" not in skip:
             report["training"] = bench_training(train_models, train_batch, train_steps)
         if "inference" not in skip:
@@ -289,6 +316,27 @@ def render(report: dict) -> str:
             [[r["loader"], f"{r['images_per_s']:.0f}", f"{r['speedup_vs_naive']:.1f}",
               f"{r['cache_build_s']:.1f}" if r.get("cache_build_s") else "—"] for r in report["data"]],
         ))  # fmt: skip
+    if "check" in report:
+        first = report["check"][0]
+        parts.append(
+            f"\n## Check of a split (HyperKvasir-shaped: {first['images']:,} synthetic JPEGs at {first['scale']} of "
+            "Kvasir's sizes; decode, SHA-1 and perceptual hash of each, near-duplicate groups, leaks)\n\n"
+        )
+        parts.append(
+            markdown_table(
+                ["check", "images", "seconds", "images/s", "× empty cache"],
+                [
+                    [
+                        r["check"],
+                        r["images"],
+                        f"{r['seconds']:.1f}",
+                        f"{r['images'] / r['seconds']:.0f}",
+                        f"{r['speedup_vs_cold']:.1f}",
+                    ]
+                    for r in report["check"]
+                ],
+            )
+        )
     if "training" in report:
         parts.append("\n## Training step (224 px, Adam, this CPU)\n\n")
         parts.append(markdown_table(

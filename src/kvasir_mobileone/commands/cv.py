@@ -13,8 +13,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from kvasir_mobileone.commands.fit import fit
 from kvasir_mobileone.data.check import check_folder
 from kvasir_mobileone.data.dataset import DataConfig
+from kvasir_mobileone.data.official import apply_official_split, official_split_path, read_official_split
 from kvasir_mobileone.data.split import write_manifest
-from kvasir_mobileone.evaluation.report import evaluate, write_report
+from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, write_report
 from kvasir_mobileone.io import markdown_table, read_csv, write_json, write_text
 from kvasir_mobileone.models.classifier import ModelConfig
 from kvasir_mobileone.models.trainer import TrainerConfig
@@ -42,6 +43,24 @@ def fold_manifests(
     return manifests
 
 
+def per_fold_table(per_fold: list[dict]) -> str:
+    """One row per fold: its test images, accuracy and macro-F1 with their intervals, and accuracy on the fold's
+    leak-free test images (no near-duplicate in train/val) when they differ."""
+    rows = []
+    for k, m in enumerate(per_fold):
+        clean = m.get("leak_free")
+        if not clean:
+            leak_free = "not recorded"
+        elif clean.get("same_as_all"):
+            leak_free = "all test images"
+        elif "accuracy" in clean:
+            leak_free = f"{clean['n']} images: {accuracy_text(clean)}"
+        else:
+            leak_free = "none"
+        rows.append([k, m["n"], accuracy_text(m), f1_text(m), leak_free])
+    return markdown_table(["fold", "test images", "Accuracy [95% CI]", "macro-F1 [95% CI]", "leak-free test"], rows)
+
+
 def pooled_predictions(fold_dirs: list[Path], class_names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Every image's out-of-fold prediction: each image is in exactly one fold's test split."""
     paths, probs, targets = [], [], []
@@ -59,7 +78,12 @@ def cv(
     model: ModelConfig = ModelConfig(),
     trainer: TrainerConfig = TrainerConfig(),
 ) -> Path:
-    """Train and test one model per fold; writes every fold's run, mean ± std per metric, and pooled predictions."""
+    """Train and test one model per fold; writes every fold's run, mean ± std per metric, and pooled predictions.
+
+    With --data.official_split (e.g. hyper-kvasir-5fold) the folds are the official ones and --folds is ignored."""
+    if data.official_split:
+        _, source = official_split_path(data.official_split)
+        folds = len({fold for _, fold in read_official_split(source).values()})
     name = trainer.run_name or f"cv{folds}-{dt.datetime.now():%Y%m%d-%H%M%S}-{model.name}"
     cv_dir = Path(trainer.runs_dir).resolve() / name
     cv_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +91,16 @@ def cv(
     sections = {"data": data, "model": model, "trainer": trainer}
     RunFolder(cv_dir).write_config({"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
     report = check_folder(data.data_dir, data.near_duplicate_bits)
-    manifests = fold_manifests(report.items, report.group_of(), folds, data.val_fraction, data.seed)
+    if data.official_split:
+        manifests = []
+        for k in range(folds):
+            rows, official = apply_official_split(
+                report.items, data.official_split, k, report.group_of(), data.val_fraction, data.seed
+            )
+            manifests.append(rows)
+        print("\n".join(official.lines()[1:]))
+    else:
+        manifests = fold_manifests(report.items, report.group_of(), folds, data.val_fraction, data.seed)
     fold_dirs = []
     for k, rows in enumerate(manifests):
         manifest = write_manifest(cv_dir / f"fold{k}_manifest.csv", rows)
@@ -98,6 +131,7 @@ def cv(
         ["metric", "mean", "std", *[f"fold {k}" for k in range(folds)]],
         [[key, v["mean"], v["std"], *v["folds"]] for key, v in summary.items()],
     )
+    table += "\n" + per_fold_table(per_fold)
     write_text(cv_dir / "cv_summary.md", f"# {folds}-fold cross-validation: {model.name}\n\n{table}\n"
                f"Pooled out-of-fold predictions of all {len(paths)} images: {RunFolder(cv_dir).test_dir / 'report.md'} "
                "(what `kvasir compare` uses).\n")  # fmt: skip

@@ -11,15 +11,18 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
-from kvasir_mobileone.data.check import DataCheckError, Problem, check_folder, write_problems
+from kvasir_mobileone.data.check import DataCheckError, Problem, check_split, write_problems
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
+from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
 from kvasir_mobileone.data.split import (
     check_manifest_files,
     describe_gaps,
-    make_split,
+    describe_leaks,
+    leak_free_test,
     read_manifest,
     split_counts,
     split_gaps,
+    write_leaks,
     write_manifest,
 )
 from kvasir_mobileone.evaluation.testing import report_test_predictions
@@ -76,16 +79,24 @@ def print_split_counts(counts: dict[str, dict[str, int]]) -> None:
 
 
 def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[str, str]]:
-    """The split manifest: reused from --data.manifest, or made from a checked folder (unreadable files excluded
-    and recorded in the run folder, duplicates kept on one side of the split)."""
-    if data.manifest:
-        rows = read_manifest(data.manifest)
-        check_manifest_files(rows, data.data_dir, data.manifest)
-        return rows
-    report = check_folder(data.data_dir, data.near_duplicate_bits)
+    """The checked split with every image's near-duplicate group; problems and leaks recorded in the run folder and
+    named on the console; --data.on_leak refuse stops on a split whose near-duplicates straddle it."""
+    rows, report, official = check_split(
+        data.data_dir,
+        data.manifest,
+        data.official_split,
+        data.fold,
+        data.val_fraction,
+        data.test_fraction,
+        data.seed,
+        data.near_duplicate_bits,
+    )
+    if official and is_rank_zero():
+        for line in official.lines():
+            print(line)
     if report.problems and is_rank_zero():
         write_problems(run.problems, report.problems)
-    if report.excluded:
+    if report.excluded and not data.manifest:
         listing = "; ".join(f"{p.path}: {p.message}" for p in report.excluded[:10])
         if strict:
             raise DataCheckError(f"{len(report.excluded)} unusable files in {data.data_dir} (--strict): {listing}")
@@ -94,19 +105,53 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
             f"{run.problems}; --strict makes this an error): {listing}",
             stacklevel=2,
         )
-    return make_split(report.items, data.val_fraction, data.test_fraction, data.seed, report.group_of())
+    elif report.excluded:
+        warnings.warn(
+            f"{len(report.excluded)} training images of {data.manifest} cannot be read (listed in {run.problems}); "
+            "training skips them.",
+            stacklevel=2,
+        )
+    report_leaks(rows, run, data.on_leak)
+    return rows
+
+
+def report_leaks(rows: list[dict[str, str]], run: RunFolder, on_leak: str) -> None:
+    """Near-duplicate groups with images in more than one split: listed in RUN/split_leaks.csv and named; an error
+    with --data.on_leak refuse."""
+    message = describe_leaks(rows)
+    if message is None:
+        return
+    if is_rank_zero():
+        write_leaks(run.leaks, rows)
+    message += f"; listed in {run.leaks}."
+    if on_leak == "refuse":
+        raise DataCheckError(
+            message + " --data.on_leak refuse: use a leak-free split (fit without --data.manifest and "
+            "--data.official_split keeps near-duplicates together), or --data.on_leak report."
+        )
+    clean = len(leak_free_test(rows))
+    warnings.warn(
+        f"{message} Every test report also gives the metrics on the {clean} leak-free test images.", stacklevel=2
+    )
 
 
 def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, TrainerConfig]:
     """Paths made absolute, and the automatic batch size, precision, compile and memory layout made explicit, as
     the run records them."""
     gpus = training_devices(trainer)
-    data = dataclasses.replace(data, data_dir=absolute(data.data_dir), manifest=absolute(data.manifest),
-                               cache_dir=absolute(data.cache_dir), loader=auto_loader(data, gpus),
-                               batch_size=data.batch_size or default_batch_size(gpus > 0))  # fmt: skip
+    shipped = data.official_split in (None, *OFFICIAL_SPLITS)
+    data = dataclasses.replace(
+        data,
+        data_dir=absolute(data.data_dir),
+        manifest=absolute(data.manifest),
+        official_split=data.official_split if shipped else absolute(data.official_split),
+        cache_dir=absolute(data.cache_dir),
+        loader=auto_loader(data, gpus),
+        batch_size=data.batch_size or default_batch_size(gpus > 0),
+    )
     compile_mode, channels_last = speed_settings(trainer)
-    trainer = dataclasses.replace(trainer, precision=trainer.precision or auto_precision(trainer.accelerator),
-                                  compile=compile_mode, channels_last=channels_last)  # fmt: skip
+    precision = trainer.precision or auto_precision(trainer.accelerator)
+    trainer = dataclasses.replace(trainer, precision=precision, compile=compile_mode, channels_last=channels_last)
     return data, trainer
 
 

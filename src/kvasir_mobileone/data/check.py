@@ -4,6 +4,7 @@ class folders, broken links, system files, and exact or near-duplicate images (p
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections import Counter
@@ -15,16 +16,26 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
+from kvasir_mobileone.data.cache import CACHE_DIR_NAME, stamp
 from kvasir_mobileone.data.folder import (
     SYSTEM_FILES,
     DataError,
-    class_folders,
     default_num_workers,
+    find_class_folders,
     is_hidden,
-    require_dir,
     walk,
 )
-from kvasir_mobileone.data.split import describe_gaps, make_split, split_gaps
+from kvasir_mobileone.data.official import OfficialSplit, apply_official_split
+from kvasir_mobileone.data.split import (
+    check_manifest_files,
+    describe_gaps,
+    describe_leaks,
+    make_split,
+    read_manifest,
+    split_gaps,
+    with_groups,
+    write_leaks,
+)
 from kvasir_mobileone.images import to_rgb
 from kvasir_mobileone.io import IMAGE_EXTENSIONS, markdown_table, write_csv, write_json
 
@@ -56,6 +67,7 @@ class FolderReport:
     items: list[tuple[str, str]]  # usable (relative path, class)
     problems: list[Problem] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)  # relative paths, 2 or more per group
+    layout: str = ""  # what the check found: the folder's layout, or the list it checked
 
     @property
     def excluded(self) -> list[Problem]:
@@ -102,26 +114,25 @@ def inspect_image(path: str) -> dict:
 
 
 def _hamming_groups(paths: list[str], hashes: np.ndarray, max_bits: int) -> list[list[str]]:
-    """Connected groups of images whose 64-bit hashes differ in at most max_bits bits (union-find)."""
-    parent = list(range(len(paths)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    """Connected groups of images whose 64-bit hashes differ in at most max_bits bits."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     bits = np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(bool)
+    rows, cols = [], []
     for start in range(0, len(paths), 512):  # blocks keep memory at 512 x n
         block = bits[start : start + 512]
-        distance = (block[:, None, :] != bits[None, :, :]).sum(axis=2)
-        for i, j in zip(*np.nonzero(distance <= max_bits), strict=True):
-            a, b = find(start + int(i)), find(int(j))
-            if a != b:
-                parent[a] = b
+        i, j = np.nonzero((block[:, None, :] != bits[None, :, :]).sum(axis=2) <= max_bits)
+        rows.append(i + start)
+        cols.append(j)
+    n = len(paths)
+    if not n:
+        return []
+    edges = np.concatenate(rows), np.concatenate(cols)
+    _, component = connected_components(coo_matrix((np.ones(len(edges[0])), edges), shape=(n, n)), directed=False)
     groups: dict[int, list[str]] = {}
-    for i, p in enumerate(paths):
-        groups.setdefault(find(i), []).append(p)
+    for path, c in zip(paths, component.tolist(), strict=True):
+        groups.setdefault(c, []).append(path)
     return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
@@ -136,16 +147,24 @@ def _exact_groups(paths: list[str], infos: dict[str, dict]) -> list[list[str]]:
 def check_folder(
     data_dir: str | Path, near_duplicate_bits: int = NEAR_DUPLICATE_BITS, workers: int | None = None
 ) -> FolderReport:
-    """Scan data_dir/<class>/ and inspect every file; raise DataCheckError when nothing usable is left."""
-    root = require_dir(data_dir)
+    """Find the class folders of data_dir (at any depth) and inspect every file; raise DataCheckError when nothing
+    usable is left."""
+    layout = find_class_folders(data_dir)
+    root = layout.root
     problems: list[Problem] = []
     candidates: list[tuple[str, str]] = []
-    classes_dirs, skipped_dirs = class_folders(root)
-    for folder in skipped_dirs:
-        if folder.name != ".kvasir_cache":  # this tool's own decode-once cache
-            problems.append(Problem(folder.name + "/", "ignored", "system or hidden folder, not a class"))
-    found = Counter()
-    for rel, label, path in walk(root):
+    for folder in layout.skipped:
+        if folder.name != CACHE_DIR_NAME:  # this tool's own decode-once cache
+            problems.append(
+                Problem(folder.relative_to(root).as_posix() + "/", "ignored", "system or hidden folder, not a class")
+            )
+    for folder in layout.empty:
+        problems.append(
+            Problem(folder.relative_to(root).as_posix() + "/", "empty-class", "folder with no images: not a class")
+        )
+    for path in layout.loose:
+        problems.append(Problem(path.name, "ignored", "image outside any class folder: it has no class"))
+    for rel, label, path in walk(root, layout):
         if is_hidden(Path(rel).parts):
             if path.is_file() and path.name not in SYSTEM_FILES:
                 problems.append(Problem(rel, "ignored", "hidden file"))
@@ -153,14 +172,44 @@ def check_folder(
             problems.append(Problem(rel, "broken-link", "symbolic link to a missing file", "error"))
         elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             candidates.append((rel, label))
-            found[label] += 1
         elif path.is_file() and path.name not in SYSTEM_FILES:
             problems.append(Problem(rel, "ignored", f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
-    for class_dir in classes_dirs:
-        if not found[class_dir.name]:
-            problems.append(Problem(class_dir.name + "/", "empty-class", "class folder with no images: not a class"))
+    return inspect_items(root, candidates, problems, near_duplicate_bits, workers, layout.describe())
 
-    infos = _inspect_all([str(root / rel) for rel, _ in candidates], workers)
+
+def check_items(
+    data_dir: str | Path,
+    items: list[tuple[str, str]],
+    source: str,
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
+    workers: int | None = None,
+) -> FolderReport:
+    """The same check for a list of (relative path, class) that a manifest or an official split names: every
+    listed file is inspected as a folder's would be (unreadable files, duplicates, label conflicts)."""
+    root = Path(data_dir)
+    problems, candidates = [], []
+    for rel, label in items:
+        path = root / rel
+        if path.is_symlink() and not path.exists():
+            problems.append(Problem(rel, "broken-link", "symbolic link to a missing file", "error"))
+        else:
+            candidates.append((rel, label))
+    return inspect_items(
+        root, candidates, problems, near_duplicate_bits, workers, f"{len(items)} images listed in {source}"
+    )
+
+
+def inspect_items(
+    root: Path,
+    candidates: list[tuple[str, str]],
+    problems: list[Problem],
+    near_duplicate_bits: int,
+    workers: int | None,
+    layout: str,
+) -> FolderReport:
+    """Inspect every candidate image (unreadable, small, converted), group exact and near-duplicates, and flag
+    groups that carry two labels."""
+    infos = inspect_cached(root, [rel for rel, _ in candidates], workers)
     items = []
     for (rel, label), info in zip(candidates, infos, strict=True):
         if "error" in info:
@@ -194,7 +243,36 @@ def check_folder(
         raise DataCheckError(
             f"{root} holds a single class ({next(iter(classes))}); a classifier needs at least two class folders."
         )
-    return FolderReport(str(root), items, problems, groups)
+    return FolderReport(str(root), items, problems, groups, layout)
+
+
+CHECK_CACHE = "check_v1.json"  # in the data folder's .kvasir_cache: what inspect_image found, per file and stamp
+
+
+def inspect_cached(root: Path, rel_paths: list[str], workers: int | None) -> list[dict]:
+    """inspect_image for every path, each file decoded and hashed once: results are kept in
+    DATA/.kvasir_cache/check_v1.json keyed by the file's size and modification time, so a second check of the same
+    files (fit, cv, check --manifest) reads them back."""
+    cache_file = root / CACHE_DIR_NAME / CHECK_CACHE
+    try:
+        known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    except (OSError, ValueError):
+        known = {}  # a damaged cache is rebuilt
+    stamps = {}
+    for rel in rel_paths:
+        try:
+            stamps[rel] = stamp(root / rel)
+        except OSError:
+            stamps[rel] = None  # missing or unreadable: inspect_image says why
+    todo = [rel for rel in rel_paths if stamps[rel] is None or known.get(rel, {}).get("stamp") != stamps[rel]]
+    fresh = dict(zip(todo, _inspect_all([str(root / rel) for rel in todo], workers), strict=True))
+    if todo:
+        known |= {rel: {"stamp": stamps[rel], "info": info} for rel, info in fresh.items() if stamps[rel]}
+        try:
+            write_json(cache_file, known)
+        except OSError as err:  # a read-only data folder: the check still ran, only the next one is not faster
+            warnings.warn(f"Could not keep the check's results in {cache_file} ({err}).", stacklevel=2)
+    return [fresh[rel] if rel in fresh else known[rel]["info"] for rel in rel_paths]
 
 
 def _inspect_all(paths: list[str], workers: int | None) -> list[dict]:
@@ -216,27 +294,90 @@ def write_problems(path: Path, problems: list[Problem]) -> Path:
     )
 
 
+def check_split(
+    data_dir: str | Path,
+    manifest: str | None = None,
+    official_split: str | None = None,
+    fold: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
+) -> tuple[list[dict[str, str]], FolderReport, OfficialSplit | None]:
+    """A split and the check of its images, whoever made it, with every image's near-duplicate group: a manifest
+    (its files checked as a folder's are, and used as it is, so an unreadable val/test image stops here), an
+    official split of a checked folder, or a new stratified split of a checked folder (unreadable files excluded,
+    near-duplicates kept together)."""
+    official = None
+    if manifest:
+        rows = read_manifest(manifest)
+        check_manifest_files(rows, data_dir, manifest)
+        report = check_items(data_dir, [(r["path"], r["label"]) for r in rows], str(manifest), near_duplicate_bits)
+        split_of = {r["path"]: r["split"] for r in rows}
+        held_out = [p for p in report.excluded if split_of.get(p.path, "train") != "train"]
+        if held_out:
+            raise DataCheckError(
+                f"{len(held_out)} val/test images of the split manifest {manifest} cannot be used: "
+                + "; ".join(f"{p.path}: {p.message}" for p in held_out[:10])
+                + ". Metrics over fewer images than the split holds would be wrong: replace the files, or make a new "
+                "split (fit without --data.manifest)."
+            )
+    else:
+        report = check_folder(data_dir, near_duplicate_bits)
+        if official_split:
+            rows, official = apply_official_split(
+                report.items, official_split, fold, report.group_of(), val_fraction, seed
+            )
+            report.problems += [
+                Problem(rel, "not-in-split", f"not listed in the official split {official.name}: left out", "error")
+                for rel in official.files_without_row
+            ]
+        else:
+            rows = make_split(report.items, val_fraction, test_fraction, seed, report.group_of())
+    return with_groups(rows, report.group_of()), report, official
+
+
 def check(
-    data: str = "data/kvasir-dataset-v2", out: str | None = None, near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+    data: str = "data/kvasir-dataset-v2",
+    out: str | None = None,
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
+    manifest: str | None = None,
+    official_split: str | None = None,
+    fold: int = 0,
 ) -> FolderReport:
-    """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training."""
-    report = check_folder(data, near_duplicate_bits)
-    rows = [[p.severity, p.kind, p.path, p.message] for p in report.problems]
-    if rows:
-        print(markdown_table(["severity", "kind", "path", "what"], rows[:200]))
+    """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training; with
+    --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it."""
+    if manifest or official_split:
+        rows, report, official = check_split(
+            data, manifest, official_split, fold, near_duplicate_bits=near_duplicate_bits
+        )
+    else:
+        report, rows, official = check_folder(data, near_duplicate_bits), None, None
+    print(f"Found a {report.layout}." if not manifest else f"Checked the {report.layout}.")
+    for line in official.lines() if official else []:
+        print(line)
+    problem_rows = [[p.severity, p.kind, p.path, p.message] for p in report.problems]
+    if problem_rows:
+        print(markdown_table(["severity", "kind", "path", "what"], problem_rows[:200]))
     excluded = len(report.excluded)
     print(
         f"{len(report.items)} usable images in {len(Counter(c for _, c in report.items))} classes; "
         f"{excluded} would be excluded from training; {len(report.duplicate_groups)} duplicate groups. "
         f"({_summary(report.problems)})"
     )
-    try:  # the split fit would make with the default fractions
-        gaps = split_gaps(make_split(report.items, groups=report.group_of()))
-    except DataError as err:
-        print(f"warning: {err}")
+    if rows is None:
+        try:  # the split fit would make with the default fractions
+            gaps = split_gaps(make_split(report.items, groups=report.group_of()))
+        except DataError as err:
+            print(f"warning: {err}")
+        else:
+            if gaps:
+                print("warning: with 10% val and 10% test: " + describe_gaps(gaps))
     else:
-        if gaps:
-            print("warning: with 10% val and 10% test: " + describe_gaps(gaps))
+        leaking = describe_leaks(rows)
+        print(f"warning: {leaking}." if leaking else "No near-duplicate group straddles the split.")
+        if leaking and out:
+            print(f"Written: {write_leaks(Path(out) / 'split_leaks.csv', rows)}")
     if out:
         write_problems(Path(out) / "problems.csv", report.problems)
         write_json(Path(out) / "check.json", asdict(report))

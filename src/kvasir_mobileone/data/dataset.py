@@ -56,6 +56,12 @@ class DataConfig:
             per image; workers: DataLoader workers read the cache or decode the files
         augment_on: auto: on the GPU when there is one (batched tensor ops), else in workers; kornia: the
             previous GPU augmentation, kept for comparison (`kvasir benchmark --device cuda`)
+        official_split: an official split instead of a random one: hyper-kvasir-2fold, hyper-kvasir-5fold (shipped
+            with the package) or a CSV in their format (file-name;class-name;split-index). Images are matched by
+            file name, labels come from the folders; fold `fold` is test, the others train, val carved from them
+        fold: the official split's fold used as test (0-based)
+        on_leak: report: near-duplicate groups that straddle train/val/test are listed in the run and every test
+            report also gives the metrics on the leak-free test images; refuse: such a split stops fit
         mask_regions: regions blacked out of every image in training, evaluation and prediction, so that the
             model cannot read them: names (bottom-left-box, top-left-text, left-strip, right-strip,
             black-corners) or name:x0,y0,x1,y1 boxes in relative coordinates
@@ -75,6 +81,9 @@ class DataConfig:
     loader: Literal["auto", "workers", "resident"] = "auto"
     augment_on: Literal["auto", "workers", "device", "kornia"] = "auto"
     mask_regions: list[str] | None = None
+    official_split: str | None = None
+    fold: int = 0
+    on_leak: Literal["report", "refuse"] = "report"
 
 
 def auto_loader(cfg: DataConfig, devices: int | None = None) -> str:

@@ -1,4 +1,5 @@
-"""`kvasir download`: fetch the Kvasir v2 zip (resumable), check it, extract it; a second run does nothing."""
+"""`kvasir download`: fetch the Kvasir v2 or HyperKvasir zip (resumable), check it, extract it; a second run does
+nothing."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
-from kvasir_mobileone.data.synth import KVASIR_CLASSES
+from kvasir_mobileone.data.datasets import DATASETS, KVASIR_V2, Dataset
 from kvasir_mobileone.errors import UserError
 
-KVASIR_URL = "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip"
-ZIP_NAME = "kvasir-dataset-v2.zip"
-FOLDER = "kvasir-dataset-v2"
+FOLDER = KVASIR_V2.folder
 CHUNK = 1 << 20
 
 
@@ -25,16 +25,18 @@ class DownloadError(UserError):
     """The dataset could not be fetched or checked; the message says what to do by hand."""
 
 
-def _by_hand(url: str, dest: Path) -> str:
+def _by_hand(url: str, target: Path) -> str:
+    """How to do it by hand; `target` is where the zip goes."""
+    dataset = next((d for d in DATASETS.values() if d.zip_name == target.name), KVASIR_V2)
     return (
-        f"To install it by hand: download {url} in a browser, put the zip at {dest / ZIP_NAME} and run this "
-        f"command again (it checks and extracts it), or extract it yourself so that {dest / FOLDER}/<class>/ "
-        "holds the 8 class folders."
+        f"To install it by hand: download {url} in a browser, put the zip at {target} and run this command again "
+        f"(it checks and extracts it), or extract it yourself so that {target.parent / dataset.folder}/ holds the "
+        f"{len(dataset.classes)} class folders."
     )
 
 
-def is_extracted(folder: Path, classes=KVASIR_CLASSES) -> bool:
-    return all((folder / c).is_dir() and any((folder / c).iterdir()) for c in classes)
+def is_extracted(folder: Path, dataset: Dataset = KVASIR_V2) -> bool:
+    return all((folder / p).is_dir() and any((folder / p).iterdir()) for p in dataset.paths)
 
 
 def fetch(url: str, target: Path, timeout: float = 60.0) -> Path:
@@ -48,12 +50,10 @@ def fetch(url: str, target: Path, timeout: float = 60.0) -> Path:
         if err.code == 416 and have:  # nothing left to fetch: the partial file is already whole
             os.replace(part, target)
             return target
-        raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}. {_by_hand(url, target.parent)}") from err
+        raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}. {_by_hand(url, target)}") from err
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(
-            f"Could not reach {url} ({reason}); are you offline? {_by_hand(url, target.parent)}"
-        ) from err
+        raise DownloadError(f"Could not reach {url} ({reason}); are you offline? {_by_hand(url, target)}") from err
 
     with response:
         length = int(response.headers.get("Content-Length") or 0)
@@ -106,8 +106,8 @@ def content_range_start(header: str | None) -> int | None:
         return None
 
 
-def check_zip(zip_path: Path, classes=KVASIR_CLASSES, expected_size: int | None = None) -> None:
-    """The zip opens, its CRCs are good and it holds FOLDER/<class>/ for every class."""
+def check_zip(zip_path: Path, dataset: Dataset = KVASIR_V2, expected_size: int | None = None) -> None:
+    """The zip opens, its CRCs are good and it holds every class folder of the dataset."""
     size = zip_path.stat().st_size
     if expected_size and size != expected_size:
         raise DownloadError(f"{zip_path} is {size:,} bytes, expected {expected_size:,}. Delete it and run again.")
@@ -119,48 +119,55 @@ def check_zip(zip_path: Path, classes=KVASIR_CLASSES, expected_size: int | None 
         raise DownloadError(f"{zip_path} is not a valid zip ({err}). Delete it and run again.") from err
     if bad:
         raise DownloadError(f"{zip_path} is damaged (bad CRC in {bad}). Delete it and run again.")
-    missing = [c for c in classes if not any(n.startswith(f"{FOLDER}/{c}/") for n in names)]
+    missing = [p for p in dataset.paths if not any(n.startswith(f"{dataset.folder}/{p}/") for n in names)]
     if missing:
-        raise DownloadError(f"{zip_path} lacks the class folders {missing} under {FOLDER}/; is it Kvasir v2?")
+        raise DownloadError(
+            f"{zip_path} lacks the class folders {missing} under {dataset.folder}/; is it {dataset.title}?"
+        )
 
 
-def extract(zip_path: Path, dest: Path) -> Path:
-    """Extract into a hidden staging folder, then move FOLDER into place in one rename."""
-    staging = dest / f".{FOLDER}.extracting"
+def extract(zip_path: Path, dest: Path, folder: str = FOLDER) -> Path:
+    """Extract into a hidden staging folder, then move the dataset's folder into place in one rename."""
+    staging = dest / f".{folder}.extracting"
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(zip_path) as archive:
         members = [m for m in archive.namelist() if not m.startswith("__MACOSX/")]
         for member in tqdm(members, desc="extract", unit="file"):
             archive.extract(member, staging)
-    target = dest / FOLDER
+    target = dest / folder
     if target.exists():  # an earlier, incomplete extraction (download() returns early on a complete one)
-        aside = dest / f".{FOLDER}.incomplete-{os.getpid()}"
+        aside = dest / f".{folder}.incomplete-{os.getpid()}"
         os.replace(target, aside)
         print(f"Moved the incomplete {target} aside to {aside}; delete it once the new folder is in place.")
-    os.replace(staging / FOLDER, target)
+    os.replace(staging / folder, target)
     shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 def download(
-    dest: str = "data", url: str = KVASIR_URL, expected_size: int | None = None, keep_zip: bool = True
+    dest: str = "data",
+    dataset: Literal["kvasir-v2", "hyper-kvasir"] = "kvasir-v2",
+    url: str | None = None,
+    expected_size: int | None = None,
+    keep_zip: bool = True,
 ) -> Path:
-    """Kvasir v2 into DEST/kvasir-dataset-v2/<class>/; resumes partial downloads; idempotent."""
+    """Kvasir v2 into DEST/kvasir-dataset-v2/<class>/, or HyperKvasir's labeled images (--dataset hyper-kvasir) into
+    DEST/labeled-images/<tract>/<group>/<class>/; resumes partial downloads; idempotent. --url: another mirror."""
+    spec = DATASETS[dataset]
+    url = url or spec.url
     dest_dir = Path(dest)
-    folder = dest_dir / FOLDER
-    if is_extracted(folder):
-        print(f"Kvasir v2 is already in {folder}; nothing to do.")
+    folder = dest_dir / spec.folder
+    if is_extracted(folder, spec):
+        print(f"{spec.title} is already in {folder}; nothing to do.")
         return folder
     dest_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = dest_dir / ZIP_NAME
+    zip_path = dest_dir / spec.zip_name
     if not zip_path.exists():
         fetch(url, zip_path)
-    check_zip(zip_path, expected_size=expected_size)
-    extract(zip_path, dest_dir)
+    check_zip(zip_path, spec, expected_size=expected_size)
+    extract(zip_path, dest_dir, spec.folder)
     if not keep_zip:
         zip_path.unlink()
-    print(
-        f"Kvasir v2 is in {folder}. Licence: research and education only; cite Pogorelov et al., MMSys 2017.\n"
-        f"Next: kvasir fit --data.data_dir {folder}"
-    )
+    split = " --data.official_split hyper-kvasir-2fold" if spec.key == "hyper-kvasir" else ""
+    print(f"{spec.title} is in {folder}. Licence: {spec.terms}\nNext: kvasir fit --data.data_dir {folder}{split}")
     return folder

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from kvasir_mobileone.data.folder import scan_image_folder
+from kvasir_mobileone.data.folder import find_class_folders, scan_image_folder
 from kvasir_mobileone.data.regions import census_by_class
 from kvasir_mobileone.data.split import read_manifest, split_counts
 from kvasir_mobileone.images import decode_resized, load_rgb
@@ -97,6 +97,8 @@ def eda(
 ) -> Path:
     """Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census."""
     data_dir, out_dir = Path(data), Path(out)
+    layout = find_class_folders(data_dir).describe()
+    print(f"Found a {layout}.")
     items = scan_image_folder(data_dir)
     counts = dict(sorted(Counter(label for _, label in items).items()))
     sizes = []
@@ -104,6 +106,7 @@ def eda(
         with Image.open(data_dir / rel) as image:  # reads the header only
             sizes.append(image.size)
     summary: dict = {
+        "layout": layout,
         "total": len(items),
         "classes": counts,
         "resolutions": dict(Counter(f"{w}x{h}" for w, h in sizes)),
@@ -117,7 +120,9 @@ def eda(
             row += [per_split[s].get(row[0], 0) if row[0] != "total" else sum(per_split[s].values()) for s in per_split]
     table = markdown_table(header, rows)
     write_json(out_dir / "class_counts.json", summary)
-    write_text(out_dir / "class_counts.md", f"# Class counts: {data_dir}\n\n{table}")
+    write_text(
+        out_dir / "class_counts.md", f"# Class counts: {data_dir}\n\n{layout[0].upper()}{layout[1:]}.\n\n{table}"
+    )
     plot_class_counts(counts, out_dir / "class_counts.png")
     plot_sample_grid(items, data_dir, out_dir / "samples.png", samples_per_class)
     plot_resolutions(sizes, out_dir / "resolutions.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from kvasir_mobileone.errors import UserError
@@ -36,24 +37,81 @@ def require_dir(data_dir: str | Path) -> Path:
     return root
 
 
-def class_folders(root: Path) -> tuple[list[Path], list[Path]]:
-    """(class folders, hidden or system folders that are not classes), sorted by name."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    skipped = [p for p in folders if p.name.startswith((".", "__")) or p.name in SYSTEM_DIRS]
-    return [p for p in folders if p not in skipped], skipped
+@dataclass(frozen=True)
+class FolderLayout:
+    """Where the classes of a data folder are. The class of an image is the name of the folder that holds it (the
+    leaf folder): data/<class>/ (flat, Kvasir v2) or data/<group>/.../<class>/ (nested, HyperKvasir)."""
+
+    root: Path
+    classes: dict[str, Path]  # class name -> its folder, sorted by name
+    skipped: list[Path]  # hidden or system folders, not classes
+    empty: list[Path]  # leaf folders without images: not classes
+    loose: list[Path]  # image files directly in the data folder, outside any class folder
+
+    @property
+    def kind(self) -> str:
+        return "flat" if all(p.parent == self.root for p in self.classes.values()) else "nested"
+
+    def describe(self) -> str:
+        """One sentence naming the layout, for eda and check."""
+        if self.kind == "flat":
+            return f"flat layout: {len(self.classes)} class folders directly in {self.root}"
+        depths = sorted({len(p.relative_to(self.root).parts) for p in self.classes.values()})
+        return (
+            f"nested layout: {len(self.classes)} class folders (the leaf folders holding images) "
+            f"{'/'.join(map(str, depths))} levels below {self.root}"
+        )
 
 
-def walk(data_dir: str | Path) -> Iterator[tuple[str, str, Path]]:
-    """(path relative to data_dir, class name, path) of every entry under data_dir/<class>/, hidden ones included,
-    in sorted order: the one walk that `check` (which reports what it skips) and `scan_image_folder` share."""
+def is_system_dir(name: str) -> bool:
+    return name.startswith((".", "__")) or name in SYSTEM_DIRS
+
+
+def find_class_folders(data_dir: str | Path) -> FolderLayout:
+    """The class folders of a data folder, at any depth: every folder that holds image files is a class, named after
+    that folder. A folder holding both images and class folders, or two class folders of one name, is an error."""
     root = require_dir(data_dir)
-    for class_dir in class_folders(root)[0]:
+    classes: dict[str, Path] = {}
+    skipped, empty, loose = [], [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames.sort()
+        skipped += [here / d for d in dirnames if is_system_dir(d)]
+        dirnames[:] = [d for d in dirnames if not is_system_dir(d)]
+        images = [f for f in sorted(filenames) if is_image_file(Path(f))]
+        if here == root:
+            loose += [here / f for f in images]
+            continue
+        if not images:
+            if not dirnames:
+                empty.append(here)
+            continue
+        holder = next((p for p in classes.values() if p in here.parents), None)
+        if holder is not None:
+            raise DataError(
+                f"{holder} holds both images and the class folder {here.relative_to(root)}: is it a class or a "
+                "group of classes? Move its images into a class folder of their own, or the sub-folder out of it."
+            )
+        if here.name in classes:
+            raise DataError(
+                f"Two class folders are named {here.name!r}: {classes[here.name]} and {here}. A class is its "
+                "folder's name, so each must be unique; rename one."
+            )
+        classes[here.name] = here
+    return FolderLayout(root, dict(sorted(classes.items())), skipped, empty, loose)
+
+
+def walk(data_dir: str | Path, layout: FolderLayout | None = None) -> Iterator[tuple[str, str, Path]]:
+    """(path relative to data_dir, class name, path) of every entry under each class folder, hidden ones included,
+    in sorted order: the one walk that `check` (which reports what it skips) and `scan_image_folder` share."""
+    layout = layout or find_class_folders(data_dir)
+    for name, class_dir in layout.classes.items():
         for path in sorted(class_dir.rglob("*")):
-            yield path.relative_to(root).as_posix(), class_dir.name, path
+            yield path.relative_to(layout.root).as_posix(), name, path
 
 
 def scan_image_folder(data_dir: str | Path) -> list[tuple[str, str]]:
-    """(path relative to data_dir, class name) for every visible image file in data_dir/<class>/, sorted."""
+    """(path relative to data_dir, class name) for every visible image file of every class folder, sorted."""
     items = [
         (rel, label)
         for rel, label, path in walk(data_dir)
@@ -62,7 +120,7 @@ def scan_image_folder(data_dir: str | Path) -> list[tuple[str, str]]:
     if not items:
         raise DataError(
             f"No images found in {data_dir}: expected one sub-folder per class holding image files "
-            f"({', '.join(IMAGE_EXTENSIONS)})."
+            f"({', '.join(IMAGE_EXTENSIONS)}), at any depth (the class is the folder that holds the images)."
         )
     return items
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from kvasir_mobileone.io import read_csv, write_csv
 
 SPLITS = ("train", "val", "test")
 MANIFEST_HEADER = ("path", "label", "split")
+GROUP = "group"  # optional 4th column: the near-duplicate group of the image (images of one group are near-copies)
 
 
 def group_labels(items: list[tuple[str, str]], groups: dict[str, int]) -> dict[int, str]:
@@ -55,7 +57,77 @@ def make_split(
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, str]]) -> Path:
-    return write_csv(path, MANIFEST_HEADER, [[r[k] for k in MANIFEST_HEADER] for r in rows])
+    """path, label, split, and the near-duplicate group when the rows carry one."""
+    header = MANIFEST_HEADER + ((GROUP,) if rows and all(GROUP in r for r in rows) else ())
+    return write_csv(path, header, [[r[k] for k in header] for r in rows])
+
+
+def with_groups(rows: list[dict[str, str]], groups: dict[str, int]) -> list[dict[str, str]]:
+    """The rows with their near-duplicate group, as the manifest records it ("" for an image the check could not
+    read, which belongs to no group)."""
+    return [r | {GROUP: str(groups[r["path"]]) if r["path"] in groups else ""} for r in rows]
+
+
+def carve_validation(
+    items: list[tuple[str, str]], groups: dict[str, int], val_fraction: float, seed: int
+) -> dict[str, str]:
+    """{path: "train" | "val"}: about val_fraction of the items as val, stratified by class, seeded, and with every
+    near-duplicate group on one side (StratifiedGroupKFold: one fold of round(1 / val_fraction))."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = np.array([label for _, label in items])
+    group_ids = np.array([groups[path] for path, _ in items])
+    # StratifiedGroupKFold needs a class with at least n_folds images: on tiny data val takes a larger share
+    n_folds = max(2, min(round(1 / max(val_fraction, 1e-9)), max(Counter(labels.tolist()).values())))
+    with warnings.catch_warnings():  # a class smaller than n_folds is expected (HyperKvasir: 6 hemorrhoids)
+        warnings.simplefilter("ignore", UserWarning)
+        _, val = next(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(labels, labels, group_ids))
+    val_set = set(val.tolist())
+    return {path: "val" if i in val_set else "train" for i, (path, _) in enumerate(items)}
+
+
+def leaks(rows: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The near-duplicate groups whose members sit in more than one split: each group's rows, sorted by split."""
+    by_group: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        if r.get(GROUP, "") != "":
+            by_group.setdefault(r[GROUP], []).append(r)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    return [
+        sorted(members, key=lambda r: (order[r["split"]], r["path"]))
+        for members in by_group.values()
+        if len({r["split"] for r in members}) > 1
+    ]
+
+
+def describe_leaks(rows: list[dict[str, str]]) -> str | None:
+    """One sentence on the near-duplicate groups that straddle the split, or None when none does."""
+    leaking = leaks(rows)
+    if not leaking:
+        return None
+    tests = sum(r["split"] == "test" for r in rows)
+    clean = len(leak_free_test(rows))
+    example = ", ".join(f"{r['path']} ({r['split']})" for r in leaking[0][:3])
+    return (
+        f"{len(leaking)} near-duplicate groups straddle the split: {tests - clean} of {tests} test images have a "
+        f"near-copy in train or val (e.g. {example})"
+    )
+
+
+def write_leaks(path: str | Path, rows: list[dict[str, str]]) -> Path:
+    """The straddling groups, one row per image: group, split, label, path."""
+    return write_csv(
+        path,
+        ["group", "split", "label", "path"],
+        [[r[GROUP], r["split"], r["label"], r["path"]] for group in leaks(rows) for r in group],
+    )
+
+
+def leak_free_test(rows: list[dict[str, str]]) -> set[str]:
+    """Test images with no near-duplicate in train or val (every test image when the rows carry no groups)."""
+    seen_in_training = {r[GROUP] for r in rows if r["split"] != "test" and r.get(GROUP, "") != ""}
+    return {r["path"] for r in rows if r["split"] == "test" and r.get(GROUP, "") not in seen_in_training}
 
 
 def read_manifest(path: str | Path) -> list[dict[str, str]]:
@@ -98,8 +170,11 @@ def split_gaps(rows: list[dict[str, str]]) -> dict[str, list[str]]:
 
 def describe_gaps(gaps: dict[str, list[str]]) -> str:
     """What a report will lack because of split gaps, in one sentence per class."""
-    lack = {"train": "the model never sees it", "val": "it plays no part in choosing the best checkpoint",
-            "test": "the test report has no figure for it and its macro-F1 leaves it out"}  # fmt: skip
+    lack = {
+        "train": "the model never sees it",
+        "val": "it plays no part in choosing the best checkpoint",
+        "test": "the test report has no figure for it and its macro-F1 leaves it out",
+    }
     return " ".join(
         f"Class {c!r} has no {'/'.join(splits)} image: " + "; ".join(lack[s] for s in splits) + "."
         for c, splits in gaps.items()

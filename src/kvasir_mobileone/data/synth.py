@@ -1,32 +1,41 @@
-"""A synthetic stand-in for Kvasir v2: same class folders, same JPEG resolutions, learnable class signatures.
+"""A synthetic stand-in for Kvasir v2 and HyperKvasir: the same class folders (flat, or HyperKvasir's nested
+layout with its 23 classes, class sizes and the official split's file names), the same JPEG resolutions, learnable
+class signatures, and planted problems: a shortcut box, near-duplicate frames placed across the official split.
 
 The images are NOT endoscopy images. Each class draws its own shape and colour (a blue blob, a blue ring, red
-streaks, ...) on a pink, noisy, vignetted background so that a small model can learn them in a few epochs on a CPU.
+streaks, ...) on a noisy, vignetted background so that a small model can learn them in a few epochs on a CPU.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from kvasir_mobileone.data.datasets import HYPER_KVASIR, KVASIR_V2, OFFICIAL_SPLITS
 from kvasir_mobileone.data.folder import DataError
-from kvasir_mobileone.io import atomic_path
+from kvasir_mobileone.data.official import read_official_split
+from kvasir_mobileone.io import atomic_path, write_csv
 
-KVASIR_CLASSES = (
-    "dyed-lifted-polyps",
-    "dyed-resection-margins",
-    "esophagitis",
-    "normal-cecum",
-    "normal-pylorus",
-    "normal-z-line",
-    "polyps",
-    "ulcerative-colitis",
-)
+KVASIR_CLASSES = KVASIR_V2.classes
+# HyperKvasir's folder names as its official split CSV spells them (the CSV's own spellings; see official_splits/)
+HYPER_KVASIR_CSV_NAMES = {
+    "cecum": "normal-cecum",
+    "pylorus": "normal-pylorus",
+    "z-line": "normal-z-line",
+    "polyps": "polyp",
+    "hemorrhoids": "hemorroids",
+    "esophagitis-a": "oesophagitis-a",
+    "esophagitis-b-d": "oesophagitis-b-d",
+    "barretts-short-segment": "short-segment-barretts",
+}
+PLANTED = "planted_near_duplicates.csv"  # what synth planted, for tests to compare with what the tool finds
 # Resolutions that occur in Kvasir v2 (width, height); see shared/KVASIR.md.
 KVASIR_RESOLUTIONS = ((720, 576), (768, 576), (1280, 1024), (1350, 1080), (1920, 1072))
 CANVAS = 192  # shapes are drawn at this width, then resized to the target resolution
@@ -111,20 +120,38 @@ def draw_green_box(image: Image.Image) -> None:
                                     outline=(10, 60, 20), width=max(1, w // 100))  # fmt: skip
 
 
+# Classes beyond Kvasir's eight (HyperKvasir's 23) reuse the eight shapes on tissue of another tint.
+TISSUE_TINTS = ((215, 120, 110), (190, 160, 90), (150, 120, 185))
+
+
+def signature_of(class_name: str, classes: tuple[str, ...]) -> tuple[Callable, tuple[int, int, int]]:
+    """The shape and tissue tint a class is drawn with: Kvasir's eight have their own; any other class the shape
+    and tint of its position among the classes."""
+    if class_name in SIGNATURES:
+        return SIGNATURES[class_name], TISSUE_TINTS[0]
+    k = classes.index(class_name)
+    return SIGNATURES[KVASIR_CLASSES[k % 8]], TISSUE_TINTS[(k // 8 + 1) % len(TISSUE_TINTS)]
+
+
 def synth_image(
-    class_name: str, size: tuple[int, int], rng: np.random.Generator, shortcut: bool = False
+    class_name: str,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    shortcut: bool = False,
+    classes: tuple[str, ...] = KVASIR_CLASSES,
 ) -> Image.Image:
     """One synthetic image of `class_name` at `size` (width, height). With `shortcut`, the class's own shape is
     made faint and a green box is drawn bottom-left: a model can tell the class only by the box."""
     width, height = size
     w, h = CANVAS, max(1, round(CANVAS * height / width))
-    tissue = np.array([215, 120, 110]) + rng.normal(0, 12, 3)
+    draw_signature, tint = signature_of(class_name, classes)
+    tissue = np.array(tint) + rng.normal(0, 12, 3)
     low_freq = rng.normal(0, 18, (h // 8 + 1, w // 8 + 1, 3))
     noise = np.kron(low_freq, np.ones((8, 8, 1)))[:h, :w]
     canvas = Image.fromarray(np.clip(tissue + noise, 0, 255).astype(np.uint8))
     canvas = canvas.filter(ImageFilter.GaussianBlur(3))
     signed = canvas.copy()
-    SIGNATURES[class_name](ImageDraw.Draw(signed), rng, w, h)
+    draw_signature(ImageDraw.Draw(signed), rng, w, h)
     canvas = Image.blend(canvas, signed, SHORTCUT_SIGNATURE_WEIGHT) if shortcut else signed
     # The round black vignette and a text-like overlay that real endoscopy frames carry.
     mask = Image.new("L", (w, h), 0)
@@ -138,29 +165,129 @@ def synth_image(
     return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
 
 
+def near_copy(path: Path) -> bytes:
+    """A near-duplicate of a JPEG, as a video's next frame is: the same picture, brightened by one grey level and
+    encoded again at another quality (other bytes, the same perceptual hash or within a bit or two)."""
+    import io
+
+    with Image.open(path) as image:
+        buffer = io.BytesIO()
+        Image.eval(image.convert("RGB"), lambda v: min(255, v + 1)).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def hyper_kvasir_names(classes: tuple[str, ...], rng: np.random.Generator, split: str):
+    """{class: [(file name, fold)]}: every row of the class in the official split, in a seeded order; synth takes
+    the first ones it needs and plants near-duplicates under the rest."""
+    table = read_official_split(OFFICIAL_SPLITS[split][0])
+    by_class: dict[str, list[tuple[str, int]]] = {}
+    for name, (csv_class, fold) in sorted(table.items()):
+        by_class.setdefault(csv_class, []).append((name, fold))
+    chosen = {}
+    for c in classes:
+        rows = by_class[HYPER_KVASIR_CSV_NAMES.get(c, c)]
+        order = rng.permutation(len(rows))
+        chosen[c] = [rows[i] for i in order]
+    return chosen
+
+
+def class_sizes(classes: tuple[str, ...], images_per_class: int, sizes: str) -> dict[str, int]:
+    """Images per class: `images_per_class` each (equal), or HyperKvasir's proportions with the largest class at
+    images_per_class and every class at least 2 (hyper-kvasir)."""
+    if sizes == "equal":
+        return {c: images_per_class for c in classes}
+    real = hyper_kvasir_sizes()
+    largest = max(real[c] for c in classes)
+    return {c: max(2, round(images_per_class * real[c] / largest)) for c in classes}
+
+
+def hyper_kvasir_sizes() -> dict[str, int]:
+    """Images per HyperKvasir class (folder names), counted in its official split."""
+    table = read_official_split(OFFICIAL_SPLITS["hyper-kvasir-2fold"][0])
+    per_csv_class = Counter(csv_class for csv_class, _ in table.values())
+    return {c: per_csv_class[HYPER_KVASIR_CSV_NAMES.get(c, c)] for c in HYPER_KVASIR.classes}
+
+
 def synth(
     dest: str = "data/synth",
     images_per_class: int = 40,
     seed: int = 0,
     scale: float = 1.0,
-    classes: tuple[str, ...] = KVASIR_CLASSES,
+    classes: tuple[str, ...] | None = None,
     shortcut_class: str | None = None,
+    layout: Literal["flat", "hyper-kvasir"] = "flat",
+    sizes: Literal["equal", "hyper-kvasir"] = "equal",
+    near_duplicates: int = 0,
+    split: str = "hyper-kvasir-2fold",
 ) -> Path:
-    """Write `images_per_class` JPEGs per class into dest/<class>/ and return dest.
+    """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
+    dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
 
-    `scale` shrinks every resolution (tests use 0.1 for speed); 1.0 gives Kvasir's real sizes. `shortcut_class`
-    plants a shortcut: that class's images alone carry a green box bottom-left, and its own shape is faint (what
-    `kvasir audit` must find)."""
+    `scale` shrinks every resolution (tests use 0.1 for speed); 1.0 gives Kvasir's real sizes. `sizes hyper-kvasir`
+    gives the classes HyperKvasir's proportions (the largest gets images_per_class). `shortcut_class` plants a
+    shortcut: that class's images alone carry a green box bottom-left, and its own shape is faint (what `kvasir
+    audit` must find). `near_duplicates N` plants N near-copies of written images (video-frame-like: other bytes,
+    the same perceptual hash); with the hyper-kvasir layout each copy takes a file name of the other side of the
+    official split `split` (fold 0 vs the rest), so the split leaks; all are listed in
+    dest/planted_near_duplicates.csv."""
+    dataset = HYPER_KVASIR if layout == "hyper-kvasir" else KVASIR_V2
+    classes = tuple(classes or dataset.classes)
+    unknown = [c for c in classes if layout == "hyper-kvasir" and c not in dataset.classes]
+    if unknown:
+        raise DataError(f"{unknown} are not HyperKvasir classes: {', '.join(dataset.classes)}.")
     if shortcut_class is not None and shortcut_class not in classes:
         raise DataError(f"--shortcut_class {shortcut_class!r} is not one of the classes: {', '.join(classes)}.")
     dest = Path(dest)
+    root = dest / dataset.folder if layout == "hyper-kvasir" else dest
+    folder_of = dict(zip(dataset.classes, dataset.paths, strict=True))
     rng = np.random.default_rng(seed)
-    jobs = [(name, i) for name in classes for i in range(images_per_class)]
-    for name, i in tqdm(jobs, desc=f"synth -> {dest}", unit="img"):
+    counts = class_sizes(classes, images_per_class, sizes)
+    names = hyper_kvasir_names(classes, rng, split) if layout == "hyper-kvasir" else None
+    written: dict[str, list[tuple[Path, int]]] = {c: [] for c in classes}  # class -> (path, fold)
+    jobs = [(name, i) for name in classes for i in range(counts[name])]
+    for name, i in tqdm(jobs, desc=f"synth -> {root}", unit="img"):
         base_w, base_h = KVASIR_RESOLUTIONS[rng.integers(len(KVASIR_RESOLUTIONS))]
         size = (max(16, math.floor(base_w * scale)), max(16, math.floor(base_h * scale)))
-        path = dest / name / f"synth_{i:05d}.jpg"
+        if names is not None:
+            if i >= len(names[name]):
+                continue  # the class has no more images in HyperKvasir
+            file_name, fold = names[name][i]
+        else:
+            file_name, fold = f"synth_{i:05d}.jpg", 0
+        path = root / folder_of.get(name, name) / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
+        image = synth_image(name, size, rng, shortcut=name == shortcut_class, classes=classes)
         with atomic_path(path) as tmp:
-            synth_image(name, size, rng, shortcut=name == shortcut_class).save(tmp, format="JPEG", quality=90)
-    return dest
+            image.save(tmp, format="JPEG", quality=90)
+        written[name].append((path, fold))
+    if near_duplicates:
+        plant_near_duplicates(dest, root, written, names, near_duplicates, rng)
+    return root
+
+
+def plant_near_duplicates(dest: Path, root: Path, written, names, count: int, rng: np.random.Generator) -> Path:
+    """Near-copies of `count` written images, in the same class folder; with official-split names, under a file
+    name of the other side of the split (fold 0 against the others). Listed in dest/planted_near_duplicates.csv."""
+    planted = []
+    spare = {c: list(names[c][len(written[c]) :]) for c in written} if names is not None else {}
+    candidates = [(c, k) for c in written for k in range(len(written[c]))]
+    for pick in rng.permutation(len(candidates)):
+        if len(planted) == count:
+            break
+        c, k = candidates[pick]
+        original, fold = written[c][k]
+        if names is None:
+            copy_name = f"synth_dup_{len(planted):05d}.jpg"
+        else:
+            other = next((n for n, f in spare[c] if (f == 0) != (fold == 0)), None)
+            if other is None:
+                continue  # no file name of this class left on the other side of the split
+            spare[c] = [(n, f) for n, f in spare[c] if n != other]
+            copy_name = other
+        copy = original.with_name(copy_name)
+        with atomic_path(copy) as tmp:
+            tmp.write_bytes(near_copy(original))
+        planted.append([original.relative_to(root).as_posix(), copy.relative_to(root).as_posix(), c])
+    if len(planted) < count:
+        raise DataError(f"Could plant only {len(planted)} of {count} near-duplicates: ask for fewer, or more images.")
+    return write_csv(dest / PLANTED, ["original", "copy", "class"], planted)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from kvasir_mobileone.data.datasets import Dataset, identify
 from kvasir_mobileone.io import markdown_table, write_json, write_text
 
 CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
@@ -40,6 +41,38 @@ def timm_config(metadata: dict, num_features: int) -> dict:
     }
 
 
+def licence_header(dataset: Dataset | None) -> dict:
+    """The card header's licence fields, from the dataset the run was trained on."""
+    weights = " ImageNet weights of MobileOne come under Apple's licence."
+    if dataset is None:
+        return {
+            "license": "other",
+            "license_name": "unknown",
+            "license_details": "Trained on a folder of images whose terms this tool does not know: state the data's "
+            "licence before publishing." + weights,
+        }
+    if dataset.licence == "other":
+        return {"license": "other", "license_name": "research-only", "license_details": dataset.terms + weights}
+    return {"license": dataset.licence, "license_details": dataset.terms + weights}
+
+
+def dataset_sentence(dataset: Dataset | None, data: dict) -> str:
+    """Which data, which split: the folder's name (not the machine's path) and the dataset's citation."""
+    folder = Path(data.get("data_dir") or "unknown").name
+    if data.get("official_split"):
+        split = f"the official split {Path(data['official_split']).stem}, fold {data.get('fold', 0)} as test"
+    elif data.get("manifest"):
+        split = f"the split of the manifest {Path(data['manifest']).name}"
+    else:
+        val, test = data.get("val_fraction", 0.1), data.get("test_fraction", 0.1)
+        split = (
+            f"a stratified {1 - val - test:.0%}/{val:.0%}/{test:.0%} split (seed {data.get('seed', '—')}; "
+            "near-duplicates kept in one split)"
+        )
+    what = f"{dataset.title} ({dataset.terms} Cite: {dataset.citation})" if dataset else "an image folder"
+    return f"Data: {what}, folder `{folder}`, {split}. "
+
+
 def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
@@ -53,22 +86,19 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
     data = run_config.get("data", {})
     model = run_config.get("model", {})
     pretrained = model.get("pretrained") or model.get("weights")
+    dataset = identify(names, data.get("official_split"))
     header = {
-        "license": "other",
-        "license_name": "research-only",
-        "license_details": "Trained on Kvasir v2 (research and education only; cite Pogorelov et al., MMSys 2017). "
-        "ImageNet weights of MobileOne come under Apple's licence.",
+        **licence_header(dataset),
         "library_name": "timm",
         "pipeline_tag": "image-classification",
         "tags": ["image-classification", "timm", "mobileone", "endoscopy", "kvasir", "medical-imaging", "onnx"],
-        "datasets": ["kvasir-v2"],
+        **({"datasets": [dataset.key]} if dataset else {}),
         "metrics": ["accuracy", "f1"],
     }
     if pretrained and not model.get("weights"):
         header["base_model"] = f"timm/{metadata['model_name']}.apple_in1k"
     front = f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n"
     name, size = metadata["model_name"], model_input["image_size"]
-    val, test = data.get("val_fraction", 0.1), data.get("test_fraction", 0.1)
     masked = model_input.get("mask_regions")
     files = "`model.onnx`" + (", `model.int8.onnx` (int8)" if metadata.get("int8") else "")
     sections = [
@@ -81,8 +111,8 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
         "frames; classes other than those above (the model always answers one of them); devices and hospitals "
         "unlike those of the training data without a new evaluation.\n",
         "## Training data and preprocessing\n\n"
-        f"Data folder: `{data.get('data_dir', 'unknown')}`, split {1 - val - test:.0%}/{val:.0%}/{test:.0%} "
-        f"(seed {data.get('seed', '—')}; near-duplicates kept in one split). Input: RGB resized to {size} × {size} "
+        + dataset_sentence(dataset, data)
+        + f"Input: RGB resized to {size} × {size} "
         f"({model_input['interpolation']}), scaled to [0, 1] and normalized with mean {model_input['mean']} and "
         f"std {model_input['std']}"
         + (f"; the regions {masked} are set to black first (the model never saw them)" if masked else "")

@@ -31,7 +31,7 @@ def probabilities(predictor, batch: np.ndarray, tta: bool = False) -> np.ndarray
 
 def top_classes(probs: np.ndarray, class_names: list[str], top_k: int) -> dict:
     """{top1: name, p1: probability, ...} for one image."""
-    order = np.argsort(-probs)[:top_k]
+    order = np.argsort(-probs, kind="stable")[:top_k]  # ties go to the first class, as argmax (evaluation) does
     return {f"top{i + 1}": class_names[j] for i, j in enumerate(order)} | {
         f"p{i + 1}": round(float(probs[j]), 6) for i, j in enumerate(order)
     }

@@ -55,6 +55,18 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.3f}%"
 
 
+def accuracy_text(metrics: dict) -> str:
+    """Accuracy with its interval, as every report writes it."""
+    low, high = metrics["accuracy_ci"]
+    return f"{percent(metrics['accuracy'])} [{percent(low)}, {percent(high)}]"
+
+
+def f1_text(metrics: dict) -> str:
+    """macro-F1 with its interval, as every report writes it."""
+    low, high = metrics["f1_macro_ci"]
+    return f"{metrics['f1_macro']:.4f} [{low:.4f}, {high:.4f}]"
+
+
 def write_report(
     out_dir: Path,
     metrics: dict,
@@ -92,17 +104,16 @@ def write_report(
             for p, t, y, pr in zip(paths, targets, predicted, probs, strict=True)
         ],
     )
-    acc_ci, f1_ci = metrics["accuracy_ci"], metrics["f1_macro_ci"]
     summary = markdown_table(
         ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "MCC", "ECE", "test images"],
         [
             [
                 model_name,
-                f"{percent(metrics['accuracy'])} [{percent(acc_ci[0])}, {percent(acc_ci[1])}]",
+                accuracy_text(metrics),
                 percent(metrics["top3"]),
                 percent(metrics["top5"]),
                 f"{metrics['f1_micro']:.4f}",
-                f"{metrics['f1_macro']:.4f} [{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]",
+                f1_text(metrics),
                 f"{metrics['mcc']:.4f}",
                 f"{metrics['ece']:.4f}",
                 metrics["n"],

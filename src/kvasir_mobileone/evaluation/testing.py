@@ -10,8 +10,9 @@ import numpy as np
 
 from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
-from kvasir_mobileone.evaluation.report import evaluate, percent, write_report
+from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
 from kvasir_mobileone.io import markdown_table, write_json
 from kvasir_mobileone.models.loading import TrainedRun, open_run
@@ -84,6 +85,48 @@ def test(
     return report_test_predictions(module, rows, out_dir, temperature, config.precision)
 
 
+def leak_free_metrics(
+    rows: list[dict[str, str]],
+    paths: list[str],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    names: list[str],
+    metrics: dict,
+) -> tuple[dict | None, str]:
+    """(metrics with intervals on the test images that have no near-duplicate in train or val, the report's section
+    beside `metrics` of all test images). None when the manifest records no near-duplicate groups."""
+    heading = "\n## Leak-free test images\n\n"
+    if not any(r.get(GROUP, "") != "" for r in rows):
+        return None, heading + (
+            "This split manifest records no near-duplicate groups (it was made by an older version): refit with it "
+            "as --data.manifest to have it checked.\n"
+        )
+    clean = leak_free_test(rows)
+    keep = np.array([p in clean for p in paths], dtype=bool)
+    if keep.all():
+        return {"n": len(paths), "same_as_all": True}, heading + (
+            f"All {len(paths)} test images are leak-free: none has a near-duplicate (perceptual hash) in train or "
+            "val, so the numbers above are the leak-free ones.\n"
+        )
+    if not keep.any():
+        return {"n": 0}, heading + "None: every test image has a near-duplicate in train or val.\n"
+    subset = evaluate(probs[keep], targets[keep], names)
+    table = markdown_table(
+        ["test images", "n", "Accuracy [95% CI]", "macro-F1 [95% CI]"],
+        [
+            [what, m["n"], accuracy_text(m), f1_text(m)]
+            for what, m in (("all", metrics), ("leak-free: no near-duplicate in train/val", subset))
+        ],
+    )
+    leaky = len(paths) - int(keep.sum())
+    section = heading + (
+        f"{leaky} of the {len(paths)} test images have a near-duplicate (perceptual hash) in train or val "
+        f"(listed in the run's split_leaks.csv), so the split leaks: a model can score on them by memory. "
+        "Publish both rows.\n\n" + table
+    )
+    return {k: subset[k] for k in ("n", "accuracy", "accuracy_ci", "f1_macro", "f1_macro_ci", "mcc")}, section
+
+
 def report_test_predictions(
     module, rows: list[dict[str, str]], out_dir: Path, temperature: float | None = None, precision: str = "32-true"
 ) -> dict:
@@ -104,20 +147,27 @@ def report_test_predictions(
         variants[f"{last} + temperature {temperature:.3f}"] = apply_temperature(variants[last], temperature)
     probs = variants[list(variants)[-1]]
     metrics = evaluate(probs, targets, names) | {"eval_precision": precision}
-    extra = ""
+    metrics["leak_free"], extra = leak_free_metrics(rows, paths, np.asarray(probs), np.asarray(targets), names, metrics)
     if len(variants) > 1:
         effects = {name: compute_metrics(p, targets, names) for name, p in variants.items()}  # no intervals needed
         metrics["variants"] = {
             k: {m: v[m] for m in ("accuracy", "f1_macro", "loss", "ece")} for k, v in effects.items()
         }
         metrics["temperature"] = temperature
-        extra = "\n## Test-time augmentation and calibration\n\n" + markdown_table(
+        extra += "\n## Test-time augmentation and calibration\n\n" + markdown_table(
             ["probabilities", "Accuracy", "macro-F1", "NLL", "ECE"],
             [[k, percent(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
              for k, v in effects.items()],
         ) + "The main numbers above use the last row. A temperature never changes the predicted class.\n"  # fmt: skip
     report = write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
     lo, hi = metrics["accuracy_ci"]
+    clean = metrics["leak_free"]
+    if clean and clean["n"] < metrics["n"]:
+        print(
+            f"Leak-free test images only ({clean['n']} of {metrics['n']}, no near-copy in train/val): accuracy "
+            f"{percent(clean['accuracy'])} [95% CI {percent(clean['accuracy_ci'][0])}, "
+            f"{percent(clean['accuracy_ci'][1])}], macro-F1 {clean['f1_macro']:.4f}."
+        )
     print(
         f"Test on {metrics['n']} images ({precision}): accuracy {percent(metrics['accuracy'])} [95% CI {percent(lo)}, "
         f"{percent(hi)}], macro-F1 {metrics['f1_macro']:.4f}, ECE {metrics['ece']:.4f}. Report: {report}"
