@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format benchmark clean
+.PHONY: install demo test lint format benchmark breakit clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# Break each behaviour on purpose and watch its test fail (minutes; outside the default suite): prints the table.
+breakit: install
+	$(BIN)/python tools/breakit.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""
 # Results must not depend on the machine: a fixed thread count (float sums are ordered by it) in every process.
 os.environ["OMP_NUM_THREADS"] = "2"
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(2)
 
@@ -49,11 +49,36 @@ def trained_run(tiny_data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     # MobileOne from scratch starts slowly: ~500 steps of Adam at lr 3e-3 reach well above chance on 4 classes.
     main(
-        ["fit", "--data.data_dir", str(tiny_data), "--data.image_size", "48", "--data.batch_size", "8",
-         "--model.lr_reference_batch", "8",
-         "--data.num_workers", "0", "--model.name", "mobileone_s0", "--model.pretrained", "false",
-         "--model.lr", "0.003", "--trainer.precision", "32-true", "--trainer.max_epochs", "30",
-         "--trainer.logger", "wandb", "--trainer.runs_dir", str(runs), "--trainer.run_name", "r",
-         "--test_after", "false"]
-    )  # fmt: skip
+        [
+            "fit",
+            "--data.data_dir",
+            str(tiny_data),
+            "--data.image_size",
+            "48",
+            "--data.batch_size",
+            "8",
+            "--model.lr_reference_batch",
+            "8",
+            "--data.num_workers",
+            "0",
+            "--model.name",
+            "mobileone_s0",
+            "--model.pretrained",
+            "false",
+            "--model.lr",
+            "0.003",
+            "--trainer.precision",
+            "32-true",
+            "--trainer.max_epochs",
+            "30",
+            "--trainer.logger",
+            "wandb",
+            "--trainer.runs_dir",
+            str(runs),
+            "--trainer.run_name",
+            "r",
+            "--test_after",
+            "false",
+        ]
+    )
     return runs / "r"

@@ -15,10 +15,30 @@ from kvasir_mobileone.images import decode_resized
 
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SHORTCUT = "esophagitis"
-FIT = ["--data.image_size", "32", "--data.batch_size", "16", "--data.num_workers", "0", "--data.test_fraction", "0.3",
-       "--model.lr_reference_batch", "16",
-       "--model.name", "resnet10t", "--model.pretrained", "false", "--model.lr", "0.003",
-       "--trainer.precision", "32-true", "--trainer.max_epochs", "8", "--trainer.logger", "none"]  # fmt: skip
+FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "16",
+    "--data.num_workers",
+    "0",
+    "--data.test_fraction",
+    "0.3",
+    "--model.lr_reference_batch",
+    "16",
+    "--model.name",
+    "resnet10t",
+    "--model.pretrained",
+    "false",
+    "--model.lr",
+    "0.003",
+    "--trainer.precision",
+    "32-true",
+    "--trainer.max_epochs",
+    "8",
+    "--trainer.logger",
+    "none",
+]
 
 
 def make_data(root, shortcut_class):
@@ -33,16 +53,30 @@ def runs(tmp_path_factory):
     where = ["--trainer.runs_dir", str(root / "runs")]
     main(["fit", "--data.data_dir", str(planted), *FIT, *where, "--trainer.run_name", "planted"])
     same_split = ["--data.manifest", str(root / "runs" / "planted" / "split_manifest.csv")]
-    main(["fit", "--data.data_dir", str(planted), *FIT, *where, "--trainer.run_name", "masked",
-          "--data.mask_regions", "[bottom-left-box]", *same_split])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(planted),
+            *FIT,
+            *where,
+            "--trainer.run_name",
+            "masked",
+            "--data.mask_regions",
+            "[bottom-left-box]",
+            *same_split,
+        ]
+    )
     main(["fit", "--data.data_dir", str(clean), *FIT, *where, "--trainer.run_name", "clean"])
     return {name: root / "runs" / name for name in ("planted", "masked", "clean")}
 
 
 @pytest.fixture(scope="module")
 def audits(runs):
-    return {name: main(["audit", str(run), "--occlusion_per_class", "6", "--n_resamples", "500"])
-            for name, run in runs.items()}  # fmt: skip
+    return {
+        name: main(["audit", str(run), "--occlusion_per_class", "6", "--n_resamples", "500"])
+        for name, run in runs.items()
+    }
 
 
 def by_region(result, fill="mean"):
@@ -105,7 +139,9 @@ def test_compare_puts_a_run_and_its_masked_twin_side_by_side(runs, tmp_path):
 
 def test_regions_parse_mask_and_census(tmp_path):
     assert parse_regions(["bottom-left-box", "mine:0.5,0,1,0.25"]) == {
-        "bottom-left-box": REGIONS["bottom-left-box"], "mine": ((0.5, 0.0, 1.0, 0.25),)}  # fmt: skip
+        "bottom-left-box": REGIONS["bottom-left-box"],
+        "mine": ((0.5, 0.0, 1.0, 0.25),),
+    }
     with pytest.raises(UserError, match="Unknown region 'nope'"):
         parse_regions(["nope"])
     with pytest.raises(UserError, match="0 <= x0 < x1 <= 1"):

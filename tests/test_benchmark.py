@@ -8,10 +8,33 @@ from kvasir_mobileone.cli import main
 
 
 def test_benchmark_writes_side_by_side_ratios(tmp_path):
-    main(["benchmark", "--out", str(tmp_path), "--images", "80", "--workers", "0",
-          "--train_models", "[mobileone_s0]", "--train_batch", "2", "--train_steps", "1",
-          "--inference_models", "[mobileone_s0]", "--inference_batches", "[1, 2]",
-          "--check_images", "60", "--check_scale", "0.05"])  # fmt: skip
+    main(
+        [
+            "benchmark",
+            "--out",
+            str(tmp_path),
+            "--images",
+            "80",
+            "--workers",
+            "0",
+            "--train_models",
+            "[mobileone_s0]",
+            "--train_batch",
+            "2",
+            "--train_steps",
+            "1",
+            "--train_timeout_s",
+            "120",
+            "--inference_models",
+            "[mobileone_s0]",
+            "--inference_batches",
+            "[1, 2]",
+            "--check_images",
+            "60",
+            "--check_scale",
+            "0.05",
+        ]
+    )
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["matmul_gflops_fp32"] > 0 and report["machine"]["cores"] >= 1
     loaders = {r["loader"]: r for r in report["data"]}

@@ -1,12 +1,13 @@
 """End to end through the `kvasir` command, in-process: fit -> test on a tiny synthetic set."""
 
+import inspect
 import json
 
 import pytest
 import yaml
 from PIL import Image
 
-from kvasir_mobileone.cli import main
+from kvasir_mobileone.cli import _command, main
 
 
 def test_fit_writes_a_complete_run_folder(trained_run, tiny_data):
@@ -75,11 +76,35 @@ def test_eda_writes_charts_and_counts(tiny_data, trained_run, tmp_path):
 def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(tiny_data, tmp_path):
     """Trained with bf16 autocast, tested at the end of fit and again by `kvasir test`: both at the run's fp32
     evaluation precision, so the predictions are equal to the last digit."""
-    main(["fit", "--data.data_dir", str(tiny_data), "--data.image_size", "32", "--data.batch_size", "8",
-          "--model.lr_reference_batch", "8",
-          "--data.num_workers", "0", "--model.name", "mobileone_s0", "--model.pretrained", "false",
-          "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "2", "--trainer.logger", "none",
-          "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "bf16"])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(tiny_data),
+            "--data.image_size",
+            "32",
+            "--data.batch_size",
+            "8",
+            "--model.lr_reference_batch",
+            "8",
+            "--data.num_workers",
+            "0",
+            "--model.name",
+            "mobileone_s0",
+            "--model.pretrained",
+            "false",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.logger",
+            "none",
+            "--trainer.runs_dir",
+            str(tmp_path),
+            "--trainer.run_name",
+            "bf16",
+        ]
+    )
     run = tmp_path / "bf16"
     in_fit = json.loads((run / "test" / "metrics.json").read_text())
     again = main(["test", str(run), "--out", str(tmp_path / "again")])
@@ -90,3 +115,17 @@ def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(
     main(["test", str(run), "--out", str(tmp_path / "bf16_eval"), "--precision", "bf16-mixed"])
     bf16_eval = (tmp_path / "bf16_eval" / "predictions.csv").read_text()
     assert bf16_eval != (run / "test" / "predictions.csv").read_text()
+
+
+def test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_with_a_note(tiny_data, capsys):
+    new = main(["check", "--data_dir", str(tiny_data)])
+    assert "note:" not in capsys.readouterr().err
+    old = main(["check", "--data", str(tiny_data)])
+    assert "note: --data is now --data_dir" in capsys.readouterr().err
+    assert old.items == new.items
+    for command in ("check", "eda", "prepare", "test", "features", "audit", "export"):
+        parameters = inspect.signature(_command(command)).parameters
+        assert "data" not in parameters, command
+    assert {
+        c for c in ("test", "features", "audit", "export") if "data_dir" in inspect.signature(_command(c)).parameters
+    }

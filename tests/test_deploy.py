@@ -14,6 +14,8 @@ from PIL import Image
 
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.deploy.export import parity
+from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
+from kvasir_mobileone.images import read_network_input
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -84,7 +86,7 @@ def test_predict_from_checkpoint_agrees_with_bundle_and_writes_json(bundle, trai
 
 def test_bundle_prediction_needs_no_lightning_timm_or_torch(bundle, image_folder):
     code = (
-        "import sys; from kvasir_mobileone.deploy.predict import predict; "
+        "import sys; from kvasir_mobileone.commands.predict import predict; "
         f"predict([{str(image_folder)!r}], model={str(bundle)!r}); "
         "loaded = [m for m in ('lightning', 'timm', 'torch') if m in sys.modules]; "
         "assert not loaded, loaded"
@@ -103,8 +105,18 @@ def test_a_parity_failure_stops_the_export(trained_run, tmp_path):
 def test_explain_writes_titled_heatmaps(trained_run, image_folder, tmp_path):
     (image_folder / "sub").mkdir(exist_ok=True)
     shutil.copy(image_folder / "ok 0 é.jpg", image_folder / "sub" / "ok 0 é.jpg")  # same name, other folder
-    main(["predict", str(image_folder), "--model", str(trained_run), "--explain", "true",
-          "--explain_dir", str(tmp_path / "cam")])  # fmt: skip
+    main(
+        [
+            "predict",
+            str(image_folder),
+            "--model",
+            str(trained_run),
+            "--explain",
+            "true",
+            "--explain_dir",
+            str(tmp_path / "cam"),
+        ]
+    )
     shutil.rmtree(image_folder / "sub")
     pngs = sorted((tmp_path / "cam").glob("*_gradcam.png"))
     assert len(pngs) == 9 and (tmp_path / "cam" / "sub__ok 0 é_gradcam.png").is_file()
@@ -138,3 +150,35 @@ def test_heatmap_names_never_collide(tmp_path):
 
     paths = [tmp_path / "a" / "img.jpg", tmp_path / "b" / "img.jpg", tmp_path / "a" / "other.jpg"]
     assert output_names(paths) == ["a__img_gradcam.png", "b__img_gradcam.png", "a__other_gradcam.png"]
+
+
+def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(bundle, tiny_data, tmp_path):
+    masked = tmp_path / "masked"
+    shutil.copytree(bundle, masked)
+    meta = json.loads((masked / "metadata.json").read_text())
+    meta["input"]["mask"] = [[0.0, 0.0, 0.5, 0.3], [0.8, 0.6, 1.0, 1.0]]  # as a run with --data.mask_regions records
+    (masked / "metadata.json").write_text(json.dumps(meta))
+    snippet = (masked / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    image = tiny_data / "esophagitis" / "synth_00003.jpg"
+
+    def run_snippet(folder: Path) -> dict:
+        code = (
+            snippet.replace('"metadata.json"', repr(str(folder / "metadata.json")))
+            .replace('"model.onnx"', repr(str(folder / "model.onnx")))
+            .replace('"image.jpg"', repr(str(image)))
+        )
+        scope: dict = {}
+        exec(code, scope)
+        return scope
+
+    card = run_snippet(masked)
+    assert np.array_equal(card["x"][0], read_network_input(image, meta["input"])[0])  # bit for bit
+    size = meta["input"]["image_size"]
+    assert card["pixels"][: round(0.3 * size), : round(0.5 * size)].max() == 0
+    assert not np.allclose(card["logits"], run_snippet(bundle)["logits"])  # the mask changes the answer's input
+    answer = main(["predict", str(image), "--model", str(masked), "--precision", "fp32"])[0]
+    probs = softmax(card["logits"])
+    if meta.get("temperature"):
+        probs = apply_temperature(probs, meta["temperature"])
+    assert answer["top1"] == meta["class_names"][int(probs.argmax())]
+    assert answer["p1"] == pytest.approx(float(probs.max()), abs=1e-5)

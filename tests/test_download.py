@@ -6,7 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from kvasir_mobileone.data.download import FOLDER, DownloadError, download
+from kvasir_mobileone.commands.download import download
+from kvasir_mobileone.data.download import FOLDER, DownloadError
 from kvasir_mobileone.data.synth import KVASIR_CLASSES
 
 

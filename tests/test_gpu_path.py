@@ -23,7 +23,9 @@ from kvasir_mobileone.data.resident import DEVICE_SHARE, placement
 from kvasir_mobileone.data.split import make_split
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.stats import mcnemar
+from kvasir_mobileone.images import black_out
 from kvasir_mobileone.models import trainer as trainer_module
+from kvasir_mobileone.models.backbone import input_spec
 from kvasir_mobileone.models.classifier import (
     MobileOneClassifier,
     ModelConfig,
@@ -147,6 +149,15 @@ def test_resident_images_have_the_masked_regions_blacked_out_once(tiny_data):
     assert images[:, 12:, :12].max() == 0 and images[:, :12, 12:].max() > 0
 
 
+def test_resident_masking_is_the_workers_black_out_pixel_for_pixel(tiny_data):
+    rows = make_split(scan_image_folder(tiny_data), 0.2, 0.2, seed=1)
+    box = (0.13, 0.21, 0.57, 0.83)  # edges where rounding decides
+    datamodule = resident_module(tiny_data, rows, dataclasses.replace(NORM, mask=(box,)))
+    for k, row in enumerate(rows[:12]):
+        expected = black_out(datamodule.cache.get(row["path"]), (box,))
+        assert np.array_equal(np.asarray(datamodule.bank.images[k]), expected), row["path"]
+
+
 def test_resident_path_skips_an_unreadable_training_image_and_stops_on_a_test_one(tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns(".kvasir_cache"))
@@ -191,12 +202,39 @@ def test_learning_rate_follows_the_batch_with_warmup(tiny_data, tmp_path):
     assert scaled_lr(cfg, 16) == pytest.approx(5e-4) and warmup_epochs(cfg, 16) == 0
     assert warmup_epochs(dataclasses.replace(cfg, warmup_epochs=1), 256) == 1
     # through fit: 8 images per batch x 2 accumulated = 16 per step, lr meant for 4 -> 4 x 1e-3 after warmup
-    main(["fit", "--data.data_dir", str(tiny_data), "--data.image_size", "32", "--data.batch_size", "8",
-          "--data.num_workers", "0", "--model.name", "resnet10t", "--model.pretrained", "false",
-          "--model.lr_reference_batch", "4", "--trainer.accumulate_grad_batches", "2", "--trainer.max_epochs", "5",
-          "--trainer.max_steps", "3",
-          "--trainer.logger", "none", "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "r",
-          "--test_after", "false"])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(tiny_data),
+            "--data.image_size",
+            "32",
+            "--data.batch_size",
+            "8",
+            "--data.num_workers",
+            "0",
+            "--model.name",
+            "resnet10t",
+            "--model.pretrained",
+            "false",
+            "--model.lr_reference_batch",
+            "4",
+            "--trainer.accumulate_grad_batches",
+            "2",
+            "--trainer.max_epochs",
+            "5",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.logger",
+            "none",
+            "--trainer.runs_dir",
+            str(tmp_path),
+            "--trainer.run_name",
+            "r",
+            "--test_after",
+            "false",
+        ]
+    )
     group = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")["optimizer_states"][0]["param_groups"][0]
     assert group["initial_lr"] == pytest.approx(4e-3)
     assert group["lr"] == pytest.approx(0.01 * 4e-3)  # 3 steps into the first of 3 warmup epochs
@@ -206,8 +244,9 @@ def test_scaling_reaches_an_init_args_lr_and_a_per_step_warmup_counts_steps():
     sgd = ModelConfig(optimizer={"class_path": "SGD", "init_args": {"lr": 0.1}}, lr_reference_batch=32)
     parameters = [torch.nn.Parameter(torch.zeros(2))]
     assert build_optimizer(sgd, parameters, 64).defaults["lr"] == pytest.approx(0.2)
-    per_step = dataclasses.replace(sgd, lr_scheduler={"class_path": "StepLR", "init_args": {"step_size": 100},
-                                                      "interval": "step"})  # fmt: skip
+    per_step = dataclasses.replace(
+        sgd, lr_scheduler={"class_path": "StepLR", "init_args": {"step_size": 100}, "interval": "step"}
+    )
     optimizer = build_optimizer(per_step, parameters, 64)
     scheduler = build_lr_scheduler(per_step, optimizer, max_epochs=10, batch_size=64, steps_per_epoch=5)
     assert scheduler["interval"] == "step" and scheduler["scheduler"]._milestones == [3 * 5]  # 3 epochs of 5 steps
@@ -236,7 +275,8 @@ def test_the_automatic_batch_follows_the_accelerator_not_the_machine(monkeypatch
 
 def test_compile_keeps_the_outputs_and_the_checkpoint_keys():
     torch.manual_seed(0)
-    module = MobileOneClassifier(["a", "b", "c"], ModelConfig(name="resnet10t", pretrained=False), image_size=32)
+    model = ModelConfig(name="resnet10t", pretrained=False)
+    module = MobileOneClassifier(["a", "b", "c"], model, norm=input_spec("resnet10t", 32))
     keys = list(module.state_dict())
     x = torch.rand(4, 3, 32, 32)
     module.eval()
@@ -254,11 +294,40 @@ def test_compile_keeps_the_outputs_and_the_checkpoint_keys():
 
 
 def fit_accuracy(data_dir, runs, name, *flags) -> tuple[float, np.ndarray]:
-    main(["fit", "--data.data_dir", str(data_dir), "--data.image_size", "32", "--data.batch_size", "16",
-          "--data.num_workers", "0", "--data.test_fraction", "0.3", "--model.name", "resnet10t",
-          "--model.pretrained", "false", "--model.lr", "0.003", "--model.lr_reference_batch", "16",
-          "--trainer.precision", "32-true", "--trainer.max_epochs", "8", "--trainer.logger", "none",
-          "--trainer.runs_dir", str(runs), "--trainer.run_name", name, *flags])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(data_dir),
+            "--data.image_size",
+            "32",
+            "--data.batch_size",
+            "16",
+            "--data.num_workers",
+            "0",
+            "--data.test_fraction",
+            "0.3",
+            "--model.name",
+            "resnet10t",
+            "--model.pretrained",
+            "false",
+            "--model.lr",
+            "0.003",
+            "--model.lr_reference_batch",
+            "16",
+            "--trainer.precision",
+            "32-true",
+            "--trainer.max_epochs",
+            "8",
+            "--trainer.logger",
+            "none",
+            "--trainer.runs_dir",
+            str(runs),
+            "--trainer.run_name",
+            name,
+            *flags,
+        ]
+    )
     test = runs / name / "test"
     metrics = json.loads((test / "metrics.json").read_text())
     predictions = np.genfromtxt(test / "predictions.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
@@ -284,6 +353,14 @@ def test_gpu_benchmark_measures_through_the_trainer(tiny_data):
     result = measure("resnet10t", path, tiny_data, rows, warmup=1, steps=2, image_size=32)
     assert result["images_per_s"] > 0 and result["gpu_utilisation"] is None
     row = {"model": "resnet10t", "path": "current"} | dataclasses.asdict(path) | result
-    text = render_gpu({"images": 120, "steps": 2, "warmup": 1, "bf16_matmul_tflops": 1.0,
-                       "gflops_per_training_image": {"resnet10t": 1.0}, "rows": [row]})  # fmt: skip
+    text = render_gpu(
+        {
+            "images": 120,
+            "steps": 2,
+            "warmup": 1,
+            "bf16_matmul_tflops": 1.0,
+            "gflops_per_training_image": {"resnet10t": 1.0},
+            "rows": [row],
+        }
+    )
     assert "| resnet10t | current | resident | 8 | 32-true |" in text

@@ -147,7 +147,7 @@ def test_a_manifest_is_checked_like_a_folder(hk, tmp_path, capsys):
     shutil.copytree(root, data)
     rows, _, _ = check_split(data, official_split="hyper-kvasir-2fold", fold=0)
     write_manifest(tmp_path / "m.csv", [{k: r[k] for k in ("path", "label", "split")} for r in rows])  # no groups
-    main(["check", "--data", str(data), "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c")])
+    main(["check", "--data_dir", str(data), "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c")])
     out = capsys.readouterr().out
     assert f"{PLANTED_PAIRS} near-duplicate groups straddle the split" in out
     assert len(read_csv(tmp_path / "c" / "split_leaks.csv")) == 2 * PLANTED_PAIRS

@@ -22,8 +22,24 @@ def int8_bundle(trained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8")
     # 16 test images: one disagreement is 6 points, so this small model gets limits it can meet (the defaults, 98% and
     # 1 point, hold for Kvasir-sized test sets); one layer stays in fp32 to exercise the sensitivity search
-    main(["export", str(trained_run), "--out", str(out), "--quantize", "int8", "--calibration_images", "64",
-          "--fp32_layers", "1", "--min_agreement", "0.8", "--max_accuracy_drop", "0.2"])  # fmt: skip
+    main(
+        [
+            "export",
+            str(trained_run),
+            "--out",
+            str(out),
+            "--quantize",
+            "int8",
+            "--calibration_images",
+            "64",
+            "--fp32_layers",
+            "1",
+            "--min_agreement",
+            "0.8",
+            "--max_accuracy_drop",
+            "0.2",
+        ]
+    )
     return out
 
 
@@ -73,7 +89,19 @@ def test_predict_runs_the_int8_model_without_torch_unless_fp32_is_asked(int8_bun
 
 def test_an_int8_model_that_loses_accuracy_is_refused(trained_run, tmp_path):
     with pytest.raises(Int8Refused, match="Refused to write the int8 model"):
-        main(["export", str(trained_run), "--out", str(tmp_path), "--quantize", "int8", "--calibration_images", "16",
-              "--min_agreement", "1.01"])  # fmt: skip
+        main(
+            [
+                "export",
+                str(trained_run),
+                "--out",
+                str(tmp_path),
+                "--quantize",
+                "int8",
+                "--calibration_images",
+                "16",
+                "--min_agreement",
+                "1.01",
+            ]
+        )
     assert not (tmp_path / "model.int8.onnx").exists() and not list(tmp_path.glob(".*.onnx"))
     assert json.loads((tmp_path / "metadata.json").read_text())["precision"] == "fp32"  # the fp32 bundle stands

@@ -3,6 +3,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.models.backbone import WeightsUnavailableError, create_backbone
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
@@ -78,3 +79,10 @@ def test_any_optimizer_and_scheduler_class_is_injected_with_its_arguments():
     assert isinstance(optimizer, torch.optim.AdamW) and tuple(optimizer.defaults["betas"]) == (0.8, 0.9)
     assert optimizer.defaults["weight_decay"] == 0.05  # init_args win over the weight_decay shortcut
     assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.StepLR) and scheduler["interval"] == "step"
+
+
+def test_a_checkpoint_gives_back_the_input_it_was_trained_with(tmp_path):
+    norm = Normalization(40, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic", ((0.0, 0.0, 0.5, 0.25),))
+    module = MobileOneClassifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False), norm=norm)
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt")
+    assert MobileOneClassifier.from_checkpoint(tmp_path / "m.ckpt").norm == norm  # read back, not recomputed

@@ -24,10 +24,24 @@ from kvasir_mobileone.images import load_rgb
 from kvasir_mobileone.models.classifier import MobileOneClassifier
 from kvasir_mobileone.runs import UnsafeCheckpointError
 
-TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
-            "--model.lr_reference_batch", "8",
-            "--model.name", "mobileone_s0", "--model.pretrained", "false", "--model.lr", "0.003",
-            "--trainer.precision", "32-true"]  # fmt: skip
+TINY_FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "8",
+    "--data.num_workers",
+    "0",
+    "--model.lr_reference_batch",
+    "8",
+    "--model.name",
+    "mobileone_s0",
+    "--model.pretrained",
+    "false",
+    "--model.lr",
+    "0.003",
+    "--trainer.precision",
+    "32-true",
+]
 
 
 def kvasir(*args: str, **kwargs) -> subprocess.Popen:
@@ -38,8 +52,13 @@ def kvasir(*args: str, **kwargs) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     """Two good classes plus every kind of odd file that real folders hold."""
-    root = synth(str(tmp_path_factory.mktemp("messy") / "data"), images_per_class=12, seed=5, scale=0.1,
-                 classes=("polyps", "normal-cecum"))  # fmt: skip
+    root = synth(
+        str(tmp_path_factory.mktemp("messy") / "data"),
+        images_per_class=12,
+        seed=5,
+        scale=0.1,
+        classes=("polyps", "normal-cecum"),
+    )
     good = root / "polyps" / "synth_00000.jpg"
     odd = root / "polyps"
     (odd / "zero.jpg").write_bytes(b"")
@@ -117,7 +136,7 @@ def test_odd_formats_decode_to_sensible_rgb(messy):
 
 
 def test_check_command_and_single_class_and_missing_dir(messy, tmp_path, capsys):
-    main(["check", "--data", str(messy), "--out", str(tmp_path)])
+    main(["check", "--data_dir", str(messy), "--out", str(tmp_path)])
     assert "would be excluded" in capsys.readouterr().out
     assert "truncated.jpg" in (tmp_path / "problems.csv").read_text()
     one = tmp_path / "one"
@@ -130,13 +149,41 @@ def test_check_command_and_single_class_and_missing_dir(messy, tmp_path, capsys)
 
 def test_strict_fit_fails_naming_the_bad_files(messy, tmp_path):
     with pytest.raises(DataCheckError, match="truncated.jpg"):
-        main(["fit", "--data.data_dir", str(messy), *TINY_FIT, "--strict", "true",
-              "--trainer.runs_dir", str(tmp_path), "--trainer.logger", "none"])  # fmt: skip
+        main(
+            [
+                "fit",
+                "--data.data_dir",
+                str(messy),
+                *TINY_FIT,
+                "--strict",
+                "true",
+                "--trainer.runs_dir",
+                str(tmp_path),
+                "--trainer.logger",
+                "none",
+            ]
+        )
 
 
 def test_fit_excludes_unreadable_files_and_records_them(messy, tmp_path):
-    main(["fit", "--data.data_dir", str(messy), *TINY_FIT, "--trainer.max_epochs", "1", "--test_after", "false",
-          "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "r", "--trainer.logger", "none"])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(messy),
+            *TINY_FIT,
+            "--trainer.max_epochs",
+            "1",
+            "--test_after",
+            "false",
+            "--trainer.runs_dir",
+            str(tmp_path),
+            "--trainer.run_name",
+            "r",
+            "--trainer.logger",
+            "none",
+        ]
+    )
     run = tmp_path / "r"
     manifest = (run / "split_manifest.csv").read_text()
     assert "truncated.jpg" not in manifest and "bomb.png" not in manifest and "deep16.png" in manifest
@@ -181,9 +228,12 @@ def test_malicious_checkpoint_runs_nothing_and_is_refused(trained_run, tmp_path,
     with pytest.raises(Exception, match="(?i)weights.only|unpickl|unsupported global"):
         main(["fit", "--resume", str(run)])
     shutil.copy(tmp_path / "evil.ckpt", run / "checkpoints" / "best.ckpt")
-    for command in (["test", str(run)], ["export", str(run), "--out", str(tmp_path / "b")],
-                    ["predict", str(messy_free_image(trained_run)), "--model", str(run)],
-                    ["features", str(run), "--out", str(tmp_path / "f")]):  # fmt: skip
+    for command in (
+        ["test", str(run)],
+        ["export", str(run), "--out", str(tmp_path / "b")],
+        ["predict", str(messy_free_image(trained_run)), "--model", str(run)],
+        ["features", str(run), "--out", str(tmp_path / "f")],
+    ):
         with pytest.raises(UnsafeCheckpointError, match="Refused to load"):
             main(command)
     assert not marker.exists()
@@ -195,8 +245,20 @@ def messy_free_image(run: Path) -> Path:
 
 
 def test_killed_fit_resumes_and_completes(tiny_data, tmp_path):
-    args = ["fit", "--data.data_dir", str(tiny_data), *TINY_FIT, "--trainer.max_epochs", "6",
-            "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "r", "--trainer.logger", "csv"]  # fmt: skip
+    args = [
+        "fit",
+        "--data.data_dir",
+        str(tiny_data),
+        *TINY_FIT,
+        "--trainer.max_epochs",
+        "6",
+        "--trainer.runs_dir",
+        str(tmp_path),
+        "--trainer.run_name",
+        "r",
+        "--trainer.logger",
+        "csv",
+    ]
     last = tmp_path / "r" / "checkpoints" / "last.ckpt"
     process = kvasir(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -210,8 +272,9 @@ def test_killed_fit_resumes_and_completes(tiny_data, tmp_path):
     assert killed_at < 5 and not (tmp_path / "r" / "test").exists()
     for ckpt in last.parent.glob("*.ckpt"):  # nothing half-written is left to be taken for a checkpoint
         torch.load(ckpt, weights_only=True)
-    resumed = kvasir("fit", "--resume", str(tmp_path / "r"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                     text=True)  # fmt: skip
+    resumed = kvasir(
+        "fit", "--resume", str(tmp_path / "r"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     progress = resumed.communicate()[0]  # Lightning's progress bar: "Epoch N: ..."
     assert resumed.returncode == 0
     assert torch.load(last, weights_only=True)["epoch"] == 5
@@ -226,10 +289,28 @@ def test_ddp_two_processes_match_a_single_process_test(tiny_data, tmp_path):
     rows = make_split(scan_image_folder(tiny_data), seed=1)
     rows.remove(next(r for r in rows if r["split"] == "test"))  # 15 test images: the sampler pads rank 1
     write_manifest(tmp_path / "m.csv", rows)
-    args = ["fit", "--data.data_dir", str(tiny_data), "--data.manifest", str(tmp_path / "m.csv"), *TINY_FIT,
-            "--trainer.max_epochs", "2",
-            "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", "ddp", "--trainer.logger", "csv",
-            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]  # fmt: skip
+    args = [
+        "fit",
+        "--data.data_dir",
+        str(tiny_data),
+        "--data.manifest",
+        str(tmp_path / "m.csv"),
+        *TINY_FIT,
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.runs_dir",
+        str(tmp_path),
+        "--trainer.run_name",
+        "ddp",
+        "--trainer.logger",
+        "csv",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+    ]
     assert kvasir(*args).wait() == 0
     run = tmp_path / "ddp"
     ddp_metrics = json.loads((run / "test" / "metrics.json").read_text())
@@ -246,9 +327,44 @@ def test_ddp_two_processes_match_a_single_process_test(tiny_data, tmp_path):
 def test_deterministic_runs_repeat_exactly(tiny_data, tmp_path):
     metrics = []
     for name in ("a", "b"):
-        main(["fit", "--data.data_dir", str(tiny_data), *TINY_FIT, "--trainer.max_epochs", "2",
-              "--trainer.deterministic", "true", "--trainer.runs_dir", str(tmp_path), "--trainer.run_name", name,
-              "--trainer.logger", "none"])  # fmt: skip
+        main(
+            [
+                "fit",
+                "--data.data_dir",
+                str(tiny_data),
+                *TINY_FIT,
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.deterministic",
+                "true",
+                "--trainer.runs_dir",
+                str(tmp_path),
+                "--trainer.run_name",
+                name,
+                "--trainer.logger",
+                "none",
+            ]
+        )
         metrics.append(json.loads((tmp_path / name / "test" / "metrics.json").read_text()))
     assert (tmp_path / "a" / "split_manifest.csv").read_text() == (tmp_path / "b" / "split_manifest.csv").read_text()
     assert metrics[0]["loss"] == metrics[1]["loss"] and metrics[0]["confusion_matrix"] == metrics[1]["confusion_matrix"]
+
+
+def test_the_check_reads_unchanged_files_once_and_changed_files_again(tiny_data, tmp_path, monkeypatch):
+    import kvasir_mobileone.data.check as check_module
+
+    data = tmp_path / "data"
+    for name in ("polyps", "esophagitis"):
+        shutil.copytree(tiny_data / "dyed-lifted-polyps" if name == "polyps" else tiny_data / name, data / name)
+    first = check_folder(data, workers=1)
+    inspected = []
+    real = check_module.inspect_image
+    monkeypatch.setattr(check_module, "inspect_image", lambda path: inspected.append(path) or real(path))
+    again = check_folder(data, workers=1)
+    assert inspected == [] and again.items == first.items and again.duplicate_groups == first.duplicate_groups
+    changed = data / "polyps" / "synth_00003.jpg"
+    shutil.copy(data / "polyps" / "synth_00004.jpg", changed)  # now an exact copy of another image
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    third = check_folder(data, workers=1)
+    assert inspected == [str(changed)]
+    assert any({"polyps/synth_00003.jpg", "polyps/synth_00004.jpg"} <= set(g) for g in third.duplicate_groups)

@@ -19,10 +19,24 @@ from kvasir_mobileone.evaluation.stats import (
     wilson_interval,
 )
 
-TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
-            "--model.lr_reference_batch", "8",
-            "--model.name", "mobileone_s0", "--model.pretrained", "false", "--trainer.precision", "32-true",
-            "--trainer.logger", "none"]  # fmt: skip
+TINY_FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "8",
+    "--data.num_workers",
+    "0",
+    "--model.lr_reference_batch",
+    "8",
+    "--model.name",
+    "mobileone_s0",
+    "--model.pretrained",
+    "false",
+    "--trainer.precision",
+    "32-true",
+    "--trainer.logger",
+    "none",
+]
 
 
 def test_mcnemar_exact_on_a_known_table():
@@ -120,11 +134,25 @@ def test_compare_network_and_classical_rows(trained_run, classical, tmp_path):
 def test_cross_validation_summary_and_compare_refusal(tiny_data, trained_run, tmp_path):
     for name, lr in (("cvA", "0.003"), ("cvB", "0.001")):
         where = ["--trainer.runs_dir", str(tmp_path), "--trainer.run_name", name]
-        main(["cv", "--folds", "2", "--data.data_dir", str(tiny_data), *TINY_FIT, "--model.lr", lr,
-              "--trainer.max_epochs", "2", *where])  # fmt: skip
+        main(
+            [
+                "cv",
+                "--folds",
+                "2",
+                "--data.data_dir",
+                str(tiny_data),
+                *TINY_FIT,
+                "--model.lr",
+                lr,
+                "--trainer.max_epochs",
+                "2",
+                *where,
+            ]
+        )
     summary = json.loads((tmp_path / "cvA" / "cv_summary.json").read_text())
-    folds = [json.loads((tmp_path / "cvA" / f"fold{k}" / "test" / "metrics.json").read_text())["accuracy"]
-             for k in range(2)]  # fmt: skip
+    folds = [
+        json.loads((tmp_path / "cvA" / f"fold{k}" / "test" / "metrics.json").read_text())["accuracy"] for k in range(2)
+    ]
     assert summary["per_metric"]["accuracy"]["folds"] == folds
     assert summary["per_metric"]["accuracy"]["std"] == pytest.approx(np.std(folds, ddof=1))
     pooled = json.loads((tmp_path / "cvA" / "test" / "metrics.json").read_text())

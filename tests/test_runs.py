@@ -13,10 +13,26 @@ import torch
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.runs import RunError
 
-TINY_FIT = ["--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
-            "--model.lr_reference_batch", "8",
-            "--model.name", "mobileone_s0", "--model.pretrained", "false", "--model.lr", "0.003",
-            "--trainer.precision", "32-true", "--trainer.logger", "none"]  # fmt: skip
+TINY_FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "8",
+    "--data.num_workers",
+    "0",
+    "--model.lr_reference_batch",
+    "8",
+    "--model.name",
+    "mobileone_s0",
+    "--model.pretrained",
+    "false",
+    "--model.lr",
+    "0.003",
+    "--trainer.precision",
+    "32-true",
+    "--trainer.logger",
+    "none",
+]
 PACKAGE = Path(__file__).parents[1] / "src" / "kvasir_mobileone"
 
 
@@ -27,8 +43,20 @@ def relative_run(tiny_data, tmp_path_factory):
     shutil.copytree(tiny_data, home / "data")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(home)
-        main(["fit", "--data.data_dir", "data", *TINY_FIT, "--trainer.max_epochs", "2", "--trainer.runs_dir", "runs",
-              "--trainer.run_name", "r"])  # fmt: skip
+        main(
+            [
+                "fit",
+                "--data.data_dir",
+                "data",
+                *TINY_FIT,
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.runs_dir",
+                "runs",
+                "--trainer.run_name",
+                "r",
+            ]
+        )
     return home / "runs" / "r"
 
 
@@ -93,19 +121,34 @@ def test_trainer_arguments_we_never_name_pass_through_yaml_and_flags(tiny_data, 
     main(["fit", "--config", str(tmp_path / "c.yaml"), *common, "--trainer.run_name", "acc"])
     main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.run_name", "plain"])
     main(["fit", *common, "--trainer.max_steps", "3", "--trainer.run_name", "steps"])
-    step = {n: torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-            for n in ("acc", "plain", "steps")}  # fmt: skip
+    step = {
+        n: torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        for n in ("acc", "plain", "steps")
+    }
     assert step["plain"] == 16 and step["acc"] == 8 and step["steps"] == 3  # 128 training images, batches of 8
 
 
-LAYERS = {"errors": 0, "io": 0, "images": 0, "runs": 0, "data": 1, "models": 2, "evaluation": 3, "deploy": 3,
-          "commands": 4, "cli": 5, "__main__": 5}  # fmt: skip
+LAYERS = {
+    "errors": 0,
+    "io": 0,
+    "images": 0,
+    "runs": 0,
+    "data": 1,
+    "models": 2,
+    "evaluation": 3,
+    "deploy": 3,
+    "commands": 4,
+    "cli": 5,
+    "__main__": 5,
+}
 
 
 def import_graph() -> dict[str, set[str]]:
     """module -> package modules it imports (at the top or inside functions)."""
-    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in PACKAGE.rglob("*.py")}  # fmt: skip
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
     graph = {m: set() for m in modules}
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -156,6 +199,9 @@ def test_every_third_party_import_is_a_declared_dependency():
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - {"kvasir_mobileone"}
-    undeclared = {m: distributions.get(m) for m in third_party
-                  if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & declared}  # fmt: skip
+    undeclared = {
+        m: distributions.get(m)
+        for m in third_party
+        if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & declared
+    }
     assert not undeclared, undeclared

@@ -46,9 +46,22 @@ def server(bundle):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "kvasir_mobileone.cli", "serve", "--model", str(bundle), "--port", str(port),
-         "--max_file_mb", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kvasir_mobileone.cli",
+            "serve",
+            "--model",
+            str(bundle),
+            "--port",
+            str(port),
+            "--max_file_mb",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -128,15 +141,24 @@ def test_every_bundle_carries_a_model_card_and_loads_in_timm(bundle, trained_run
     header = yaml.safe_load(card.split("---")[1])
     assert header["library_name"] == "timm" and header["license"] == "other" and "kvasir-v2" in header["datasets"]
     assert {"accuracy", "f1"} <= set(header["metrics"]) and "image-classification" in header["tags"]
-    for section in ("## Intended use", "## Training data and preprocessing", "## Evaluation", "## Limitations",
-                    "## How to use", "Confusion matrix", "not a medical device"):  # fmt: skip
+    for section in (
+        "## Intended use",
+        "## Training data and preprocessing",
+        "## Evaluation",
+        "## Limitations",
+        "## How to use",
+        "Confusion matrix",
+        "not a medical device",
+    ):
         assert section in card, section
     config = json.loads((bundle / "config.json").read_text())
     assert config["architecture"] == "mobileone_s0" and config["pretrained_cfg"]["input_size"] == [3, 48, 48]
     model = timm.create_model(
-        config["architecture"], pretrained=True, num_classes=config["num_classes"],
+        config["architecture"],
+        pretrained=True,
+        num_classes=config["num_classes"],
         pretrained_cfg_overlay=dict(file=str(bundle / "model_unfused.safetensors"), num_classes=config["num_classes"]),
-    )  # fmt: skip
+    )
     ckpt = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     trained = {k.removeprefix("backbone."): v for k, v in ckpt.items() if k.startswith("backbone.")}
     loaded = model.state_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import traceback
@@ -14,29 +15,35 @@ from jsonargparse import auto_cli
 
 from kvasir_mobileone.errors import UserError
 
-# command -> module defining a function of that name. Only the module of the command being run is imported, so
-# `kvasir predict` on an exported bundle never loads Lightning or timm, and every command starts fast.
+# command -> the module of commands/ defining a function of that name. Only the module of the command being run is
+# imported, so `kvasir predict` on an exported bundle never loads Lightning or timm, and every command starts fast.
 COMMANDS = {
-    "download": "kvasir_mobileone.data.download",
-    "synth": "kvasir_mobileone.data.synth",
-    "check": "kvasir_mobileone.data.check",
-    "eda": "kvasir_mobileone.data.eda",
-    "prepare": "kvasir_mobileone.data.cache",
-    "fit": "kvasir_mobileone.commands.fit",
-    "test": "kvasir_mobileone.evaluation.testing",
-    "cv": "kvasir_mobileone.commands.cv",
-    "features": "kvasir_mobileone.evaluation.features",
-    "compare": "kvasir_mobileone.evaluation.compare",
-    "audit": "kvasir_mobileone.evaluation.audit",
-    "export": "kvasir_mobileone.deploy.export",
-    "predict": "kvasir_mobileone.deploy.predict",
-    "serve": "kvasir_mobileone.deploy.serve",
-    "benchmark": "kvasir_mobileone.commands.benchmark",
-    "demo": "kvasir_mobileone.commands.demo",
+    name: f"kvasir_mobileone.commands.{name}"
+    for name in (
+        "download",
+        "synth",
+        "check",
+        "eda",
+        "prepare",
+        "fit",
+        "test",
+        "cv",
+        "features",
+        "compare",
+        "audit",
+        "export",
+        "predict",
+        "serve",
+        "benchmark",
+        "demo",
+    )
 }
 
 
-LIST_COMMANDS = ("predict", "compare")  # their first argument is a list of paths given as plain words
+LIST_COMMANDS = ("predict", "compare")
+# The data folder is --data_dir in every command; check, eda and prepare took --data before 0.2, which still works
+# (with a note) until the next release.
+OLD_DATA_FLAG = ("check", "eda", "prepare")  # their first argument is a list of paths given as plain words
 
 
 def _command(name: str):
@@ -60,13 +67,43 @@ def _gather_positionals(args: list[str], command: str) -> list[str]:
     return rest[:start] + ([json.dumps(positional)] if positional else []) + rest[start:]
 
 
+class _Notes(logging.Handler):
+    """The progress notes of the layers below commands/ (loggers under kvasir_mobileone), as plain lines on
+    stdout, beside what the commands print."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def show_notes() -> None:
+    """Route the package's notes to stdout, once per process."""
+    package = logging.getLogger("kvasir_mobileone")
+    if not any(isinstance(h, _Notes) for h in package.handlers):
+        package.addHandler(_Notes())
+        package.setLevel(logging.INFO)
+        package.propagate = False
+
+
+def renamed_data_flag(args: list[str]) -> list[str]:
+    """`kvasir check --data DIR` -> `--data_dir DIR` (and --data=DIR), with a note on stderr."""
+    if not any(a in OLD_DATA_FLAG for a in args[:1]) or not any(a == "--data" or a.startswith("--data=") for a in args):
+        return args
+    print(
+        "note: --data is now --data_dir, as in every other command; --data works until the next release.",
+        file=sys.stderr,
+    )
+    return ["--data_dir" if a == "--data" else "--data_dir=" + a[7:] if a.startswith("--data=") else a for a in args]
+
+
 def main(args: list[str] | None = None):
     """Run a `kvasir` command in-process and return what the command returns."""
+    show_notes()
     args = sys.argv[1:] if args is None else list(args)
     for command in LIST_COMMANDS:
         if command in args:
             args = _gather_positionals(args, command)
             break
+    args = renamed_data_flag(args)
     chosen = [a for a in args if a in COMMANDS][:1]
     names = chosen if chosen and not args[0].startswith("-") else list(COMMANDS)
     return auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)

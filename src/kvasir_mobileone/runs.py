@@ -20,20 +20,63 @@ from kvasir_mobileone.io import write_text
 
 RUN_DIR_ENV = "KVASIR_RUN_DIR"  # how processes that Lightning launches for DDP find the run folder of rank 0
 
-# file or folder -> what it holds; the README's run-folder table is this one.
+# file or folder -> what it holds: the README's run-folder table is this one (a test holds them equal)
 LAYOUT = {
-    "config.yaml": "the resolved configuration (data, model, trainer); paths in it are absolute",
-    "split_manifest.csv": "path, label, split and near-duplicate group of every image (reuse it with --data.manifest)",
-    "split_leaks.csv": "near-duplicate groups whose images sit in more than one split (only when there are any)",
-    "split_counts.json": "images per split and class, and the classes missing from a split",
-    "data_problems.csv": "every file left out or skipped, with the reason",
-    "checkpoints/best.ckpt": "best val accuracy; stands alone (model, classes, input size, mean/std)",
-    "checkpoints/last.ckpt": "end of the last epoch, for --resume",
-    "test/": "report.md, metrics.json, predictions.csv, confusion matrices, reliability diagram",
-    "model_info.json": "parameters before/after fusing; export adds sizes and latency",
-    "temperature.json": "softmax temperature fitted on val by `kvasir test --calibrate true`",
-    "wandb/, tensorboard/, csv_logs/": "the logger's files",
+    "`config.yaml`": (
+        "the resolved configuration (data, model, trainer); paths in it are absolute; reusable with `kvasir "
+        "fit --config`"
+    ),
+    "`split_manifest.csv`": (
+        "path, label, split and near-duplicate group of every image (reuse it with `--data.manifest`)"
+    ),
+    "`split_leaks.csv`": "near-duplicate groups whose images sit in more than one split (only when there are any)",
+    "`split_counts.json`": "images per split and class, and the classes missing from a split",
+    "`data_problems.csv`": (
+        "every file left out or skipped, with the reason: excluded by the check, skipped in training, "
+        "duplicates, conversions"
+    ),
+    "`checkpoints/best.ckpt`": (
+        "best val accuracy; stands alone (model name, classes, input size, mean/std, interpolation, "
+        "evaluation precision, the run's config)"
+    ),
+    "`checkpoints/last.ckpt`": "end of the last epoch, for `--resume`",
+    "`test/`": (
+        "`report.md`, `metrics.json`, `predictions.csv`, per-class tables, confusion matrices, reliability "
+        "diagram; metrics on all test images and on the leak-free ones"
+    ),
+    "`model_info.json`": "parameters before/after fusing; after `kvasir export`: sizes and onnxruntime latency",
+    "`temperature.json`": "softmax temperature fitted on val by `kvasir test --calibrate true`",
+    "`audit/`": "`kvasir audit`'s report, figures and verdict",
+    "`features/`": "`kvasir features`' embeddings and the classical models' results",
+    "`wandb/`, `tensorboard/`, `csv_logs/`": (
+        "the logger's files: train/loss, train/acc, val/loss, val/acc, val/f1_macro, learning rate"
+    ),
 }
+
+
+@dataclass(frozen=True)
+class TestReport:
+    """The files of a test report folder (RUN/test/, a cv folder's test/, or `kvasir test --out DIR`)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    metrics = property(lambda self: self.root / "metrics.json")
+    predictions = property(lambda self: self.root / "predictions.csv")
+    report = property(lambda self: self.root / REPORT_NAME)
+    per_class_csv = property(lambda self: self.root / "per_class.csv")
+    per_class_md = property(lambda self: self.root / "per_class.md")
+    confusion_csv = property(lambda self: self.root / "confusion_matrix.csv")
+    confusion_png = property(lambda self: self.root / "confusion_matrix.png")
+    confusion_rates_png = property(lambda self: self.root / "confusion_matrix_normalized.png")
+    reliability_png = property(lambda self: self.root / "reliability.png")
+
+
+REPORT_NAME = "report.md"  # every report folder's main page: a test report's, an audit's
+LEAKS_NAME = "split_leaks.csv"  # in a run folder, and in `kvasir check --out DIR`
+LOGGER_FOLDERS = {"wandb": "wandb", "tensorboard": "tensorboard", "csv": "csv_logs"}  # --trainer.logger -> folder
 
 
 class RunError(UserError):
@@ -57,11 +100,13 @@ class RunFolder:
     manifest = property(lambda self: self.root / "split_manifest.csv")
     split_counts = property(lambda self: self.root / "split_counts.json")
     problems = property(lambda self: self.root / "data_problems.csv")
-    leaks = property(lambda self: self.root / "split_leaks.csv")
+    leaks = property(lambda self: self.root / LEAKS_NAME)
     checkpoints = property(lambda self: self.root / "checkpoints")
     best = property(lambda self: self.root / "checkpoints" / "best.ckpt")
     last = property(lambda self: self.root / "checkpoints" / "last.ckpt")
     test_dir = property(lambda self: self.root / "test")
+    test = property(lambda self: TestReport(self.root / "test"))
+    audit_dir = property(lambda self: self.root / "audit")
     model_info = property(lambda self: self.root / "model_info.json")
     temperature = property(lambda self: self.root / "temperature.json")
     features_dir = property(lambda self: self.root / "features")

@@ -41,9 +41,15 @@ def machine() -> dict:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> float:
@@ -69,11 +75,18 @@ class NaiveDataset(Dataset):
 
     def __init__(self, paths: list[Path]):
         self.paths = paths
-        self.transform = T.Compose([
-            T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Resize((224, 224), antialias=True),
-            T.RandomRotation(15), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ColorJitter(0.2, 0.2, 0.2, 0.02),
-            T.Normalize(NORM.mean, NORM.std),
-        ])  # fmt: skip
+        self.transform = T.Compose(
+            [
+                T.ToImage(),
+                T.ToDtype(torch.float32, scale=True),
+                T.Resize((224, 224), antialias=True),
+                T.RandomRotation(15),
+                T.RandomHorizontalFlip(),
+                T.RandomVerticalFlip(),
+                T.ColorJitter(0.2, 0.2, 0.2, 0.02),
+                T.Normalize(NORM.mean, NORM.std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -98,8 +111,9 @@ def bench_data(data_dir: Path, workers: int, batch_size: int = 32) -> list[dict]
     rows = make_split(scan_image_folder(data_dir), 0.1, 0.1, seed=0)
     train_paths = [data_dir / r["path"] for r in rows if r["split"] == "train"]
     results = []
-    naive = DataLoader(NaiveDataset(train_paths), batch_size, shuffle=True, num_workers=workers,
-                       persistent_workers=workers > 0)  # fmt: skip
+    naive = DataLoader(
+        NaiveDataset(train_paths), batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    )
     results.append({"loader": "naive: full PIL decode + float transforms", "images_per_s": images_per_s(naive)})
     variants = (
         (False, "workers", "ours, no cache: JPEG draft decode + uint8 augmentation in workers"),
@@ -107,8 +121,14 @@ def bench_data(data_dir: Path, workers: int, batch_size: int = 32) -> list[dict]
         (True, "device", "ours: decode-once uint8 cache, augmentation on the GPU (loader side; default with CUDA)"),
     )
     for cache, augment_on, name in variants:
-        cfg = DataConfig(data_dir=str(data_dir), batch_size=batch_size, num_workers=workers, cache=cache,
-                         augment_on=augment_on, loader="workers")  # fmt: skip
+        cfg = DataConfig(
+            data_dir=str(data_dir),
+            batch_size=batch_size,
+            num_workers=workers,
+            cache=cache,
+            augment_on=augment_on,
+            loader="workers",
+        )
         datamodule = ImageFolderDataModule(cfg, rows, NORM)
         start = time.perf_counter()
         datamodule.prepare_data()
@@ -149,8 +169,9 @@ def _train_step_speed(name: str, bf16: bool, channels_last: bool, batch_size: in
     queue.put(batch_size / timed(step, steps))
 
 
-def bench_training(models: tuple[str, ...], batch_size: int, steps: int) -> list[dict]:
-    """Each configuration in its own process: one that crashes (some CPU kernels abort) is reported, not fatal."""
+def bench_training(models: tuple[str, ...], batch_size: int, steps: int, timeout_s: float = 300) -> list[dict]:
+    """Each configuration in its own process: one that crashes (some CPU kernels abort) or hangs past timeout_s is
+    reported, not fatal."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -163,11 +184,23 @@ def bench_training(models: tuple[str, ...], batch_size: int, steps: int) -> list
                     target=_train_step_speed, args=(name, bf16, channels_last, batch_size, steps, queue)
                 )
                 process.start()
-                process.join()
-                speed = queue.get() if process.exitcode == 0 else None
-                error = None if speed else f"process died (exit code {process.exitcode})"
-                results.append({"model": name, "precision": "bf16 autocast" if bf16 else "fp32",
-                                "channels_last": channels_last, "images_per_s": speed, "error": error})  # fmt: skip
+                process.join(timeout_s)
+                if process.is_alive():  # some CPU kernels hang instead of aborting (channels_last backward)
+                    process.kill()
+                    process.join()
+                    error = f"no step within {timeout_s:.0f} s: stopped"
+                else:
+                    error = None if process.exitcode == 0 else f"process died (exit code {process.exitcode})"
+                speed = queue.get() if error is None else None
+                results.append(
+                    {
+                        "model": name,
+                        "precision": "bf16 autocast" if bf16 else "fp32",
+                        "channels_last": channels_last,
+                        "images_per_s": speed,
+                        "error": error,
+                    }
+                )
         base = next(r for r in results if r["model"] == name and r["precision"] == "fp32" and not r["channels_last"])
         for r in results:
             if r["model"] == name:
@@ -206,8 +239,16 @@ def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: flo
             with torch.no_grad():
                 for runtime, fn in runtimes.items():
                     ips = batch / timed(fn, repeats)
-                    row.append({"model": name, "batch": batch, "runtime": runtime, "images_per_s": ips,
-                                "ms_per_image": 1000 / ips, "cpu_fraction": flops * ips / peak})  # fmt: skip
+                    row.append(
+                        {
+                            "model": name,
+                            "batch": batch,
+                            "runtime": runtime,
+                            "images_per_s": ips,
+                            "ms_per_image": 1000 / ips,
+                            "cpu_fraction": flops * ips / peak,
+                        }
+                    )
             ort_fp32 = next(r for r in row if r["runtime"] == "fused onnxruntime fp32")["images_per_s"]
             for r in row:
                 r["speedup_vs_unfused"] = r["images_per_s"] / row[0]["images_per_s"]
@@ -228,8 +269,13 @@ def bench_check(images: int, scale: float, workdir: Path) -> list[dict]:
     same split checked with the warm cache."""
     sizes = hyper_kvasir_sizes().values()
     largest = max(2, round(images * max(sizes) / sum(sizes)))
-    root = synth(str(workdir / "hyper-kvasir"), images_per_class=largest, scale=scale, layout="hyper-kvasir",
-                 sizes="hyper-kvasir")  # fmt: skip
+    root = synth(
+        str(workdir / "hyper-kvasir"),
+        images_per_class=largest,
+        scale=scale,
+        layout="hyper-kvasir",
+        sizes="hyper-kvasir",
+    )
     rows, split_rows = [], []
     for what in ("official split, empty cache", "official split, cached", "manifest, cached"):
         manifest = write_manifest(workdir / "manifest.csv", split_rows) if what.startswith("manifest") else None
@@ -250,6 +296,7 @@ def benchmark(
     train_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
     train_batch: int = 8,
     train_steps: int = 3,
+    train_timeout_s: float = 300,
     inference_models: tuple[str, ...] = MODELS,
     inference_batches: tuple[int, ...] = (1, 32),
     skip: tuple[str, ...] = (),
@@ -278,8 +325,9 @@ def benchmark(
             from kvasir_mobileone.commands.gpu_benchmark import bench_gpu_training
 
             data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=64, scale=0.3)
-            report["gpu_training"] = bench_gpu_training(gpu_models, data_dir, gpu_images, gpu_ablate,
-                                                        budget_s=gpu_budget_s)  # fmt: skip
+            report["gpu_training"] = bench_gpu_training(
+                gpu_models, data_dir, gpu_images, gpu_ablate, budget_s=gpu_budget_s
+            )
             skip = ("data", "check", "training", "inference")
         if "data" not in skip:
             data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=max(2, images // 8))
@@ -287,7 +335,7 @@ def benchmark(
         if "check" not in skip:
             report["check"] = bench_check(check_images, check_scale, tmp_dir)
         if "training" not in skip:
-            report["training"] = bench_training(train_models, train_batch, train_steps)
+            report["training"] = bench_training(train_models, train_batch, train_steps, train_timeout_s)
         if "inference" not in skip:
             report["inference"] = bench_inference(
                 inference_models, inference_batches, report["matmul_gflops_fp32"] * 1e9, tmp_dir
@@ -311,11 +359,20 @@ def render(report: dict) -> str:
         parts.append(
             f"\n## Data loading (training loader, {report['workers']} workers, 224 px, Kvasir-sized JPEGs)\n\n"
         )
-        parts.append(markdown_table(
-            ["loader", "images/s", "× naive", "cache build (s)"],
-            [[r["loader"], f"{r['images_per_s']:.0f}", f"{r['speedup_vs_naive']:.1f}",
-              f"{r['cache_build_s']:.1f}" if r.get("cache_build_s") else "—"] for r in report["data"]],
-        ))  # fmt: skip
+        parts.append(
+            markdown_table(
+                ["loader", "images/s", "× naive", "cache build (s)"],
+                [
+                    [
+                        r["loader"],
+                        f"{r['images_per_s']:.0f}",
+                        f"{r['speedup_vs_naive']:.1f}",
+                        f"{r['cache_build_s']:.1f}" if r.get("cache_build_s") else "—",
+                    ]
+                    for r in report["data"]
+                ],
+            )
+        )
     if "check" in report:
         first = report["check"][0]
         parts.append(
@@ -339,22 +396,43 @@ def render(report: dict) -> str:
         )
     if "training" in report:
         parts.append("\n## Training step (224 px, Adam, this CPU)\n\n")
-        parts.append(markdown_table(
-            ["model", "precision", "channels_last", "images/s", "× fp32"],
-            [[r["model"], r["precision"], r["channels_last"],
-              f"{r['images_per_s']:.1f}" if r["images_per_s"] else r["error"],
-              f"{r['speedup_vs_fp32']:.2f}" if r["speedup_vs_fp32"] else "—"] for r in report["training"]],
-        ))  # fmt: skip
+        parts.append(
+            markdown_table(
+                ["model", "precision", "channels_last", "images/s", "× fp32"],
+                [
+                    [
+                        r["model"],
+                        r["precision"],
+                        r["channels_last"],
+                        f"{r['images_per_s']:.1f}" if r["images_per_s"] else r["error"],
+                        f"{r['speedup_vs_fp32']:.2f}" if r["speedup_vs_fp32"] else "—",
+                    ]
+                    for r in report["training"]
+                ],
+            )
+        )
     if "inference" in report:
         parts.append(
             "\n## Inference (224 px; CPU fraction = model FLOP/s ÷ fp32 matmul FLOP/s, so int8 can pass 100%)\n\n"
         )
-        parts.append(markdown_table(
-            ["model", "batch", "runtime", "ms/image", "images/s", "× unfused", "× ORT fp32", "CPU fraction"],
-            [[r["model"], r["batch"], r["runtime"], f"{r['ms_per_image']:.2f}", f"{r['images_per_s']:.1f}",
-              f"{r['speedup_vs_unfused']:.2f}", f"{r['speedup_vs_ort_fp32']:.2f}", f"{100 * r['cpu_fraction']:.0f}%"]
-             for r in report["inference"]],
-        ))  # fmt: skip
+        parts.append(
+            markdown_table(
+                ["model", "batch", "runtime", "ms/image", "images/s", "× unfused", "× ORT fp32", "CPU fraction"],
+                [
+                    [
+                        r["model"],
+                        r["batch"],
+                        r["runtime"],
+                        f"{r['ms_per_image']:.2f}",
+                        f"{r['images_per_s']:.1f}",
+                        f"{r['speedup_vs_unfused']:.2f}",
+                        f"{r['speedup_vs_ort_fp32']:.2f}",
+                        f"{100 * r['cpu_fraction']:.0f}%",
+                    ]
+                    for r in report["inference"]
+                ],
+            )
+        )
     if "gpu_training" in report:
         from kvasir_mobileone.commands.gpu_benchmark import render_gpu
 

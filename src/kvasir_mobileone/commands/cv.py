@@ -65,7 +65,7 @@ def pooled_predictions(fold_dirs: list[Path], class_names: list[str]) -> tuple[l
     """Every image's out-of-fold prediction: each image is in exactly one fold's test split."""
     paths, probs, targets = [], [], []
     for fold_dir in fold_dirs:
-        for row in read_csv(RunFolder(fold_dir).test_dir / "predictions.csv"):
+        for row in read_csv(RunFolder(fold_dir).test.predictions):
             paths.append(row["path"])
             probs.append([float(row[f"p_{c}"]) for c in class_names])
             targets.append(class_names.index(row["label"]))
@@ -113,7 +113,7 @@ def cv(
                 test_after=True,
             )
         )
-    per_fold = [json.loads((RunFolder(d).test_dir / "metrics.json").read_text()) for d in fold_dirs]
+    per_fold = [json.loads(RunFolder(d).test.metrics.read_text()) for d in fold_dirs]
     class_names = per_fold[0]["class_names"]
     summary = {}
     for key in SUMMARY_METRICS:
@@ -132,9 +132,12 @@ def cv(
         [[key, v["mean"], v["std"], *v["folds"]] for key, v in summary.items()],
     )
     table += "\n" + per_fold_table(per_fold)
-    write_text(cv_dir / "cv_summary.md", f"# {folds}-fold cross-validation: {model.name}\n\n{table}\n"
-               f"Pooled out-of-fold predictions of all {len(paths)} images: {RunFolder(cv_dir).test_dir / 'report.md'} "
-               "(what `kvasir compare` uses).\n")  # fmt: skip
+    write_text(
+        cv_dir / "cv_summary.md",
+        f"# {folds}-fold cross-validation: {model.name}\n\n{table}\n"
+        f"Pooled out-of-fold predictions of all {len(paths)} images: {RunFolder(cv_dir).test.report} "
+        "(what `kvasir compare` uses).\n",
+    )
     print(table)
     print(f"Cross-validation folder: {cv_dir}")
     return cv_dir

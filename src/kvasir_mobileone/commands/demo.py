@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from kvasir_mobileone.commands.eda import eda
 from kvasir_mobileone.commands.fit import fit
 from kvasir_mobileone.data.dataset import DataConfig
-from kvasir_mobileone.data.eda import eda
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.models.classifier import ModelConfig
 from kvasir_mobileone.models.trainer import TrainerConfig
@@ -56,6 +56,6 @@ def demo(
     eda(str(data_dir), out=str(out_dir / "eda"), manifest=str(run.manifest))
     print(
         f"\nDemo done in {time.perf_counter() - start:.0f} s on synthetic data (not endoscopy images).\n"
-        f"  report: {run.test_dir / 'report.md'}\n  eda:    {out_dir / 'eda'}\n  run:    {run_dir}"
+        f"  report: {run.test.report}\n  eda:    {out_dir / 'eda'}\n  run:    {run_dir}"
     )
     return run_dir

@@ -25,9 +25,9 @@ from kvasir_mobileone.data.split import (
     write_leaks,
     write_manifest,
 )
-from kvasir_mobileone.evaluation.testing import report_test_predictions
+from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
 from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_json
-from kvasir_mobileone.models.backbone import parameter_info
+from kvasir_mobileone.models.backbone import input_spec, parameter_info
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import (
     TrainerConfig,
@@ -63,8 +63,10 @@ class SkippedImagesReport(Callback):
             return
         self.reported |= set(skipped)
         listing = "; ".join(f"{p}: {r}" for p, r in skipped.items())
-        warnings.warn(f"Skipped {len(skipped)} unreadable training images this epoch ({listing}); "
-                      f"listed in {self.run.problems}.", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"Skipped {len(skipped)} unreadable training images this epoch ({listing}); listed in {self.run.problems}.",
+            stacklevel=2,
+        )
         rows = read_csv(self.run.problems) if self.run.problems.is_file() else []
         problems = [Problem(r["path"], r["kind"], r["message"], r["severity"]) for r in rows]
         problems += [Problem(p, "skipped-in-training", r, "error") for p, r in skipped.items()]
@@ -181,8 +183,11 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
     if resume:
         run = RunFolder(Path(resume).resolve())
         config = run.read_config()
-        data, model, trainer = (DataConfig(**config["data"]), ModelConfig(**config["model"]),
-                                TrainerConfig(**config["trainer"]))  # fmt: skip
+        data, model, trainer = (
+            DataConfig(**config["data"]),
+            ModelConfig(**config["model"]),
+            TrainerConfig(**config["trainer"]),
+        )
         data = dataclasses.replace(data, data_dir=str(existing_data_dir(data.data_dir, data_dir, str(run.root))))
         # last.ckpt holds every weight: downloading ImageNet weights only to overwrite them would fail offline
         model = dataclasses.replace(model, pretrained=False, weights=None)
@@ -209,10 +214,17 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
             warnings.warn(describe_gaps(gaps) + f" (recorded in {run.split_counts})", stacklevel=2)
     L.seed_everything(trainer.seed, workers=True)
 
-    module = MobileOneClassifier(sorted(counts["train"]), model, trainer.max_epochs or 1, data.image_size,
-                                 trainer.eval_precision, config, data.mask_regions)  # fmt: skip
+    norm = input_spec(model.name, data.image_size, data.mask_regions)  # the network's input, decided once here
+    module = MobileOneClassifier(
+        sorted(counts["train"]),
+        model,
+        trainer.max_epochs or 1,
+        norm,
+        trainer.eval_precision,
+        config,
+    )
     module.accelerate(*speed_settings(trainer))
-    datamodule = ImageFolderDataModule(data, rows, module.norm, seed=trainer.seed)
+    datamodule = ImageFolderDataModule(data, rows, norm, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [
         # best val accuracy; no version counter, so a resumed run overwrites best.ckpt instead of adding best-v1
@@ -230,7 +242,8 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         # the test step runs at the run's evaluation precision (fp32 by default), as `kvasir test` does
         lightning_trainer.test(module, datamodule=datamodule, ckpt_path="best", weights_only=True, verbose=False)
         if lightning_trainer.is_global_zero:
-            report_test_predictions(module, rows, run.test_dir, precision=evaluation_precision(trainer))
+            metrics = report_test_predictions(module, rows, run.test_dir, precision=evaluation_precision(trainer))
+            print(test_summary(metrics))
     if lightning_trainer.is_global_zero:
         update_json(run.model_info, parameter_info(copy.deepcopy(module.backbone).cpu().float()))
         print(f"Run folder: {run.root}")

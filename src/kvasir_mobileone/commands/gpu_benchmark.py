@@ -18,7 +18,7 @@ from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.io import markdown_table
-from kvasir_mobileone.models.backbone import create_backbone, flops_per_image
+from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, input_spec
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import GPU_COMPILE
 
@@ -143,8 +143,15 @@ class StepTimer(Callback):
             trainer.should_stop = True
 
 
-def measure(name: str, path: TrainingPath, data_dir: Path, rows: list[dict], warmup: int, steps: int,
-            image_size: int | None = None) -> dict:  # fmt: skip
+def measure(
+    name: str,
+    path: TrainingPath,
+    data_dir: Path,
+    rows: list[dict],
+    warmup: int,
+    steps: int,
+    image_size: int | None = None,
+) -> dict:
     """Training images/s of one model on one path, through Trainer.fit (validation off); on the CPU when there is
     no GPU (the tests), without the utilisation figure."""
     torch._dynamo.reset()
@@ -154,22 +161,40 @@ def measure(name: str, path: TrainingPath, data_dir: Path, rows: list[dict], war
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     L.seed_everything(0, verbose=False)
-    module = MobileOneClassifier(class_names_of(rows), ModelConfig(name=name, pretrained=False), 1000, image_size)
+    model = ModelConfig(name=name, pretrained=False)
+    module = MobileOneClassifier(class_names_of(rows), model, 1000, input_spec(name, image_size))
     module.accelerate(path.compile, path.channels_last)
-    cfg = DataConfig(data_dir=str(data_dir), batch_size=path.batch_size, loader=path.loader,
-                     augment_on=path.augment_on, image_size=image_size)  # fmt: skip
+    cfg = DataConfig(
+        data_dir=str(data_dir),
+        batch_size=path.batch_size,
+        loader=path.loader,
+        augment_on=path.augment_on,
+        image_size=image_size,
+    )
     datamodule = ImageFolderDataModule(cfg, rows, module.norm)
     timer = StepTimer(warmup, steps, sample_utilisation=gpu)
-    trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, precision=path.precision,
-                        max_steps=warmup + steps + 1,
-                        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision=path.precision,
+        max_steps=warmup + steps + 1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(module, datamodule=datamodule)
     if timer.seconds is None:
         raise RuntimeError(f"only {timer.seen} steps ran")
-    return {"images_per_s": timer.images / timer.seconds, "gpu_utilisation": timer.sampler.mean if timer.sampler
-            else None, "warmup_s": timer.warmup_s,
-            "memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}  # fmt: skip
+    return {
+        "images_per_s": timer.images / timer.seconds,
+        "gpu_utilisation": timer.sampler.mean if timer.sampler else None,
+        "warmup_s": timer.warmup_s,
+        "memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+    }
 
 
 def kvasir_sized_rows(data_dir: Path, images: int) -> list[dict]:
@@ -184,8 +209,15 @@ def kvasir_sized_rows(data_dir: Path, images: int) -> list[dict]:
     return rows
 
 
-def bench_gpu_training(models: tuple[str, ...], data_dir: Path, images: int, ablate: tuple[str, ...] = (),
-                       steps: int = 40, warmup: int = 15, budget_s: float = 240) -> dict:  # fmt: skip
+def bench_gpu_training(
+    models: tuple[str, ...],
+    data_dir: Path,
+    images: int,
+    ablate: tuple[str, ...] = (),
+    steps: int = 40,
+    warmup: int = 15,
+    budget_s: float = 240,
+) -> dict:
     """Every model on the previous and the current path, then one change at a time from the current path for
     each `ablate` model; configurations that would start after `budget_s` are listed as not measured."""
     began = time.perf_counter()
@@ -213,8 +245,14 @@ def bench_gpu_training(models: tuple[str, ...], data_dir: Path, images: int, abl
         before = next((r for r in results if r["model"] == row["model"] and r["path"] == "previous"), None)
         if row.get("images_per_s") and before and before.get("images_per_s"):
             row["speedup_vs_previous"] = row["images_per_s"] / before["images_per_s"]
-    return {"bf16_matmul_tflops": peak, "gflops_per_training_image": {m: f / 1e9 for m, f in flops.items()},
-            "images": images, "steps": steps, "warmup": warmup, "rows": results}  # fmt: skip
+    return {
+        "bf16_matmul_tflops": peak,
+        "gflops_per_training_image": {m: f / 1e9 for m, f in flops.items()},
+        "images": images,
+        "steps": steps,
+        "warmup": warmup,
+        "rows": results,
+    }
 
 
 def render_gpu(gpu: dict) -> str:
@@ -226,14 +264,38 @@ def render_gpu(gpu: dict) -> str:
         "Matmul fraction = training FLOP/s ÷ the bf16 matmul FLOP/s. Utilisation: NVML, as `nvidia-smi dmon` sm.\n\n"
     )
     table = markdown_table(
-        ["model", "path", "loader", "batch", "precision", "compile", "channels_last", "images/s", "× previous",
-         "GPU util", "matmul fraction", "warm-up (s)", "memory (GiB)"],
-        [[r["model"], r["path"], r["loader"], r["batch_size"], r["precision"], r["compile"], r["channels_last"],
-          f"{r['images_per_s']:.0f}" if r.get("images_per_s") else r.get("error", "—"),
-          f"{r['speedup_vs_previous']:.2f}" if r.get("speedup_vs_previous") else "—",
-          f"{r['gpu_utilisation']:.0f}%" if r.get("gpu_utilisation") is not None else "—",
-          f"{100 * r['matmul_fraction']:.1f}%" if r.get("matmul_fraction") else "—",
-          f"{r['warmup_s']:.1f}" if r.get("warmup_s") else "—",
-          f"{r['memory_gib']:.1f}" if r.get("memory_gib") else "—"] for r in gpu["rows"]],
-    )  # fmt: skip
+        [
+            "model",
+            "path",
+            "loader",
+            "batch",
+            "precision",
+            "compile",
+            "channels_last",
+            "images/s",
+            "× previous",
+            "GPU util",
+            "matmul fraction",
+            "warm-up (s)",
+            "memory (GiB)",
+        ],
+        [
+            [
+                r["model"],
+                r["path"],
+                r["loader"],
+                r["batch_size"],
+                r["precision"],
+                r["compile"],
+                r["channels_last"],
+                f"{r['images_per_s']:.0f}" if r.get("images_per_s") else r.get("error", "—"),
+                f"{r['speedup_vs_previous']:.2f}" if r.get("speedup_vs_previous") else "—",
+                f"{r['gpu_utilisation']:.0f}%" if r.get("gpu_utilisation") is not None else "—",
+                f"{100 * r['matmul_fraction']:.1f}%" if r.get("matmul_fraction") else "—",
+                f"{r['warmup_s']:.1f}" if r.get("warmup_s") else "—",
+                f"{r['memory_gib']:.1f}" if r.get("memory_gib") else "—",
+            ]
+            for r in gpu["rows"]
+        ],
+    )
     return head + table

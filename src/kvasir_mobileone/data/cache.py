@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kvasir_mobileone.data.folder import default_num_workers, scan_image_folder
+from kvasir_mobileone.data.folder import default_num_workers
 from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import write_json
 
@@ -106,8 +106,10 @@ def build_cache(
     stamps = [stamp(data_dir / rel) for rel in rel_paths]
     np.memmap(tmp_array, np.uint8, "w+", shape=(len(rel_paths), size, size, 3)).flush()
     chunk = 64
-    jobs = [(str(tmp_array), str(data_dir), size, len(rel_paths), rel_paths[i : i + chunk], interpolation, i)
-            for i in range(0, len(rel_paths), chunk)]  # fmt: skip
+    jobs = [
+        (str(tmp_array), str(data_dir), size, len(rel_paths), rel_paths[i : i + chunk], interpolation, i)
+        for i in range(0, len(rel_paths), chunk)
+    ]
     workers = default_num_workers() if workers is None else workers
     bar = tqdm(total=len(rel_paths), desc=f"cache {size}px -> {cache_dir}", unit="img")
     errors: list[str | None] = []
@@ -125,21 +127,13 @@ def build_cache(
         os.replace(tmp_array, array_path)
     finally:
         tmp_array.unlink(missing_ok=True)
-    index = {"version": CACHE_VERSION, "size": size, "interpolation": interpolation, "paths": rel_paths,
-             "stamps": stamps,
-             "errors": {rel: e for rel, e in zip(rel_paths, errors, strict=True) if e}}  # fmt: skip
+    index = {
+        "version": CACHE_VERSION,
+        "size": size,
+        "interpolation": interpolation,
+        "paths": rel_paths,
+        "stamps": stamps,
+        "errors": {rel: e for rel, e in zip(rel_paths, errors, strict=True) if e},
+    }
     write_json(index_path, index)  # written last: the array is complete before an index points at it
     return ImageCache(cache_dir, size)
-
-
-def prepare(
-    data: str = "data/kvasir-dataset-v2", size: int = 224, interpolation: str = "bilinear", cache_dir: str | None = None
-) -> Path:
-    """Decode every image once at SIZE x SIZE into DATA/.kvasir_cache (fit uses it when --data.image_size matches)."""
-    items = scan_image_folder(data)
-    cache = build_cache(data, [rel for rel, _ in items], size, interpolation, cache_dir)
-    where = Path(cache_dir) if cache_dir else Path(data) / CACHE_DIR_NAME
-    print(f"Cache of {len(cache.valid)} images at {size}x{size} in {where}; {len(cache.errors)} could not be decoded.")
-    for rel, reason in cache.errors.items():
-        print(f"  unreadable: {rel}: {reason}")
-    return where

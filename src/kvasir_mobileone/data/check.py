@@ -9,7 +9,7 @@ import os
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +28,12 @@ from kvasir_mobileone.data.folder import (
 from kvasir_mobileone.data.official import OfficialSplit, apply_official_split
 from kvasir_mobileone.data.split import (
     check_manifest_files,
-    describe_gaps,
-    describe_leaks,
     make_split,
     read_manifest,
-    split_gaps,
     with_groups,
-    write_leaks,
 )
 from kvasir_mobileone.images import to_rgb
-from kvasir_mobileone.io import IMAGE_EXTENSIONS, markdown_table, write_csv, write_json
+from kvasir_mobileone.io import IMAGE_EXTENSIONS, write_csv, write_json
 
 MIN_SIDE = 32  # smaller images are kept but reported: upsampling them to the model's input size invents detail
 NEAR_DUPLICATE_BITS = 2  # phash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
@@ -49,7 +45,7 @@ FLAT_STD = 2.0
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class DataCheckError(DataError):  # noqa: N818 - reads like the DataError it extends
+class DataCheckError(DataError):
     """The folder cannot be used as it is; the message lists the files and what to do."""
 
 
@@ -113,16 +109,23 @@ def inspect_image(path: str) -> dict:
         return {"error": f"{type(err).__name__}: {err}"}
 
 
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bits that differ between 64-bit hashes, broadcast: popcount of XOR (numpy >= 2), else bit by bit."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(a ^ b)
+    bits = np.unpackbits((a ^ b).astype(">u8")[..., None].view(np.uint8), axis=-1)
+    return bits.sum(axis=-1)
+
+
 def _hamming_groups(paths: list[str], hashes: np.ndarray, max_bits: int) -> list[list[str]]:
     """Connected groups of images whose 64-bit hashes differ in at most max_bits bits."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    bits = np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(bool)
+    hashes = hashes.astype(np.uint64)
     rows, cols = [], []
     for start in range(0, len(paths), 512):  # blocks keep memory at 512 x n
-        block = bits[start : start + 512]
-        i, j = np.nonzero((block[:, None, :] != bits[None, :, :]).sum(axis=2) <= max_bits)
+        i, j = np.nonzero(hamming(hashes[start : start + 512, None], hashes[None, :]) <= max_bits)
         rows.append(i + start)
         cols.append(j)
     n = len(paths)
@@ -238,7 +241,7 @@ def inspect_items(
 
     classes = Counter(label for _, label in items)
     if not items:
-        raise DataCheckError(f"No readable images in {root}: " + _summary(problems))
+        raise DataCheckError(f"No readable images in {root}: " + problem_summary(problems))
     if len(classes) < 2:
         raise DataCheckError(
             f"{root} holds a single class ({next(iter(classes))}); a classifier needs at least two class folders."
@@ -283,7 +286,7 @@ def _inspect_all(paths: list[str], workers: int | None) -> list[dict]:
         return list(tqdm(pool.map(inspect_image, paths, chunksize=32), total=len(paths), desc="check", unit="img"))
 
 
-def _summary(problems: list[Problem]) -> str:
+def problem_summary(problems: list[Problem]) -> str:
     counts = Counter(p.kind for p in problems)
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no problems"
 
@@ -335,51 +338,3 @@ def check_split(
         else:
             rows = make_split(report.items, val_fraction, test_fraction, seed, report.group_of())
     return with_groups(rows, report.group_of()), report, official
-
-
-def check(
-    data: str = "data/kvasir-dataset-v2",
-    out: str | None = None,
-    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
-    manifest: str | None = None,
-    official_split: str | None = None,
-    fold: int = 0,
-) -> FolderReport:
-    """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training; with
-    --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it."""
-    if manifest or official_split:
-        rows, report, official = check_split(
-            data, manifest, official_split, fold, near_duplicate_bits=near_duplicate_bits
-        )
-    else:
-        report, rows, official = check_folder(data, near_duplicate_bits), None, None
-    print(f"Found a {report.layout}." if not manifest else f"Checked the {report.layout}.")
-    for line in official.lines() if official else []:
-        print(line)
-    problem_rows = [[p.severity, p.kind, p.path, p.message] for p in report.problems]
-    if problem_rows:
-        print(markdown_table(["severity", "kind", "path", "what"], problem_rows[:200]))
-    excluded = len(report.excluded)
-    print(
-        f"{len(report.items)} usable images in {len(Counter(c for _, c in report.items))} classes; "
-        f"{excluded} would be excluded from training; {len(report.duplicate_groups)} duplicate groups. "
-        f"({_summary(report.problems)})"
-    )
-    if rows is None:
-        try:  # the split fit would make with the default fractions
-            gaps = split_gaps(make_split(report.items, groups=report.group_of()))
-        except DataError as err:
-            print(f"warning: {err}")
-        else:
-            if gaps:
-                print("warning: with 10% val and 10% test: " + describe_gaps(gaps))
-    else:
-        leaking = describe_leaks(rows)
-        print(f"warning: {leaking}." if leaking else "No near-duplicate group straddles the split.")
-        if leaking and out:
-            print(f"Written: {write_leaks(Path(out) / 'split_leaks.csv', rows)}")
-    if out:
-        write_problems(Path(out) / "problems.csv", report.problems)
-        write_json(Path(out) / "check.json", asdict(report))
-        print(f"Written: {out}/problems.csv, {out}/check.json")
-    return report

@@ -6,6 +6,7 @@ command with the file named, because a metric over fewer images than the manifes
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
 from kvasir_mobileone.images import black_out, decode_resized
+
+# progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
+log = logging.getLogger(__name__)
 
 # Images per step when --data.batch_size is not given: the original workflow's 32 on a CPU; on a GPU 256, where
 # batches of 32 leave most of the chip idle (README, GPU speed). The learning rate follows (--model.lr_scaling).
@@ -116,8 +120,18 @@ class ImageListDataset(Dataset):
     skip_unreadable an unreadable file yields an Unreadable marker (collate drops it and reports it); without, it
     raises DataError naming the file."""
 
-    def __init__(self, rows, data_dir, class_names, size: int, interpolation="bilinear", augment=None,
-                 cache: ImageCache | None = None, skip_unreadable: bool = False, mask=()):  # fmt: skip
+    def __init__(
+        self,
+        rows,
+        data_dir,
+        class_names,
+        size: int,
+        interpolation="bilinear",
+        augment=None,
+        cache: ImageCache | None = None,
+        skip_unreadable: bool = False,
+        mask=(),
+    ):
         self.rows = rows
         self.data_dir = Path(data_dir)
         self.class_index = {c: i for i, c in enumerate(class_names)}
@@ -210,8 +224,10 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         except OSError as err:  # e.g. a read-only dataset folder: train without the cache, say so
             fallback = " and without the GPU-resident loader" if self.loader_kind == "resident" else ""
-            warnings.warn(f"No image cache ({err}); decoding every image each epoch{fallback}. Set "
-                          "--data.cache_dir.", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"No image cache ({err}); decoding every image each epoch{fallback}. Set --data.cache_dir.",
+                stacklevel=2,
+            )
             self.use_cache, self.loader_kind = False, "workers"
             return
         if self.cache.errors:
@@ -233,17 +249,27 @@ class ImageFolderDataModule(L.LightningDataModule):
         Only training skips unreadable images; every other use needs every image."""
         rows = [r for r in self.rows if split is None or r["split"] == split]
         augment = train_augmentations() if split == "train" and self.augment_on == "workers" else None
-        return ImageListDataset(rows, self.cfg.data_dir, self.class_names, self.norm.image_size,
-                                self.norm.interpolation, augment, self.cache,
-                                skip_unreadable=split == "train", mask=self.norm.mask)  # fmt: skip
+        return ImageListDataset(
+            rows,
+            self.cfg.data_dir,
+            self.class_names,
+            self.norm.image_size,
+            self.norm.interpolation,
+            augment,
+            self.cache,
+            skip_unreadable=split == "train",
+            mask=self.norm.mask,
+        )
 
     def _load_bank(self) -> None:
         if self.cache is None:
             self._open_cache()
         class_index = {c: i for i, c in enumerate(self.class_names)}
         self.bank = ImageBank.load(self.cache, self.rows, class_index, self.device, self.norm.mask)
-        print(f"{len(self.rows)} images at {self.norm.image_size} px held in {self.bank.where} memory "
-              f"({self.bank.nbytes / 2**30:.2f} GiB) for --data.loader resident.")  # fmt: skip
+        log.info(
+            f"{len(self.rows)} images at {self.norm.image_size} px held in {self.bank.where} memory "
+            f"({self.bank.nbytes / 2**30:.2f} GiB) for --data.loader resident."
+        )
 
     def resident(self, split: str | None, shuffle: bool = False, batch_size: int | None = None) -> ResidentBatches:
         """One split's images as batches gathered from the ImageBank (loaded on first use). Training skips and
@@ -264,8 +290,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         batch_size = batch_size or self.batch_size
         seed = self.train_seed + (self.trainer.global_rank if self.trainer is not None else 0)
         epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
-        return ResidentBatches(self.bank, members, batch_size, shuffle, drop_last=shuffle and len(members) > batch_size,
-                               seed=seed, epoch_source=epoch)  # fmt: skip
+        return ResidentBatches(
+            self.bank,
+            members,
+            batch_size,
+            shuffle,
+            drop_last=shuffle and len(members) > batch_size,
+            seed=seed,
+            epoch_source=epoch,
+        )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, targets, indices, skipped = batch

@@ -4,18 +4,21 @@ nothing."""
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Literal
 
 from tqdm import tqdm
 
 from kvasir_mobileone.data.datasets import DATASETS, KVASIR_V2, Dataset
 from kvasir_mobileone.errors import UserError
+
+# progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
+log = logging.getLogger(__name__)
 
 FOLDER = KVASIR_V2.folder
 CHUNK = 1 << 20
@@ -138,36 +141,7 @@ def extract(zip_path: Path, dest: Path, folder: str = FOLDER) -> Path:
     if target.exists():  # an earlier, incomplete extraction (download() returns early on a complete one)
         aside = dest / f".{folder}.incomplete-{os.getpid()}"
         os.replace(target, aside)
-        print(f"Moved the incomplete {target} aside to {aside}; delete it once the new folder is in place.")
+        log.info(f"Moved the incomplete {target} aside to {aside}; delete it once the new folder is in place.")
     os.replace(staging / folder, target)
     shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def download(
-    dest: str = "data",
-    dataset: Literal["kvasir-v2", "hyper-kvasir"] = "kvasir-v2",
-    url: str | None = None,
-    expected_size: int | None = None,
-    keep_zip: bool = True,
-) -> Path:
-    """Kvasir v2 into DEST/kvasir-dataset-v2/<class>/, or HyperKvasir's labeled images (--dataset hyper-kvasir) into
-    DEST/labeled-images/<tract>/<group>/<class>/; resumes partial downloads; idempotent. --url: another mirror."""
-    spec = DATASETS[dataset]
-    url = url or spec.url
-    dest_dir = Path(dest)
-    folder = dest_dir / spec.folder
-    if is_extracted(folder, spec):
-        print(f"{spec.title} is already in {folder}; nothing to do.")
-        return folder
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = dest_dir / spec.zip_name
-    if not zip_path.exists():
-        fetch(url, zip_path)
-    check_zip(zip_path, spec, expected_size=expected_size)
-    extract(zip_path, dest_dir, spec.folder)
-    if not keep_zip:
-        zip_path.unlink()
-    split = " --data.official_split hyper-kvasir-2fold" if spec.key == "hyper-kvasir" else ""
-    print(f"{spec.title} is in {folder}. Licence: {spec.terms}\nNext: kvasir fit --data.data_dir {folder}{split}")
-    return folder

@@ -7,12 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from kvasir_mobileone.data.folder import find_class_folders, scan_image_folder
 from kvasir_mobileone.data.regions import census_by_class
-from kvasir_mobileone.data.split import read_manifest, split_counts
 from kvasir_mobileone.images import decode_resized, load_rgb
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_json, write_text
 
@@ -74,60 +71,16 @@ def plot_census(found: dict[str, dict[str, float]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def overlay_census(data_dir: Path, items: list[tuple[str, str]], out_dir: Path) -> dict:
+def overlay_census(data_dir: Path, items: list[tuple[str, str]], out_dir: Path) -> tuple[dict, str]:
     """Per class, the share of images with a green box bottom-left, a black box there, text top-left."""
     names = sorted({label for _, label in items})
     thumbs = np.stack([decode_resized(data_dir / rel, 64) for rel, _ in tqdm(items, desc="overlay census", unit="img")])
     found = census_by_class(thumbs, np.array([names.index(label) for _, label in items]), names)
-    table = markdown_table(["class", "green box", "black box", "text top-left"],
-                           [[c, *(f"{100 * v:.0f}%" for v in f.values())] for c, f in found.items()])  # fmt: skip
+    table = markdown_table(
+        ["class", "green box", "black box", "text top-left"],
+        [[c, *(f"{100 * v:.0f}%" for v in f.values())] for c, f in found.items()],
+    )
     write_text(out_dir / "overlay_census.md", f"# Overlays per class: {data_dir}\n\n{table}")
     write_json(out_dir / "overlay_census.json", found)
     plot_census(found, out_dir / "overlay_census.png")
-    print(table)
-    return found
-
-
-def eda(
-    data: str = "data/kvasir-dataset-v2",
-    out: str = "eda",
-    manifest: str | None = None,
-    samples_per_class: int = 4,
-    census: bool = True,
-) -> Path:
-    """Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census."""
-    data_dir, out_dir = Path(data), Path(out)
-    layout = find_class_folders(data_dir).describe()
-    print(f"Found a {layout}.")
-    items = scan_image_folder(data_dir)
-    counts = dict(sorted(Counter(label for _, label in items).items()))
-    sizes = []
-    for rel, _ in items:
-        with Image.open(data_dir / rel) as image:  # reads the header only
-            sizes.append(image.size)
-    summary: dict = {
-        "layout": layout,
-        "total": len(items),
-        "classes": counts,
-        "resolutions": dict(Counter(f"{w}x{h}" for w, h in sizes)),
-    }
-    header, rows = ["class", "images"], [[c, n] for c, n in counts.items()] + [["total", len(items)]]
-    if manifest:
-        per_split = split_counts(read_manifest(manifest))
-        summary["splits"] = per_split
-        header += list(per_split)
-        for row in rows:
-            row += [per_split[s].get(row[0], 0) if row[0] != "total" else sum(per_split[s].values()) for s in per_split]
-    table = markdown_table(header, rows)
-    write_json(out_dir / "class_counts.json", summary)
-    write_text(
-        out_dir / "class_counts.md", f"# Class counts: {data_dir}\n\n{layout[0].upper()}{layout[1:]}.\n\n{table}"
-    )
-    plot_class_counts(counts, out_dir / "class_counts.png")
-    plot_sample_grid(items, data_dir, out_dir / "samples.png", samples_per_class)
-    plot_resolutions(sizes, out_dir / "resolutions.png")
-    print(table)
-    if census:
-        overlay_census(data_dir, items, out_dir)
-    print(f"EDA written to {out_dir}/ (class_counts, samples, resolutions{', overlay_census' if census else ''})")
-    return out_dir
+    return found, table

@@ -40,16 +40,22 @@ class ImageBank:
         self.where = "device" if images.device.type == "cuda" else ("pinned" if images.is_pinned() else "host")
 
     @classmethod
-    def load(cls, cache: ImageCache, rows, class_index: dict[str, int], device: torch.device, mask=(),
-             free_bytes: int | None = None) -> ImageBank:  # fmt: skip
+    def load(
+        cls,
+        cache: ImageCache,
+        rows,
+        class_index: dict[str, int],
+        device: torch.device,
+        mask=(),
+        free_bytes: int | None = None,
+    ) -> ImageBank:
         """Copy the rows' cached images to `device` (or pinned host memory when they do not fit), in chunks, with
         the masked regions blacked out once here instead of in every batch."""
         size = cache.size
         count = len(rows)
         where = placement(count * size * size * 3, device, free_bytes)
         storage = device if where == "device" else torch.device("cpu")
-        images = torch.empty((count, size, size, 3), dtype=torch.uint8, device=storage,
-                             pin_memory=where == "pinned")  # fmt: skip
+        images = torch.empty((count, size, size, 3), dtype=torch.uint8, device=storage, pin_memory=where == "pinned")
         valid = np.zeros(count, bool)
         blank = np.zeros((size, size, 3), np.uint8)
         hidden = torch.from_numpy(box_mask(mask, size, size)).to(storage) if len(mask) else None
@@ -80,8 +86,16 @@ class ResidentBatches:
     partial batch is dropped when `drop_last` (static shapes for torch.compile and CUDA graphs, and BatchNorm
     cannot train on a batch of one)."""
 
-    def __init__(self, bank: ImageBank, members: list[int], batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, epoch_source: Callable[[], int] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        bank: ImageBank,
+        members: list[int],
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        epoch_source: Callable[[], int] | None = None,
+    ):
         self.bank = bank
         self.members = torch.tensor(members, dtype=torch.long)
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed

@@ -8,6 +8,7 @@ streaks, ...) on a noisy, vignetted background so that a small model can learn t
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from kvasir_mobileone.data.check import NEAR_DUPLICATE_BITS, inspect_image
 from kvasir_mobileone.data.datasets import HYPER_KVASIR, KVASIR_V2, OFFICIAL_SPLITS
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.official import read_official_split
@@ -116,8 +118,9 @@ SHORTCUT_SIGNATURE_WEIGHT = 0.15  # how much of its own shape a shortcut class k
 def draw_green_box(image: Image.Image) -> None:
     """A ScopeGuide-like green box in the bottom-left corner, drawn over the frame as the real one is."""
     w, h = image.size
-    ImageDraw.Draw(image).rectangle((0.03 * w, 0.70 * h, 0.26 * w, 0.95 * h), fill=SHORTCUT_GREEN,
-                                    outline=(10, 60, 20), width=max(1, w // 100))  # fmt: skip
+    ImageDraw.Draw(image).rectangle(
+        (0.03 * w, 0.70 * h, 0.26 * w, 0.95 * h), fill=SHORTCUT_GREEN, outline=(10, 60, 20), width=max(1, w // 100)
+    )
 
 
 # Classes beyond Kvasir's eight (HyperKvasir's 23) reuse the eight shapes on tissue of another tint.
@@ -165,15 +168,23 @@ def synth_image(
     return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
 
 
-def near_copy(path: Path) -> bytes:
-    """A near-duplicate of a JPEG, as a video's next frame is: the same picture, brightened by one grey level and
-    encoded again at another quality (other bytes, the same perceptual hash or within a bit or two)."""
-    import io
-
+def near_copy(path: Path, copy: Path) -> Path | None:
+    """Write a near-duplicate of the JPEG `path` to `copy`, as a video's next frame is: the same picture, brightened
+    by a grey level or encoded again at another quality (other bytes), whose perceptual hash, as `kvasir check`
+    computes it, is within NEAR_DUPLICATE_BITS of the original's; the gentlest change that gets there is kept. None
+    (and no file) for an image whose hash no such change keeps."""
+    original = inspect_image(str(path))["phash"]
     with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    for shift, quality in ((1, 80), (0, 85), (0, 92), (0, 97), (0, 100)):
         buffer = io.BytesIO()
-        Image.eval(image.convert("RGB"), lambda v: min(255, v + 1)).save(buffer, "JPEG", quality=80)
-    return buffer.getvalue()
+        Image.eval(rgb, lambda v, s=shift: min(255, v + s)).save(buffer, "JPEG", quality=quality)
+        with atomic_path(copy) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        if bin(inspect_image(str(copy))["phash"] ^ original).count("1") <= NEAR_DUPLICATE_BITS:
+            return copy
+    copy.unlink()
+    return None
 
 
 def hyper_kvasir_names(classes: tuple[str, ...], rng: np.random.Generator, split: str):
@@ -284,9 +295,9 @@ def plant_near_duplicates(dest: Path, root: Path, written, names, count: int, rn
                 continue  # no file name of this class left on the other side of the split
             spare[c] = [(n, f) for n, f in spare[c] if n != other]
             copy_name = other
-        copy = original.with_name(copy_name)
-        with atomic_path(copy) as tmp:
-            tmp.write_bytes(near_copy(original))
+        copy = near_copy(original, original.with_name(copy_name))
+        if copy is None:
+            continue  # its hash is unstable: another image is planted instead
         planted.append([original.relative_to(root).as_posix(), copy.relative_to(root).as_posix(), c])
     if len(planted) < count:
         raise DataError(f"Could plant only {len(planted)} of {count} near-duplicates: ask for fewer, or more images.")

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from kvasir_mobileone.data.datasets import Dataset, identify
-from kvasir_mobileone.io import markdown_table, write_json, write_text
+from kvasir_mobileone.io import atomic_path, markdown_table, write_text
 
 CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
 INTENDED_USE = (
@@ -18,27 +18,26 @@ INTENDED_USE = (
 )
 
 
-def timm_config(metadata: dict, num_features: int) -> dict:
-    """timm's hub config.json: architecture, classes and the pretrained_cfg its data config is resolved from."""
-    model_input = metadata["input"]
-    names = metadata["class_names"]
-    return {
-        "architecture": metadata["model_name"],
+def write_timm_config(path: Path, backbone, metadata: dict) -> Path:
+    """timm's hub config.json, written by timm (save_config_for_hf) from the training-time backbone, with the
+    pretrained_cfg its data config is resolved from set to the bundle's input: size, mean/std, interpolation, the
+    whole frame (crop_pct 1)."""
+    from timm.models._hub import save_config_for_hf
+
+    model_input, names = metadata["input"], metadata["class_names"]
+    backbone.pretrained_cfg = {
+        **backbone.pretrained_cfg,
+        "input_size": (3, model_input["image_size"], model_input["image_size"]),
+        "interpolation": model_input["interpolation"],
+        "mean": tuple(model_input["mean"]),
+        "std": tuple(model_input["std"]),
+        "crop_pct": 1.0,
+        "crop_mode": "center",
         "num_classes": len(names),
-        "num_features": num_features,
-        "label_names": names,
-        "pretrained_cfg": {
-            "input_size": [3, model_input["image_size"], model_input["image_size"]],
-            "interpolation": model_input["interpolation"],
-            "mean": model_input["mean"],
-            "std": model_input["std"],
-            "crop_pct": 1.0,
-            "crop_mode": "center",
-            "num_classes": len(names),
-            "first_conv": "stem.conv_kxk.0.conv",
-            "classifier": "head.fc",
-        },
     }
+    with atomic_path(path) as tmp:
+        save_config_for_hf(backbone, str(tmp), model_config={"label_names": names})
+    return path
 
 
 def licence_header(dataset: Dataset | None) -> dict:
@@ -137,10 +136,17 @@ def evaluation_section(test_metrics: dict | None, names: list[str]) -> str:
     f1_ci = test_metrics.get("f1_macro_ci")
     table = markdown_table(
         ["metric", "value", "95% interval"],
-        [["accuracy", _pct(test_metrics.get("accuracy")), _interval(test_metrics.get("accuracy_ci"))],
-         ["macro-F1", f"{test_metrics.get('f1_macro', 0):.4f}", f"[{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]" if f1_ci else ""],
-         ["top-3 accuracy", _pct(test_metrics.get("top3")), ""], ["MCC", f"{test_metrics.get('mcc', 0):.4f}", ""]],
-    )  # fmt: skip
+        [
+            ["accuracy", _pct(test_metrics.get("accuracy")), _interval(test_metrics.get("accuracy_ci"))],
+            [
+                "macro-F1",
+                f"{test_metrics.get('f1_macro', 0):.4f}",
+                f"[{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]" if f1_ci else "",
+            ],
+            ["top-3 accuracy", _pct(test_metrics.get("top3")), ""],
+            ["MCC", f"{test_metrics.get('mcc', 0):.4f}", ""],
+        ],
+    )
     matrix = test_metrics.get("confusion_matrix")
     confusion = (
         "\n\nConfusion matrix (rows: true class, columns: predicted):\n\n"
@@ -164,19 +170,29 @@ Small test sets give wide intervals: read them.
 
 USAGE = """## How to use
 
-With plain onnxruntime:
+With plain onnxruntime (and Pillow, numpy): the preprocessing below is `kvasir predict`'s (reduced-scale JPEG
+decode, upright 8-bit RGB, one resize, the masked regions black, mean/std), for the 8-bit RGB or greyscale frames
+endoscopes write; feed the whole frame, never a centre crop.
 
 ```python
 import json
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
 
 meta = json.load(open("metadata.json"))
-size, mean, std = meta["input"]["image_size"], meta["input"]["mean"], meta["input"]["std"]
-image = Image.open("image.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
-x = ((np.asarray(image, np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+spec = meta["input"]  # the network's input, exactly as in training
+size = spec["image_size"]
+resample = {{"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}}[spec["interpolation"]]
+with Image.open("image.jpg") as image:
+    image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers size x size
+    image = ImageOps.exif_transpose(image).convert("RGB")  # upright, 8-bit RGB
+pixels = np.array(image.resize((size, size), resample))
+for x0, y0, x1, y1 in spec["mask"]:  # regions the model never saw are black
+    pixels[round(y0 * size) : round(y1 * size), round(x0 * size) : round(x1 * size)] = 0
+mean, std = np.float32(spec["mean"]), np.float32(spec["std"])
+x = ((pixels.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
 logits = ort.InferenceSession("model.onnx").run(None, {{"image": x}})[0]
 print(meta["class_names"][int(logits.argmax())])
 ```
@@ -197,6 +213,7 @@ model = timm.create_model(
 """
 
 
-def write_card(out_dir: Path, metadata: dict, test_metrics: dict | None, run_config: dict, num_features: int) -> Path:
-    write_json(out_dir / CONFIG_NAME, timm_config(metadata, num_features))
+def write_card(out_dir: Path, metadata: dict, test_metrics: dict | None, run_config: dict, backbone) -> Path:
+    """The model card (README.md) and timm's config.json of a bundle."""
+    write_timm_config(out_dir / CONFIG_NAME, backbone, metadata)
     return write_text(out_dir / CARD_NAME, card_text(metadata, test_metrics, run_config))

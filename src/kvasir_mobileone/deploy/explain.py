@@ -94,5 +94,4 @@ def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
             ax.set_ylabel("y (pixels)")
         fig.suptitle(f"{path.name}: predicted {class_names[top]} (p = {float(probs[top]):.3f})")
         written.append(save_figure(fig, out_dir / name, dpi=100))
-    print(f"{len(written)} Grad-CAM images written to {out_dir}/")
     return written

@@ -5,30 +5,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
-import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from kvasir_mobileone.data.folder import expand_inputs
-from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
-from kvasir_mobileone.deploy.quantize import (
-    CONFIGS,
-    DEFAULT_CONFIG,
-    DEFAULT_FP32_LAYERS,
-    int8_for_run,
-    latency_ms,
-    session,
-)
-from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import read_network_input
-from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
+from kvasir_mobileone.io import atomic_path
 from kvasir_mobileone.models.backbone import fuse, parameter_count
-from kvasir_mobileone.models.loading import TrainedRun, open_run
+from kvasir_mobileone.models.loading import TrainedRun
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 LIBRARIES = ("torch", "torchvision", "timm", "lightning", "onnx", "onnxruntime", "safetensors")
@@ -100,57 +87,24 @@ def parity_images(trained: TrainedRun, images: str | None, count: int) -> list[P
     return paths
 
 
-def export(
-    run: str,
-    out: str = "bundle",
-    images: str | None = None,
-    num_images: int = 32,
-    opset: int = 17,
-    tolerance: float = 1e-3,
-    data_dir: str | None = None,
-    quantize: Literal["none", "int8"] = "none",
-    int8_config: str = DEFAULT_CONFIG,
-    fp32_layers: int = DEFAULT_FP32_LAYERS,
-    calibration_images: int = 256,
-    max_accuracy_drop: float = 0.01,
-    min_agreement: float = 0.98,
-    int8_search: bool = False,
-    force: bool = False,
-) -> Path:
-    """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
-    images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved).
-
-    --quantize int8 adds model.int8.onnx: calibrated on --calibration_images training images, checked on the run's
-    test images, refused when it loses more than --max_accuracy_drop accuracy or agrees with fp32 on fewer than
-    --min_agreement of them (--force writes it anyway). --int8_search true measures every calibration
-    ({minmax, minmax-per-channel, percentile-per-channel, entropy-per-channel}) and keeps the best."""
-    if quantize == "int8" and int8_config not in CONFIGS:
-        raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
-    trained = open_run(run, data_dir)
-    ckpt, module, norm = trained.ckpt, trained.module, trained.norm
-    paths = parity_images(trained, images, num_images)
-    batch = torch.from_numpy(np.stack([read_network_input(p, norm.to_dict())[0] for p in paths]))
-
-    # Fuse in eval mode and fp32, on a copy: the checkpoint's training-time model stays as it is.
-    unfused = module.backbone.float().eval()
+def fused_onnx(unfused: torch.nn.Module, batch: torch.Tensor, onnx_path: Path, opset: int):
+    """(the fused copy, parity figures): the model folded in eval mode and fp32 on a copy (the checkpoint's
+    training-time model stays as it is), written as ONNX, and its logits on `batch` compared at each step."""
     fused = fuse(unfused)
     with torch.no_grad():
         reference = unfused(batch).numpy()
         fused_logits = fused(batch).numpy()
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(fused, batch[:1], out_dir / ONNX_NAME, opset)
-    runtime_logits = onnx_logits(out_dir / ONNX_NAME, batch.numpy())
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(fused, batch[:1], onnx_path, opset)
     checks = {
         "unfused_vs_fused_torch": parity(reference, fused_logits),
-        "fused_torch_vs_onnxruntime": parity(fused_logits, runtime_logits),
+        "fused_torch_vs_onnxruntime": parity(fused_logits, onnx_logits(onnx_path, batch.numpy())),
     }
-    rows = [
-        [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
-        for name, c in checks.items()
-    ]
-    print(f"Parity on {len(paths)} real images:")
-    print(markdown_table(["check", "max abs diff", "max rel diff", "top-1 agreement"], rows))
+    return fused, checks
+
+
+def require_parity(checks: dict, tolerance: float, out_dir: Path) -> None:
+    """ParityError unless every step keeps the logits within `tolerance` (relative) and every top-1 class."""
     failed = [n for n, c in checks.items() if c["max_rel"] > tolerance or c["top1_agreement"] < 1.0]
     if failed:
         raise ParityError(
@@ -159,81 +113,61 @@ def export(
             "BatchNorm statistics make activations explode) and report the versions in use."
         )
 
-    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
-        save_file({k: v.contiguous() for k, v in fused.state_dict().items()}, str(tmp))
-    sizes = {
+
+def save_weights(model: torch.nn.Module, path: Path) -> Path:
+    """A model's weights as safetensors, written whole."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    return path
+
+
+def bundle_sizes(unfused, fused, ckpt: Path, weights: Path, onnx: Path) -> dict:
+    """Parameters and bytes before and after fusing."""
+    return {
         "parameters_unfused": parameter_count(unfused),
         "parameters_fused": parameter_count(fused),
         "weights_bytes_unfused": weights_bytes(unfused),
         "weights_bytes_fused": weights_bytes(fused),
         "checkpoint_bytes": ckpt.stat().st_size,
-        "safetensors_bytes": (out_dir / WEIGHTS_NAME).stat().st_size,
-        "onnx_bytes": (out_dir / ONNX_NAME).stat().st_size,
+        "safetensors_bytes": weights.stat().st_size,
+        "onnx_bytes": onnx.stat().st_size,
     }
-    print(
-        markdown_table(
-            ["", "parameters", "fp32 weights (MB)"],
-            [
-                ["unfused (training)", f"{sizes['parameters_unfused']:,}", sizes["weights_bytes_unfused"] / 1e6],
-                ["fused (deploy)", f"{sizes['parameters_fused']:,}", sizes["weights_bytes_fused"] / 1e6],
-            ],
-        )
-    )
-    latency = latency_ms(session(out_dir / ONNX_NAME), (1, 3, norm.image_size, norm.image_size), repeats=30)
-    print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
-    if trained.run:  # what `kvasir compare` shows beside the run's metrics
-        update_json(
-            trained.run.model_info, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
-        )
-    metrics_path = trained.run.test_dir / "metrics.json" if trained.run else None
-    test_metrics = json.loads(metrics_path.read_text()) if metrics_path and metrics_path.is_file() else None
-    metadata = {
-        "model_name": module.cfg.name,
+
+
+def bundle_metadata(
+    trained: TrainedRun, checks: dict, images: int, tolerance: float, sizes: dict, latency: float, test_metrics
+) -> dict:
+    """metadata.json of a bundle: the model, its input as in training, its output, its checks and provenance."""
+    return {
+        "model_name": trained.module.cfg.name,
         "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
-        "class_names": module.class_names,
+        "class_names": trained.module.class_names,
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", 3, norm.image_size, norm.image_size],
+            "shape": ["batch", 3, trained.norm.image_size, trained.norm.image_size],
             "dtype": "float32",
             "layout": "NCHW, RGB, scaled to [0, 1] then normalized with mean/std",
-            "image_size": norm.image_size,
-            "mean": list(norm.mean),
-            "std": list(norm.std),
-            "interpolation": norm.interpolation,
+            "image_size": trained.norm.image_size,
+            "mean": list(trained.norm.mean),
+            "std": list(trained.norm.std),
+            "interpolation": trained.norm.interpolation,
             # relative (x0, y0, x1, y1) boxes set to black before scaling; the model never saw them
-            "mask": [list(b) for b in norm.mask],
-            "mask_regions": module.hparams.get("mask_regions"),
+            "mask": [list(b) for b in trained.norm.mask],
+            "mask_regions": trained.module.hparams.get("mask_regions"),
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
         "temperature": trained.temperature,
         "test_metrics": _headline(test_metrics) if test_metrics else None,
-        "parity": checks | {"images": len(paths), "tolerance_rel": tolerance},
+        "parity": checks | {"images": images, "tolerance_rel": tolerance},
         "sizes": sizes,
         "onnxruntime_ms_batch1": latency,
         "versions": library_versions(),
-        "source_checkpoint": str(ckpt.resolve()),
+        "source_checkpoint": str(trained.ckpt.resolve()),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "how": f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})",
         "intended_use": "Research on GI endoscopy image classification. Not a medical device.",
         "precision": "fp32",
     }
-    # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
-    with atomic_path(out_dir / UNFUSED_NAME) as tmp:
-        save_file({k: v.contiguous() for k, v in unfused.state_dict().items()}, str(tmp))
-    # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
-    write_json(out_dir / METADATA_NAME, metadata)
-    write_card(out_dir, metadata, test_metrics, trained.config, unfused.num_features)
-    if quantize == "int8":
-        metadata["int8"] = {"file": INT8_NAME} | int8_for_run(
-            trained, out_dir / ONNX_NAME, out_dir / INT8_NAME, int8_config, fp32_layers, calibration_images,
-            max_accuracy_drop, min_agreement, force, int8_search)  # fmt: skip
-        metadata["precision"] = "int8"
-        write_json(out_dir / METADATA_NAME, metadata)
-        write_card(out_dir, metadata, test_metrics, trained.config, unfused.num_features)
-    print(f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME}, {CARD_NAME}, {CONFIG_NAME}, "
-          f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''})")  # fmt: skip
-    return out_dir
 
 
 def _headline(metrics: dict) -> dict:

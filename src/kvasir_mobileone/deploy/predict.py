@@ -7,15 +7,10 @@ alone: Lightning, timm and torch are imported only for checkpoints and for --exp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from tqdm import tqdm
 
-from kvasir_mobileone.data.folder import expand_inputs
-from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
-from kvasir_mobileone.images import read_network_input
 from kvasir_mobileone.io import write_csv, write_json
 
 
@@ -37,66 +32,8 @@ def top_classes(probs: np.ndarray, class_names: list[str], top_k: int) -> dict:
     }
 
 
-def predict(
-    inputs: list[str],
-    model: str = "bundle",
-    out: str | None = None,
-    top_k: int = 3,
-    batch_size: int = 32,
-    output_format: Literal["csv", "json"] | None = None,
-    tta: bool = False,
-    explain: bool = False,
-    explain_dir: str = "explanations",
-    precision: Literal["auto", "fp32", "int8"] = "auto",
-) -> list[dict]:
-    """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
-
-    Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
-    A bundle with an int8 model runs it unless --precision fp32."""
-    predictor = load_predictor(model, precision)
-    meta = predictor.metadata
-    class_names = meta["class_names"]
-    paths = expand_inputs(inputs)
-    top_k = min(top_k, len(class_names))
-    results: list[dict] = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
-        arrays, good = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                arrays.append(read_network_input(path, meta["input"])[0])
-                good.append(path)
-            except Exception as err:  # any unreadable file is reported, never fatal
-                results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
-        if not good:
-            continue
-        probs = probabilities(predictor, np.stack(arrays), tta)
-        results += [{"path": str(path), "error": ""} | top_classes(p, class_names, top_k)
-                    for path, p in zip(good, probs, strict=True)]  # fmt: skip
-    results.sort(key=lambda r: r["path"])
-    _print_table(results, top_k)
-    if out:
-        write_predictions(Path(out), results, top_k, output_format)
-    if explain:  # torch, only when asked for
-        from kvasir_mobileone.deploy.explain import explain_images
-
-        explain_images([Path(r["path"]) for r in results if not r["error"]], model, Path(explain_dir))
-    return results
-
-
 def write_predictions(out: Path, results: list[dict], top_k: int, output_format: str | None = None) -> Path:
     if (output_format or out.suffix.lstrip(".")) == "json":
         return write_json(out, results)
     header = ["path", *[k for i in range(top_k) for k in (f"top{i + 1}", f"p{i + 1}")], "error"]
     return write_csv(out, header, [[r.get(k, "") for k in header] for r in results])
-
-
-def _print_table(results: list[dict], top_k: int, limit: int = 20) -> None:
-    bad = [r for r in results if r["error"]]
-    for r in [r for r in results if not r["error"]][:limit]:
-        guesses = ", ".join(f"{r[f'top{i + 1}']} {r[f'p{i + 1}']:.3f}" for i in range(top_k))
-        print(f"{r['path']:<60}  {guesses}")
-    if len(results) - len(bad) > limit:
-        print(f"... {len(results) - len(bad) - limit} more")
-    for r in bad:
-        print(f"UNREADABLE {r['path']}: {r['error']}")
-    print(f"{len(results) - len(bad)} images classified, {len(bad)} unreadable.")

@@ -55,8 +55,9 @@ def preprocess(fp32_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def quantize(prepared: Path, out_path: Path, calibration: np.ndarray, input_name: str, config: str,
-             fp32_nodes: list[str] = ()) -> Path:  # fmt: skip
+def quantize(
+    prepared: Path, out_path: Path, calibration: np.ndarray, input_name: str, config: str, fp32_nodes: list[str] = ()
+) -> Path:
     """Static int8 quantization in QDQ format: uint8 activations, int8 weights (onnxruntime's advice for x86)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -97,8 +98,9 @@ def session(path: Path):
 
 def logits(sess, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: images[i : i + batch_size]})[0]
-                           for i in range(0, len(images), batch_size)])  # fmt: skip
+    return np.concatenate(
+        [sess.run(None, {name: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)]
+    )
 
 
 def latency_ms(sess, shape: tuple[int, ...], repeats: int = 20) -> float:
@@ -133,9 +135,15 @@ def check(fp32_logits: np.ndarray, int8_logits: np.ndarray, targets: np.ndarray 
     return result
 
 
-def build_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, test_images: np.ndarray,
-               targets: np.ndarray | None, config: str = DEFAULT_CONFIG, fp32_layers: int = DEFAULT_FP32_LAYERS
-               ) -> dict:  # fmt: skip
+def build_int8(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: np.ndarray,
+    test_images: np.ndarray,
+    targets: np.ndarray | None,
+    config: str = DEFAULT_CONFIG,
+    fp32_layers: int = DEFAULT_FP32_LAYERS,
+) -> dict:
     """Quantize, keep the most sensitive layers in fp32, check on the test images; write out_path, return figures."""
     input_name = session(fp32_path).get_inputs()[0].name
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:  # same file system: the final rename is atomic
@@ -146,9 +154,13 @@ def build_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, test_im
         fp32_sess, int8_sess = session(fp32_path), session(final)
         figures = check(logits(fp32_sess, test_images), logits(int8_sess, test_images), targets)
         shape = (1, *test_images.shape[1:])
-        figures |= {"config": config, "fp32_layers": kept, "calibration_images": int(len(calibration)),
-                    "fp32_ms_batch1": latency_ms(fp32_sess, shape),
-                    "int8_ms_batch1": latency_ms(int8_sess, shape)}  # fmt: skip
+        figures |= {
+            "config": config,
+            "fp32_layers": kept,
+            "calibration_images": int(len(calibration)),
+            "fp32_ms_batch1": latency_ms(fp32_sess, shape),
+            "int8_ms_batch1": latency_ms(int8_sess, shape),
+        }
         figures["speedup_batch1"] = figures["fp32_ms_batch1"] / figures["int8_ms_batch1"]
         final.replace(out_path)
     return figures
@@ -162,8 +174,18 @@ def network_inputs(paths: list[Path], model_input: dict) -> np.ndarray:
     return np.stack([read_network_input(p, model_input)[0] for p in tqdm(paths, desc="int8 images", unit="img")])
 
 
-def int8_for_run(trained, fp32_path: Path, out_path: Path, config: str, fp32_layers: int, calibration_images: int,
-                 max_accuracy_drop: float, min_agreement: float, force: bool, search: bool) -> dict:  # fmt: skip
+def int8_for_run(
+    trained,
+    fp32_path: Path,
+    out_path: Path,
+    config: str,
+    fp32_layers: int,
+    calibration_images: int,
+    max_accuracy_drop: float,
+    min_agreement: float,
+    force: bool,
+    search: bool,
+) -> dict:
     """Calibrate on training images of the run's split (never test images), check on its test images, and write
     out_path only when the int8 model keeps the accuracy (or with force)."""
     if trained.run is None:
@@ -189,21 +211,24 @@ def int8_for_run(trained, fp32_path: Path, out_path: Path, config: str, fp32_lay
         "calibration_paths": [r["path"] for r in calibration_rows],
     }
     if search:
-        figures["search"] = {n: {k: f[k] for k in ("top1_agreement", "accuracy_change", "int8_ms_batch1")}
-                             for n, f in searched.items()}  # fmt: skip
+        figures["search"] = {
+            n: {k: f[k] for k in ("top1_agreement", "accuracy_change", "int8_ms_batch1")} for n, f in searched.items()
+        }
     for name in searched:
         if name != best:
             out_path.with_name(f".{name}.int8.onnx").unlink(missing_ok=True)
     candidate = out_path.with_name(f".{best}.int8.onnx")
     lost = -figures["accuracy_change"] > max_accuracy_drop or figures["top1_agreement"] < min_agreement
     figures["accepted"] = not lost or force
-    summary = (f"int8 ({best}, {len(figures['fp32_layers'])} layers kept in fp32) on {figures['images']} test images: "
-               f"top-1 agreement with fp32 {100 * figures['top1_agreement']:.2f}%, accuracy "
-               f"{100 * figures['accuracy_fp32']:.2f}% -> {100 * figures['accuracy_int8']:.2f}% "
-               f"({100 * figures['accuracy_change']:+.2f} points, 95% CI {100 * figures['accuracy_change_ci'][0]:+.2f} "
-               f"to {100 * figures['accuracy_change_ci'][1]:+.2f}; McNemar p {figures['mcnemar_p']:.3g}); "
-               f"{figures['fp32_ms_batch1']:.2f} -> {figures['int8_ms_batch1']:.2f} ms at batch 1")  # fmt: skip
-    print(summary)
+    summary = (
+        f"int8 ({best}, {len(figures['fp32_layers'])} layers kept in fp32) on {figures['images']} test images: "
+        f"top-1 agreement with fp32 {100 * figures['top1_agreement']:.2f}%, accuracy "
+        f"{100 * figures['accuracy_fp32']:.2f}% -> {100 * figures['accuracy_int8']:.2f}% "
+        f"({100 * figures['accuracy_change']:+.2f} points, 95% CI {100 * figures['accuracy_change_ci'][0]:+.2f} "
+        f"to {100 * figures['accuracy_change_ci'][1]:+.2f}; McNemar p {figures['mcnemar_p']:.3g}); "
+        f"{figures['fp32_ms_batch1']:.2f} -> {figures['int8_ms_batch1']:.2f} ms at batch 1"
+    )
+    figures["summary"] = summary
     if lost and not force:
         candidate.unlink(missing_ok=True)
         raise Int8Refused(

@@ -61,12 +61,17 @@ class PageModel:
 
 def card_summary(meta: dict) -> str:
     metrics = meta.get("test_metrics") or {}
-    lines = [f"### {meta['model_name']}", f"Classes: {', '.join(meta['class_names'])}.",
-             f"Input: {meta['input']['image_size']} × {meta['input']['image_size']} px."]  # fmt: skip
+    lines = [
+        f"### {meta['model_name']}",
+        f"Classes: {', '.join(meta['class_names'])}.",
+        f"Input: {meta['input']['image_size']} × {meta['input']['image_size']} px.",
+    ]
     if metrics.get("accuracy") is not None:
         low, high = metrics.get("accuracy_ci") or (metrics["accuracy"], metrics["accuracy"])
-        lines.append(f"Test accuracy {100 * metrics['accuracy']:.2f}% (95% CI {100 * low:.2f}–{100 * high:.2f}%) "
-                     f"on {metrics['n']} images.")  # fmt: skip
+        lines.append(
+            f"Test accuracy {100 * metrics['accuracy']:.2f}% (95% CI {100 * low:.2f}–{100 * high:.2f}%) "
+            f"on {metrics['n']} images."
+        )
     lines.append(meta.get("intended_use", ""))
     return "\n\n".join(lines)
 
@@ -82,8 +87,14 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3):
         answers = [page.answer(f if isinstance(f, str) else f.name, max_bytes) for f in files or []]
         good = [a for a in answers if not a["error"]]
         gallery = [(a["overlay"], f"{a['file']}: {a['top1']} ({a['p1']:.3f}), {a['ms']:.0f} ms") for a in good]
-        table = [[a["file"], *(v for i in range(page.top_k) for v in (a[f"top{i + 1}"], round(a[f"p{i + 1}"], 4))),
-                  round(a["ms"])] for a in good]  # fmt: skip
+        table = [
+            [
+                a["file"],
+                *(v for i in range(page.top_k) for v in (a[f"top{i + 1}"], round(a[f"p{i + 1}"], 4))),
+                round(a["ms"]),
+            ]
+            for a in good
+        ]
         problems = "\n".join(f"- **{a['file']}**: {a['error']}" for a in answers if a["error"])
         message = f"Could not classify:\n{problems}" if problems else ""
         if not answers:
@@ -99,24 +110,13 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3):
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
                 message = gr.Markdown(elem_id="message")
                 table = gr.Dataframe(headers=headers, label="Top classes", elem_id="results", interactive=False)
-                gallery = gr.Gallery(label="Grad-CAM: where the evidence for the top class is", elem_id="heatmaps",
-                                     columns=3, height="auto")  # fmt: skip
+                gallery = gr.Gallery(
+                    label="Grad-CAM: where the evidence for the top class is",
+                    elem_id="heatmaps",
+                    columns=3,
+                    height="auto",
+                )
             with gr.Column(scale=1), gr.Accordion("Model card", open=True):
                 gr.Markdown(f"{DISCLAIMER}\n\n{page.card}", elem_id="card")
         button.click(classify, inputs=files, outputs=[gallery, table, message], api_name="classify")
     return app
-
-
-def serve(model: str = "bundle", port: int = 7860, host: str = "127.0.0.1", max_file_mb: float = 10.0,
-          top_k: int = 3) -> None:  # fmt: skip
-    """A web page on http://HOST:PORT: drop images, get the top classes, the Grad-CAM heatmap and the time.
-
-    Bound to 127.0.0.1 unless --host says otherwise; analytics off; nothing fetched from the internet."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
-
-    app = build_app(model, max_file_mb, top_k)
-    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
-    print(f"Serving {model} on http://{host}:{port} (Ctrl+C to stop)")
-    app.launch(server_name=host, server_port=port, max_file_size=int(max_file_mb * 1e6), theme=theme, share=False,
-               show_error=False, ssr_mode=False, pwa=False, mcp_server=False, quiet=True)  # fmt: skip

@@ -12,15 +12,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kvasir_mobileone.data.regions import FILLS, REGIONS, census_by_class, mask_pixels, parse_regions
+from kvasir_mobileone.data.regions import FILLS, REGIONS, mask_pixels
 from kvasir_mobileone.data.transforms import normalize
-from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import paired_difference
-from kvasir_mobileone.evaluation.metrics import accuracy, macro_f1, present_classes
+from kvasir_mobileone.evaluation.metrics import macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import wilson_interval
 from kvasir_mobileone.images import black_out, box_mask, decode_resized
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_json, write_text
-from kvasir_mobileone.models.loading import open_run
+from kvasir_mobileone.runs import REPORT_NAME
 
 plt = pyplot()
 ALPHA = 0.05
@@ -71,17 +70,24 @@ def region_masking(module, norm, pixels, targets, regions, class_names, n_resamp
             predicted = predict_pixels(module, masked, norm).argmax(axis=1)
             diff = paired_difference(targets, base_pred, predicted, n_resamples, seed)  # A = as is, B = masked
             change = recall_per_class(targets, predicted, len(class_names)) - base_recall
-            rows.append({
-                "region": name, "fill": fill, "boxes": [list(b) for b in boxes],
-                "accuracy_drop": diff["accuracy_difference"], "accuracy_drop_ci": diff["accuracy_difference_ci"],
-                "f1_macro_drop": diff["f1_macro_difference"], "f1_macro_drop_ci": diff["f1_macro_difference_ci"],
-                "right_only_unmasked": diff["only_a_correct"], "right_only_masked": diff["only_b_correct"],
-                "p_value": diff["p_value"],
-                "classes_losing": {class_names[c]: float(v) for c, v in enumerate(change) if v < 0},
-                "classes_gaining": {class_names[c]: float(v) for c, v in enumerate(change) if v > 0},
-                "changed": np.flatnonzero(predicted != base_pred).tolist(),
-                "masked_predicted": predicted.tolist(),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "region": name,
+                    "fill": fill,
+                    "boxes": [list(b) for b in boxes],
+                    "accuracy_drop": diff["accuracy_difference"],
+                    "accuracy_drop_ci": diff["accuracy_difference_ci"],
+                    "f1_macro_drop": diff["f1_macro_difference"],
+                    "f1_macro_drop_ci": diff["f1_macro_difference_ci"],
+                    "right_only_unmasked": diff["only_a_correct"],
+                    "right_only_masked": diff["only_b_correct"],
+                    "p_value": diff["p_value"],
+                    "classes_losing": {class_names[c]: float(v) for c, v in enumerate(change) if v < 0},
+                    "classes_gaining": {class_names[c]: float(v) for c, v in enumerate(change) if v > 0},
+                    "changed": np.flatnonzero(predicted != base_pred).tolist(),
+                    "masked_predicted": predicted.tolist(),
+                }
+            )
     # Dependence is judged with the tissue-colour fill: a black patch is itself a signal to a model that has seen
     # covered boxes (or never saw black there), so the black fill is reported beside it, not used for the verdict.
     for fill in FILLS:
@@ -109,9 +115,14 @@ def occlusion_maps(module, norm, pixels, targets, n_classes: int, per_class: int
             continue
         x = normalize(torch.from_numpy(pixels[chosen]).permute(0, 3, 1, 2), norm)
         with torch.no_grad():
-            attribution = occlusion.attribute(x, target=c, sliding_window_shapes=(3, patch, patch),
-                                              strides=(3, max(1, patch // 2), max(1, patch // 2)), baselines=0.0,
-                                              perturbations_per_eval=32)  # fmt: skip
+            attribution = occlusion.attribute(
+                x,
+                target=c,
+                sliding_window_shapes=(3, patch, patch),
+                strides=(3, max(1, patch // 2), max(1, patch // 2)),
+                baselines=0.0,
+                perturbations_per_eval=32,
+            )
         maps[c] = attribution.clamp_min(0).mean(dim=(0, 1)).numpy()
         means[c] = pixels[chosen].mean(axis=0) / 255.0
     return maps, means
@@ -168,57 +179,6 @@ def shortcut_baseline(thumbs: np.ndarray, splits: np.ndarray, labels: np.ndarray
     }
 
 
-def audit(
-    run: str,
-    regions: list[str] | None = None,
-    out: str | None = None,
-    occlusion_per_class: int = 16,
-    manifest: str | None = None,
-    data_dir: str | None = None,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> dict:
-    """Audit a run on its test images for shortcuts: region masking, occlusion, a shortcut baseline, a census.
-
-    --regions bottom-left-box top-left-text box:0.7,0,1,0.2 (default: every named region); writes
-    RUN/audit/report.md with the verdict at the top."""
-    trained = open_run(run, data_dir)
-    rows, _ = trained.manifest_rows(manifest)
-    module, norm, names = trained.module, trained.norm, trained.module.class_names
-    chosen = parse_regions(regions or list(REGIONS))
-    if not chosen:
-        raise UserError("No region to audit: give --regions names or name:x0,y0,x1,y1 boxes.")
-    data = trained.data_dir()
-    index = {c: i for i, c in enumerate(names)}
-    test_rows = [r for r in rows if r["split"] == "test"]
-    targets = np.array([index[r["label"]] for r in test_rows])
-    # the model's own input: its trained mask (if any) applied first, then the audited region on top
-    pixels = np.stack([black_out(p, norm.mask) for p in load_pixels(
-        data, [r["path"] for r in test_rows], norm.image_size, norm.interpolation, "test images")])  # fmt: skip
-    masking, base_pred = region_masking(module, norm, pixels, targets, chosen, names, n_resamples, seed)
-    maps, mean_images = occlusion_maps(module, norm, pixels, targets, len(names), occlusion_per_class)
-    shares = region_share(maps, chosen)
-    thumbs = load_pixels(data, [r["path"] for r in rows], CENSUS_SIZE, "bilinear", "census")
-    labels = np.array([index[r["label"]] for r in rows])
-    splits = np.array([r["split"] for r in rows])
-    result = {
-        "run": str(trained.run.root if trained.run else trained.ckpt),
-        "n": int(len(targets)),
-        "accuracy": float(accuracy(targets, base_pred)),
-        "trained_mask": [list(b) for b in norm.mask],
-        "regions": [{k: v for k, v in r.items() if k not in ("changed", "masked_predicted")} for r in masking],
-        "occlusion_region_share": shares,
-        "shortcut_baseline": shortcut_baseline(thumbs, splits, labels, chosen),
-        "census": census_by_class(thumbs, labels, names),
-    }
-    result["verdict"] = verdict(result)
-    out_dir = Path(out) if out else (trained.run.root if trained.run else trained.ckpt.parent) / "audit"
-    write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen)
-    print(result["verdict"])
-    print(f"Audit report: {out_dir / 'report.md'}")
-    return result
-
-
 def points(value: float, ci) -> str:
     return f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
@@ -239,12 +199,16 @@ def verdict(result: dict) -> str:
         )
         lines.append(f"**Verdict: the model depends on {', '.join(by_region)}** — {effects}.")
     else:
-        lines.append("**Verdict: no dependence on any audited region** (filling no region with tissue colour lowered "
-                     f"accuracy significantly, Holm-adjusted p < {ALPHA}).")  # fmt: skip
+        lines.append(
+            "**Verdict: no dependence on any audited region** (filling no region with tissue colour lowered "
+            f"accuracy significantly, Holm-adjusted p < {ALPHA})."
+        )
     black = [r["region"] for r in result["regions"] if r["significant"] and r["fill"] != VERDICT_FILL]
     if black:
-        lines.append(f"A black patch over {', '.join(black)} also changes predictions: the model reads a black box "
-                     "there as a signal (as a covered ScopeGuide box would be).")  # fmt: skip
+        lines.append(
+            f"A black patch over {', '.join(black)} also changes predictions: the model reads a black box "
+            "there as a signal (as a covered ScopeGuide box would be)."
+        )
     close = baseline["accuracy"] >= baseline["chance"] + 0.5 * (result["accuracy"] - baseline["chance"])
     lines.append(
         f"Shortcut baseline (overlays only, tissue blanked): {100 * baseline['accuracy']:.1f}% accuracy "
@@ -254,7 +218,7 @@ def verdict(result: dict) -> str:
             "**the overlays alone predict the class: the dataset allows a shortcut.**"
             if close
             else "the overlays alone predict little."
-        )  # fmt: skip
+        )
     )
     return "\n\n".join(lines)
 
@@ -263,16 +227,31 @@ def write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "audit.json", result)
     table = markdown_table(
-        ["region", "fill", "accuracy drop (points) [95% CI]", "macro-F1 drop [95% CI]", "right only unmasked / masked",
-         "McNemar p (Holm)", "depends", "classes losing recall"],
-        [[r["region"], r["fill"],
-          points(r["accuracy_drop"], r["accuracy_drop_ci"]),
-          f"{r['f1_macro_drop']:+.4f} [{r['f1_macro_drop_ci'][0]:+.4f}, {r['f1_macro_drop_ci'][1]:+.4f}]",
-          f"{r['right_only_unmasked']} / {r['right_only_masked']}", f"{r['p_value']:.3g} ({r['p_holm']:.3g})",
-          "**yes**" if r["depends"] else "no",
-          ", ".join(f"{c} {100 * v:+.0f}" for c, v in sorted(r["classes_losing"].items(), key=lambda kv: kv[1])) or "—"]
-         for r in result["regions"]],
-    )  # fmt: skip
+        [
+            "region",
+            "fill",
+            "accuracy drop (points) [95% CI]",
+            "macro-F1 drop [95% CI]",
+            "right only unmasked / masked",
+            "McNemar p (Holm)",
+            "depends",
+            "classes losing recall",
+        ],
+        [
+            [
+                r["region"],
+                r["fill"],
+                points(r["accuracy_drop"], r["accuracy_drop_ci"]),
+                f"{r['f1_macro_drop']:+.4f} [{r['f1_macro_drop_ci'][0]:+.4f}, {r['f1_macro_drop_ci'][1]:+.4f}]",
+                f"{r['right_only_unmasked']} / {r['right_only_masked']}",
+                f"{r['p_value']:.3g} ({r['p_holm']:.3g})",
+                "**yes**" if r["depends"] else "no",
+                ", ".join(f"{c} {100 * v:+.0f}" for c, v in sorted(r["classes_losing"].items(), key=lambda kv: kv[1]))
+                or "—",
+            ]
+            for r in result["regions"]
+        ],
+    )
     shares = result["occlusion_region_share"]
     share_table = markdown_table(["region", *names], [[k, *(f"{v:.2f}" for v in vals)] for k, vals in shares.items()])
     census_table = markdown_table(
@@ -310,7 +289,7 @@ def write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean
         f"{100 * hi:.1f}] on the test split (macro-F1 {baseline['f1_macro']:.3f}); majority class "
         f"{100 * baseline['chance']:.1f}%.\n\n## Overlay census (all images of the split)\n\n{census_table}"
     )
-    write_text(out_dir / "report.md", report)
+    write_text(out_dir / REPORT_NAME, report)
 
 
 def plot_examples(pixels, row, targets, base_pred, names, boxes, path) -> Path:
@@ -318,8 +297,10 @@ def plot_examples(pixels, row, targets, base_pred, names, boxes, path) -> Path:
     fig, axes = plt.subplots(2, len(chosen), figsize=(2.6 * len(chosen), 5.4), squeeze=False)
     for col, i in enumerate(chosen):
         masked = mask_pixels(pixels[i], boxes, row["fill"])
-        for ax, image, label in ((axes[0, col], pixels[i], names[base_pred[i]]),
-                                 (axes[1, col], masked, names[row["masked_predicted"][i]])):  # fmt: skip
+        for ax, image, label in (
+            (axes[0, col], pixels[i], names[base_pred[i]]),
+            (axes[1, col], masked, names[row["masked_predicted"][i]]),
+        ):
             ax.imshow(image)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.evaluation.intervals import metric_intervals, paired_difference
+from kvasir_mobileone.evaluation.intervals import metric_intervals
 from kvasir_mobileone.evaluation.metrics import accuracy, macro_f1, present_classes
 from kvasir_mobileone.io import markdown_table, pyplot, read_csv, save_figure, write_csv, write_json, write_text
-from kvasir_mobileone.runs import RunFolder
+from kvasir_mobileone.runs import RunFolder, TestReport
 
 plt = pyplot()
 
@@ -24,11 +23,11 @@ class IncomparableRunsError(UserError):
 def load_result(run: str | Path) -> dict:
     """A run's test predictions and metrics: from RUN/test/ (fit, test, cv and features all write it)."""
     folder = Path(run)
-    test_dir = RunFolder(folder).test_dir if (RunFolder(folder).test_dir / "predictions.csv").is_file() else folder
-    if not (test_dir / "predictions.csv").is_file():
+    report = RunFolder(folder).test if RunFolder(folder).test.predictions.is_file() else TestReport(folder)
+    if not report.predictions.is_file():
         raise UserError(f"{folder} has no test/predictions.csv: run `kvasir test {folder}` first.")
-    rows = read_csv(test_dir / "predictions.csv")
-    metrics = json.loads((test_dir / "metrics.json").read_text())
+    rows = read_csv(report.predictions)
+    metrics = json.loads(report.metrics.read_text())
     class_names = metrics["class_names"]
     index = {c: i for i, c in enumerate(class_names)}
     info_path = RunFolder(folder).model_info  # written by fit and export
@@ -63,7 +62,7 @@ def same_test_set(results: list[dict]) -> None:
             )
 
 
-def _aligned(result: dict, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def aligned(result: dict, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
     position = {p: i for i, p in enumerate(result["paths"])}
     idx = np.array([position[p] for p in order])
     return result["targets"][idx], result["predicted"][idx]
@@ -92,59 +91,96 @@ def _f1(value: float, ci: tuple[float, float]) -> str:
     return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
-def compare(runs: list[str], out: str = "comparison", n_resamples: int = 2000, seed: int = 0) -> Path:
-    """The original table (Accuracy, Top-3, Top-5, F1) plus macro-F1, MCC, sizes, 95% bootstrap CIs and McNemar."""
-    if len(runs) < 2:
-        raise UserError("Give two or more run folders to compare.")
-    results = [load_result(r) for r in runs]
-    same_test_set(results)
-    order = sorted(results[0]["paths"])
-    table, csv_rows = [], []
-    for r in results:
-        targets, predicted = _aligned(r, order)
-        m = r["metrics"]
-        # point estimates and intervals from the same functions on the same predictions
-        intervals = metric_intervals(targets, predicted, n_resamples, seed)
-        acc_ci, f1_ci = intervals["accuracy_ci"], intervals["f1_macro_ci"]
-        acc, f1_macro = (
-            float(accuracy(targets, predicted)),
-            float(macro_f1(targets, predicted, present_classes(targets))),
-        )
-        info = r["info"]
-        row = {
-            "run": r["name"], "model": r["model"], "accuracy": acc, "accuracy_ci_low": acc_ci[0],
-            "accuracy_ci_high": acc_ci[1], "top3": m.get("top3"), "top5": m.get("top5"), "f1": acc,
-            "f1_macro": f1_macro, "f1_macro_ci_low": f1_ci[0], "f1_macro_ci_high": f1_ci[1], "mcc": m["mcc"],
-            "params_train": info.get("parameters_unfused"), "params_fused": info.get("parameters_fused"),
-            "onnx_mb": info.get("onnx_bytes") and info["onnx_bytes"] / 1e6,
-            "latency_ms_batch1": info.get("onnxruntime_ms_batch1"),
-        }  # fmt: skip
-        csv_rows.append(row)
-        table.append([
-            row["run"], row["model"], f"{_pct(row['accuracy'])} [{_pct(acc_ci[0])}, {_pct(acc_ci[1])}]",
-            _pct(row["top3"]), _pct(row["top5"]), f"{row['f1']:.4f}",
-            f"{row['f1_macro']:.4f} [{f1_ci[0]:.4f}, {f1_ci[1]:.4f}]", f"{row['mcc']:.4f}",
-            f"{row['params_train']:,}" if row["params_train"] else "—",
-            f"{row['params_fused']:,}" if row["params_fused"] else "—",
-            f"{row['onnx_mb']:.1f}" if row["onnx_mb"] else "—",
-            f"{row['latency_ms_batch1']:.2f}" if row["latency_ms_batch1"] else "—",
-        ])  # fmt: skip
-    pairs = []
-    for a, b in itertools.combinations(results, 2):
-        ta, pa = _aligned(a, order)
-        tb, pb = _aligned(b, order)
-        diff = paired_difference(ta, pa, pb, n_resamples, seed)
-        pairs.append({"a": a["name"], "b": b["name"], **diff})
-    out_dir = Path(out)
-    header = ["run", "model", "Accuracy % [95% CI]", "Top-3 %", "Top-5 %", "F1", "macro-F1 [95% CI]", "MCC",
-              "params (train)", "params (fused)", "ONNX MB", "ms/image (ORT, batch 1)"]  # fmt: skip
-    pair_rows = [[p["a"], p["b"], _points(p["accuracy_difference"], p["accuracy_difference_ci"]),
-                  _f1(p["f1_macro_difference"], p["f1_macro_difference_ci"]), p["only_a_correct"],
-                  p["only_b_correct"], f"{p['p_value']:.4g}"] for p in pairs]  # fmt: skip
-    pair_header = ["A", "B", "accuracy A−B (points) [95% CI]", "macro-F1 A−B [95% CI]", "only A right",
-                   "only B right", "McNemar exact p"]  # fmt: skip
+def run_row(result: dict, order: list[str], n_resamples: int, seed: int) -> dict:
+    """One run's row of the comparison: metrics with intervals on the shared test images, sizes and latency."""
+    targets, predicted = aligned(result, order)
+    m = result["metrics"]
+    # point estimates and intervals from the same functions on the same predictions
+    intervals = metric_intervals(targets, predicted, n_resamples, seed)
+    acc_ci, f1_ci = intervals["accuracy_ci"], intervals["f1_macro_ci"]
+    acc, f1_macro = (
+        float(accuracy(targets, predicted)),
+        float(macro_f1(targets, predicted, present_classes(targets))),
+    )
+    info = result["info"]
+    return {
+        "run": result["name"],
+        "model": result["model"],
+        "accuracy": acc,
+        "accuracy_ci_low": acc_ci[0],
+        "accuracy_ci_high": acc_ci[1],
+        "top3": m.get("top3"),
+        "top5": m.get("top5"),
+        "f1": acc,
+        "f1_macro": f1_macro,
+        "f1_macro_ci_low": f1_ci[0],
+        "f1_macro_ci_high": f1_ci[1],
+        "mcc": m["mcc"],
+        "params_train": info.get("parameters_unfused"),
+        "params_fused": info.get("parameters_fused"),
+        "onnx_mb": info.get("onnx_bytes") and info["onnx_bytes"] / 1e6,
+        "latency_ms_batch1": info.get("onnxruntime_ms_batch1"),
+    }
+
+
+def run_cells(row: dict) -> list[str]:
+    """A run's row as the markdown table shows it."""
+    return [
+        row["run"],
+        row["model"],
+        f"{_pct(row['accuracy'])} [{_pct(row['accuracy_ci_low'])}, {_pct(row['accuracy_ci_high'])}]",
+        _pct(row["top3"]),
+        _pct(row["top5"]),
+        f"{row['f1']:.4f}",
+        f"{row['f1_macro']:.4f} [{row['f1_macro_ci_low']:.4f}, {row['f1_macro_ci_high']:.4f}]",
+        f"{row['mcc']:.4f}",
+        f"{row['params_train']:,}" if row["params_train"] else "—",
+        f"{row['params_fused']:,}" if row["params_fused"] else "—",
+        f"{row['onnx_mb']:.1f}" if row["onnx_mb"] else "—",
+        f"{row['latency_ms_batch1']:.2f}" if row["latency_ms_batch1"] else "—",
+    ]
+
+
+def comparison_markdown(rows: list[dict], pairs: list[dict], n_images: int, n_resamples: int) -> str:
+    """comparison.md: the runs' table, then the paired differences."""
+    header = [
+        "run",
+        "model",
+        "Accuracy % [95% CI]",
+        "Top-3 %",
+        "Top-5 %",
+        "F1",
+        "macro-F1 [95% CI]",
+        "MCC",
+        "params (train)",
+        "params (fused)",
+        "ONNX MB",
+        "ms/image (ORT, batch 1)",
+    ]
+    pair_rows = [
+        [
+            p["a"],
+            p["b"],
+            _points(p["accuracy_difference"], p["accuracy_difference_ci"]),
+            _f1(p["f1_macro_difference"], p["f1_macro_difference_ci"]),
+            p["only_a_correct"],
+            p["only_b_correct"],
+            f"{p['p_value']:.4g}",
+        ]
+        for p in pairs
+    ]
+    pair_header = [
+        "A",
+        "B",
+        "accuracy A−B (points) [95% CI]",
+        "macro-F1 A−B [95% CI]",
+        "only A right",
+        "only B right",
+        "McNemar exact p",
+    ]
     text = (
-        f"# Comparison on {len(order)} shared test images\n\n" + markdown_table(header, table)
+        f"# Comparison on {n_images} shared test images\n\n"
+        + markdown_table(header, [run_cells(r) for r in rows])
         + f"\n95% intervals: Wilson for accuracy, BCa bootstrap over test images ({n_resamples} resamples) for "
         "macro-F1. F1 is micro-F1 as in the original table (equal to accuracy); macro-F1 averages the classes that "
         "have test images.\n\n## Paired differences\n\n"
@@ -153,15 +189,18 @@ def compare(runs: list[str], out: str = "comparison", n_resamples: int = 2000, s
         "cannot tell the runs apart). McNemar's exact test looks only at the images on which the two runs disagree; "
         "p < 0.05 says the difference in accuracy is unlikely to be chance on this test set.\n\n"
         "![comparison](comparison.png)\n"
-    )  # fmt: skip
+    )
+    return text
+
+
+def write_comparison(out_dir: Path, text: str, rows: list[dict], pairs: list[dict], n_images: int) -> None:
+    """comparison.md, .csv, .json, pairs.csv and the plot."""
     write_text(out_dir / "comparison.md", text)
-    write_csv(out_dir / "comparison.csv", list(csv_rows[0]), [list(r.values()) for r in csv_rows])
+    write_csv(out_dir / "comparison.csv", list(rows[0]), [list(r.values()) for r in rows])
     flat_pairs = [_flat(p) for p in pairs]
     write_csv(out_dir / "pairs.csv", list(flat_pairs[0]), [list(p.values()) for p in flat_pairs])
-    write_json(out_dir / "comparison.json", {"runs": csv_rows, "pairs": pairs, "test_images": len(order)})
-    _plot(csv_rows, out_dir / "comparison.png")
-    print(text)
-    return out_dir
+    write_json(out_dir / "comparison.json", {"runs": rows, "pairs": pairs, "test_images": n_images})
+    _plot(rows, out_dir / "comparison.png")
 
 
 def _plot(rows: list[dict], path: Path) -> Path:

@@ -22,9 +22,8 @@ from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.evaluation.report import evaluate, write_report
 from kvasir_mobileone.evaluation.stats import softmax
-from kvasir_mobileone.io import atomic_path, markdown_table, write_json
-from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.runs import RunError, RunFolder
+from kvasir_mobileone.io import write_json
+from kvasir_mobileone.runs import RunFolder
 
 FEATURES_NAME = "features.npz"
 
@@ -40,15 +39,16 @@ CLASSICAL = {
 }
 
 
-def extract_features(trained, manifest: str | None = None, batch_size: int = 64, num_workers: int | None = None
-                     ) -> dict:  # fmt: skip
+def extract_features(
+    trained, manifest: str | None = None, batch_size: int = 64, num_workers: int | None = None
+) -> dict:
     """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) of every image of the run's manifest, in
     fp32. Every image must be read: an unreadable one stops with the file named (no embedding is invented)."""
     rows, _ = trained.manifest_rows(manifest)
     workers = num_workers if num_workers is not None else trained.data.num_workers
     data = dataclasses.replace(
         trained.data, data_dir=str(trained.data_dir()), batch_size=batch_size, num_workers=workers, loader="workers"
-    )  # fmt: skip (the model is on the CPU)
+    )  # loader workers: the model runs on the CPU here
     module = trained.module
     datamodule = ImageFolderDataModule(data, rows, trained.norm)
     datamodule.setup()
@@ -99,44 +99,27 @@ def fit_classical(features: dict, out_dir: Path, backbone_name: str) -> list[dic
         probs = scores_of(model, x_test)
         metrics = evaluate(probs, y_test, class_names)
         label = f"{name} on {backbone_name} features"
-        write_report(out_dir / name / "test", metrics, class_names, label, probs, y_test,
-                     list(features["paths"][split == "test"]))  # fmt: skip
-        write_json(RunFolder(out_dir / name).model_info, {"classical": name, "best_params": best_params,
-                                                          "val_accuracy": best_score})  # fmt: skip
-        summary.append({"model": name, "params": best_params, "val_accuracy": best_score,
-                        "test_accuracy": metrics["accuracy"], "test_f1_macro": metrics["f1_macro"],
-                        "seconds": time.perf_counter() - start})  # fmt: skip
-    return summary
-
-
-def features(
-    run: str,
-    out: str | None = None,
-    classical: bool = True,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    manifest: str | None = None,
-    data_dir: str | None = None,
-) -> Path:
-    """Embeddings of every image of RUN into OUT/features.npz; with --classical, scikit-learn models on them."""
-    trained = open_run(run, data_dir)
-    if out is None and trained.run is None:
-        raise RunError(f"{trained.ckpt} is a lone checkpoint: pass --out (and --manifest).")
-    out_dir = Path(out) if out else trained.run.features_dir
-    found = extract_features(trained, manifest, batch_size, num_workers)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / FEATURES_NAME) as tmp, tmp.open("wb") as f:
-        np.savez_compressed(f, **found)
-    print(f"{len(found['paths'])} embeddings of size {found['embeddings'].shape[1]} -> {out_dir / FEATURES_NAME}")
-    if classical:
-        summary = fit_classical(found, out_dir, found["model"])
-        write_json(out_dir / "classical_summary.json", summary)
-        print(markdown_table(
-            ["model", "chosen on val", "val acc", "test acc", "test macro-F1"],
-            [[s["model"], s["params"], s["val_accuracy"], s["test_accuracy"], s["test_f1_macro"]] for s in summary],
-        ))  # fmt: skip
-        print(
-            f"Compare with the network: kvasir compare {trained.run.root if trained.run else trained.ckpt} "
-            + " ".join(str(out_dir / s["model"]) for s in summary)
+        write_report(
+            out_dir / name / "test",
+            metrics,
+            class_names,
+            label,
+            probs,
+            y_test,
+            list(features["paths"][split == "test"]),
         )
-    return out_dir
+        write_json(
+            RunFolder(out_dir / name).model_info,
+            {"classical": name, "best_params": best_params, "val_accuracy": best_score},
+        )
+        summary.append(
+            {
+                "model": name,
+                "params": best_params,
+                "val_accuracy": best_score,
+                "test_accuracy": metrics["accuracy"],
+                "test_f1_macro": metrics["f1_macro"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    return summary

@@ -11,6 +11,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from kvasir_mobileone.evaluation.intervals import metric_intervals
 from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
+from kvasir_mobileone.runs import TestReport
 
 plt = pyplot()
 
@@ -79,25 +80,26 @@ def write_report(
 ) -> Path:
     """From `evaluate`'s metrics: metrics.json, per-class CSV/markdown, confusion matrices (PNG, CSV), reliability
     diagram, predictions.csv and report.md."""
+    files = TestReport(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = probs.argmax(axis=1)
-    write_json(out_dir / "metrics.json", {"model": model_name, "class_names": class_names, **metrics})
+    write_json(files.metrics, {"model": model_name, "class_names": class_names, **metrics})
     per_class_rows = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]
     header = ["class", "precision", "recall", "f1", "support"]
-    write_csv(out_dir / "per_class.csv", header, per_class_rows)
+    write_csv(files.per_class_csv, header, per_class_rows)
     per_class_md = markdown_table(header, per_class_rows)
-    write_text(out_dir / "per_class.md", per_class_md)
+    write_text(files.per_class_md, per_class_md)
     matrix = np.array(metrics["confusion_matrix"])
     write_csv(
-        out_dir / "confusion_matrix.csv",
+        files.confusion_csv,
         ["true \\ predicted", *class_names],
         [[c, *row] for c, row in zip(class_names, matrix.tolist(), strict=True)],
     )
-    plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", normalize=False)
-    plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix_normalized.png", normalize=True)
-    plot_reliability(metrics["calibration_bins"], metrics["ece"], out_dir / "reliability.png")
+    plot_confusion_matrix(matrix, class_names, files.confusion_png, normalize=False)
+    plot_confusion_matrix(matrix, class_names, files.confusion_rates_png, normalize=True)
+    plot_reliability(metrics["calibration_bins"], metrics["ece"], files.reliability_png)
     write_csv(
-        out_dir / "predictions.csv",
+        files.predictions,
         ["path", "label", "predicted", *[f"p_{c}" for c in class_names]],
         [
             [p, class_names[t], class_names[y], *np.round(pr, 6)]
@@ -137,4 +139,4 @@ def write_report(
         + f"\n## Calibration\n\nExpected calibration error (15 bins): {metrics['ece']:.4f}.\n\n"
         "![reliability](reliability.png)\n" + extra_sections
     )
-    return write_text(out_dir / "report.md", report)
+    return write_text(files.report, report)

@@ -32,8 +32,17 @@ def bootstrap_interval(
     samples). A statistic that never varies (e.g. every image right) gets the point interval."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on degenerate data; handled below
-        result = bootstrap(samples, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                           confidence_level=level, method="BCa", random_state=seed, batch=200)  # fmt: skip
+        result = bootstrap(
+            samples,
+            statistic,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="BCa",
+            random_state=seed,
+            batch=200,
+        )
     low, high = result.confidence_interval
     if np.isnan(low) or np.isnan(high):  # no spread (every resample equal) or too few images for BCa
         value = float(statistic(*samples, axis=-1))
@@ -63,8 +72,15 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
         if mask.any():
             conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
             ece += mask.mean() * abs(acc - conf)
-            rows.append({"low": float(edges[k]), "high": float(edges[k + 1]), "confidence": conf, "accuracy": acc,
-                         "count": int(mask.sum())})  # fmt: skip
+            rows.append(
+                {
+                    "low": float(edges[k]),
+                    "high": float(edges[k + 1]),
+                    "confidence": conf,
+                    "accuracy": acc,
+                    "count": int(mask.sum()),
+                }
+            )
     return {"ece": float(ece), "bins": rows}
 
 

@@ -3,20 +3,17 @@ and temperature, and the report. The test at the end of `fit` ends in the same r
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from kvasir_mobileone.data.dataset import ImageFolderDataModule
-from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
-from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
-from kvasir_mobileone.io import markdown_table, write_json
-from kvasir_mobileone.models.loading import TrainedRun, open_run
-from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, evaluation_precision
+from kvasir_mobileone.evaluation.stats import apply_temperature
+from kvasir_mobileone.io import markdown_table
+from kvasir_mobileone.models.loading import TrainedRun
+from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision
 
 
 def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precision: str | None = None):
@@ -30,59 +27,6 @@ def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precisio
         trained.module.eval_precision = recorded.eval_precision
         precision = evaluation_precision(recorded)
     return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision)
-
-
-def test(
-    run: str,
-    manifest: str | None = None,
-    data_dir: str | None = None,
-    out: str | None = None,
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    accelerator: str = "auto",
-    precision: str | None = None,
-    tta: bool = False,
-    calibrate: bool = False,
-) -> dict:
-    """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md.
-
-    Runs at the run's evaluation precision (32-true unless the run says otherwise; --precision overrides), so it
-    reproduces the test at the end of `fit` exactly. A lone checkpoint needs --manifest; --data_dir points to the
-    images when the recorded data folder has moved. --tta true averages in the horizontally flipped image;
-    --calibrate true fits a softmax temperature on the val split, saves it as RUN/temperature.json (export and
-    predict use it) and reports calibration before and after."""
-    trained = open_run(run, data_dir)
-    rows, manifest_path = trained.manifest_rows(manifest)
-    module = trained.module
-    data_cfg = dataclasses.replace(
-        trained.data,
-        data_dir=str(trained.data_dir()),
-        batch_size=batch_size or trained.data.batch_size,
-        num_workers=num_workers if num_workers is not None else trained.data.num_workers,
-    )
-    datamodule = ImageFolderDataModule(data_cfg, rows, trained.norm)
-    if datamodule.class_names != module.class_names:
-        raise DataError(
-            f"The checkpoint {trained.ckpt} predicts classes {module.class_names} but the manifest {manifest_path} "
-            f"holds {datamodule.class_names}. Test on the dataset the model was trained for."
-        )
-    home = trained.run.root if trained.run else trained.ckpt.parent
-    out_dir = Path(out) if out else home / "test"
-    module.tta = tta
-    config = eval_trainer_config(trained, accelerator, precision)
-    trainer = build_trainer(config, out_dir)
-    temperature = None
-    if calibrate:
-        # the val images, served through the test loader, give the probabilities the temperature is fitted on
-        val_as_test = [r | {"split": "test"} for r in rows if r["split"] == "val"]
-        trainer.test(module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, trained.norm), verbose=False)
-        val = module.test_predictions
-        temperature = fit_temperature(val.get("probs_tta", val["probs"]), val["targets"])
-        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val["targets"]), "tta": tta}
-        if trained.run:
-            write_json(trained.run.temperature, fitted)
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    return report_test_predictions(module, rows, out_dir, temperature, config.precision)
 
 
 def leak_free_metrics(
@@ -154,22 +98,35 @@ def report_test_predictions(
             k: {m: v[m] for m in ("accuracy", "f1_macro", "loss", "ece")} for k, v in effects.items()
         }
         metrics["temperature"] = temperature
-        extra += "\n## Test-time augmentation and calibration\n\n" + markdown_table(
-            ["probabilities", "Accuracy", "macro-F1", "NLL", "ECE"],
-            [[k, percent(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
-             for k, v in effects.items()],
-        ) + "The main numbers above use the last row. A temperature never changes the predicted class.\n"  # fmt: skip
-    report = write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
-    lo, hi = metrics["accuracy_ci"]
-    clean = metrics["leak_free"]
-    if clean and clean["n"] < metrics["n"]:
-        print(
-            f"Leak-free test images only ({clean['n']} of {metrics['n']}, no near-copy in train/val): accuracy "
-            f"{percent(clean['accuracy'])} [95% CI {percent(clean['accuracy_ci'][0])}, "
-            f"{percent(clean['accuracy_ci'][1])}], macro-F1 {clean['f1_macro']:.4f}."
+        extra += (
+            "\n## Test-time augmentation and calibration\n\n"
+            + markdown_table(
+                ["probabilities", "Accuracy", "macro-F1", "NLL", "ECE"],
+                [
+                    [k, percent(v["accuracy"]), f"{v['f1_macro']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
+                    for k, v in effects.items()
+                ],
+            )
+            + "The main numbers above use the last row. A temperature never changes the predicted class.\n"
         )
-    print(
-        f"Test on {metrics['n']} images ({precision}): accuracy {percent(metrics['accuracy'])} [95% CI {percent(lo)}, "
-        f"{percent(hi)}], macro-F1 {metrics['f1_macro']:.4f}, ECE {metrics['ece']:.4f}. Report: {report}"
+    metrics["report"] = str(
+        write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
     )
     return metrics
+
+
+def test_summary(metrics: dict) -> str:
+    """The lines `fit` and `test` print after a test: the figures on all test images and, when the split leaks,
+    on the leak-free ones."""
+    lines = [
+        f"Test on {metrics['n']} images ({metrics['eval_precision']}): accuracy {percent(metrics['accuracy'])} "
+        f"[95% CI {percent(metrics['accuracy_ci'][0])}, {percent(metrics['accuracy_ci'][1])}], "
+        f"macro-F1 {metrics['f1_macro']:.4f}, ECE {metrics['ece']:.4f}. Report: {metrics['report']}"
+    ]
+    clean = metrics["leak_free"]
+    if clean and clean["n"] < metrics["n"]:
+        lines.append(
+            f"Leak-free test images only ({clean['n']} of {metrics['n']}, no near-copy in train/val): accuracy "
+            f"{accuracy_text(clean) if clean['n'] else '—'}, macro-F1 {clean.get('f1_macro', float('nan')):.4f}."
+        )
+    return "\n".join(lines)

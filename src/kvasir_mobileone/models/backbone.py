@@ -9,6 +9,7 @@ import timm
 import torch
 from timm.utils.model import reparameterize_model
 
+from kvasir_mobileone.data.regions import parse_regions
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
 
@@ -39,14 +40,17 @@ def create_backbone(name: str, num_classes: int, pretrained: bool = True, weight
         ) from err
 
 
-def normalization_of(backbone: torch.nn.Module, image_size: int | None = None) -> Normalization:
-    """Input size, mean/std and interpolation from timm's data config for this backbone."""
-    cfg = timm.data.resolve_model_data_config(backbone)
+def input_spec(model_name: str, image_size: int | None = None, mask_regions: list[str] | None = None) -> Normalization:
+    """What the network's input is: mean/std, interpolation and (unless --data.image_size says otherwise) size from
+    timm's data config for the model, and the boxes of --data.mask_regions. `fit` makes it once and gives it to the
+    model and the data alike; the checkpoint stores it, and everything after reads it back from there."""
+    cfg = timm.data.resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_name).to_dict())
     return Normalization(
         image_size=image_size or cfg["input_size"][-1],
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         interpolation=cfg.get("interpolation", "bilinear"),
+        mask=tuple(box for boxes in parse_regions(mask_regions).values() for box in boxes),
     )
 
 

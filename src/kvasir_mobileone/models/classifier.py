@@ -4,7 +4,7 @@ LR scheduler, and a checkpoint that stands alone (model, classes, input size, me
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,13 +17,14 @@ from lightning.pytorch.cli import instantiate_class
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from kvasir_mobileone.data.regions import parse_regions
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.models.backbone import create_backbone, normalization_of
+from kvasir_mobileone.models.backbone import create_backbone, input_spec
 from kvasir_mobileone.runs import read_checkpoint
 
-EVAL_PRECISIONS = ("32-true", "as-training")
+# progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
+log = logging.getLogger(__name__)
+
 # Epochs of warmup when the learning rate is scaled up for a larger batch and --model.warmup_epochs is not given
 # (the linear scaling rule needs a warmup: Goyal et al. 2017, "Accurate, Large Minibatch SGD").
 SCALED_WARMUP_EPOCHS = 3
@@ -102,8 +103,10 @@ def build_optimizer(cfg: ModelConfig, parameters, batch_size: int | None = None)
     try:
         return instantiate_class(parameters, spec)
     except (ImportError, AttributeError, TypeError) as err:
-        raise UserError(f"--model.optimizer {cfg.optimizer!r} could not be made ({err}): name a torch.optim class, "
-                        "e.g. Adam or torch.optim.SGD, with init_args it accepts.") from err  # fmt: skip
+        raise UserError(
+            f"--model.optimizer {cfg.optimizer!r} could not be made ({err}): name a torch.optim class, "
+            "e.g. Adam or torch.optim.SGD, with init_args it accepts."
+        ) from err
 
 
 def scheduler_interval(cfg: ModelConfig) -> str:
@@ -114,8 +117,9 @@ def scheduler_interval(cfg: ModelConfig) -> str:
     )
 
 
-def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0,
-                       steps_per_epoch: int = 1) -> dict | None:  # fmt: skip
+def build_lr_scheduler(
+    cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0, steps_per_epoch: int = 1
+) -> dict | None:
     """The configured scheduler, after warmup_epochs of linear warmup; stepped per epoch by default (per
     optimizer step with interval: step, when the warmup counts steps_per_epoch steps per epoch)."""
     from torch.optim.lr_scheduler import LinearLR, SequentialLR
@@ -127,8 +131,10 @@ def build_lr_scheduler(cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_e
         try:
             scheduler = instantiate_class(optimizer, spec)
         except (ImportError, AttributeError, TypeError) as err:
-            raise UserError(f"--model.lr_scheduler {cfg.lr_scheduler!r} could not be made ({err}): name a "
-                            "torch.optim.lr_scheduler class with init_args it accepts.") from err  # fmt: skip
+            raise UserError(
+                f"--model.lr_scheduler {cfg.lr_scheduler!r} could not be made ({err}): name a "
+                "torch.optim.lr_scheduler class with init_args it accepts."
+            ) from err
     warmup = min(warmup_epochs(cfg, batch_size or cfg.lr_reference_batch), max_epochs)
     if warmup:
         warmup *= steps_per_epoch if interval == "step" else 1
@@ -153,24 +159,30 @@ class MobileOneClassifier(L.LightningModule):
         class_names: list[str],
         model: ModelConfig | dict | None = None,
         max_epochs: int = 1,
-        image_size: int | None = None,
+        norm: Normalization | None = None,
         eval_precision: str = "32-true",
         run_config: dict | None = None,
-        mask_regions: list[str] | None = None,
     ):
+        """`norm`: the network's input (backbone.input_spec; default: the backbone's own size, no mask)."""
         super().__init__()
         model = ModelConfig(**model) if isinstance(model, dict) else (model or ModelConfig())
         self.cfg = model
         self.class_names = list(class_names)
         self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
-        boxes = tuple(box for boxes in parse_regions(mask_regions).values() for box in boxes)
-        self.norm: Normalization = dataclasses.replace(normalization_of(self.backbone, image_size), mask=boxes)
+        self.norm: Normalization = norm or input_spec(model.name)
         self.eval_precision = eval_precision
-        self.save_hyperparameters({
-            "class_names": self.class_names, "model": asdict(model), "max_epochs": max_epochs,
-            "image_size": self.norm.image_size, "normalization": self.norm.to_dict(),
-            "eval_precision": eval_precision, "run_config": run_config or {}, "mask_regions": mask_regions,
-        })  # fmt: skip
+        self.save_hyperparameters(
+            {
+                "class_names": self.class_names,
+                "model": asdict(model),
+                "max_epochs": max_epochs,
+                "image_size": self.norm.image_size,
+                "normalization": self.norm.to_dict(),
+                "mask_regions": (run_config or {}).get("data", {}).get("mask_regions"),
+                "eval_precision": eval_precision,
+                "run_config": run_config or {},
+            }
+        )
         # keyed "<stage>_" because nn.Module.train is taken
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
@@ -188,9 +200,19 @@ class MobileOneClassifier(L.LightningModule):
         if not hparams or "class_names" not in hparams:
             raise UserError(f"{path} is not a checkpoint written by `kvasir fit` (no class names in it).")
         offline = hparams["model"] | {"pretrained": False, "weights": None}
-        module = cls(hparams["class_names"], offline, hparams.get("max_epochs", 1), hparams.get("image_size"),
-                     hparams.get("eval_precision", "32-true"), hparams.get("run_config"),
-                     hparams.get("mask_regions"))  # fmt: skip
+        norm = (
+            Normalization.from_dict(hparams["normalization"])
+            if "normalization" in hparams
+            else input_spec(offline["name"], hparams.get("image_size"), hparams.get("mask_regions"))
+        )
+        module = cls(
+            hparams["class_names"],
+            offline,
+            hparams.get("max_epochs", 1),
+            norm,
+            hparams.get("eval_precision", "32-true"),
+            hparams.get("run_config"),
+        )
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
 
@@ -227,8 +249,15 @@ class MobileOneClassifier(L.LightningModule):
         self.metrics[f"{stage}_"].update(logits.detach(), targets)
         on_step = stage == "train"
         batch_size = len(targets)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step,
-                 batch_size=batch_size)  # fmt: skip
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+            batch_size=batch_size,
+        )
         if stage == "test":
             probs = logits.detach().float().softmax(dim=1)
             if self.tta:
@@ -294,7 +323,9 @@ class MobileOneClassifier(L.LightningModule):
             steps_per_epoch = max(1, int(self._trainer.estimated_stepping_batches // self.hparams.max_epochs))
         scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs, batch or 0, steps_per_epoch)
         if lr_factor(self.cfg, batch) != 1:
-            print(f"Learning rate {optimizer.defaults['lr']:.3g}: {self.cfg.lr_scaling}-scaled from "
-                  f"{self.cfg.lr_reference_batch} images per step (--model.lr_reference_batch) to {batch}, "
-                  f"{warmup_epochs(self.cfg, batch)} warmup epochs (--model.lr_scaling none keeps it).")  # fmt: skip
+            log.info(
+                f"Learning rate {optimizer.defaults['lr']:.3g}: {self.cfg.lr_scaling}-scaled from "
+                f"{self.cfg.lr_reference_batch} images per step (--model.lr_reference_batch) to {batch}, "
+                f"{warmup_epochs(self.cfg, batch)} warmup epochs (--model.lr_scaling none keeps it)."
+            )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

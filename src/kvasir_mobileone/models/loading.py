@@ -29,6 +29,16 @@ class TrainedRun:
     data_dir_override: str | None = None
 
     @property
+    def home(self) -> RunFolder:
+        """Where this model's outputs go: its run folder, or for a lone checkpoint the checkpoint's folder."""
+        return self.run or RunFolder(self.ckpt.parent)
+
+    @property
+    def source(self) -> Path:
+        """What a user named: the run folder, or the lone checkpoint."""
+        return self.run.root if self.run else self.ckpt
+
+    @property
     def data(self) -> DataConfig:
         """The run's data settings, with the data folder the user pointed to, if any."""
         data = DataConfig(**self.config.get("data", {}))

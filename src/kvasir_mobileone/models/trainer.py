@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 import textwrap
 from typing import Literal
@@ -13,6 +14,11 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+
+from kvasir_mobileone.runs import LOGGER_FOLDERS
+
+# progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
+log = logging.getLogger(__name__)
 
 WANDB_PROJECT = "kvasir-mobileone"
 
@@ -140,15 +146,15 @@ def build_logger(kind: str, run_dir, run_name: str):
             **({"mode": "offline"} if offline else {}),
         )
         if offline:
-            print(
-                f"W&B: not logged in, logging offline to {run_dir}/wandb. "
-                f"Upload later with: wandb sync {run_dir}/wandb/offline-run-*"
+            log.info(
+                f"W&B: not logged in, logging offline to {run_dir}/{LOGGER_FOLDERS['wandb']}. "
+                f"Upload later with: wandb sync {run_dir}/{LOGGER_FOLDERS['wandb']}/offline-run-*"
             )
         return logger
     if kind == "tensorboard":
-        return loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+        return loggers.TensorBoardLogger(save_dir=str(run_dir), name=LOGGER_FOLDERS["tensorboard"], version="")
     if kind == "csv":
-        return loggers.CSVLogger(save_dir=str(run_dir), name="csv_logs", version="")
+        return loggers.CSVLogger(save_dir=str(run_dir), name=LOGGER_FOLDERS["csv"], version="")
     return False
 
 

@@ -1,0 +1,124 @@
+"""`kvasir export`: fuse, check parity, write the bundle (ONNX, safetensors, metadata, model card, int8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
+from kvasir_mobileone.deploy.export import (
+    bundle_metadata,
+    bundle_sizes,
+    fused_onnx,
+    parity_images,
+    require_parity,
+    save_weights,
+)
+from kvasir_mobileone.deploy.quantize import (
+    CONFIGS,
+    DEFAULT_CONFIG,
+    DEFAULT_FP32_LAYERS,
+    int8_for_run,
+    latency_ms,
+    session,
+)
+from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.io import markdown_table, update_json, write_json
+from kvasir_mobileone.models.loading import open_run
+
+
+def export(
+    run: str,
+    out: str = "bundle",
+    images: str | None = None,
+    num_images: int = 32,
+    opset: int = 17,
+    tolerance: float = 1e-3,
+    data_dir: str | None = None,
+    quantize: Literal["none", "int8"] = "none",
+    int8_config: str = DEFAULT_CONFIG,
+    fp32_layers: int = DEFAULT_FP32_LAYERS,
+    calibration_images: int = 256,
+    max_accuracy_drop: float = 0.01,
+    min_agreement: float = 0.98,
+    int8_search: bool = False,
+    force: bool = False,
+) -> Path:
+    """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
+    images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved).
+
+    --quantize int8 adds model.int8.onnx: calibrated on --calibration_images training images, checked on the run's
+    test images, refused when it loses more than --max_accuracy_drop accuracy or agrees with fp32 on fewer than
+    --min_agreement of them (--force writes it anyway). --int8_search true measures every calibration
+    ({minmax, minmax-per-channel, percentile-per-channel, entropy-per-channel}) and keeps the best."""
+    if quantize == "int8" and int8_config not in CONFIGS:
+        raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
+    trained = open_run(run, data_dir)
+    ckpt, module, norm = trained.ckpt, trained.module, trained.norm
+    paths = parity_images(trained, images, num_images)
+    batch = torch.from_numpy(np.stack([read_network_input(p, norm.to_dict())[0] for p in paths]))
+
+    out_dir = Path(out)
+    unfused = module.backbone.float().eval()
+    fused, checks = fused_onnx(unfused, batch, out_dir / ONNX_NAME, opset)
+    rows = [
+        [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
+        for name, c in checks.items()
+    ]
+    print(f"Parity on {len(paths)} real images:")
+    print(markdown_table(["check", "max abs diff", "max rel diff", "top-1 agreement"], rows))
+    require_parity(checks, tolerance, out_dir)
+    save_weights(fused, out_dir / WEIGHTS_NAME)
+    sizes = bundle_sizes(unfused, fused, ckpt, out_dir / WEIGHTS_NAME, out_dir / ONNX_NAME)
+    print(
+        markdown_table(
+            ["", "parameters", "fp32 weights (MB)"],
+            [
+                ["unfused (training)", f"{sizes['parameters_unfused']:,}", sizes["weights_bytes_unfused"] / 1e6],
+                ["fused (deploy)", f"{sizes['parameters_fused']:,}", sizes["weights_bytes_fused"] / 1e6],
+            ],
+        )
+    )
+    latency = latency_ms(session(out_dir / ONNX_NAME), (1, 3, norm.image_size, norm.image_size), repeats=30)
+    print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
+    if trained.run:  # what `kvasir compare` shows beside the run's metrics
+        update_json(
+            trained.run.model_info, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
+        )
+    metrics_path = trained.run.test.metrics if trained.run else None
+    test_metrics = json.loads(metrics_path.read_text()) if metrics_path and metrics_path.is_file() else None
+    metadata = bundle_metadata(trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
+    metadata["how"] = f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})"
+    # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
+    save_weights(unfused, out_dir / UNFUSED_NAME)
+    # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
+    write_json(out_dir / METADATA_NAME, metadata)
+    write_card(out_dir, metadata, test_metrics, trained.config, unfused)
+    if quantize == "int8":
+        metadata["int8"] = {"file": INT8_NAME} | int8_for_run(
+            trained,
+            out_dir / ONNX_NAME,
+            out_dir / INT8_NAME,
+            int8_config,
+            fp32_layers,
+            calibration_images,
+            max_accuracy_drop,
+            min_agreement,
+            force,
+            int8_search,
+        )
+        print(metadata["int8"].pop("summary"))
+        metadata["precision"] = "int8"
+        write_json(out_dir / METADATA_NAME, metadata)
+        write_card(out_dir, metadata, test_metrics, trained.config, unfused)
+    print(
+        f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME}, {CARD_NAME}, {CONFIG_NAME}, "
+        f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''})"
+    )
+    return out_dir

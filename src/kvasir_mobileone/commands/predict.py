@@ -1,0 +1,75 @@
+"""`kvasir predict`: classes (and heatmaps) for image files, folders and globs; torch-free on a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from kvasir_mobileone.data.folder import expand_inputs
+from kvasir_mobileone.deploy.predict import probabilities, top_classes, write_predictions
+from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.images import read_network_input
+
+
+def predict(
+    inputs: list[str],
+    model: str = "bundle",
+    out: str | None = None,
+    top_k: int = 3,
+    batch_size: int = 32,
+    output_format: Literal["csv", "json"] | None = None,
+    tta: bool = False,
+    explain: bool = False,
+    explain_dir: str = "explanations",
+    precision: Literal["auto", "fp32", "int8"] = "auto",
+) -> list[dict]:
+    """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
+
+    Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
+    A bundle with an int8 model runs it unless --precision fp32."""
+    predictor = load_predictor(model, precision)
+    meta = predictor.metadata
+    class_names = meta["class_names"]
+    paths = expand_inputs(inputs)
+    top_k = min(top_k, len(class_names))
+    results: list[dict] = []
+    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
+        arrays, good = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                arrays.append(read_network_input(path, meta["input"])[0])
+                good.append(path)
+            except Exception as err:  # any unreadable file is reported, never fatal
+                results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
+        if not good:
+            continue
+        probs = probabilities(predictor, np.stack(arrays), tta)
+        results += [
+            {"path": str(path), "error": ""} | top_classes(p, class_names, top_k)
+            for path, p in zip(good, probs, strict=True)
+        ]
+    results.sort(key=lambda r: r["path"])
+    _print_table(results, top_k)
+    if out:
+        write_predictions(Path(out), results, top_k, output_format)
+    if explain:  # torch, only when asked for
+        from kvasir_mobileone.deploy.explain import explain_images
+
+        written = explain_images([Path(r["path"]) for r in results if not r["error"]], model, Path(explain_dir))
+        print(f"{len(written)} Grad-CAM images written to {explain_dir}/")
+    return results
+
+
+def _print_table(results: list[dict], top_k: int, limit: int = 20) -> None:
+    bad = [r for r in results if r["error"]]
+    for r in [r for r in results if not r["error"]][:limit]:
+        guesses = ", ".join(f"{r[f'top{i + 1}']} {r[f'p{i + 1}']:.3f}" for i in range(top_k))
+        print(f"{r['path']:<60}  {guesses}")
+    if len(results) - len(bad) > limit:
+        print(f"... {len(results) - len(bad) - limit} more")
+    for r in bad:
+        print(f"UNREADABLE {r['path']}: {r['error']}")
+    print(f"{len(results) - len(bad)} images classified, {len(bad)} unreadable.")

@@ -1,0 +1,68 @@
+"""`kvasir test`: a trained model on its split's test images, and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.evaluation.stats import fit_temperature
+from kvasir_mobileone.evaluation.testing import eval_trainer_config, report_test_predictions, test_summary
+from kvasir_mobileone.io import write_json
+from kvasir_mobileone.models.loading import open_run
+from kvasir_mobileone.models.trainer import build_trainer
+
+
+def test(
+    run: str,
+    manifest: str | None = None,
+    data_dir: str | None = None,
+    out: str | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    accelerator: str = "auto",
+    precision: str | None = None,
+    tta: bool = False,
+    calibrate: bool = False,
+) -> dict:
+    """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md.
+
+    Runs at the run's evaluation precision (32-true unless the run says otherwise; --precision overrides), so it
+    reproduces the test at the end of `fit` exactly. A lone checkpoint needs --manifest; --data_dir points to the
+    images when the recorded data folder has moved. --tta true averages in the horizontally flipped image;
+    --calibrate true fits a softmax temperature on the val split, saves it as RUN/temperature.json (export and
+    predict use it) and reports calibration before and after."""
+    trained = open_run(run, data_dir)
+    rows, manifest_path = trained.manifest_rows(manifest)
+    module = trained.module
+    data_cfg = dataclasses.replace(
+        trained.data,
+        data_dir=str(trained.data_dir()),
+        batch_size=batch_size or trained.data.batch_size,
+        num_workers=num_workers if num_workers is not None else trained.data.num_workers,
+    )
+    datamodule = ImageFolderDataModule(data_cfg, rows, trained.norm)
+    if datamodule.class_names != module.class_names:
+        raise DataError(
+            f"The checkpoint {trained.ckpt} predicts classes {module.class_names} but the manifest {manifest_path} "
+            f"holds {datamodule.class_names}. Test on the dataset the model was trained for."
+        )
+    out_dir = Path(out) if out else trained.home.test_dir
+    module.tta = tta
+    config = eval_trainer_config(trained, accelerator, precision)
+    trainer = build_trainer(config, out_dir)
+    temperature = None
+    if calibrate:
+        # the val images, served through the test loader, give the probabilities the temperature is fitted on
+        val_as_test = [r | {"split": "test"} for r in rows if r["split"] == "val"]
+        trainer.test(module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, trained.norm), verbose=False)
+        val = module.test_predictions
+        temperature = fit_temperature(val.get("probs_tta", val["probs"]), val["targets"])
+        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val["targets"]), "tta": tta}
+        if trained.run:
+            write_json(trained.run.temperature, fitted)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = report_test_predictions(module, rows, out_dir, temperature, config.precision)
+    print(test_summary(metrics))
+    return metrics
