@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -17,6 +18,7 @@ from kvasir_mobileone.data.official import apply_official_split, read_official_s
 from kvasir_mobileone.data.split import GROUP, leak_free_test, write_manifest
 from kvasir_mobileone.data.synth import PLANTED, synth
 from kvasir_mobileone.deploy.card import card_text
+from kvasir_mobileone.evaluation.testing import leak_free_metrics
 from kvasir_mobileone.io import read_csv
 
 # a few classes, among them three whose CSV name differs from the folder's (polyp, hemorroids, oesophagitis-a)
@@ -178,6 +180,7 @@ def test_cv_runs_the_official_folds(hk, tmp_path):
         assert all((table[Path(r["path"]).name][1] == k) == (r["split"] == "test") for r in rows)
     summary = (tmp_path / "cv" / "cv_summary.md").read_text()
     assert "| fold | test images | Accuracy [95% CI] | macro-F1 [95% CI] | leak-free test |" in summary
+    assert yaml.safe_load((tmp_path / "cv" / "fold1" / "config.yaml").read_text())["data"]["fold"] == 1
     fold0 = json.loads((tmp_path / "cv" / "fold0" / "test" / "metrics.json").read_text())
     assert f"| 0 | {fold0['n']} |" in summary and f"{fold0['n'] - PLANTED_PAIRS} images: " in summary
 
@@ -198,3 +201,15 @@ def test_the_model_card_states_the_dataset_and_its_licence():
     assert yaml.safe_load(kvasir.split("---")[1])["license_name"] == "research-only" and "Pogorelov" in kvasir
     other = card_text(metadata | {"class_names": ["cats", "dogs"]}, None, {"data": {"data_dir": "/d/pets"}})
     assert yaml.safe_load(other.split("---")[1])["license_name"] == "unknown"
+
+
+def test_a_single_leak_free_test_image_is_reported_without_figures():
+    rows = [
+        {"path": "a.jpg", "label": "x", "split": "train", GROUP: "0"},
+        {"path": "b.jpg", "label": "x", "split": "test", GROUP: "0"},
+        {"path": "c.jpg", "label": "y", "split": "test", GROUP: "1"},
+    ]
+    probs, targets = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1])
+    metrics = {"n": 2}
+    clean, section = leak_free_metrics(rows, ["b.jpg", "c.jpg"], probs, targets, ["x", "y"], metrics)
+    assert clean == {"n": 1} and "1 leak-free test image, too few for figures" in section

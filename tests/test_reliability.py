@@ -368,3 +368,11 @@ def test_the_check_reads_unchanged_files_once_and_changed_files_again(tiny_data,
     third = check_folder(data, workers=1)
     assert inspected == [str(changed)]
     assert any({"polyps/synth_00003.jpg", "polyps/synth_00004.jpg"} <= set(g) for g in third.duplicate_groups)
+
+
+def test_the_check_keeps_its_cache_in_the_cache_dir_when_one_is_given(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "esophagitis", data / "esophagitis")
+    shutil.copytree(tiny_data / "normal-cecum", data / "normal-cecum")
+    check_folder(data, workers=1, cache_dir=tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "check_v1.json").is_file() and not (data / ".kvasir_cache").exists()

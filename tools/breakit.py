@@ -114,7 +114,7 @@ MUTATIONS = [
     ),
     Mutation(
         "HyperKvasir extracts to its own folder",
-        "data/download.py",
+        "commands/download.py",
         "    extract(zip_path, dest_dir, spec.folder)",
         "    extract(zip_path, dest_dir)",
         "tests/test_download.py::test_hyper_kvasir_downloads_into_its_nested_layout_and_says_what_to_do_offline",
@@ -132,6 +132,27 @@ MUTATIONS = [
         'np.argsort(-probs, kind="stable")',
         "np.argsort(-probs)",
         "tests/test_int8.py::test_predict_runs_the_int8_model_without_torch_unless_fp32_is_asked",
+    ),
+    Mutation(
+        "each cv fold records its own official fold",
+        "commands/cv.py",
+        "manifest=str(manifest), fold=k)",
+        "manifest=str(manifest))",
+        HK + "test_cv_runs_the_official_folds",
+    ),
+    Mutation(
+        "fewer than 2 leak-free test images give no figures instead of a crash",
+        "evaluation/testing.py",
+        "    if keep.sum() < 2:",
+        "    if keep.sum() < 1:",
+        HK + "test_a_single_leak_free_test_image_is_reported_without_figures",
+    ),
+    Mutation(
+        "the check's cache goes to --data.cache_dir when given",
+        "data/check.py",
+        "(Path(cache_dir) if cache_dir else root / CACHE_DIR_NAME)",
+        "(root / CACHE_DIR_NAME)",
+        "tests/test_reliability.py::test_the_check_keeps_its_cache_in_the_cache_dir_when_one_is_given",
     ),
     # issue 19: one owner per contract, thin commands
     Mutation(
@@ -179,8 +200,8 @@ MUTATIONS = [
     Mutation(
         "--data still works for check, eda and prepare, with a note",
         "cli.py",
-        '    return ["--data_dir" if a == "--data"',
-        '    return args\n    return ["--data_dir" if a == "--data"',
+        "    if not any(a in OLD_DATA_FLAG for a in args[:1])",
+        "    if True or not any(a in OLD_DATA_FLAG for a in args[:1])",
         "tests/test_cli.py::test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_with_a_note",
     ),
 ]

@@ -40,10 +40,10 @@ COMMANDS = {
 }
 
 
-LIST_COMMANDS = ("predict", "compare")
-# The data folder is --data_dir in every command; check, eda and prepare took --data before 0.2, which still works
-# (with a note) until the next release.
-OLD_DATA_FLAG = ("check", "eda", "prepare")  # their first argument is a list of paths given as plain words
+LIST_COMMANDS = ("predict", "compare")  # their first argument is a list of paths given as plain words
+# The data folder is --data_dir in every command; check, eda and prepare took --data before this release, which still
+# works (with a note) until the next one.
+OLD_DATA_FLAG = ("check", "eda", "prepare")
 
 
 def _command(name: str):

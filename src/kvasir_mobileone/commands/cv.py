@@ -43,11 +43,11 @@ def fold_manifests(
     return manifests
 
 
-def per_fold_table(per_fold: list[dict]) -> str:
+def per_fold_table(per_fold: list[dict], fold_ids: list[int]) -> str:
     """One row per fold: its test images, accuracy and macro-F1 with their intervals, and accuracy on the fold's
     leak-free test images (no near-duplicate in train/val) when they differ."""
     rows = []
-    for k, m in enumerate(per_fold):
+    for k, m in zip(fold_ids, per_fold, strict=True):
         clean = m.get("leak_free")
         if not clean:
             leak_free = "not recorded"
@@ -81,19 +81,21 @@ def cv(
     """Train and test one model per fold; writes every fold's run, mean ± std per metric, and pooled predictions.
 
     With --data.official_split (e.g. hyper-kvasir-5fold) the folds are the official ones and --folds is ignored."""
+    fold_ids = list(range(folds))
     if data.official_split:
         _, source = official_split_path(data.official_split)
-        folds = len({fold for _, fold in read_official_split(source).values()})
+        fold_ids = sorted({fold for _, fold in read_official_split(source).values()})
+        folds = len(fold_ids)
     name = trainer.run_name or f"cv{folds}-{dt.datetime.now():%Y%m%d-%H%M%S}-{model.name}"
     cv_dir = Path(trainer.runs_dir).resolve() / name
     cv_dir.mkdir(parents=True, exist_ok=True)
     data = dataclasses.replace(data, data_dir=absolute(data.data_dir))
     sections = {"data": data, "model": model, "trainer": trainer}
     RunFolder(cv_dir).write_config({"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
-    report = check_folder(data.data_dir, data.near_duplicate_bits)
+    report = check_folder(data.data_dir, data.near_duplicate_bits, cache_dir=data.cache_dir)
     if data.official_split:
         manifests = []
-        for k in range(folds):
+        for k in fold_ids:
             rows, official = apply_official_split(
                 report.items, data.official_split, k, report.group_of(), data.val_fraction, data.seed
             )
@@ -102,12 +104,12 @@ def cv(
     else:
         manifests = fold_manifests(report.items, report.group_of(), folds, data.val_fraction, data.seed)
     fold_dirs = []
-    for k, rows in enumerate(manifests):
+    for position, (k, rows) in enumerate(zip(fold_ids, manifests, strict=True)):
         manifest = write_manifest(cv_dir / f"fold{k}_manifest.csv", rows)
-        print(f"\n=== fold {k + 1}/{folds} ===")
+        print(f"\n=== fold {k} ({position + 1}/{folds}) ===")
         fold_dirs.append(
             fit(
-                dataclasses.replace(data, manifest=str(manifest)),
+                dataclasses.replace(data, manifest=str(manifest), fold=k),
                 model,
                 dataclasses.replace(trainer, runs_dir=str(cv_dir), run_name=f"fold{k}"),
                 test_after=True,
@@ -128,10 +130,10 @@ def cv(
         cv_dir / "cv_summary.json", {"folds": folds, "per_metric": summary, "fold_runs": [str(d) for d in fold_dirs]}
     )
     table = markdown_table(
-        ["metric", "mean", "std", *[f"fold {k}" for k in range(folds)]],
+        ["metric", "mean", "std", *[f"fold {k}" for k in fold_ids]],
         [[key, v["mean"], v["std"], *v["folds"]] for key, v in summary.items()],
     )
-    table += "\n" + per_fold_table(per_fold)
+    table += "\n" + per_fold_table(per_fold, fold_ids)
     write_text(
         cv_dir / "cv_summary.md",
         f"# {folds}-fold cross-validation: {model.name}\n\n{table}\n"

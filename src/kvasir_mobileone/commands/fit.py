@@ -92,18 +92,19 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
         data.test_fraction,
         data.seed,
         data.near_duplicate_bits,
+        data.cache_dir,
     )
     if official and is_rank_zero():
         for line in official.lines():
             print(line)
     if report.problems and is_rank_zero():
         write_problems(run.problems, report.problems)
+    listing = "; ".join(f"{p.path}: {p.message}" for p in report.excluded[:10])
+    if report.excluded and strict:
+        raise DataCheckError(f"{len(report.excluded)} files of {data.data_dir} left out (--strict): {listing}")
     if report.excluded and not data.manifest:
-        listing = "; ".join(f"{p.path}: {p.message}" for p in report.excluded[:10])
-        if strict:
-            raise DataCheckError(f"{len(report.excluded)} unusable files in {data.data_dir} (--strict): {listing}")
         warnings.warn(
-            f"Excluded {len(report.excluded)} unusable files from {data.data_dir} (listed in "
+            f"Left out {len(report.excluded)} files of {data.data_dir} (unreadable, or not in the split; listed in "
             f"{run.problems}; --strict makes this an error): {listing}",
             stacklevel=2,
         )

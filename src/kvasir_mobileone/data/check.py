@@ -148,7 +148,10 @@ def _exact_groups(paths: list[str], infos: dict[str, dict]) -> list[list[str]]:
 
 
 def check_folder(
-    data_dir: str | Path, near_duplicate_bits: int = NEAR_DUPLICATE_BITS, workers: int | None = None
+    data_dir: str | Path,
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> FolderReport:
     """Find the class folders of data_dir (at any depth) and inspect every file; raise DataCheckError when nothing
     usable is left."""
@@ -177,7 +180,7 @@ def check_folder(
             candidates.append((rel, label))
         elif path.is_file() and path.name not in SYSTEM_FILES:
             problems.append(Problem(rel, "ignored", f"not an image extension ({', '.join(IMAGE_EXTENSIONS)})"))
-    return inspect_items(root, candidates, problems, near_duplicate_bits, workers, layout.describe())
+    return inspect_items(root, candidates, problems, near_duplicate_bits, workers, layout.describe(), cache_dir)
 
 
 def check_items(
@@ -186,6 +189,7 @@ def check_items(
     source: str,
     near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
     workers: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> FolderReport:
     """The same check for a list of (relative path, class) that a manifest or an official split names: every
     listed file is inspected as a folder's would be (unreadable files, duplicates, label conflicts)."""
@@ -197,9 +201,8 @@ def check_items(
             problems.append(Problem(rel, "broken-link", "symbolic link to a missing file", "error"))
         else:
             candidates.append((rel, label))
-    return inspect_items(
-        root, candidates, problems, near_duplicate_bits, workers, f"{len(items)} images listed in {source}"
-    )
+    listed = f"{len(items)} images listed in {source}"
+    return inspect_items(root, candidates, problems, near_duplicate_bits, workers, listed, cache_dir)
 
 
 def inspect_items(
@@ -209,10 +212,11 @@ def inspect_items(
     near_duplicate_bits: int,
     workers: int | None,
     layout: str,
+    cache_dir: str | Path | None = None,
 ) -> FolderReport:
     """Inspect every candidate image (unreadable, small, converted), group exact and near-duplicates, and flag
     groups that carry two labels."""
-    infos = inspect_cached(root, [rel for rel, _ in candidates], workers)
+    infos = inspect_cached(root, [rel for rel, _ in candidates], workers, cache_dir)
     items = []
     for (rel, label), info in zip(candidates, infos, strict=True):
         if "error" in info:
@@ -252,11 +256,13 @@ def inspect_items(
 CHECK_CACHE = "check_v1.json"  # in the data folder's .kvasir_cache: what inspect_image found, per file and stamp
 
 
-def inspect_cached(root: Path, rel_paths: list[str], workers: int | None) -> list[dict]:
+def inspect_cached(
+    root: Path, rel_paths: list[str], workers: int | None, cache_dir: str | Path | None = None
+) -> list[dict]:
     """inspect_image for every path, each file decoded and hashed once: results are kept in
     DATA/.kvasir_cache/check_v1.json keyed by the file's size and modification time, so a second check of the same
-    files (fit, cv, check --manifest) reads them back."""
-    cache_file = root / CACHE_DIR_NAME / CHECK_CACHE
+    files (fit, cv, check --manifest) reads them back. `cache_dir` (--data.cache_dir) for a read-only data folder."""
+    cache_file = (Path(cache_dir) if cache_dir else root / CACHE_DIR_NAME) / CHECK_CACHE
     try:
         known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     except (OSError, ValueError):
@@ -306,6 +312,7 @@ def check_split(
     test_fraction: float = 0.1,
     seed: int = 42,
     near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
+    cache_dir: str | Path | None = None,
 ) -> tuple[list[dict[str, str]], FolderReport, OfficialSplit | None]:
     """A split and the check of its images, whoever made it, with every image's near-duplicate group: a manifest
     (its files checked as a folder's are, and used as it is, so an unreadable val/test image stops here), an
@@ -315,7 +322,8 @@ def check_split(
     if manifest:
         rows = read_manifest(manifest)
         check_manifest_files(rows, data_dir, manifest)
-        report = check_items(data_dir, [(r["path"], r["label"]) for r in rows], str(manifest), near_duplicate_bits)
+        items = [(r["path"], r["label"]) for r in rows]
+        report = check_items(data_dir, items, str(manifest), near_duplicate_bits, cache_dir=cache_dir)
         split_of = {r["path"]: r["split"] for r in rows}
         held_out = [p for p in report.excluded if split_of.get(p.path, "train") != "train"]
         if held_out:
@@ -326,7 +334,7 @@ def check_split(
                 "split (fit without --data.manifest)."
             )
     else:
-        report = check_folder(data_dir, near_duplicate_bits)
+        report = check_folder(data_dir, near_duplicate_bits, cache_dir=cache_dir)
         if official_split:
             rows, official = apply_official_split(
                 report.items, official_split, fold, report.group_of(), val_fraction, seed

@@ -32,7 +32,8 @@ def require_dir(data_dir: str | Path) -> Path:
     if not root.is_dir():
         raise DataError(
             f"Data directory {root} does not exist. Run `kvasir download --dest data` for Kvasir v2, "
-            f"`kvasir synth --dest {root}` for synthetic data, or point --data.data_dir at a folder of class folders."
+            f"`kvasir synth --dest {root}` for synthetic data, or point --data.data_dir (fit, cv) or --data_dir "
+            "(other commands) at a folder of class folders."
         )
     return root
 

@@ -30,7 +30,7 @@ class OfficialSplit:
 
     def lines(self) -> list[str]:
         """What a user should read once: the mapping, what is missing on either side."""
-        out = [f"Official split {self.name} ({self.source.name}): fold {self.fold} of 0-{self.folds - 1} is test."]
+        out = [f"Official split {self.name} ({self.source.name}, {self.folds} folds): fold {self.fold} is test."]
         renamed = {c: f for c, f in self.name_mapping.items() if f != [c]}
         if renamed:
             out.append(
@@ -102,9 +102,10 @@ def apply_official_split(
     val is carved from train (stratified, seeded, near-duplicate groups kept together)."""
     name, source = official_split_path(name_or_path)
     table = read_official_split(source)
-    folds = len({f for _, f in table.values()})
-    if not 0 <= fold < folds:
-        raise DataError(f"--data.fold {fold} is not a fold of {name}: it has folds 0 to {folds - 1}.")
+    fold_ids = sorted({f for _, f in table.values()})
+    if fold not in fold_ids:
+        raise DataError(f"--data.fold {fold} is not a fold of {name}: its folds are {', '.join(map(str, fold_ids))}.")
+    folds = len(fold_ids)
     by_name: dict[str, list[str]] = {}
     for rel, _ in items:
         by_name.setdefault(PurePosixPath(rel).name, []).append(rel)

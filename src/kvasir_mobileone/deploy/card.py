@@ -36,7 +36,7 @@ def write_timm_config(path: Path, backbone, metadata: dict) -> Path:
         "num_classes": len(names),
     }
     with atomic_path(path) as tmp:
-        save_config_for_hf(backbone, str(tmp), model_config={"label_names": names})
+        save_config_for_hf(backbone, tmp, model_config={"label_names": names})  # a Path: older timm calls .open
     return path
 
 

@@ -52,8 +52,12 @@ def leak_free_metrics(
             f"All {len(paths)} test images are leak-free: none has a near-duplicate (perceptual hash) in train or "
             "val, so the numbers above are the leak-free ones.\n"
         )
-    if not keep.any():
-        return {"n": 0}, heading + "None: every test image has a near-duplicate in train or val.\n"
+    if keep.sum() < 2:  # no interval from fewer than 2 images
+        clean = int(keep.sum())
+        return {"n": clean}, heading + (
+            f"{len(paths) - clean} of the {len(paths)} test images have a near-duplicate in train or val: "
+            f"{clean} leak-free test image{'' if clean == 1 else 's'}, too few for figures.\n"
+        )
     subset = evaluate(probs[keep], targets[keep], names)
     table = markdown_table(
         ["test images", "n", "Accuracy [95% CI]", "macro-F1 [95% CI]"],
