@@ -44,6 +44,13 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT_DIR"
 
+echo "== 0. the tests that need CUDA (skipped with the reason on CPU machines) =="
+if "$PY" -c "import pytest" 2>/dev/null; then
+  KVASIR_TEST_GPU=1 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
+else
+  echo "note: pytest is not installed for $PY: the CUDA tests did not run (pip install pytest)"
+fi
+
 echo "== 1. training speed: previous path against current, one setting at a time =="
 # No configuration starts after 150 s, to keep the script near 5 minutes; the compile rows come last and take a
 # minute each: BENCH_ARGS="--gpu_budget_s 400" measures every row.

@@ -16,7 +16,10 @@ os.environ.pop("WANDB_MODE", None)
 os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="kvasir-test-wandb-")
 os.environ["NETRC"] = os.path.join(os.environ["WANDB_CONFIG_DIR"], "netrc")
 os.environ.setdefault("WANDB_SILENT", "true")
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# CPU only, unless KVASIR_TEST_GPU=1 (benchmarks/gpu_check.sh runs `pytest -m gpu` that way on a GPU machine)
+os.environ["CUDA_VISIBLE_DEVICES"] = (
+    os.environ.get("CUDA_VISIBLE_DEVICES", "0") if os.environ.get("KVASIR_TEST_GPU") == "1" else ""
+)
 # Results must not depend on the machine: a fixed thread count (float sums are ordered by it) in every process.
 os.environ["OMP_NUM_THREADS"] = "2"
 
@@ -27,6 +30,7 @@ torch.set_num_threads(2)
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth  # noqa: E402
 
 TINY_CLASSES = KVASIR_CLASSES[:4]
+GPU_TESTS = os.environ.get("KVASIR_TEST_GPU") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +86,16 @@ def trained_run(tiny_data, tmp_path_factory):
         ]
     )
     return runs / "r"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run only where CUDA is asked for and present; elsewhere each is skipped with the reason and
+    the command that runs it, shown in the summary (-ra), never silently."""
+    if GPU_TESTS and torch.cuda.is_available():
+        return
+    why = "needs CUDA: on a GPU machine run KVASIR_TEST_GPU=1 pytest -m gpu (benchmarks/gpu_check.sh does)"
+    if GPU_TESTS:
+        why = "KVASIR_TEST_GPU=1 but torch sees no CUDA device"
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=why))

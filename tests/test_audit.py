@@ -11,7 +11,11 @@ from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.regions import REGIONS, mask_pixels, overlay_census, parse_regions
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import decode_resized
+from kvasir_mobileone.evaluation.audit import BASELINE_FINDINGS, baseline_finding, load_pixels, predict_pixels
+from kvasir_mobileone.evaluation.stats import mcnemar
+from kvasir_mobileone.images import black_out, decode_resized
+from kvasir_mobileone.io import read_csv
+from kvasir_mobileone.models.loading import open_run
 
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SHORTCUT = "esophagitis"
@@ -102,12 +106,17 @@ def test_a_planted_shortcut_is_flagged(audits, runs):
     assert report.splitlines()[2].startswith("**Verdict: the model depends on bottom-left-box**")
     assert (runs["planted"] / "audit" / "occlusion.png").is_file()
     assert (runs["planted"] / "audit" / "examples_bottom-left-box.png").is_file()
+    # the bundle's model card carries the verdict: the region, its drop with interval, and p
+    bundle = runs["planted"].parent / "planted_bundle"
+    main(["export", str(runs["planted"]), "--out", str(bundle)])
+    card = (bundle / "README.md").read_text()
+    assert "the model depends on bottom-left-box (accuracy −" in card and "Holm p = " in card
+    assert json.loads((bundle / "metadata.json").read_text())["audit"]["depends"][0]["region"] == "bottom-left-box"
 
 
 def test_masking_the_region_in_training_removes_the_dependence(audits, runs):
     result = audits["masked"]
     assert not any(r["depends"] for r in result["regions"])
-    assert by_region(result)["bottom-left-box"]["accuracy_drop"] == 0  # the model never saw the box
     assert result["trained_mask"] == [list(REGIONS["bottom-left-box"][0])]
     # the dataset still allows the shortcut: the baseline says so whatever the model does
     assert result["shortcut_baseline"]["accuracy"] >= result["shortcut_baseline"]["chance"] + 0.2
@@ -115,6 +124,14 @@ def test_masking_the_region_in_training_removes_the_dependence(audits, runs):
     bundle = runs["masked"].parent / "masked_bundle"
     main(["export", str(runs["masked"]), "--out", str(bundle)])
     assert json.loads((bundle / "metadata.json").read_text())["input"]["mask_regions"] == ["bottom-left-box"]
+    assert "no dependence on any audited region was found" in (bundle / "README.md").read_text()
+    # an audit of another checkpoint is not quoted as this model's
+    audit_json = runs["masked"] / "audit" / "audit.json"
+    found = json.loads(audit_json.read_text())
+    audit_json.write_text(json.dumps(found | {"checkpoint_sha256": "0" * 64}))
+    main(["export", str(runs["masked"]), "--out", str(bundle.with_name("stale_bundle"))])
+    audit_json.write_text(json.dumps(found))
+    assert "the run's audit is of another checkpoint" in (bundle.with_name("stale_bundle") / "README.md").read_text()
     image = next((runs["masked"].parents[1] / "planted" / SHORTCUT).glob("*.jpg"))
     from kvasir_mobileone.deploy.runtime import OnnxBundle
     from kvasir_mobileone.images import read_network_input
@@ -122,6 +139,23 @@ def test_masking_the_region_in_training_removes_the_dependence(audits, runs):
     bundle_model = OnnxBundle(bundle)
     x, pixels = read_network_input(image, bundle_model.metadata["input"])
     assert pixels[-3:, :3].max() == 0  # bottom-left corner blacked before the network sees it
+
+
+def test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box(runs):
+    """Training saw the box blacked out: on the test images with the box blacked out, the masked model beats the
+    planted one (which learned the box), paired (McNemar). Were the mask applied only at test time, the two would
+    be the same model and give the same answers."""
+    planted, masked = open_run(str(runs["planted"])), open_run(str(runs["masked"]))
+    rows = [r for r in read_csv(runs["masked"] / "split_manifest.csv") if r["split"] == "test"]
+    targets = np.array([CLASSES.index(r["label"]) for r in rows])
+    pixels = load_pixels(masked.data_dir(), [r["path"] for r in rows], 32, "bilinear", "test")
+    pixels = np.stack([black_out(p, masked.norm.mask) for p in pixels])
+    right = {
+        name: predict_pixels(trained.module, pixels, trained.norm).argmax(axis=1) == targets
+        for name, trained in (("planted", planted), ("masked", masked))
+    }
+    paired = mcnemar(right["masked"], right["planted"])
+    assert right["masked"].mean() > right["planted"].mean() and paired["p_value"] < 0.01, paired
 
 
 def test_a_model_without_a_shortcut_is_not_flagged(audits):
@@ -154,3 +188,17 @@ def test_regions_parse_mask_and_census(tmp_path):
     found = {c: overlay_census(decode_resized(next((root / c).glob("*.jpg")), 64)) for c in CLASSES}
     assert found[SHORTCUT]["green_box"] and not found["normal-cecum"]["green_box"]
     assert all(f["text_top_left"] and not f["black_box"] for f in found.values())
+
+
+@pytest.mark.parametrize(
+    ("ci", "finding"),
+    [
+        ((0.60, 0.80), "shortcut"),  # above the majority rate (0.34), reaches the network's 0.75
+        ((0.45, 0.60), "partial"),  # above the majority rate, below the network
+        ((0.25, 0.45), "little"),  # spans the majority rate, below the network
+        ((0.20, 0.90), "unknown"),  # too few images: spans both
+    ],
+)
+def test_the_shortcut_baseline_is_judged_by_its_interval(ci, finding):
+    baseline = {"accuracy": sum(ci) / 2, "accuracy_ci": ci, "chance": 0.34}
+    assert baseline_finding(baseline, network_accuracy=0.75) == finding and finding in BASELINE_FINDINGS

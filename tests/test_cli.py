@@ -2,12 +2,19 @@
 
 import inspect
 import json
+import re
+import shlex
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-from kvasir_mobileone.cli import _command, main
+from kvasir_mobileone.cli import COMMANDS, _command, main, quote_regions
+from kvasir_mobileone.io import read_csv
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_writes_a_complete_run_folder(trained_run, tiny_data):
@@ -75,7 +82,8 @@ def test_eda_writes_charts_and_counts(tiny_data, trained_run, tmp_path):
 
 def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(tiny_data, tmp_path):
     """Trained with bf16 autocast, tested at the end of fit and again by `kvasir test`: both at the run's fp32
-    evaluation precision, so the predictions are equal to the last digit."""
+    evaluation precision, so the predictions are equal to the last digit. With --trainer.eval_precision as-training
+    every evaluating command (predict on the run, features, export's check) runs at bf16."""
     main(
         [
             "fit",
@@ -116,6 +124,30 @@ def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(
     bf16_eval = (tmp_path / "bf16_eval" / "predictions.csv").read_text()
     assert bf16_eval != (run / "test" / "predictions.csv").read_text()
 
+    # --trainer.eval_precision as-training (set in the run's config): predict, features and export's check follow it
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(config | {"trainer": config["trainer"] | {"eval_precision": "as-training"}})
+    )
+    tested = read_csv(tmp_path / "bf16_eval" / "predictions.csv")
+    images = [str(tiny_data / r["path"]) for r in tested[:8]]
+    from_run = main(["predict", *images, "--model", str(run), "--top_k", "4"])
+    bf16_probs = np.array(
+        [sorted((float(v) for k, v in r.items() if k.startswith("p_")), reverse=True) for r in tested]
+    )
+    run_probs = np.array([[a[f"p{k}"] for k in range(1, 5)] for a in from_run])
+    assert np.allclose(run_probs, bf16_probs[:8], atol=2e-4)  # the probabilities of the test at bf16
+    main(["export", str(run), "--out", str(tmp_path / "bundle")])
+    meta = json.loads((tmp_path / "bundle" / "metadata.json").read_text())
+    assert meta["parity_at_eval_precision"]["precision"] == "bf16-mixed"
+    from_fp32_onnx = main(["predict", *images, "--model", str(tmp_path / "bundle"), "--top_k", "4"])
+    fp32_probs = np.array([[a[f"p{k}"] for k in range(1, 5)] for a in from_fp32_onnx])
+    assert np.abs(fp32_probs - run_probs).max() > 1e-3  # bf16 and fp32 differ: the match above is not by chance
+    bf16_features = np.load(main(["features", str(run), "--classical", "false"]) / "features.npz")["embeddings"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))  # back to 32-true
+    fp32_features = np.load(main(["features", str(run), "--classical", "false"]) / "features.npz")["embeddings"]
+    assert np.abs(bf16_features - fp32_features).max() > 1e-3
+
 
 def test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_with_a_note(tiny_data, capsys):
     new = main(["check", "--data_dir", str(tiny_data)])
@@ -129,3 +161,109 @@ def test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_wit
     assert {
         c for c in ("test", "features", "audit", "export") if "data_dir" in inspect.signature(_command(c)).parameters
     }
+
+
+def readme_command_lines() -> list[str]:
+    """Every `kvasir ...` command line of the README: in code blocks (continuations joined, `&&` chains split,
+    comments dropped) and in inline code that is a whole command (not a synopsis with [optional] parts or ...)."""
+    text = (ROOT / "README.md").read_text()
+    lines, fenced, block = [], False, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if fenced:
+                joined = "\n".join(block).replace("\\\n", " ")
+                lines += [c.strip() for raw in joined.splitlines() for c in raw.split("&&")]
+            fenced, block = not fenced, []
+        elif fenced:
+            block.append(line)
+        elif not line.startswith("|"):  # the command table's rows are synopses (RUN_DIR [--flag ...])
+            lines += [s for s in re.findall(r"`(kvasir [^`]+)`", line) if not re.search(r" --(?!help)\w+$", s)]
+    commands = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["kvasir"] and not any(w.startswith("[") and "--" in w or w in ("...", "\\|") for w in words):
+            commands.append(words)
+    return commands
+
+
+def test_every_command_line_in_the_readme_parses(monkeypatch, capsys):
+    """Each README command line, given to the parser with --print_config (parse, print, exit 0; nothing runs)."""
+    monkeypatch.chdir(ROOT)  # configs/... paths are relative to the repository
+    commands = readme_command_lines()
+    assert len(commands) >= 40, commands  # the README's blocks and inline commands were found
+    failed = []
+    for command in commands:
+        words = command[1:]
+        if words[0] not in COMMANDS:
+            continue  # `kvasir X`, `kvasir --debug`: prose about the command itself
+        with pytest.raises(SystemExit) as stop:
+            main([*words, "--print_config"] if "--help" not in words else words)
+        if stop.value.code not in (0, None):
+            failed.append(f"{shlex.join(command)}: {capsys.readouterr().err.strip().splitlines()[-3:]}")
+    assert not failed, "\n".join(failed)
+
+
+def test_region_boxes_parse_on_the_command_line_as_the_readme_writes_them():
+    assert quote_regions(["audit", "r", "--regions", "[bottom-left-box, logo:0.8,0,1,0.1]"])[-1] == json.dumps(
+        ["bottom-left-box", "logo:0.8,0,1,0.1"]
+    )
+    assert quote_regions(["fit", "--data.mask_regions=[a:0.1,0,0.2,0.3, top-left-text]"]) == [
+        "fit",
+        "--data.mask_regions=" + json.dumps(["a:0.1,0,0.2,0.3", "top-left-text"]),
+    ]
+    assert quote_regions(["fit", "--data.mask_regions", "[bottom-left-box]"])[-1] == "[bottom-left-box]"
+
+
+def test_fast_dev_run_is_a_smoke_run_without_a_test_report(tiny_data, tmp_path, capsys):
+    """Lightning's fast_dev_run saves no checkpoint and runs one test batch: fit says so instead of crashing (or of
+    writing a report whose n is one batch)."""
+    run = main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(tiny_data),
+            "--data.image_size",
+            "32",
+            "--data.num_workers",
+            "0",
+            "--model.name",
+            "mobileone_s0",
+            "--model.pretrained",
+            "false",
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.logger",
+            "none",
+            "--trainer.runs_dir",
+            str(tmp_path),
+        ]
+    )
+    assert "No test report: --trainer.fast_dev_run" in capsys.readouterr().out
+    assert (run / "config.yaml").is_file() and not (run / "test" / "metrics.json").exists()
+
+
+def test_demo_makes_the_data_it_is_asked_for_when_a_data_folder_exists(tmp_path):
+    quick = ["--out", str(tmp_path), "--image_size", "32", "--max_epochs", "1", "--logger", "none"]
+    for per_class in (10, 11):
+        run = main(["demo", *quick, "--images_per_class", str(per_class)])
+        counts = json.loads((run / "split_counts.json").read_text())
+        assert sum(sum(counts[s].values()) for s in ("train", "val", "test")) == 8 * per_class
+
+
+def test_the_tools_own_warnings_read_warning_colon(tmp_path):
+    """A warning of the package prints as `warning: ...`, not as `.../check.py:283: UserWarning: ...`."""
+    import subprocess
+    import sys
+
+    from kvasir_mobileone.data.synth import synth
+
+    root = synth(str(tmp_path / "d"), images_per_class=3, seed=0, scale=0.1, classes=("polyps", "esophagitis"))
+    (root / ".kvasir_cache").write_text("a file where the check's cache folder would go")
+    done = subprocess.run(
+        [sys.executable, "-m", "kvasir_mobileone.cli", "check", "--data_dir", str(root), "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: Could not keep the check's results in" in done.stderr
+    assert "UserWarning" not in done.stderr and "check.py:" not in done.stderr

@@ -19,7 +19,7 @@ from kvasir_mobileone.data import dataset as dataset_module
 from kvasir_mobileone.data.cache import build_cache
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
-from kvasir_mobileone.data.resident import DEVICE_SHARE, placement
+from kvasir_mobileone.data.resident import DEVICE_SHARE, ImageBank, ResidentBatches, placement
 from kvasir_mobileone.data.split import make_split
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.stats import mcnemar
@@ -100,6 +100,27 @@ def test_placement_falls_back_to_pinned_host_memory_when_the_images_do_not_fit()
     assert placement(int(DEVICE_SHARE * free), gpu, free) == "device"
     assert placement(int(DEVICE_SHARE * free) + 1, gpu, free) == "pinned"
     assert placement(10**12, torch.device("cpu")) == "host"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("free_bytes", [None, 1], ids=["device", "pinned"])
+def test_the_resident_bank_on_a_gpu_serves_the_host_banks_batches(tiny_data, free_bytes):
+    """The branches a CPU cannot run: the bank in GPU memory, and (when it does not fit: 1 free byte) in pinned host
+    memory with each batch gathered there and copied without blocking. Same batches as the host bank's."""
+    rows = make_split(scan_image_folder(tiny_data), 0.2, 0.2, seed=1)
+    cache = build_cache(tiny_data, [r["path"] for r in rows], NORM.image_size)
+    classes = {c: i for i, c in enumerate(sorted({r["label"] for r in rows}))}
+    host = ImageBank.load(cache, rows, classes, torch.device("cpu"))
+    gpu = ImageBank.load(cache, rows, classes, torch.device("cuda"), free_bytes=free_bytes)
+    assert gpu.where == ("device" if free_bytes is None else "pinned")
+    members = list(range(len(rows)))
+    for (a, ta, pa, _), (b, tb, pb, _) in zip(
+        ResidentBatches(host, members, 7, shuffle=True, seed=3),
+        ResidentBatches(gpu, members, 7, shuffle=True, seed=3),
+        strict=True,
+    ):
+        assert b.device.type == "cuda" and torch.equal(a, b.cpu()) and torch.equal(ta, tb.cpu())
+        assert torch.equal(pa, pb.cpu())
 
 
 def resident_module(data_dir, rows, norm=NORM, seed=7) -> ImageFolderDataModule:

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -83,6 +84,8 @@ def images(tiny_data, tmp_path_factory):
     (folder / "notes.jpg").write_text("this is a text file named .jpg")
     (folder / "empty.jpg").write_bytes(b"")
     Image.new("1", (16000, 16000)).save(folder / "bomb.png")  # 256 Mpx in a few kB
+    noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "big.png")  # 2.4 MB of noise: over the server's --max_file_mb 1
     return folder
 
 
@@ -125,13 +128,14 @@ def test_the_page_through_gradio_client(server, bundle, images):
 
     client = Client(server, verbose=False)
     gallery, table, message = client.predict(
-        [handle_file(str(images / f)) for f in ("frame.jpg", "notes.jpg", "empty.jpg", "bomb.png")],
+        [handle_file(str(images / f)) for f in ("frame.jpg", "notes.jpg", "empty.jpg", "bomb.png", "big.png")],
         api_name="/classify",
     )
     assert len(gallery) == 1 and table["data"][0][0] == "frame.jpg"
     assert table["data"][0][1] == expected_top_class(bundle, images / "frame.jpg")
     assert "notes.jpg**: not an image" in message and "empty.jpg**: the file is empty" in message
     assert "bomb.png**: refused: a decompression bomb" in message
+    assert "big.png**: the file is 2.4 MB, over the 1 MB limit (--max_file_mb)" in message  # refused alone
 
 
 def test_every_bundle_carries_a_model_card_and_loads_in_timm(bundle, trained_run):
@@ -149,6 +153,7 @@ def test_every_bundle_carries_a_model_card_and_loads_in_timm(bundle, trained_run
         "## How to use",
         "Confusion matrix",
         "not a medical device",
+        "Shortcut audit: none was run on this model",
     ):
         assert section in card, section
     config = json.loads((bundle / "config.json").read_text())

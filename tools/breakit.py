@@ -33,7 +33,151 @@ class Mutation(NamedTuple):
 
 
 HK = "tests/test_hyper_kvasir.py::"
+I8 = "tests/test_int8.py::"
+AU = "tests/test_audit.py::"
+CLI = "tests/test_cli.py::"
 MUTATIONS = [
+    # issue 23: tests that can fail, decisions made with statistics, options honoured
+    Mutation(
+        "int8 is refused when the whole interval lies below -max_accuracy_drop",
+        "deploy/quantize.py",
+        "    if high < -max_accuracy_drop:",
+        "    if high < -max_accuracy_drop - 1:",
+        I8 + "test_the_int8_verdict_rests_on_the_interval_and_mcnemar",
+    ),
+    Mutation(
+        "int8 is refused when McNemar finds more fp32-only-right images",
+        "deploy/quantize.py",
+        'figures["fp32_only_right"] > figures["int8_only_right"]',
+        'figures["fp32_only_right"] < figures["int8_only_right"]',
+        I8 + "test_the_int8_verdict_rests_on_the_interval_and_mcnemar",
+    ),
+    Mutation(
+        "int8 is certified only when the lower bound is above -max_accuracy_drop",
+        "deploy/quantize.py",
+        "    if low > -max_accuracy_drop:",
+        "    if high > -max_accuracy_drop:",
+        I8 + "test_the_int8_verdict_rests_on_the_interval_and_mcnemar",
+    ),
+    Mutation(
+        "--force writes a refused int8 model",
+        "deploy/quantize.py",
+        'figures["verdict"] != "refused" or force',
+        'figures["verdict"] != "refused"',
+        I8 + "test_the_int8_verdict_rests_on_the_interval_and_mcnemar",
+    ),
+    Mutation(
+        "a refused int8 model leaves no file behind",
+        "deploy/quantize.py",
+        "        candidate.unlink(missing_ok=True)\n        raise",
+        "        raise",
+        I8 + "test_a_refused_int8_model_is_not_written_and_the_fp32_bundle_stands",
+    ),
+    Mutation(
+        "the shortcut baseline is judged by its interval, not its point value",
+        "evaluation/audit.py",
+        'above, reaches = low > baseline["chance"], high >= network_accuracy',
+        'above, reaches = baseline["accuracy"] > baseline["chance"], high >= network_accuracy',
+        AU + "test_the_shortcut_baseline_is_judged_by_its_interval",
+    ),
+    Mutation(
+        "training applies the mask (not only evaluation)",
+        "data/dataset.py",
+        "            mask=self.norm.mask,",
+        '            mask=self.norm.mask if split != "train" else (),',
+        AU + "test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box",
+    ),
+    Mutation(
+        "the model card carries the audit's verdict",
+        "deploy/card.py",
+        'LIMITATIONS + audit_paragraph(metadata.get("audit") or {"status": "not audited"})',
+        "LIMITATIONS",
+        AU + "test_a_planted_shortcut_is_flagged",
+    ),
+    Mutation(
+        "an audit of another checkpoint is not quoted on the card",
+        "deploy/export.py",
+        'if found.get("checkpoint_sha256") != file_sha256(trained.ckpt):',
+        "if False:",
+        AU + "test_masking_the_region_in_training_removes_the_dependence",
+    ),
+    Mutation(
+        "predict applies the fitted temperature",
+        "deploy/predict.py",
+        "    return apply_temperature(probs, temperature) if temperature else probs",
+        "    return probs",
+        "tests/test_results.py::test_tta_and_temperature_are_reported_and_exported",
+    ),
+    Mutation(
+        "a file over --max_file_mb is refused, alone, on the page",
+        "deploy/serve.py",
+        "        if size > max_bytes:",
+        "        if False:",
+        "tests/test_serve.py::test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "Gradio's own cap does not discard a whole upload for one large file",
+        "commands/serve.py",
+        "max_file_size=int(upload_cap_mb(max_file_mb) * 1e6)",
+        "max_file_size=int(max_file_mb * 1e6)",
+        "tests/test_serve.py::test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "intervals are 95% intervals",
+        "evaluation/stats.py",
+        "LEVEL = 0.95",
+        "LEVEL = 0.90",
+        "tests/test_results.py::test_intervals_cover_the_truth_95_percent_of_the_time_and_are_as_narrow_as_theory",
+    ),
+    Mutation(
+        "the difference of two models is bootstrapped paired",
+        "evaluation/stats.py",
+        "            paired=True,",
+        "            paired=False,",
+        "tests/test_results.py::test_the_paired_difference_interval_covers_the_true_difference_and_is_paired",
+    ),
+    Mutation(
+        "predict on a run honours --trainer.eval_precision",
+        "models/loading.py",
+        "    with torch.no_grad(), precision_context(precision, device_type):",
+        "    with torch.no_grad():",
+        CLI + "test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision",
+    ),
+    Mutation(
+        "features honour --trainer.eval_precision",
+        "evaluation/features.py",
+        "    with trained.evaluating():",
+        "    if True:",
+        CLI + "test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision",
+    ),
+    Mutation(
+        "fast_dev_run is a smoke run, not a crash",
+        "commands/fit.py",
+        "    if trainer.fast_dev_run:",
+        "    if False:",
+        CLI + "test_fast_dev_run_is_a_smoke_run_without_a_test_report",
+    ),
+    Mutation(
+        "demo --images_per_class is honoured when a data folder exists",
+        "commands/demo.py",
+        'data_dir = out_dir / f"data-{images_per_class}-per-class-seed{seed}"',
+        'data_dir = out_dir / "data"',
+        CLI + "test_demo_makes_the_data_it_is_asked_for_when_a_data_folder_exists",
+    ),
+    Mutation(
+        "region boxes parse on the command line as the README writes them",
+        "cli.py",
+        "    args = quote_regions(renamed_data_flag(args))",
+        "    args = renamed_data_flag(args)",
+        CLI + "test_every_command_line_in_the_readme_parses",
+    ),
+    Mutation(
+        "the tool's warnings print as `warning: ...`",
+        "cli.py",
+        '        return f"warning: {message}\\n"',
+        "        return _python_format_warning(message, category, filename, lineno, line)",
+        CLI + "test_the_tools_own_warnings_read_warning_colon",
+    ),
     # issue 20: HyperKvasir, official splits, leaks
     Mutation(
         "a folder with images and class folders is an error",

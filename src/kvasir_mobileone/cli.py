@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -15,10 +16,10 @@ from jsonargparse import auto_cli
 
 from kvasir_mobileone.errors import UserError
 
-# command -> the module of commands/ defining a function of that name. Only the module of the command being run is
-# imported, so `kvasir predict` on an exported bundle never loads Lightning or timm, and every command starts fast.
+# command -> the module of commands/ defining a function of that name (label-issues: label_issues). Only the module
+# of the command being run is imported, so `kvasir predict` on a bundle never loads Lightning or timm.
 COMMANDS = {
-    name: f"kvasir_mobileone.commands.{name}"
+    name: f"kvasir_mobileone.commands.{name.replace('-', '_')}"
     for name in (
         "download",
         "synth",
@@ -30,6 +31,7 @@ COMMANDS = {
         "cv",
         "features",
         "compare",
+        "label-issues",
         "audit",
         "export",
         "predict",
@@ -47,7 +49,7 @@ OLD_DATA_FLAG = ("check", "eda", "prepare")
 
 
 def _command(name: str):
-    return getattr(importlib.import_module(COMMANDS[name]), name)
+    return getattr(importlib.import_module(COMMANDS[name]), name.replace("-", "_"))
 
 
 def _gather_positionals(args: list[str], command: str) -> list[str]:
@@ -95,6 +97,35 @@ def renamed_data_flag(args: list[str]) -> list[str]:
     return ["--data_dir" if a == "--data" else "--data_dir=" + a[7:] if a.startswith("--data=") else a for a in args]
 
 
+REGION_FLAGS = ("--regions", "--data.mask_regions")  # lists of region names and name:x0,y0,x1,y1 boxes
+
+
+def _region_list(value: str) -> str:
+    """`[bottom-left-box, logo:0.8,0,1,0.1]` -> `["bottom-left-box", "logo:0.8,0,1,0.1"]`: YAML would split a box at
+    its commas; the numbers after a `name:` item belong to it."""
+    if not (value.startswith("[") and value.endswith("]") and ":" in value):
+        return value
+    items: list[str] = []
+    for token in (t.strip().strip("'\"") for t in value[1:-1].split(",")):
+        if items and ":" in items[-1] and items[-1].count(",") < 3 and re.fullmatch(r"[-+0-9.eE]+", token):
+            items[-1] += "," + token
+        else:
+            items.append(token)
+    return json.dumps(items)
+
+
+def quote_regions(args: list[str]) -> list[str]:
+    """Region lists on the command line as the README writes them (see _region_list)."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        flag, equals, value = arg.partition("=")
+        if flag in REGION_FLAGS and equals:
+            out[i] = f"{flag}={_region_list(value)}"
+        elif arg in REGION_FLAGS and i + 1 < len(out):
+            out[i + 1] = _region_list(out[i + 1])
+    return out
+
+
 def main(args: list[str] | None = None):
     """Run a `kvasir` command in-process and return what the command returns."""
     show_notes()
@@ -103,7 +134,7 @@ def main(args: list[str] | None = None):
         if command in args:
             args = _gather_positionals(args, command)
             break
-    args = renamed_data_flag(args)
+    args = quote_regions(renamed_data_flag(args))
     chosen = [a for a in args if a in COMMANDS][:1]
     names = chosen if chosen and not args[0].startswith("-") else list(COMMANDS)
     return auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)

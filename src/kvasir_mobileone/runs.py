@@ -31,13 +31,14 @@ LAYOUT = {
     ),
     "`split_leaks.csv`": "near-duplicate groups whose images sit in more than one split (only when there are any)",
     "`split_counts.json`": "images per split and class, and the classes missing from a split",
+    "`excluded.csv`": "images left out of every split by `--data.exclude` (only when given)",
     "`data_problems.csv`": (
         "every file left out or skipped, with the reason: excluded by the check, skipped in training, "
         "duplicates, conversions"
     ),
     "`checkpoints/best.ckpt`": (
-        "best val accuracy; stands alone (model name, classes, input size, mean/std, interpolation, "
-        "evaluation precision, the run's config)"
+        "best by `--trainer.monitor` (val macro-F1 by default); stands alone (model name, classes, input size, "
+        "mean/std, interpolation, evaluation precision, the run's config)"
     ),
     "`checkpoints/last.ckpt`": "end of the last epoch, for `--resume`",
     "`test/`": (
@@ -49,7 +50,7 @@ LAYOUT = {
     "`audit/`": "`kvasir audit`'s report, figures and verdict",
     "`features/`": "`kvasir features`' embeddings and the classical models' results",
     "`wandb/`, `tensorboard/`, `csv_logs/`": (
-        "the logger's files: train/loss, train/acc, val/loss, val/acc, val/f1_macro, learning rate"
+        "the logger's files: train/loss, train/acc, val/loss, val/acc, val/f1_macro, val/balanced_acc, learning rate"
     ),
 }
 
@@ -101,6 +102,7 @@ class RunFolder:
     split_counts = property(lambda self: self.root / "split_counts.json")
     problems = property(lambda self: self.root / "data_problems.csv")
     leaks = property(lambda self: self.root / LEAKS_NAME)
+    excluded = property(lambda self: self.root / "excluded.csv")
     checkpoints = property(lambda self: self.root / "checkpoints")
     best = property(lambda self: self.root / "checkpoints" / "best.ckpt")
     last = property(lambda self: self.root / "checkpoints" / "last.ckpt")
@@ -110,6 +112,13 @@ class RunFolder:
     model_info = property(lambda self: self.root / "model_info.json")
     temperature = property(lambda self: self.root / "temperature.json")
     features_dir = property(lambda self: self.root / "features")
+    # a `kvasir cv` folder's: the images whose labels the out-of-fold predictions doubt (kvasir label-issues)
+    label_issues_dir = property(lambda self: self.root / "label_issues")
+    label_issues = property(lambda self: self.root / "label_issues" / "label_issues.csv")
+
+    def excluded_count(self) -> int:
+        """How many images --data.exclude left out of this run's split (0 without it)."""
+        return max(0, len(self.excluded.read_text().splitlines()) - 1) if self.excluded.is_file() else 0
 
     def is_run(self) -> bool:
         return self.config.is_file()

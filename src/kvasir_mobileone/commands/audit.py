@@ -10,6 +10,7 @@ from kvasir_mobileone.data.regions import REGIONS, census_by_class, parse_region
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import (
     CENSUS_SIZE,
+    baseline_finding,
     load_pixels,
     occlusion_maps,
     region_masking,
@@ -20,6 +21,7 @@ from kvasir_mobileone.evaluation.audit import (
 )
 from kvasir_mobileone.evaluation.metrics import accuracy
 from kvasir_mobileone.images import black_out
+from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import REPORT_NAME
 
@@ -36,7 +38,7 @@ def audit(
 ) -> dict:
     """Audit a run on its test images for shortcuts: region masking, occlusion, a shortcut baseline, a census.
 
-    --regions bottom-left-box top-left-text box:0.7,0,1,0.2 (default: every named region); writes
+    --regions '[bottom-left-box, top-left-text, box:0.7,0,1,0.2]' (default: every named region); writes
     RUN/audit/report.md with the verdict at the top."""
     trained = open_run(run, data_dir)
     rows, _ = trained.manifest_rows(manifest)
@@ -65,6 +67,7 @@ def audit(
     splits = np.array([r["split"] for r in rows])
     result = {
         "run": str(trained.source),
+        "checkpoint_sha256": file_sha256(trained.ckpt),  # a bundle's card quotes the audit only for this checkpoint
         "n": int(len(targets)),
         "accuracy": float(accuracy(targets, base_pred)),
         "trained_mask": [list(b) for b in norm.mask],
@@ -73,6 +76,7 @@ def audit(
         "shortcut_baseline": shortcut_baseline(thumbs, splits, labels, chosen),
         "census": census_by_class(thumbs, labels, names),
     }
+    result["shortcut_baseline"]["finding"] = baseline_finding(result["shortcut_baseline"], result["accuracy"])
     result["verdict"] = verdict(result)
     out_dir = Path(out) if out else trained.home.audit_dir
     write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen)

@@ -14,14 +14,14 @@ from kvasir_mobileone.commands.fit import fit
 from kvasir_mobileone.data.check import check_folder
 from kvasir_mobileone.data.dataset import DataConfig
 from kvasir_mobileone.data.official import apply_official_split, official_split_path, read_official_split
-from kvasir_mobileone.data.split import write_manifest
-from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, write_report
+from kvasir_mobileone.data.split import read_exclusions, write_manifest
+from kvasir_mobileone.evaluation.report import accuracy_text, balanced_text, evaluate, f1_text, write_report
 from kvasir_mobileone.io import markdown_table, read_csv, write_json, write_text
 from kvasir_mobileone.models.classifier import ModelConfig
 from kvasir_mobileone.models.trainer import TrainerConfig
 from kvasir_mobileone.runs import RunFolder, absolute
 
-SUMMARY_METRICS = ("accuracy", "top3", "top5", "f1_micro", "f1_macro", "mcc", "ece")
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "top3", "top5", "f1_micro", "f1_macro", "mcc", "ece")
 
 
 def fold_manifests(
@@ -57,8 +57,12 @@ def per_fold_table(per_fold: list[dict], fold_ids: list[int]) -> str:
             leak_free = f"{clean['n']} images: {accuracy_text(clean)}"
         else:
             leak_free = "none"
-        rows.append([k, m["n"], accuracy_text(m), f1_text(m), leak_free])
-    return markdown_table(["fold", "test images", "Accuracy [95% CI]", "macro-F1 [95% CI]", "leak-free test"], rows)
+        balanced = balanced_text(m) if "balanced_accuracy_ci" in m else "not recorded"
+        rows.append([k, m["n"], accuracy_text(m), f1_text(m), balanced, leak_free])
+    return markdown_table(
+        ["fold", "test images", "Accuracy [95% CI]", "macro-F1 [95% CI]", "balanced accuracy [95% CI]", "leak-free"],
+        rows,
+    )
 
 
 def pooled_predictions(fold_dirs: list[Path], class_names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -93,6 +97,9 @@ def cv(
     sections = {"data": data, "model": model, "trainer": trainer}
     RunFolder(cv_dir).write_config({"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
     report = check_folder(data.data_dir, data.near_duplicate_bits, cache_dir=data.cache_dir)
+    if data.exclude:  # left out before the folds are made (fit leaves them out of each fold's split too)
+        exclude = read_exclusions(data.exclude)
+        report.items = [(rel, label) for rel, label in report.items if rel not in exclude]
     if data.official_split:
         manifests = []
         for k in fold_ids:

@@ -27,9 +27,12 @@ def demo(
     """synth -> eda -> fit (from scratch, small images) -> test -> report. Prints where the report is."""
     start = time.perf_counter()
     out_dir = Path(out)
-    data_dir = out_dir / "data"
+    # one folder per (images per class, seed): a second demo with other settings makes its own data, never reuses
+    data_dir = out_dir / f"data-{images_per_class}-per-class-seed{seed}"
     if not data_dir.is_dir():
         synth(str(data_dir), images_per_class=images_per_class, seed=seed)
+    else:
+        print(f"Reusing {data_dir} ({images_per_class} synthetic images per class, seed {seed}).")
     run_dir = fit(
         DataConfig(data_dir=str(data_dir), image_size=image_size, batch_size=16, seed=seed),
         # MobileOne from scratch is slow to start; a high Adam lr with cosine decay gets it there in few epochs.

@@ -14,6 +14,8 @@ from kvasir_mobileone.deploy.export import (
     bundle_metadata,
     bundle_sizes,
     fused_onnx,
+    onnx_logits,
+    parity,
     parity_images,
     require_parity,
     save_weights,
@@ -46,7 +48,6 @@ def export(
     fp32_layers: int = DEFAULT_FP32_LAYERS,
     calibration_images: int = 256,
     max_accuracy_drop: float = 0.01,
-    min_agreement: float = 0.98,
     int8_search: bool = False,
     force: bool = False,
 ) -> Path:
@@ -54,9 +55,11 @@ def export(
     images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved).
 
     --quantize int8 adds model.int8.onnx: calibrated on --calibration_images training images, checked on the run's
-    test images, refused when it loses more than --max_accuracy_drop accuracy or agrees with fp32 on fewer than
-    --min_agreement of them (--force writes it anyway). --int8_search true measures every calibration
-    ({minmax, minmax-per-channel, percentile-per-channel, entropy-per-channel}) and keeps the best."""
+    test images, refused only when they show a loss (the paired 95% interval of the accuracy change lies below
+    -max_accuracy_drop, or McNemar finds more fp32-only-right images; --force writes it anyway), "certified" when a
+    loss beyond --max_accuracy_drop is ruled out, "not certified" (written) when the test set is too small to say.
+    --int8_search true measures every calibration ({minmax, minmax-per-channel, percentile-per-channel,
+    entropy-per-channel}) and keeps the best."""
     if quantize == "int8" and int8_config not in CONFIGS:
         raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
     trained = open_run(run, data_dir)
@@ -74,6 +77,14 @@ def export(
     print(f"Parity on {len(paths)} real images:")
     print(markdown_table(["check", "max abs diff", "max rel diff", "top-1 agreement"], rows))
     require_parity(checks, tolerance, out_dir)
+    if trained.precision != "32-true":  # the run is evaluated at its training precision: how far is the fp32 ONNX?
+        with trained.evaluating():
+            at_eval = unfused(batch).float().numpy()
+        checks_eval = parity(at_eval, onnx_logits(out_dir / ONNX_NAME, batch.numpy()))
+        print(
+            f"The run evaluates at {trained.precision}; the fp32 ONNX model against it: top-1 agreement "
+            f"{100 * checks_eval['top1_agreement']:.1f}%, max rel diff {checks_eval['max_rel']:.2e}"
+        )
     save_weights(fused, out_dir / WEIGHTS_NAME)
     sizes = bundle_sizes(unfused, fused, ckpt, out_dir / WEIGHTS_NAME, out_dir / ONNX_NAME)
     print(
@@ -94,6 +105,8 @@ def export(
     metrics_path = trained.run.test.metrics if trained.run else None
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path and metrics_path.is_file() else None
     metadata = bundle_metadata(trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
+    if trained.precision != "32-true":
+        metadata["parity_at_eval_precision"] = checks_eval | {"precision": trained.precision}
     metadata["how"] = f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})"
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
@@ -109,7 +122,6 @@ def export(
             fp32_layers,
             calibration_images,
             max_accuracy_drop,
-            min_agreement,
             force,
             int8_search,
         )

@@ -19,6 +19,7 @@ from kvasir_mobileone.data.split import (
     describe_gaps,
     describe_leaks,
     leak_free_test,
+    read_exclusions,
     read_manifest,
     split_counts,
     split_gaps,
@@ -26,10 +27,11 @@ from kvasir_mobileone.data.split import (
     write_manifest,
 )
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
-from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_json
+from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import input_spec, parameter_info
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import (
+    MONITOR_MODES,
     TrainerConfig,
     auto_precision,
     build_logger,
@@ -83,6 +85,7 @@ def print_split_counts(counts: dict[str, dict[str, int]]) -> None:
 def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[str, str]]:
     """The checked split with every image's near-duplicate group; problems and leaks recorded in the run folder and
     named on the console; --data.on_leak refuse stops on a split whose near-duplicates straddle it."""
+    exclude = read_exclusions(data.exclude) if data.exclude else frozenset()
     rows, report, official = check_split(
         data.data_dir,
         data.manifest,
@@ -93,7 +96,21 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
         data.seed,
         data.near_duplicate_bits,
         data.cache_dir,
+        exclude,
     )
+    if exclude and is_rank_zero():
+        found = sorted(p for p in exclude if (Path(data.data_dir) / p).is_file())
+        write_csv(run.excluded, ["path"], [[p] for p in found])
+        print(
+            f"Left out of every split: {len(found)} images listed in {data.exclude} (--data.exclude; {run.excluded})."
+        )
+        if len(found) < len(exclude):
+            missing = sorted(exclude - set(found))
+            warnings.warn(
+                f"{len(missing)} paths of {data.exclude} are not files of {data.data_dir} "
+                f"(e.g. {', '.join(missing[:3])}): nothing to leave out for them.",
+                stacklevel=2,
+            )
     if official and is_rank_zero():
         for line in official.lines():
             print(line)
@@ -136,6 +153,15 @@ def report_leaks(rows: list[dict[str, str]], run: RunFolder, on_leak: str) -> No
     warnings.warn(
         f"{message} Every test report also gives the metrics on the {clean} leak-free test images.", stacklevel=2
     )
+
+
+def partial_test(trainer: TrainerConfig) -> str | None:
+    """Why the test at the end of fit would not see every test image (a report's n is the split's), or None."""
+    if trainer.fast_dev_run:
+        return "--trainer.fast_dev_run runs one batch of each stage and saves no checkpoint"
+    if trainer.limit_test_batches not in (None, 1.0):
+        return f"--trainer.limit_test_batches {trainer.limit_test_batches} leaves test images out"
+    return None
 
 
 def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, TrainerConfig]:
@@ -223,13 +249,20 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         norm,
         trainer.eval_precision,
         config,
+        [counts["train"][c] for c in sorted(counts["train"])],
     )
     module.accelerate(*speed_settings(trainer))
     datamodule = ImageFolderDataModule(data, rows, norm, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [
-        # best val accuracy; no version counter, so a resumed run overwrites best.ckpt instead of adding best-v1
-        ModelCheckpoint(run.checkpoints, "best", monitor="val/acc", mode="max", enable_version_counter=False),
+        # best by --trainer.monitor; no version counter, so a resumed run overwrites best.ckpt instead of best-v1
+        ModelCheckpoint(
+            run.checkpoints,
+            "best",
+            monitor=trainer.monitor,
+            mode=MONITOR_MODES[trainer.monitor],
+            enable_version_counter=False,
+        ),
         # every epoch's end, for --resume (save_last=True follows only improvements of the monitored metric)
         ModelCheckpoint(run.checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False),
         SkippedImagesReport(run),
@@ -239,11 +272,19 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
     lightning_trainer = build_trainer(trainer, run.root, logger, callbacks)
     # weights_only: resuming never unpickles code from a checkpoint file
     lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if test_after:
+    partial = partial_test(trainer)
+    if test_after and partial:
+        print(f"No test report: {partial}; `kvasir test` on a full run gives one.")
+    elif test_after:
         # the test step runs at the run's evaluation precision (fp32 by default), as `kvasir test` does
-        lightning_trainer.test(module, datamodule=datamodule, ckpt_path="best", weights_only=True, verbose=False)
+        best = callbacks[0].best_model_path or None
+        if best is None:  # no validation: no best checkpoint
+            print("No best checkpoint was saved (no validation ran): testing the weights in memory.")
+        lightning_trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         if lightning_trainer.is_global_zero:
-            metrics = report_test_predictions(module, rows, run.test_dir, precision=evaluation_precision(trainer))
+            metrics = report_test_predictions(
+                module, rows, run.test_dir, precision=evaluation_precision(trainer), excluded=run.excluded_count()
+            )
             print(test_summary(metrics))
     if lightning_trainer.is_global_zero:
         update_json(run.model_info, parameter_info(copy.deepcopy(module.backbone).cpu().float()))

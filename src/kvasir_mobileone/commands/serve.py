@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kvasir_mobileone.deploy.serve import MONO_FONTS, SYSTEM_FONTS, build_app
+from kvasir_mobileone.deploy.serve import MONO_FONTS, SYSTEM_FONTS, build_app, upload_cap_mb
 
 
 def serve(
@@ -22,7 +22,7 @@ def serve(
     app.launch(
         server_name=host,
         server_port=port,
-        max_file_size=int(max_file_mb * 1e6),
+        max_file_size=int(upload_cap_mb(max_file_mb) * 1e6),  # a hard cap; the per-file limit is the page's
         theme=theme,
         share=False,
         show_error=False,

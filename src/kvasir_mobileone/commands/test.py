@@ -11,7 +11,7 @@ from kvasir_mobileone.evaluation.stats import fit_temperature
 from kvasir_mobileone.evaluation.testing import eval_trainer_config, report_test_predictions, test_summary
 from kvasir_mobileone.io import write_json
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.models.trainer import build_trainer
+from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, on_gpu, speed_settings
 
 
 def test(
@@ -50,6 +50,10 @@ def test(
         )
     out_dir = Path(out) if out else trained.home.test_dir
     module.tta = tta
+    # on a GPU, the memory layout of fit's own test (NHWC unless the run said otherwise); never on a CPU, where oneDNN
+    # aborts in channels_last (README, Speed)
+    recorded = speed_settings(TrainerConfig(**trained.config.get("trainer", {})))[1]
+    module.accelerate(channels_last=recorded if on_gpu(accelerator) else "off")
     config = eval_trainer_config(trained, accelerator, precision)
     trainer = build_trainer(config, out_dir)
     temperature = None
@@ -63,6 +67,7 @@ def test(
         if trained.run:
             write_json(trained.run.temperature, fitted)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = report_test_predictions(module, rows, out_dir, temperature, config.precision)
+    excluded = trained.run.excluded_count() if trained.run and manifest is None else 0
+    metrics = report_test_predictions(module, rows, out_dir, temperature, config.precision, excluded)
     print(test_summary(metrics))
     return metrics

@@ -313,14 +313,16 @@ def check_split(
     seed: int = 42,
     near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
     cache_dir: str | Path | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[list[dict[str, str]], FolderReport, OfficialSplit | None]:
     """A split and the check of its images, whoever made it, with every image's near-duplicate group: a manifest
     (its files checked as a folder's are, and used as it is, so an unreadable val/test image stops here), an
     official split of a checked folder, or a new stratified split of a checked folder (unreadable files excluded,
-    near-duplicates kept together)."""
+    near-duplicates kept together). Paths in `exclude` (--data.exclude) are left out of every split before it is
+    made, or dropped from a manifest's."""
     official = None
     if manifest:
-        rows = read_manifest(manifest)
+        rows = [r for r in read_manifest(manifest) if r["path"] not in exclude]
         check_manifest_files(rows, data_dir, manifest)
         items = [(r["path"], r["label"]) for r in rows]
         report = check_items(data_dir, items, str(manifest), near_duplicate_bits, cache_dir=cache_dir)
@@ -335,6 +337,7 @@ def check_split(
             )
     else:
         report = check_folder(data_dir, near_duplicate_bits, cache_dir=cache_dir)
+        report.items = [(rel, label) for rel, label in report.items if rel not in exclude]
         if official_split:
             rows, official = apply_official_split(
                 report.items, official_split, fold, report.group_of(), val_fraction, seed

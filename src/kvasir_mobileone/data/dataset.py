@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
@@ -69,6 +69,11 @@ class DataConfig:
         mask_regions: regions blacked out of every image in training, evaluation and prediction, so that the
             model cannot read them: names (bottom-left-box, top-left-text, left-strip, right-strip,
             black-corners) or name:x0,y0,x1,y1 boxes in relative coordinates
+        sampler: shuffle (each training image once per epoch) or balanced: training images drawn with
+            replacement, each with probability 1 / (classes x its class's training images), as many per epoch
+            as the training split holds, so every class is seen equally often (both loaders)
+        exclude: a CSV with a `path` column (kvasir label-issues writes one) or a text file of paths relative
+            to data_dir: those images are left out of every split, and the run and its report say how many
     """
 
     data_dir: str = "data/kvasir-dataset-v2"
@@ -88,6 +93,16 @@ class DataConfig:
     official_split: str | None = None
     fold: int = 0
     on_leak: Literal["report", "refuse"] = "report"
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    exclude: str | None = None
+
+
+def balanced_sampling_weights(labels: list[str]) -> torch.Tensor:
+    """Each image's probability of being drawn for --data.sampler balanced: 1 / (classes x its class's count)."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return torch.tensor([1.0 / (len(counts) * counts[label]) for label in labels], dtype=torch.double)
 
 
 def auto_loader(cfg: DataConfig, devices: int | None = None) -> str:
@@ -290,6 +305,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         batch_size = batch_size or self.batch_size
         seed = self.train_seed + (self.trainer.global_rank if self.trainer is not None else 0)
         epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
+        balanced = shuffle and self.cfg.sampler == "balanced"
         return ResidentBatches(
             self.bank,
             members,
@@ -298,6 +314,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             drop_last=shuffle and len(members) > batch_size,
             seed=seed,
             epoch_source=epoch,
+            weights=balanced_sampling_weights([self.rows[k]["label"] for k in members]) if balanced else None,
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -318,10 +335,16 @@ class ImageFolderDataModule(L.LightningDataModule):
             return self.resident(split, shuffle, batch_size)
         dataset = self.dataset(split)
         batch_size = batch_size or self.batch_size
+        sampler = None
+        if shuffle and self.cfg.sampler == "balanced":
+            generator = torch.Generator().manual_seed(self.train_seed)
+            weights = balanced_sampling_weights([r["label"] for r in dataset.rows])
+            sampler = WeightedRandomSampler(weights, len(dataset), replacement=True, generator=generator)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             # BatchNorm cannot train on a last batch of one image
             drop_last=shuffle and len(dataset) > batch_size,
             num_workers=self.num_workers,

@@ -95,11 +95,15 @@ class ResidentBatches:
         drop_last: bool = False,
         seed: int = 0,
         epoch_source: Callable[[], int] | None = None,
+        weights: torch.Tensor | None = None,
     ):
+        """`weights`: draw each epoch's positions with replacement with these probabilities (--data.sampler
+        balanced) instead of a permutation."""
         self.bank = bank
         self.members = torch.tensor(members, dtype=torch.long)
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
         self.epoch, self.epoch_source = 0, epoch_source
+        self.weights = weights
         self._members_on_storage = self.members.to(bank.images.device)
         self._targets = bank.targets[self.members.to(bank.device)]  # class of each member, on the device
 
@@ -112,6 +116,8 @@ class ResidentBatches:
         if not self.shuffle:
             return torch.arange(len(self.members))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, len(self.members), replacement=True, generator=generator)
         return torch.randperm(len(self.members), generator=generator)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from sklearn.model_selection import train_test_split
 
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.io import read_csv, write_csv
+
+log = logging.getLogger(__name__)  # notes; `kvasir` shows them on stdout
 
 SPLITS = ("train", "val", "test")
 MANIFEST_HEADER = ("path", "label", "split")
@@ -45,15 +49,34 @@ def make_split(
             keys, labels, test_size=holdout, stratify=labels, random_state=seed
         )
         val_k, test_k = train_test_split(rest_k, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed)
-    except ValueError as err:
+    except ValueError:  # a class too small for scikit-learn's stratification (HyperKvasir: 6 hemorrhoids)
         smallest = min(Counter(labels).items(), key=lambda kv: kv[1])
-        raise DataError(
-            f"Cannot make a stratified {1 - holdout:.0%}/{val_fraction:.0%}/{test_fraction:.0%} split: class "
-            f"{smallest[0]!r} has only {smallest[1]} distinct images ({err}). Add images, merge the class, or "
-            "change --data.val_fraction/--data.test_fraction."
-        ) from err
+        train_k, val_k, test_k = split_per_class(keys, labels, val_fraction, test_fraction, seed)
+        log.info(
+            f"Class {smallest[0]!r} has only {smallest[1]} distinct images: the split was drawn class by class "
+            "(each class of 3 or more images has at least one val and one test image; smaller classes train only)."
+        )
     split_of_group = {k: "train" for k in train_k} | {k: "val" for k in val_k} | {k: "test" for k in test_k}
     return [{"path": p, "label": c, "split": split_of_group[groups[p]]} for p, c in items]
+
+
+def split_per_class(
+    keys: list, labels: list[str], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list, list, list]:
+    """(train, val, test) keys drawn class by class, seeded: round(fraction x n) val and test images per class, at
+    least one each for a class of 3 or more, none for a smaller one (it is reported as missing from val/test)."""
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        members = [k for k, y in zip(keys, labels, strict=True) if y == label]
+        members = [members[i] for i in rng.permutation(len(members))]
+        n = len(members)
+        n_test = max(1, round(test_fraction * n)) if n >= 3 else 0
+        n_val = max(1, round(val_fraction * n)) if n >= 3 else 0
+        test += members[:n_test]
+        val += members[n_test : n_test + n_val]
+        train += members[n_test + n_val :]
+    return train, val, test
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, str]]) -> Path:
@@ -73,7 +96,6 @@ def carve_validation(
 ) -> dict[str, str]:
     """{path: "train" | "val"}: about val_fraction of the items as val, stratified by class, seeded, and with every
     near-duplicate group on one side (StratifiedGroupKFold: one fold of round(1 / val_fraction))."""
-    import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = np.array([label for _, label in items])
@@ -179,3 +201,19 @@ def describe_gaps(gaps: dict[str, list[str]]) -> str:
         f"Class {c!r} has no {'/'.join(splits)} image: " + "; ".join(lack[s] for s in splits) + "."
         for c, splits in gaps.items()
     )
+
+
+def read_exclusions(path: str | Path) -> frozenset[str]:
+    """The paths --data.exclude names: a CSV's `path` column (kvasir label-issues writes one), or one path per line
+    of a text file (blank lines and # comments skipped). Paths are relative to the data folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--data.exclude {path}: no such file. Give a CSV with a path column or a list of paths.")
+    text = path.read_text()
+    first = text.splitlines()[0] if text.strip() else ""
+    if path.suffix == ".csv" or "," in first:
+        rows = read_csv(path)
+        if rows and "path" not in rows[0]:
+            raise DataError(f"--data.exclude {path}: the CSV has no `path` column (its columns: {', '.join(rows[0])}).")
+        return frozenset(r["path"] for r in rows)
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))

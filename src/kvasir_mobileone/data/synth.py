@@ -37,6 +37,7 @@ HYPER_KVASIR_CSV_NAMES = {
     "esophagitis-b-d": "oesophagitis-b-d",
     "barretts-short-segment": "short-segment-barretts",
 }
+PLANTED_FLIPS = "planted_label_flips.csv"  # beside the data: the images synth gave a wrong label on purpose
 PLANTED = "planted_near_duplicates.csv"  # what synth planted, for tests to compare with what the tool finds
 # Resolutions that occur in Kvasir v2 (width, height); see shared/KVASIR.md.
 KVASIR_RESOLUTIONS = ((720, 576), (768, 576), (1280, 1024), (1350, 1080), (1920, 1072))
@@ -230,6 +231,7 @@ def synth(
     sizes: Literal["equal", "hyper-kvasir"] = "equal",
     near_duplicates: int = 0,
     split: str = "hyper-kvasir-2fold",
+    flip_fraction: float = 0.0,
 ) -> Path:
     """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
     dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
@@ -240,7 +242,9 @@ def synth(
     audit` must find). `near_duplicates N` plants N near-copies of written images (video-frame-like: other bytes,
     the same perceptual hash); with the hyper-kvasir layout each copy takes a file name of the other side of the
     official split `split` (fold 0 vs the rest), so the split leaks; all are listed in
-    dest/planted_near_duplicates.csv."""
+    dest/planted_near_duplicates.csv. `flip_fraction` moves that share of the images (chosen at random) into
+    another class's folder, a wrong label for what they show, listed in dest/planted_label_flips.csv (path,
+    drawn class, given label): what `kvasir label-issues` must find."""
     dataset = HYPER_KVASIR if layout == "hyper-kvasir" else KVASIR_V2
     classes = tuple(classes or dataset.classes)
     unknown = [c for c in classes if layout == "hyper-kvasir" and c not in dataset.classes]
@@ -273,7 +277,26 @@ def synth(
         written[name].append((path, fold))
     if near_duplicates:
         plant_near_duplicates(dest, root, written, names, near_duplicates, rng)
+    if flip_fraction:
+        plant_label_flips(dest, root, written, flip_fraction, rng, folder_of)
     return root
+
+
+def plant_label_flips(dest: Path, root: Path, written, fraction: float, rng: np.random.Generator, folder_of) -> Path:
+    """Move round(fraction x images) written images, chosen at random, into another class's folder (chosen at
+    random); listed in dest/planted_label_flips.csv."""
+    if not 0 < fraction < 1 or len(written) < 2:
+        raise DataError(f"--flip_fraction {fraction}: give a share between 0 and 1, with at least 2 classes.")
+    everything = [(c, path) for c in written for path, _ in written[c]]
+    flips = []
+    for k, pick in enumerate(rng.permutation(len(everything))[: round(fraction * len(everything))]):
+        drawn, path = everything[pick]
+        others = [c for c in written if c != drawn]
+        given = others[rng.integers(len(others))]
+        target = root / folder_of.get(given, given) / f"flipped_{k:05d}{path.suffix}"
+        path.replace(target)
+        flips.append([target.relative_to(root).as_posix(), drawn, given])
+    return write_csv(dest / PLANTED_FLIPS, ["path", "drawn_class", "given_label"], flips)
 
 
 def plant_near_duplicates(dest: Path, root: Path, written, names, count: int, rng: np.random.Generator) -> Path:

@@ -122,12 +122,34 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
     if metadata.get("int8"):
         int8 = metadata["int8"]
         sections.append(
-            f"The int8 model agrees with fp32 on {100 * int8['top1_agreement']:.2f}% of the {int8['images']} test "
-            f"images (accuracy change {100 * int8['accuracy_change']:+.2f} points).\n"
+            f"**int8 model ({int8.get('verdict', 'not judged')})**: {int8.get('reason', '')}. It agrees with fp32 "
+            f"on {100 * int8['top1_agreement']:.2f}% of the {int8['images']} test images.\n"
         )
-    sections.append(LIMITATIONS)
+    sections.append(LIMITATIONS + audit_paragraph(metadata.get("audit") or {"status": "not audited"}))
     sections.append(USAGE.format(name=name, unfused=UNFUSED_NAME, n=len(names)))
     return "\n".join(sections)
+
+
+def audit_paragraph(audit: dict) -> str:
+    """The shortcut audit's verdict for this checkpoint, or that none was run."""
+    if audit["status"] == "not audited":
+        return "\n**Shortcut audit: none was run on this model.** Run `kvasir audit RUN` and export again.\n"
+    if audit["status"] == "stale":
+        return "\n**Shortcut audit: the run's audit is of another checkpoint.** Run `kvasir audit RUN` again.\n"
+    found = "; ".join(
+        f"{d['region']} (accuracy −{100 * d['accuracy_drop']:.1f} points [{100 * d['accuracy_drop_ci'][0]:.1f}, "
+        f"{100 * d['accuracy_drop_ci'][1]:.1f}] when filled with tissue colour, Holm p = {d['p_holm']:.2g})"
+        for d in audit["depends"]
+    )
+    base = audit["baseline"]
+    lines = [
+        f"\n**Shortcut audit ({audit['n']} test images)**: "
+        + (f"the model depends on {found}." if found else "no dependence on any audited region was found."),
+        f"Overlays alone (shortcut baseline): {100 * base['accuracy']:.1f}% [{100 * base['accuracy_ci'][0]:.1f}, "
+        f"{100 * base['accuracy_ci'][1]:.1f}] against {100 * base['chance']:.1f}% for the majority class "
+        f"({base['finding']}).",
+    ]
+    return " ".join(lines) + "\n"
 
 
 def evaluation_section(test_metrics: dict | None, names: list[str]) -> str:

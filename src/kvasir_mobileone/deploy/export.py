@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.io import atomic_path
+from kvasir_mobileone.io import atomic_path, file_sha256
 from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun
 
@@ -159,6 +160,7 @@ def bundle_metadata(
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
         "temperature": trained.temperature,
         "test_metrics": _headline(test_metrics) if test_metrics else None,
+        "audit": audit_summary(trained),
         "parity": checks | {"images": images, "tolerance_rel": tolerance},
         "sizes": sizes,
         "onnxruntime_ms_batch1": latency,
@@ -168,6 +170,25 @@ def bundle_metadata(
         "intended_use": "Research on GI endoscopy image classification. Not a medical device.",
         "precision": "fp32",
     }
+
+
+def audit_summary(trained: TrainedRun) -> dict:
+    """What `kvasir audit` found for this checkpoint (RUN/audit/audit.json): {status: audited, verdict, depends:
+    [region, drop, interval, Holm p], baseline}; status "not audited" when none was run, "stale" when the audit
+    was run on another checkpoint."""
+    path = trained.home.audit_dir / "audit.json"
+    if not path.is_file():
+        return {"status": "not audited"}
+    found = json.loads(path.read_text())
+    if found.get("checkpoint_sha256") != file_sha256(trained.ckpt):
+        return {"status": "stale"}
+    depends = [
+        {k: r[k] for k in ("region", "accuracy_drop", "accuracy_drop_ci", "p_holm")}
+        for r in found["regions"]
+        if r["depends"]
+    ]
+    baseline = {k: found["shortcut_baseline"][k] for k in ("accuracy", "accuracy_ci", "chance", "finding")}
+    return {"status": "audited", "n": found["n"], "verdict": found["verdict"], "depends": depends, "baseline": baseline}
 
 
 def _headline(metrics: dict) -> dict:

@@ -38,7 +38,8 @@ class OnnxBundle:
 
 
 class TorchCheckpoint:
-    """A run folder or Lightning checkpoint, run with PyTorch in fp32."""
+    """A run folder or Lightning checkpoint, run with PyTorch at the run's evaluation precision (fp32 unless
+    --trainer.eval_precision as-training)."""
 
     def __init__(self, run: str):
         import torch
@@ -46,17 +47,19 @@ class TorchCheckpoint:
         from kvasir_mobileone.models.loading import open_run
 
         trained = open_run(run)
-        self.module, norm = trained.module, trained.norm
+        self.trained, self.module, norm = trained, trained.module, trained.norm
+        self.precision = trained.precision
         self.metadata = {
             "model_name": self.module.cfg.name,
             "class_names": self.module.class_names,
             "input": norm.to_dict(),
             "temperature": trained.temperature,
+            "precision": trained.precision,
         }
         self._torch = torch
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.no_grad():
+        with self.trained.evaluating():
             return self.module(self._torch.from_numpy(batch)).float().numpy()
 
 

@@ -17,6 +17,14 @@ from kvasir_mobileone.images import read_network_input
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font: nothing is fetched from outside
 MONO_FONTS = ["ui-monospace", "monospace"]
+UPLOAD_CAP_MB = 100  # Gradio refuses a whole upload beyond its limit: ours (per file, with a message) comes first
+
+
+def upload_cap_mb(max_file_mb: float) -> float:
+    """Gradio's own upload limit: far above --max_file_mb, so that one file over it is refused alone, on the page."""
+    return max(UPLOAD_CAP_MB, 10 * max_file_mb)
+
+
 DISCLAIMER = "**Research use only, not a medical device.** Do not use it for diagnosis or any clinical decision."
 
 
@@ -39,7 +47,8 @@ class PageModel:
         if size == 0:
             return {"file": name, "error": "the file is empty (0 bytes)"}
         if size > max_bytes:
-            return {"file": name, "error": f"the file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit"}
+            limit = f"{max_bytes / 1e6:g} MB limit (--max_file_mb)"
+            return {"file": name, "error": f"the file is {size / 1e6:.1f} MB, over the {limit}"}
         start = time.perf_counter()
         try:
             from PIL import Image

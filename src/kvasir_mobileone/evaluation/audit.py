@@ -183,6 +183,26 @@ def points(value: float, ci) -> str:
     return f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+BASELINE_FINDINGS = {
+    "shortcut": "**the overlays alone predict the class as well as the network: the dataset allows a shortcut.**",
+    "partial": "**the overlays alone predict the class above the majority rate (less well than the network): the "
+    "dataset allows a shortcut for part of it.**",
+    "little": "the overlays alone predict little (no better than the majority class, within the interval).",
+    "unknown": "too few test images to tell: the baseline's interval spans both the majority rate and the network's "
+    "accuracy.",
+}
+
+
+def baseline_finding(baseline: dict, network_accuracy: float) -> str:
+    """A key of BASELINE_FINDINGS from the baseline's 95% interval: above the majority rate when its lower bound is
+    above it, as good as the network when its upper bound reaches the network's accuracy."""
+    low, high = baseline["accuracy_ci"]
+    above, reaches = low > baseline["chance"], high >= network_accuracy
+    if above:
+        return "shortcut" if reaches else "partial"
+    return "unknown" if reaches else "little"
+
+
 def verdict(result: dict) -> str:
     depends = [r for r in result["regions"] if r["depends"]]
     baseline = result["shortcut_baseline"]
@@ -209,16 +229,10 @@ def verdict(result: dict) -> str:
             f"A black patch over {', '.join(black)} also changes predictions: the model reads a black box "
             "there as a signal (as a covered ScopeGuide box would be)."
         )
-    close = baseline["accuracy"] >= baseline["chance"] + 0.5 * (result["accuracy"] - baseline["chance"])
     lines.append(
-        f"Shortcut baseline (overlays only, tissue blanked): {100 * baseline['accuracy']:.1f}% accuracy "
-        f"against the network's {100 * result['accuracy']:.1f}% and {100 * baseline['chance']:.1f}% for the majority "
-        "class: "
-        + (
-            "**the overlays alone predict the class: the dataset allows a shortcut.**"
-            if close
-            else "the overlays alone predict little."
-        )
+        f"Shortcut baseline (overlays only, tissue blanked): {points(baseline['accuracy'], baseline['accuracy_ci'])}% "
+        f"accuracy against the network's {100 * result['accuracy']:.1f}% and {100 * baseline['chance']:.1f}% for the "
+        f"majority class: {BASELINE_FINDINGS[baseline_finding(baseline, result['accuracy'])]}"
     )
     return "\n\n".join(lines)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import metric_intervals
-from kvasir_mobileone.evaluation.metrics import accuracy, macro_f1, present_classes
+from kvasir_mobileone.evaluation.metrics import accuracy, balanced_accuracy, macro_f1, present_classes
 from kvasir_mobileone.io import markdown_table, pyplot, read_csv, save_figure, write_csv, write_json, write_text
 from kvasir_mobileone.runs import RunFolder, TestReport
 
@@ -115,6 +115,9 @@ def run_row(result: dict, order: list[str], n_resamples: int, seed: int) -> dict
         "f1_macro": f1_macro,
         "f1_macro_ci_low": f1_ci[0],
         "f1_macro_ci_high": f1_ci[1],
+        "balanced_accuracy": float(balanced_accuracy(targets, predicted, present_classes(targets))),
+        "balanced_accuracy_ci_low": intervals["balanced_accuracy_ci"][0],
+        "balanced_accuracy_ci_high": intervals["balanced_accuracy_ci"][1],
         "mcc": m["mcc"],
         "params_train": info.get("parameters_unfused"),
         "params_fused": info.get("parameters_fused"),
@@ -133,6 +136,8 @@ def run_cells(row: dict) -> list[str]:
         _pct(row["top5"]),
         f"{row['f1']:.4f}",
         f"{row['f1_macro']:.4f} [{row['f1_macro_ci_low']:.4f}, {row['f1_macro_ci_high']:.4f}]",
+        f"{_pct(row['balanced_accuracy'])} [{_pct(row['balanced_accuracy_ci_low'])}, "
+        f"{_pct(row['balanced_accuracy_ci_high'])}]",
         f"{row['mcc']:.4f}",
         f"{row['params_train']:,}" if row["params_train"] else "—",
         f"{row['params_fused']:,}" if row["params_fused"] else "—",
@@ -151,6 +156,7 @@ def comparison_markdown(rows: list[dict], pairs: list[dict], n_images: int, n_re
         "Top-5 %",
         "F1",
         "macro-F1 [95% CI]",
+        "balanced accuracy % [95% CI]",
         "MCC",
         "params (train)",
         "params (fused)",

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import ParameterGrid
@@ -42,8 +41,9 @@ CLASSICAL = {
 def extract_features(
     trained, manifest: str | None = None, batch_size: int = 64, num_workers: int | None = None
 ) -> dict:
-    """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) of every image of the run's manifest, in
-    fp32. Every image must be read: an unreadable one stops with the file named (no embedding is invented)."""
+    """Pooled pre-logits embeddings (timm forward_head(pre_logits=True)) of every image of the run's manifest, at
+    the run's evaluation precision (fp32 unless --trainer.eval_precision as-training), stored as float32. Every
+    image must be read: an unreadable one stops with the file named (no embedding is invented)."""
     rows, _ = trained.manifest_rows(manifest)
     workers = num_workers if num_workers is not None else trained.data.num_workers
     data = dataclasses.replace(
@@ -54,7 +54,7 @@ def extract_features(
     datamodule.setup()
     loader = datamodule.loader(None)  # every split, no augmentation, unreadable images are errors
     embeddings = np.full((len(rows), module.backbone.num_features), np.nan, np.float32)
-    with torch.no_grad():
+    with trained.evaluating():
         for images, _, index, _ in tqdm(loader, desc="features", unit="batch"):
             x = normalize(images, datamodule.norm)
             pooled = module.backbone.forward_head(module.backbone.forward_features(x), pre_logits=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvasir_mobileone.evaluation.metrics import accuracy, macro_f1, present_classes
+from kvasir_mobileone.evaluation.metrics import accuracy, balanced_accuracy, macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import bootstrap_interval, mcnemar, wilson_interval
 
 
 def metric_intervals(targets: np.ndarray, predicted: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """{accuracy_ci: (low, high) Wilson, f1_macro_ci: (low, high) BCa bootstrap}."""
+    """{accuracy_ci: (low, high) Wilson, f1_macro_ci and balanced_accuracy_ci: (low, high) BCa bootstrap,
+    recall_ci: {class index: (low, high) Wilson}}."""
     targets, predicted = np.asarray(targets), np.asarray(predicted)
     labels = present_classes(targets)
     return {
@@ -18,7 +19,17 @@ def metric_intervals(targets: np.ndarray, predicted: np.ndarray, n_resamples: in
         "f1_macro_ci": bootstrap_interval(
             lambda t, p, axis: macro_f1(t, p, labels, axis), (targets, predicted), n_resamples, seed=seed
         ),
-        "interval_method": f"95%: Wilson for accuracy; BCa bootstrap over test images ({n_resamples}) for macro-F1",
+        "balanced_accuracy_ci": bootstrap_interval(
+            lambda t, p, axis: balanced_accuracy(t, p, labels, axis), (targets, predicted), n_resamples, seed=seed
+        ),
+        "recall_ci": {
+            int(c): wilson_interval(int(np.sum((targets == c) & (predicted == c))), int(np.sum(targets == c)))
+            for c in labels
+        },
+        "interval_method": (
+            f"95%: Wilson for accuracy and each class's recall; BCa bootstrap over test images ({n_resamples}) for "
+            "macro-F1 and balanced accuracy"
+        ),
     }
 
 

@@ -34,6 +34,18 @@ def macro_f1(targets: np.ndarray, predicted: np.ndarray, labels, axis: int = -1)
     return np.mean(scores, axis=0)
 
 
+def balanced_accuracy(targets: np.ndarray, predicted: np.ndarray, labels, axis: int = -1) -> np.ndarray | float:
+    """Mean over `labels` (the classes that have test images) of each class's recall: every class counts alike,
+    however many images it has."""
+    targets, predicted = np.asarray(targets), np.asarray(predicted)
+    recalls = []
+    for c in labels:
+        is_true = targets == c
+        hits = np.sum(is_true & (predicted == c), axis=axis)
+        recalls.append(hits / np.maximum(np.sum(is_true, axis=axis), 1))
+    return np.mean(recalls, axis=0)
+
+
 def present_classes(targets: np.ndarray) -> np.ndarray:
     """The class indices that have at least one test image."""
     return np.unique(np.asarray(targets))
@@ -64,6 +76,7 @@ def compute_metrics(probs: np.ndarray, targets: np.ndarray, class_names: list[st
         "accuracy": float(accuracy(targets, predicted)),
         **{f"top{k}": top_k_accuracy(probs, targets, k) for k in TOP_KS},
         "f1_macro": float(macro_f1(targets, predicted, present)),
+        "balanced_accuracy": float(balanced_accuracy(targets, predicted, present)),
         "f1_micro": float(accuracy(targets, predicted)),  # micro-F1 equals accuracy for single-label classification
         "mcc": float(matthews_corrcoef(targets, predicted)),
         "classes_without_test_images": [class_names[c] for c in labels if c not in set(present.tolist())],

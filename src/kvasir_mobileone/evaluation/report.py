@@ -17,8 +17,12 @@ plt = pyplot()
 
 
 def evaluate(probs: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
-    """Every metric of a test report with its 95% interval."""
-    return compute_metrics(probs, targets, class_names) | metric_intervals(targets, np.asarray(probs).argmax(axis=1))
+    """Every metric of a test report with its 95% interval (each class's recall with its Wilson interval)."""
+    metrics = compute_metrics(probs, targets, class_names)
+    intervals = metric_intervals(targets, np.asarray(probs).argmax(axis=1))
+    for c, ci in intervals.pop("recall_ci").items():
+        metrics["per_class"][class_names[c]]["recall_ci"] = ci
+    return metrics | intervals
 
 
 def plot_reliability(bins: list[dict], ece: float, path: Path) -> Path:
@@ -62,6 +66,12 @@ def accuracy_text(metrics: dict) -> str:
     return f"{percent(metrics['accuracy'])} [{percent(low)}, {percent(high)}]"
 
 
+def balanced_text(metrics: dict) -> str:
+    """Balanced accuracy (mean recall over the classes with test images) with its interval."""
+    low, high = metrics["balanced_accuracy_ci"]
+    return f"{percent(metrics['balanced_accuracy'])} [{percent(low)}, {percent(high)}]"
+
+
 def f1_text(metrics: dict) -> str:
     """macro-F1 with its interval, as every report writes it."""
     low, high = metrics["f1_macro_ci"]
@@ -84,10 +94,25 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = probs.argmax(axis=1)
     write_json(files.metrics, {"model": model_name, "class_names": class_names, **metrics})
-    per_class_rows = [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()]
-    header = ["class", "precision", "recall", "f1", "support"]
+    header = ["class", "support", "precision", "recall", "recall_ci_low", "recall_ci_high", "f1"]
+    per_class_rows = [
+        [c, v["support"], v["precision"], v["recall"], *v.get("recall_ci", (None, None)), v["f1"]]
+        for c, v in metrics["per_class"].items()
+    ]
     write_csv(files.per_class_csv, header, per_class_rows)
-    per_class_md = markdown_table(header, per_class_rows)
+    per_class_md = markdown_table(
+        ["class", "test images", "precision", "recall [95% CI]", "F1"],
+        [
+            [
+                c,
+                v["support"],
+                f"{v['precision']:.3f}",
+                f"{v['recall']:.3f} [{v['recall_ci'][0]:.3f}, {v['recall_ci'][1]:.3f}]" if "recall_ci" in v else "—",
+                f"{v['f1']:.3f}",
+            ]
+            for c, v in metrics["per_class"].items()
+        ],
+    )
     write_text(files.per_class_md, per_class_md)
     matrix = np.array(metrics["confusion_matrix"])
     write_csv(
@@ -107,7 +132,7 @@ def write_report(
         ],
     )
     summary = markdown_table(
-        ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "MCC", "ECE", "test images"],
+        ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "balanced accuracy", "MCC", "ECE", "test images"],
         [
             [
                 model_name,
@@ -116,6 +141,7 @@ def write_report(
                 percent(metrics["top5"]),
                 f"{metrics['f1_micro']:.4f}",
                 f1_text(metrics),
+                balanced_text(metrics),
                 f"{metrics['mcc']:.4f}",
                 f"{metrics['ece']:.4f}",
                 metrics["n"],
@@ -132,7 +158,8 @@ def write_report(
     report = (
         f"# Test report: {model_name}\n\nn = {metrics['n']} test images.\n\n{summary}\n{warning}"
         f"Brackets: {metrics['interval_method']}. F1 is the micro F1 of the original table; for single-label "
-        "classification it equals accuracy. macro-F1 averages the F1 of every class that has test images. Top-k is "
+        "classification it equals accuracy. macro-F1 averages the F1 of every class that has test images, and balanced "
+        "accuracy their recall (each class counts alike, however many images it has). Top-k is "
         "shown as — when k is not below the number of classes.\n\n## Per class\n\n"
         + per_class_md
         + "\n## Confusion matrix\n\n![counts](confusion_matrix.png)\n\n![rates](confusion_matrix_normalized.png)\n"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import binomtest, bootstrap, norm
 
 LEVEL = 0.95
 
@@ -19,6 +19,18 @@ def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, 
         return float("nan"), float("nan")
     ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def matched_pairs_interval(only_a: int, only_b: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Interval of the accuracy difference A − B of two models on the same n images, from the images only A gets
+    right and those only B does: Agresti and Min's adjusted Wald interval for matched proportions (Biometrics 2005;
+    0.5 added to each cell of the 2 x 2 table). Unlike a bootstrap it stays honest with few disagreements: with
+    none on 47 images it does not shrink to a point."""
+    z = float(norm.ppf(0.5 + level / 2))
+    a, b, total = only_a + 0.5, only_b + 0.5, n + 2
+    difference = (a - b) / total
+    spread = z * np.sqrt(((a + b) - (a - b) ** 2 / total) / total**2)
+    return float(difference - spread), float(difference + spread)
 
 
 def bootstrap_interval(

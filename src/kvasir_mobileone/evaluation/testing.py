@@ -76,7 +76,12 @@ def leak_free_metrics(
 
 
 def report_test_predictions(
-    module, rows: list[dict[str, str]], out_dir: Path, temperature: float | None = None, precision: str = "32-true"
+    module,
+    rows: list[dict[str, str]],
+    out_dir: Path,
+    temperature: float | None = None,
+    precision: str = "32-true",
+    excluded: int = 0,
 ) -> dict:
     """After trainer.test: metrics and the report of the module's gathered test predictions, written to out_dir.
 
@@ -94,7 +99,7 @@ def report_test_predictions(
         last = list(variants)[-1]
         variants[f"{last} + temperature {temperature:.3f}"] = apply_temperature(variants[last], temperature)
     probs = variants[list(variants)[-1]]
-    metrics = evaluate(probs, targets, names) | {"eval_precision": precision}
+    metrics = evaluate(probs, targets, names) | {"eval_precision": precision, "excluded": excluded}
     metrics["leak_free"], extra = leak_free_metrics(rows, paths, np.asarray(probs), np.asarray(targets), names, metrics)
     if len(variants) > 1:
         effects = {name: compute_metrics(p, targets, names) for name, p in variants.items()}  # no intervals needed
@@ -112,6 +117,11 @@ def report_test_predictions(
                 ],
             )
             + "The main numbers above use the last row. A temperature never changes the predicted class.\n"
+        )
+    if excluded:
+        extra += (
+            f"\n## Excluded images\n\n{excluded} images were left out of every split by `--data.exclude` (listed in "
+            "the run's excluded.csv): these figures are on the remaining images.\n"
         )
     metrics["report"] = str(
         write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)

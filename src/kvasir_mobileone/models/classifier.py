@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import instantiate_class
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
@@ -48,6 +48,8 @@ class ModelConfig:
             linear (lr x batch / lr_reference_batch), sqrt, or none
         lr_reference_batch: the batch size `lr` is meant for (the original workflow's 32)
         label_smoothing: cross-entropy label smoothing (0 to 1)
+        class_weights: none, or balanced: the training loss weights each class by N / (K x its training images),
+            so that every class weighs as much in total (scikit-learn's "balanced"); val and test losses unweighted
     """
 
     name: str = "mobileone_s3"
@@ -61,6 +63,13 @@ class ModelConfig:
     label_smoothing: float = 0.0
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     lr_reference_batch: int = 32
+    class_weights: Literal["none", "balanced"] = "none"
+
+
+def balanced_class_weights(counts: list[int]) -> list[float]:
+    """N / (K x n_c) per class (0 for a class without training images)."""
+    total, present = sum(counts), sum(1 for n in counts if n)
+    return [total / (present * n) if n else 0.0 for n in counts]
 
 
 def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
@@ -143,11 +152,40 @@ def build_lr_scheduler(
     return {"scheduler": scheduler, "interval": interval} if scheduler else None
 
 
+class PresentClassesF1(MulticlassStatScores):
+    """Macro-F1 as the test report defines it (evaluation.metrics.macro_f1): the mean F1 over the classes that have
+    images among the targets. torchmetrics' macro average also counts a class that is predicted but absent as 0,
+    which on small imbalanced val sets picks checkpoints by another number than the one published."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(num_classes, average=None, **kwargs)
+
+    def compute(self) -> torch.Tensor:
+        tp, fp, _, fn = self._final_state()
+        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+        present = (tp + fn) > 0
+        return f1[present].float().mean() if present.any() else torch.tensor(0.0, device=tp.device)
+
+
+class PresentClassesRecall(MulticlassStatScores):
+    """Balanced accuracy as the test report defines it: the mean recall over the classes that have images."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(num_classes, average=None, **kwargs)
+
+    def compute(self) -> torch.Tensor:
+        tp, _, _, fn = self._final_state()
+        present = (tp + fn) > 0
+        return (tp[present] / (tp + fn)[present]).float().mean() if present.any() else torch.tensor(0.0)
+
+
 def stage_metrics(num_classes: int, stage: str) -> MetricCollection:
-    """Running metrics logged per epoch (the test report computes its own from the gathered predictions)."""
+    """Running metrics logged per epoch (the test report computes its own from the gathered predictions, with the
+    same definitions)."""
     metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
     if stage in ("val", "test"):
-        metrics["f1_macro"] = MulticlassF1Score(num_classes, average="macro")
+        metrics["f1_macro"] = PresentClassesF1(num_classes)
+        metrics["balanced_acc"] = PresentClassesRecall(num_classes)
     return MetricCollection(metrics, prefix=f"{stage}/")
 
 
@@ -162,6 +200,7 @@ class MobileOneClassifier(L.LightningModule):
         norm: Normalization | None = None,
         eval_precision: str = "32-true",
         run_config: dict | None = None,
+        class_counts: list[int] | None = None,
     ):
         """`norm`: the network's input (backbone.input_spec; default: the backbone's own size, no mask)."""
         super().__init__()
@@ -171,6 +210,9 @@ class MobileOneClassifier(L.LightningModule):
         self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
         self.norm: Normalization = norm or input_spec(model.name)
         self.eval_precision = eval_precision
+        weights = balanced_class_weights(class_counts) if model.class_weights == "balanced" and class_counts else None
+        # the training loss's class weights (None: unweighted), in the checkpoint with the counts they come from
+        self.register_buffer("loss_weights", torch.tensor(weights) if weights else None, persistent=False)
         self.save_hyperparameters(
             {
                 "class_names": self.class_names,
@@ -181,6 +223,8 @@ class MobileOneClassifier(L.LightningModule):
                 "mask_regions": (run_config or {}).get("data", {}).get("mask_regions"),
                 "eval_precision": eval_precision,
                 "run_config": run_config or {},
+                "class_counts": class_counts,
+                "class_weights": weights,
             }
         )
         # keyed "<stage>_" because nn.Module.train is taken
@@ -212,6 +256,7 @@ class MobileOneClassifier(L.LightningModule):
             norm,
             hparams.get("eval_precision", "32-true"),
             hparams.get("run_config"),
+            hparams.get("class_counts"),
         )
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
@@ -245,7 +290,13 @@ class MobileOneClassifier(L.LightningModule):
                 logits = self(images.float()).float()
         else:
             logits = self(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing if stage == "train" else 0.0)
+        training = stage == "train"
+        loss = F.cross_entropy(
+            logits,
+            targets,
+            weight=self.loss_weights if training else None,
+            label_smoothing=self.cfg.label_smoothing if training else 0.0,
+        )
         self.metrics[f"{stage}_"].update(logits.detach(), targets)
         on_step = stage == "train"
         batch_size = len(targets)

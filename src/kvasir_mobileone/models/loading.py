@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from kvasir_mobileone.data.dataset import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.models.classifier import MobileOneClassifier
+from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
 from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, resolve
 
 
@@ -44,6 +48,18 @@ class TrainedRun:
         data = DataConfig(**self.config.get("data", {}))
         return dataclasses.replace(data, data_dir=self.data_dir_override) if self.data_dir_override else data
 
+    @property
+    def precision(self) -> str:
+        """The run's evaluation precision (--trainer.eval_precision: 32-true, or the training precision)."""
+        recorded = self.config.get("trainer", {})
+        return evaluation_precision(
+            TrainerConfig(**{k: v for k, v in recorded.items() if k in ("precision", "eval_precision", "accelerator")})
+        )
+
+    def evaluating(self, device_type: str = "cpu"):
+        """Gradients off and the run's evaluation precision: how every command outside a Trainer runs the model."""
+        return _evaluating(self.precision, device_type)
+
     def data_dir(self) -> Path:
         """The run's data folder; a clear error naming --data_dir when it is gone."""
         return existing_data_dir(self.config.get("data", {}).get("data_dir"), self.data_dir_override, str(self.ckpt))
@@ -56,6 +72,12 @@ class TrainedRun:
         rows = read_manifest(path)
         check_manifest_files(rows, self.data_dir(), path)
         return rows, path
+
+
+@contextlib.contextmanager
+def _evaluating(precision: str, device_type: str):
+    with torch.no_grad(), precision_context(precision, device_type):
+        yield
 
 
 def open_run(run_or_ckpt: str | Path, data_dir: str | None = None) -> TrainedRun:

@@ -4,6 +4,7 @@ logger, where the run folder goes, the seed, and the precision evaluation runs a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -42,6 +43,9 @@ class RunSettings:
         compile: torch.compile the network for training: off, default, reduce-overhead (CUDA graphs) or
             max-autotune; auto: the measured choice on a GPU (README, GPU speed), off on a CPU
         channels_last: NHWC memory layout for the network and its input: on, off; auto: on with a GPU
+        monitor: the validation metric that picks checkpoints/best.ckpt (the one tested and exported):
+            val/f1_macro (the default: on imbalanced classes accuracy picks models that ignore the small ones;
+            README, Imbalanced classes), val/balanced_acc, val/acc (the original workflow's) or val/loss
     """
 
     logger: Literal["wandb", "tensorboard", "csv", "none"] = "wandb"
@@ -51,6 +55,11 @@ class RunSettings:
     eval_precision: Literal["32-true", "as-training"] = "32-true"
     compile: Literal["auto", "off", "default", "reduce-overhead", "max-autotune"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    monitor: Literal["val/f1_macro", "val/balanced_acc", "val/acc", "val/loss"] = "val/f1_macro"
+
+
+# whether a higher value of each --trainer.monitor metric is better
+MONITOR_MODES = {"val/f1_macro": "max", "val/balanced_acc": "max", "val/acc": "max", "val/loss": "min"}
 
 
 def _lightning_fields() -> list[tuple]:
@@ -169,3 +178,13 @@ def build_trainer(cfg, run_dir, logger=False, callbacks=(), **overrides) -> L.Tr
 def evaluation_precision(cfg) -> str:
     """The Trainer precision evaluation runs at (the module also turns autocast off for 32-true)."""
     return "32-true" if cfg.eval_precision == "32-true" else (cfg.precision or auto_precision(cfg.accelerator))
+
+
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "bf16-true": torch.bfloat16}
+
+
+def precision_context(precision: str, device_type: str = "cpu"):
+    """Autocast for a Trainer precision outside a Trainer (features, export's check, predict on a run, the audit):
+    none for 32-true, the 16-bit dtype otherwise, as Lightning's mixed-precision plugin sets it up."""
+    dtype = AUTOCAST_DTYPES.get(str(precision))
+    return torch.autocast(device_type, dtype=dtype) if dtype else contextlib.nullcontext()

@@ -1,0 +1,134 @@
+"""Imbalanced classes and doubtful labels (issue 21): one macro-F1 everywhere, checkpoint selection by it, class
+weights and balanced sampling, per-class intervals and balanced accuracy, and label issues found by cleanlab on the
+out-of-fold predictions of `kvasir cv`. resnet10t learns the synthetic classes in seconds; every timm model is
+trained alike."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kvasir_mobileone.cli import main
+from kvasir_mobileone.data.dataset import balanced_sampling_weights
+from kvasir_mobileone.data.synth import PLANTED_FLIPS, synth
+from kvasir_mobileone.evaluation.metrics import balanced_accuracy, macro_f1, present_classes
+from kvasir_mobileone.evaluation.stats import mcnemar
+from kvasir_mobileone.io import read_csv
+from kvasir_mobileone.models.classifier import PresentClassesF1, PresentClassesRecall, balanced_class_weights
+
+BIG = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
+SMALL = "polyps"
+FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "16",
+    "--data.num_workers",
+    "0",
+    "--model.lr_reference_batch",
+    "16",
+    "--model.name",
+    "resnet10t",
+    "--model.pretrained",
+    "false",
+    "--model.lr",
+    "0.003",
+    "--trainer.precision",
+    "32-true",
+    "--trainer.max_epochs",
+    "8",
+    "--trainer.logger",
+    "none",
+]
+
+
+def test_val_macro_f1_is_the_reports_macro_f1():
+    """The issue's case: a class predicted but absent from the targets. torchmetrics' macro average scores it 0;
+    the report (and now the logged val/f1_macro, which picks checkpoints) averages the classes present."""
+    targets = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 1, 3, 2, 2])  # class 3 predicted once, never true
+    report = float(macro_f1(targets, predicted, present_classes(targets)))
+    logged = PresentClassesF1(4)
+    logged.update(torch.nn.functional.one_hot(torch.tensor(predicted), 4).float(), torch.tensor(targets))
+    assert float(logged.compute()) == pytest.approx(report) and report == pytest.approx((1 + 2 / 3 + 1) / 3)
+    recall = PresentClassesRecall(4)
+    recall.update(torch.nn.functional.one_hot(torch.tensor(predicted), 4).float(), torch.tensor(targets))
+    assert float(recall.compute()) == pytest.approx(balanced_accuracy(targets, predicted, present_classes(targets)))
+
+
+def test_class_weights_and_sampling_weights_give_every_class_the_same_total():
+    counts = [100, 10, 0, 2]
+    weights = balanced_class_weights(counts)
+    assert weights[2] == 0 and all(w * n == pytest.approx(112 / 3) for w, n in zip(weights, counts, strict=True) if n)
+    labels = ["a"] * 8 + ["b"] * 2
+    sampling = balanced_sampling_weights(labels)
+    assert float(sampling[:8].sum()) == pytest.approx(0.5) and float(sampling[8:].sum()) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def small_class(tmp_path_factory):
+    """Three classes of 60 images and one of 6; and 50 more images of the small class, made apart (another seed),
+    the held-out test of that class."""
+    root = tmp_path_factory.mktemp("imbalance")
+    data = synth(str(root / "data"), images_per_class=60, seed=4, scale=0.1, classes=BIG)
+    synth(str(root / "data"), images_per_class=6, seed=5, scale=0.1, classes=(SMALL,))
+    held_out = synth(str(root / "held_out"), images_per_class=50, seed=6, scale=0.1, classes=(SMALL,))
+    return root, data, held_out
+
+
+def small_class_recall(run, held_out) -> np.ndarray:
+    answers = main(["predict", str(held_out / SMALL), "--model", str(run)])
+    return np.array([a["top1"] == SMALL for a in answers])
+
+
+def test_macro_f1_selection_and_class_weights_raise_the_small_class_recall(small_class):
+    """Paired, same seed and split: val/acc selection without weights (the original workflow) against val/f1_macro
+    selection with balanced class weights, on 50 held-out images of the 6-image class."""
+    root, data, held_out = small_class
+    where = ["--data.data_dir", str(data), *FIT, "--trainer.runs_dir", str(root / "runs")]
+    main(["fit", *where, "--trainer.run_name", "acc", "--trainer.monitor", "val/acc", "--test_after", "false"])
+    same_split = ["--data.manifest", str(root / "runs" / "acc" / "split_manifest.csv")]
+    main(
+        ["fit", *where, *same_split, "--trainer.run_name", "f1w", "--test_after", "false"]
+        + ["--trainer.monitor", "val/f1_macro", "--model.class_weights", "balanced"]
+    )
+    before, after = (small_class_recall(root / "runs" / name, held_out) for name in ("acc", "f1w"))
+    paired = mcnemar(after, before)
+    assert after.mean() > before.mean() and paired["p_value"] < 0.05, (before.mean(), after.mean(), paired)
+    ckpt = torch.load(root / "runs" / "f1w" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["class_weights"][3] > 5 * ckpt["hyper_parameters"]["class_weights"][0]
+
+
+def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
+    """5% of the labels flipped on purpose; cleanlab on the out-of-fold probabilities of a 3-fold cv flags them."""
+    data = synth(str(tmp_path / "d"), images_per_class=50, seed=3, scale=0.1, classes=(*BIG, SMALL), flip_fraction=0.05)
+    planted = {r["path"] for r in read_csv(tmp_path / "d" / PLANTED_FLIPS)}
+    assert len(planted) == 10
+    main(
+        ["cv", "--folds", "3", "--data.data_dir", str(data), *FIT, "--trainer.runs_dir", str(tmp_path)]
+        + ["--trainer.run_name", "cv"]
+    )
+    issues = main(["label-issues", str(tmp_path / "cv")])
+    flagged = {r["path"] for r in issues if r["flagged_by"].startswith("cleanlab")}
+    found = flagged & planted
+    precision, recall = len(found) / max(len(flagged), 1), len(found) / len(planted)
+    assert precision >= 0.6 and recall >= 0.6, (precision, recall, sorted(flagged), sorted(planted))
+    listing = tmp_path / "cv" / "label_issues" / "label_issues.csv"
+    report = (tmp_path / "cv" / "label_issues" / "report.md").read_text()
+    assert (
+        "leaking folds hide label errors" in report
+        and (tmp_path / "cv" / "label_issues" / "label_issues.png").is_file()
+    )
+    # the CSV is an exclusion list as it is: fit leaves those images out of every split, and says so
+    run = main(
+        ["fit", "--data.data_dir", str(data), *FIT, "--trainer.runs_dir", str(tmp_path)]
+        + ["--trainer.run_name", "clean", "--data.exclude", str(listing), "--trainer.max_epochs", "1"]
+    )
+    kept = {r["path"] for r in read_csv(run / "split_manifest.csv")}
+    assert not kept & {r["path"] for r in read_csv(listing)} and len(kept) == 200 - len(read_csv(listing))
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
+    assert (
+        metrics["excluded"] == len(read_csv(listing))
+        and "## Excluded images" in (run / "test" / "report.md").read_text()
+    )
