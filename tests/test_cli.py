@@ -49,7 +49,8 @@ def test_test_command_reports_above_chance(trained_run):
     for png in ("confusion_matrix.png", "confusion_matrix_normalized.png"):
         with Image.open(out / png) as image:
             assert image.format == "PNG" and image.size[0] > 300
-    assert (out / "per_class.csv").read_text().startswith("class,precision,recall,f1,support")
+    header = "class,support,precision,recall,recall_ci_low,recall_ci_high,f1"
+    assert (out / "per_class.csv").read_text().startswith(header)
     assert len((out / "predictions.csv").read_text().splitlines()) == 17
 
 

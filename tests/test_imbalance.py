@@ -87,10 +87,10 @@ def test_macro_f1_selection_and_class_weights_raise_the_small_class_recall(small
     selection with balanced class weights, on 50 held-out images of the 6-image class."""
     root, data, held_out = small_class
     where = ["--data.data_dir", str(data), *FIT, "--trainer.runs_dir", str(root / "runs")]
-    main(["fit", *where, "--trainer.run_name", "acc", "--trainer.monitor", "val/acc", "--test_after", "false"])
+    main(["fit", *where, "--trainer.run_name", "acc", "--trainer.monitor", "val/acc"])
     same_split = ["--data.manifest", str(root / "runs" / "acc" / "split_manifest.csv")]
     main(
-        ["fit", *where, *same_split, "--trainer.run_name", "f1w", "--test_after", "false"]
+        ["fit", *where, *same_split, "--trainer.run_name", "f1w"]
         + ["--trainer.monitor", "val/f1_macro", "--model.class_weights", "balanced"]
     )
     before, after = (small_class_recall(root / "runs" / name, held_out) for name in ("acc", "f1w"))
@@ -98,6 +98,40 @@ def test_macro_f1_selection_and_class_weights_raise_the_small_class_recall(small
     assert after.mean() > before.mean() and paired["p_value"] < 0.05, (before.mean(), after.mean(), paired)
     ckpt = torch.load(root / "runs" / "f1w" / "checkpoints" / "best.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["class_weights"][3] > 5 * ckpt["hyper_parameters"]["class_weights"][0]
+    # every report: per-class recall with its Wilson interval, balanced accuracy with its interval; compare too
+    metrics = json.loads((root / "runs" / "f1w" / "test" / "metrics.json").read_text())
+    low, high = metrics["per_class"][SMALL]["recall_ci"]
+    assert low <= metrics["per_class"][SMALL]["recall"] <= high and high - low > 0.3  # 1 or 2 test images: wide
+    assert metrics["balanced_accuracy_ci"][0] <= metrics["balanced_accuracy"] <= metrics["balanced_accuracy_ci"][1]
+    assert "recall_ci_low" in read_csv(root / "runs" / "f1w" / "test" / "per_class.csv")[0]
+    compared = main(["compare", str(root / "runs" / "acc"), str(root / "runs" / "f1w"), "--out", str(root / "cmp")])
+    rows = json.loads((root / "cmp" / "comparison.json").read_text())["runs"]
+    assert rows[1]["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"]) and compared
+
+
+@pytest.mark.parametrize("loader", ["workers", "resident"])
+def test_balanced_sampling_draws_every_class_alike_in_both_loaders(small_class, loader):
+    """--data.sampler balanced: over 20 epochs the 6-image class is drawn as often as each 60-image class (each
+    share within its 99% binomial interval of 1/4), where shuffling draws it 6/186 of the time."""
+    from scipy.stats import binomtest
+
+    from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+    from kvasir_mobileone.data.folder import scan_image_folder
+    from kvasir_mobileone.data.split import make_split
+    from kvasir_mobileone.data.transforms import Normalization
+
+    _, data, _ = small_class
+    rows = make_split(scan_image_folder(data), 0.1, 0.1, seed=0)
+    cfg = DataConfig(data_dir=str(data), batch_size=16, num_workers=0, loader=loader, sampler="balanced")
+    module = ImageFolderDataModule(cfg, rows, Normalization(24, (0.5,) * 3, (0.25,) * 3), seed=0)
+    module.setup("fit")
+    loader, drawn = module.loader("train", shuffle=True), []  # made once, as Lightning does: new draws each epoch
+    for _ in range(20):
+        drawn += [int(t) for batch in loader for t in batch[1]]
+    counts = np.bincount(drawn, minlength=4)
+    for count in counts:
+        low, high = binomtest(int(count), len(drawn)).proportion_ci(0.99)
+        assert low <= 0.25 <= high, counts
 
 
 def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
@@ -117,7 +151,7 @@ def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
     listing = tmp_path / "cv" / "label_issues" / "label_issues.csv"
     report = (tmp_path / "cv" / "label_issues" / "report.md").read_text()
     assert (
-        "leaking folds hide label errors" in report
+        "leaking folds hide label errors" in report.lower()
         and (tmp_path / "cv" / "label_issues" / "label_issues.png").is_file()
     )
     # the CSV is an exclusion list as it is: fit leaves those images out of every split, and says so
@@ -132,3 +166,17 @@ def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
         metrics["excluded"] == len(read_csv(listing))
         and "## Excluded images" in (run / "test" / "report.md").read_text()
     )
+
+
+@pytest.mark.parametrize(("monitor", "best"), [("val/loss", np.argmin), ("val/balanced_acc", np.argmax)])
+def test_best_ckpt_is_the_epoch_the_monitor_picks(tiny_data, tmp_path, monitor, best):
+    """--trainer.monitor: best.ckpt is the epoch with the best logged value (the first, on ties)."""
+    fit = [*FIT[: FIT.index("--trainer.max_epochs")], "--trainer.max_epochs", "5", "--trainer.logger", "csv"]
+    run = main(
+        ["fit", "--data.data_dir", str(tiny_data), *fit, "--trainer.runs_dir", str(tmp_path)]
+        + ["--trainer.monitor", monitor, "--test_after", "false"]
+    )
+    logged = [r for r in read_csv(run / "csv_logs" / "metrics.csv") if r.get(monitor)]
+    values = np.array([float(r[monitor]) for r in logged])
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert len(values) == 5 and ckpt["epoch"] == int(logged[int(best(values))]["epoch"]), (values, ckpt["epoch"])

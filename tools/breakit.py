@@ -36,7 +36,79 @@ HK = "tests/test_hyper_kvasir.py::"
 I8 = "tests/test_int8.py::"
 AU = "tests/test_audit.py::"
 CLI = "tests/test_cli.py::"
+IM = "tests/test_imbalance.py::"
 MUTATIONS = [
+    # issue 21: imbalanced classes and doubtful labels
+    Mutation(
+        "val/f1_macro averages the classes present, as the report does",
+        "models/classifier.py",
+        "        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)\n        present = (tp + fn) > 0",
+        "        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)\n        present = (tp + fn + fp) > 0",
+        IM + "test_val_macro_f1_is_the_reports_macro_f1",
+    ),
+    Mutation(
+        "balanced accuracy is the mean recall over the classes present",
+        "evaluation/metrics.py",
+        "        recalls.append(hits / np.maximum(np.sum(is_true, axis=axis), 1))",
+        "        recalls.append(hits / max(len(targets), 1))",
+        IM + "test_val_macro_f1_is_the_reports_macro_f1",
+    ),
+    Mutation(
+        "best.ckpt is chosen by --trainer.monitor",
+        "commands/fit.py",
+        "            monitor=trainer.monitor,",
+        '            monitor="val/acc",',
+        IM + "test_best_ckpt_is_the_epoch_the_monitor_picks",
+    ),
+    Mutation(
+        "a lower val/loss is better",
+        "models/trainer.py",
+        '"val/loss": "min"}',
+        '"val/loss": "max"}',
+        IM + "test_best_ckpt_is_the_epoch_the_monitor_picks",
+    ),
+    Mutation(
+        "class weights weigh the training loss",
+        "models/classifier.py",
+        "            weight=self.loss_weights if training else None,",
+        "            weight=None,",
+        IM + "test_macro_f1_selection_and_class_weights_raise_the_small_class_recall",
+    ),
+    Mutation(
+        "balanced sampling in the workers loader",
+        "data/dataset.py",
+        '        if shuffle and self.cfg.sampler == "balanced":',
+        "        if False:",
+        IM + "test_balanced_sampling_draws_every_class_alike_in_both_loaders",
+    ),
+    Mutation(
+        "balanced sampling in the GPU-resident loader",
+        "data/dataset.py",
+        "for k in members]) if balanced else None,",
+        "for k in members]) if False else None,",
+        IM + "test_balanced_sampling_draws_every_class_alike_in_both_loaders",
+    ),
+    Mutation(
+        "a class too small for scikit-learn's stratification is split class by class",
+        "data/split.py",
+        "        train_k, val_k, test_k = split_per_class(keys, labels, val_fraction, test_fraction, seed)",
+        "        raise",
+        IM + "test_macro_f1_selection_and_class_weights_raise_the_small_class_recall",
+    ),
+    Mutation(
+        "label-issues lists cleanlab's flagged images, not the lowest scores",
+        "evaluation/label_issues.py",
+        "        for i in flagged\n",
+        "        for i in np.argsort(quality)[: 3 * len(flagged)]\n",
+        IM + "test_label_issues_find_planted_flips_and_fit_leaves_them_out",
+    ),
+    Mutation(
+        "--data.exclude leaves the images out of a new split",
+        "data/check.py",
+        "        report.items = [(rel, label) for rel, label in report.items if rel not in exclude]",
+        "        report.items = list(report.items)",
+        IM + "test_label_issues_find_planted_flips_and_fit_leaves_them_out",
+    ),
     # issue 23: tests that can fail, decisions made with statistics, options honoured
     Mutation(
         "int8 is refused when the whole interval lies below -max_accuracy_drop",

@@ -188,8 +188,9 @@ def comparison_markdown(rows: list[dict], pairs: list[dict], n_images: int, n_re
         f"# Comparison on {n_images} shared test images\n\n"
         + markdown_table(header, [run_cells(r) for r in rows])
         + f"\n95% intervals: Wilson for accuracy, BCa bootstrap over test images ({n_resamples} resamples) for "
-        "macro-F1. F1 is micro-F1 as in the original table (equal to accuracy); macro-F1 averages the classes that "
-        "have test images.\n\n## Paired differences\n\n"
+        "macro-F1 and balanced accuracy. F1 is micro-F1 as in the original table (equal to accuracy); macro-F1 "
+        "averages the F1, balanced accuracy the recall, of the classes that have test images.\n\n"
+        "## Paired differences\n\n"
         + markdown_table(pair_header, pair_rows)
         + "\nDifferences: paired BCa bootstrap over the shared test images (an interval that holds 0 says the data "
         "cannot tell the runs apart). McNemar's exact test looks only at the images on which the two runs disagree; "
