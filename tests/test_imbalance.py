@@ -11,11 +11,19 @@ import torch
 
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.dataset import balanced_sampling_weights
+from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.data.split import make_split, read_exclusions
 from kvasir_mobileone.data.synth import PLANTED_FLIPS, synth
 from kvasir_mobileone.evaluation.metrics import balanced_accuracy, macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar
 from kvasir_mobileone.io import read_csv
-from kvasir_mobileone.models.classifier import PresentClassesF1, PresentClassesRecall, balanced_class_weights
+from kvasir_mobileone.models.classifier import (
+    MobileOneClassifier,
+    ModelConfig,
+    PresentClassesF1,
+    PresentClassesRecall,
+    balanced_class_weights,
+)
 
 BIG = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SMALL = "polyps"
@@ -180,3 +188,47 @@ def test_best_ckpt_is_the_epoch_the_monitor_picks(tiny_data, tmp_path, monitor, 
     values = np.array([float(r[monitor]) for r in logged])
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert len(values) == 5 and ckpt["epoch"] == int(logged[int(best(values))]["epoch"]), (values, ckpt["epoch"])
+
+
+def test_the_training_loss_is_class_weighted_and_the_val_loss_is_not():
+    """--model.class_weights balanced: the training step's loss is cross-entropy weighted N / (K x n_c); val's is
+    plain; the weights come back with the checkpoint's hyperparameters."""
+    module = MobileOneClassifier(
+        ["a", "b"], ModelConfig(name="resnet10t", pretrained=False, class_weights="balanced"), class_counts=[90, 10]
+    )
+    assert module.loss_weights.tolist() == pytest.approx([100 / 180, 100 / 20])
+    torch.manual_seed(0)
+    batch = (torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 1, 0, 0, 0]), torch.arange(6))
+    module.eval()  # the same logits in both steps (no BatchNorm statistics update)
+    with torch.no_grad():
+        logits = module(batch[0])
+        train, val = module._shared_step(batch, "train"), module._shared_step(batch, "val")
+    weighted = torch.nn.functional.cross_entropy(logits, batch[1], weight=module.loss_weights)
+    assert float(train) == pytest.approx(float(weighted)) and float(val) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, batch[1]))
+    )
+    assert float(train) != pytest.approx(float(val))
+    assert module.hparams["class_weights"] == pytest.approx([100 / 180, 100 / 20])
+
+
+def test_exclusions_are_read_as_the_split_spells_paths(tmp_path):
+    data = tmp_path / "data"
+    (data / "polyps").mkdir(parents=True)
+    listing = tmp_path / "exclude.txt"
+    listing.write_text(f"# doubtful\n./polyps/a.jpg\n{data / 'polyps' / 'b.jpg'}\n\npolyps/c.jpg\n")
+    assert read_exclusions(listing, data) == {"polyps/a.jpg", "polyps/b.jpg", "polyps/c.jpg"}
+    csv = tmp_path / "issues.csv"
+    csv.write_text("rank,path\n1,polyps/a.jpg\n")
+    assert read_exclusions(csv, data) == {"polyps/a.jpg"}
+    csv.write_text("rank,file\n1,polyps/a.jpg\n")
+    with pytest.raises(DataError, match="has no `path` column"):
+        read_exclusions(csv, data)
+
+
+def test_a_tiny_class_is_split_class_by_class_but_a_zero_fraction_is_still_an_error():
+    items = [(f"big/{i}.jpg", "big") for i in range(60)] + [(f"small/{i}.jpg", "small") for i in range(6)]
+    rows = make_split(items, 0.1, 0.1, seed=0)
+    small = [r["split"] for r in rows if r["label"] == "small"]
+    assert small.count("test") == 1 and small.count("val") == 1 and small.count("train") == 4
+    with pytest.raises(DataError, match="above 0 and below 1"):
+        make_split(items, 0.0, 0.1, seed=0)

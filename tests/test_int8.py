@@ -110,6 +110,7 @@ def figures(change, ci, fp32_only, int8_only, p):
         (figures(0.021, matched_pairs_interval(1, 0, 47), 0, 1, 1.0), "not certified"),
         (figures(-0.0025, matched_pairs_interval(3, 5, 800), 5, 3, 0.73), "certified"),  # a 1-point loss ruled out
         (figures(-0.04, matched_pairs_interval(8, 40, 800), 40, 8, 1e-6), "refused"),  # all below -1 point
+        (figures(-0.03, (-0.05, -0.015), 10, 3, 0.09), "refused"),  # the interval alone (McNemar p = 0.09)
         (figures(-0.006, (-0.012, 0.0005), 12, 2, 0.013), "refused"),  # McNemar: more images right only in fp32
         (figures(-0.006, (-0.012, 0.0005), 2, 12, 0.013), "not certified"),  # significant, but int8's way
     ],

@@ -98,7 +98,7 @@ def cv(
     RunFolder(cv_dir).write_config({"folds": folds} | {k: dataclasses.asdict(v) for k, v in sections.items()})
     report = check_folder(data.data_dir, data.near_duplicate_bits, cache_dir=data.cache_dir)
     if data.exclude:  # left out before the folds are made (fit leaves them out of each fold's split too)
-        exclude = read_exclusions(data.exclude)
+        exclude = read_exclusions(data.exclude, data.data_dir)
         report.items = [(rel, label) for rel, label in report.items if rel not in exclude]
     if data.official_split:
         manifests = []

@@ -85,7 +85,7 @@ def print_split_counts(counts: dict[str, dict[str, int]]) -> None:
 def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[str, str]]:
     """The checked split with every image's near-duplicate group; problems and leaks recorded in the run folder and
     named on the console; --data.on_leak refuse stops on a split whose near-duplicates straddle it."""
-    exclude = read_exclusions(data.exclude) if data.exclude else frozenset()
+    exclude = read_exclusions(data.exclude, data.data_dir) if data.exclude else frozenset()
     rows, report, official = check_split(
         data.data_dir,
         data.manifest,
@@ -99,7 +99,7 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
         exclude,
     )
     if exclude and is_rank_zero():
-        found = sorted(p for p in exclude if (Path(data.data_dir) / p).is_file())
+        found = report.excluded_by_request  # the images actually taken out of the split
         write_csv(run.excluded, ["path"], [[p] for p in found])
         print(
             f"Left out of every split: {len(found)} images listed in {data.exclude} (--data.exclude; {run.excluded})."
@@ -107,7 +107,7 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
         if len(found) < len(exclude):
             missing = sorted(exclude - set(found))
             warnings.warn(
-                f"{len(missing)} paths of {data.exclude} are not files of {data.data_dir} "
+                f"{len(missing)} paths of {data.exclude} are not images of the split of {data.data_dir} "
                 f"(e.g. {', '.join(missing[:3])}): nothing to leave out for them.",
                 stacklevel=2,
             )
@@ -159,8 +159,9 @@ def partial_test(trainer: TrainerConfig) -> str | None:
     """Why the test at the end of fit would not see every test image (a report's n is the split's), or None."""
     if trainer.fast_dev_run:
         return "--trainer.fast_dev_run runs one batch of each stage and saves no checkpoint"
-    if trainer.limit_test_batches not in (None, 1.0):
-        return f"--trainer.limit_test_batches {trainer.limit_test_batches} leaves test images out"
+    limit = trainer.limit_test_batches  # Lightning: a float is a share of the batches, an int a number of batches
+    if limit is not None and not (isinstance(limit, float) and limit == 1.0):
+        return f"--trainer.limit_test_batches {limit} can leave test images out"
     return None
 
 

@@ -38,7 +38,13 @@ def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = Non
     images = existing_data_dir(config["data"]["data_dir"], data_dir, cv_dir)
     data = config["data"]
     checked = check_folder(images, data.get("near_duplicate_bits", 2), cache_dir=data.get("cache_dir"))
-    conflicts = [(p.path, p.message) for p in checked.problems if p.kind == "label-conflict"]
+    label_of = dict(checked.items)
+    conflicts = [  # every member of a near-duplicate group with two labels: which one is wrong is for a person
+        (member, f"near-duplicate of {', '.join(m for m in group if m != member)}; labels {labels}")
+        for group in checked.duplicate_groups
+        if len(labels := sorted({label_of[m] for m in group if m in label_of})) > 1
+        for member in group
+    ]
     issues = join_conflicts(issues, conflicts)
     leaking = sorted(
         int(m.group(1))

@@ -52,7 +52,9 @@ def test(
     module.tta = tta
     # on a GPU, the memory layout of fit's own test (NHWC unless the run said otherwise); never on a CPU, where oneDNN
     # aborts in channels_last (README, Speed)
-    recorded = speed_settings(TrainerConfig(**trained.config.get("trainer", {})))[1]
+    known = {f.name for f in dataclasses.fields(TrainerConfig)}  # a run recorded under another Lightning version
+    recorded_trainer = {k: v for k, v in trained.config.get("trainer", {}).items() if k in known}
+    recorded = speed_settings(TrainerConfig(**recorded_trainer))[1]
     module.accelerate(channels_last=recorded if on_gpu(accelerator) else "off")
     config = eval_trainer_config(trained, accelerator, precision)
     trainer = build_trainer(config, out_dir)

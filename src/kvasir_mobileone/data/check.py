@@ -63,6 +63,7 @@ class FolderReport:
     items: list[tuple[str, str]]  # usable (relative path, class)
     problems: list[Problem] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)  # relative paths, 2 or more per group
+    excluded_by_request: list[str] = field(default_factory=list)  # left out by --data.exclude (check_split)
     layout: str = ""  # what the check found: the folder's layout, or the list it checked
 
     @property
@@ -322,7 +323,9 @@ def check_split(
     made, or dropped from a manifest's."""
     official = None
     if manifest:
-        rows = [r for r in read_manifest(manifest) if r["path"] not in exclude]
+        listed = read_manifest(manifest)
+        rows = [r for r in listed if r["path"] not in exclude]
+        removed = sorted({r["path"] for r in listed} - {r["path"] for r in rows})
         check_manifest_files(rows, data_dir, manifest)
         items = [(r["path"], r["label"]) for r in rows]
         report = check_items(data_dir, items, str(manifest), near_duplicate_bits, cache_dir=cache_dir)
@@ -337,6 +340,7 @@ def check_split(
             )
     else:
         report = check_folder(data_dir, near_duplicate_bits, cache_dir=cache_dir)
+        removed = sorted(rel for rel, _ in report.items if rel in exclude)
         report.items = [(rel, label) for rel, label in report.items if rel not in exclude]
         if official_split:
             rows, official = apply_official_split(
@@ -348,4 +352,5 @@ def check_split(
             ]
         else:
             rows = make_split(report.items, val_fraction, test_fraction, seed, report.group_of())
+    report.excluded_by_request = removed
     return with_groups(rows, report.group_of()), report, official

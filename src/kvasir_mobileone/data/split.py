@@ -49,8 +49,14 @@ def make_split(
             keys, labels, test_size=holdout, stratify=labels, random_state=seed
         )
         val_k, test_k = train_test_split(rest_k, test_size=test_fraction / holdout, stratify=rest_y, random_state=seed)
-    except ValueError:  # a class too small for scikit-learn's stratification (HyperKvasir: 6 hemorrhoids)
+    except ValueError as err:  # a class too small for scikit-learn's stratification (HyperKvasir: 6 hemorrhoids)
         smallest = min(Counter(labels).items(), key=lambda kv: kv[1])
+        if not (val_fraction > 0 and test_fraction > 0 and holdout < 1) or len(keys) < 3:
+            raise DataError(
+                f"Cannot make a stratified {1 - holdout:.0%}/{val_fraction:.0%}/{test_fraction:.0%} split of "
+                f"{len(keys)} images ({err}): give --data.val_fraction and --data.test_fraction above 0 and below 1 "
+                "together."
+            ) from err
         train_k, val_k, test_k = split_per_class(keys, labels, val_fraction, test_fraction, seed)
         log.info(
             f"Class {smallest[0]!r} has only {smallest[1]} distinct images: the split was drawn class by class "
@@ -203,10 +209,22 @@ def describe_gaps(gaps: dict[str, list[str]]) -> str:
     )
 
 
-def read_exclusions(path: str | Path) -> frozenset[str]:
+def read_exclusions(path: str | Path, data_dir: str | Path | None = None) -> frozenset[str]:
     """The paths --data.exclude names: a CSV's `path` column (kvasir label-issues writes one), or one path per line
-    of a text file (blank lines and # comments skipped). Paths are relative to the data folder."""
-    path = Path(path)
+    of a text file (blank lines and # comments skipped), as the split spells them: relative to the data folder, with
+    forward slashes (`./x.jpg` and absolute paths inside `data_dir` are made so)."""
+    entries = _exclusion_entries(Path(path))
+    root = Path(data_dir).resolve() if data_dir else None
+    relative = set()
+    for entry in entries:
+        candidate = Path(entry)
+        if candidate.is_absolute() and root is not None and candidate.resolve().is_relative_to(root):
+            candidate = candidate.resolve().relative_to(root)
+        relative.add(candidate.as_posix().removeprefix("./"))
+    return frozenset(relative)
+
+
+def _exclusion_entries(path: Path) -> frozenset[str]:
     if not path.is_file():
         raise DataError(f"--data.exclude {path}: no such file. Give a CSV with a path column or a list of paths.")
     text = path.read_text()

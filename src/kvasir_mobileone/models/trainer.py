@@ -180,11 +180,19 @@ def evaluation_precision(cfg) -> str:
     return "32-true" if cfg.eval_precision == "32-true" else (cfg.precision or auto_precision(cfg.accelerator))
 
 
-AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "bf16-true": torch.bfloat16}
+AUTOCAST_DTYPES = {
+    "bf16-mixed": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+}
+# Lightning's short spellings of its precisions (the Trainer accepts them; a run records what was given)
+PRECISION_ALIASES = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true", "64": "64-true"}
 
 
-def precision_context(precision: str, device_type: str = "cpu"):
-    """Autocast for a Trainer precision outside a Trainer (features, export's check, predict on a run, the audit):
-    none for 32-true, the 16-bit dtype otherwise, as Lightning's mixed-precision plugin sets it up."""
-    dtype = AUTOCAST_DTYPES.get(str(precision))
+def precision_context(precision: str | int, device_type: str = "cpu"):
+    """Autocast for a Trainer precision outside a Trainer (features, export's check, predict on a run): none for
+    32-true, the 16-bit dtype otherwise, as Lightning's precision plugins set it up."""
+    name = PRECISION_ALIASES.get(str(precision), str(precision))
+    dtype = AUTOCAST_DTYPES.get(name)
     return torch.autocast(device_type, dtype=dtype) if dtype else contextlib.nullcontext()
