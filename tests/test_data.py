@@ -46,9 +46,14 @@ def test_duplicate_groups_stay_in_one_split():
     assert Counter(r["split"] for r in rows) == {"train": 160, "val": 20, "test": 20}
 
 
-def test_too_small_class_is_a_clear_error():
-    with pytest.raises(DataError, match="class 'z' has only 2"):
-        make_split(ITEMS + [("z/1.jpg", "z"), ("z/2.jpg", "z")], seed=0)
+def test_a_class_too_small_to_stratify_trains_only_and_the_rest_is_split_as_asked():
+    """Two images cannot give a val and a test image: the split is drawn class by class, the class trains only (fit
+    then reports it missing from val/test); a zero test fraction is still an error."""
+    rows = make_split(ITEMS + [("z/1.jpg", "z"), ("z/2.jpg", "z")], seed=0)
+    assert {r["split"] for r in rows if r["label"] == "z"} == {"train"}
+    assert {r["split"] for r in rows if r["label"] != "z"} == {"train", "val", "test"}
+    with pytest.raises(DataError, match="above 0 and below 1"):
+        make_split(ITEMS, 0.1, 0.0, seed=0)
 
 
 def test_scan_ignores_hidden_and_non_images(tmp_path):

@@ -179,7 +179,8 @@ def test_cv_runs_the_official_folds(hk, tmp_path):
         rows = read_csv(tmp_path / "cv" / f"fold{k}" / "split_manifest.csv")
         assert all((table[Path(r["path"]).name][1] == k) == (r["split"] == "test") for r in rows)
     summary = (tmp_path / "cv" / "cv_summary.md").read_text()
-    assert "| fold | test images | Accuracy [95% CI] | macro-F1 [95% CI] | leak-free test |" in summary
+    header = "| fold | test images | Accuracy [95% CI] | macro-F1 [95% CI] | balanced accuracy [95% CI] | leak-free |"
+    assert header in summary
     assert yaml.safe_load((tmp_path / "cv" / "fold1" / "config.yaml").read_text())["data"]["fold"] == 1
     fold0 = json.loads((tmp_path / "cv" / "fold0" / "test" / "metrics.json").read_text())
     assert f"| 0 | {fold0['n']} |" in summary and f"{fold0['n'] - PLANTED_PAIRS} images: " in summary

@@ -63,8 +63,8 @@ class FolderReport:
     items: list[tuple[str, str]]  # usable (relative path, class)
     problems: list[Problem] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)  # relative paths, 2 or more per group
-    excluded_by_request: list[str] = field(default_factory=list)  # left out by --data.exclude (check_split)
     layout: str = ""  # what the check found: the folder's layout, or the list it checked
+    excluded_by_request: list[str] = field(default_factory=list)  # left out by --data.exclude (check_split)
 
     @property
     def excluded(self) -> list[Problem]:
