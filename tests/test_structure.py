@@ -18,6 +18,8 @@ RUN_FILES = {
     "split_leaks.csv",
     "split_counts.json",
     "excluded.csv",
+    "field_of_view.png",
+    "model_input.png",
     "label_issues.csv",
     "data_problems.csv",
     "best.ckpt",

@@ -5,6 +5,9 @@ Pillow and numpy only, so that `kvasir predict` on a bundle never imports torch.
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +58,53 @@ def network_input(pixels: np.ndarray, mean, std) -> np.ndarray:
 
 def read_network_input(path: str | Path, model_input: dict) -> tuple[np.ndarray, np.ndarray]:
     """(CHW float32 network input, HWC uint8 resized image) for a model whose input is described by `model_input`
-    (image_size, mean, std, interpolation, mask), exactly as in training: the masked regions are black."""
+    (image_size, mean, std, interpolation, mask, field_of_view), exactly as in training: what the model never saw
+    is black."""
     pixels = decode_resized(path, model_input["image_size"], model_input.get("interpolation", "bilinear"))
-    pixels = black_out(pixels, model_input.get("mask") or ())
+    pixels = hide(pixels, hidden_pixels(model_input))
     return network_input(pixels, model_input["mean"], model_input["std"]), pixels
+
+
+def encode_view(visible: np.ndarray) -> str:
+    """A square HxW bool field of view as text for JSON and checkpoints: base64 of its row-major packed bits."""
+    return base64.b64encode(np.packbits(visible.astype(bool)).tobytes()).decode("ascii")
+
+
+@functools.lru_cache(maxsize=8)
+def decode_view(encoded: str, size: int) -> np.ndarray:
+    """The size x size bool field of view of encode_view's text (True: the model sees the pixel)."""
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(encoded), np.uint8))[: size * size]
+    if bits.size != size * size:
+        raise ValueError(
+            f"The field of view holds {bits.size} pixels, not {size} x {size}: it belongs to another input."
+        )
+    visible = bits.reshape(size, size).astype(bool)
+    visible.setflags(write=False)
+    return visible
+
+
+def view_sha256(visible: np.ndarray) -> str:
+    """SHA-256 of a field of view's packed bits (what the run, checkpoint and bundle record)."""
+    return hashlib.sha256(np.packbits(visible.astype(bool)).tobytes()).hexdigest()
+
+
+def hidden_pixels(model_input: dict) -> np.ndarray | None:
+    """HxW bool at the input size, True where the model never sees the image (the --data.mask_regions boxes and
+    everything outside the field of view); None when it sees everything."""
+    size = model_input["image_size"]
+    hidden = box_mask(model_input.get("mask") or (), size, size)
+    if model_input.get("field_of_view"):
+        hidden |= ~decode_view(model_input["field_of_view"], size)
+    return hidden if hidden.any() else None
+
+
+def hide(pixels: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
+    """A copy of an HWC image with the hidden pixels black; the image itself when nothing is hidden."""
+    if hidden is None:
+        return pixels
+    masked = pixels.copy()
+    masked[hidden] = 0
+    return masked
 
 
 def box_mask(boxes, height: int, width: int) -> np.ndarray:

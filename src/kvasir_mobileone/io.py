@@ -95,8 +95,10 @@ def pyplot():
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """A matplotlib figure as a PNG, laid out tightly, written whole; the figure is closed."""
-    fig.tight_layout()
+    """A matplotlib figure as a PNG, laid out tightly (unless it has a layout engine of its own), written whole; the
+    figure is closed."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     pyplot().close(fig)

@@ -32,6 +32,10 @@ LAYOUT = {
     "`split_leaks.csv`": "near-duplicate groups whose images sit in more than one split (only when there are any)",
     "`split_counts.json`": "images per split and class, and the classes missing from a split",
     "`excluded.csv`": "images left out of every split by `--data.exclude` (only when given)",
+    "`field_of_view.png`": (
+        "the common field of view at the network input size, white where the model sees the image (only with "
+        "`--data.field_of_view`); the checkpoint holds the same bits and their SHA-256"
+    ),
     "`data_problems.csv`": (
         "every file left out or skipped, with the reason: excluded by the check, skipped in training, "
         "duplicates, conversions"
@@ -73,9 +77,11 @@ class TestReport:
     confusion_png = property(lambda self: self.root / "confusion_matrix.png")
     confusion_rates_png = property(lambda self: self.root / "confusion_matrix_normalized.png")
     reliability_png = property(lambda self: self.root / "reliability.png")
+    model_input_png = property(lambda self: self.root / "model_input.png")
 
 
 REPORT_NAME = "report.md"  # every report folder's main page: a test report's, an audit's
+FIELD_OF_VIEW_NAME = "field_of_view.png"  # in a run folder and in a bundle
 LEAKS_NAME = "split_leaks.csv"  # in a run folder, and in `kvasir check --out DIR`
 LOGGER_FOLDERS = {"wandb": "wandb", "tensorboard": "tensorboard", "csv": "csv_logs"}  # --trainer.logger -> folder
 
@@ -103,6 +109,7 @@ class RunFolder:
     problems = property(lambda self: self.root / "data_problems.csv")
     leaks = property(lambda self: self.root / LEAKS_NAME)
     excluded = property(lambda self: self.root / "excluded.csv")
+    field_of_view = property(lambda self: self.root / FIELD_OF_VIEW_NAME)
     checkpoints = property(lambda self: self.root / "checkpoints")
     best = property(lambda self: self.root / "checkpoints" / "best.ckpt")
     last = property(lambda self: self.root / "checkpoints" / "last.ckpt")

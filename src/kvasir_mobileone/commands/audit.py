@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from kvasir_mobileone.data.eda import CENSUS_SIZE
+from kvasir_mobileone.data.field_of_view import frame_maps, swap_frame
 from kvasir_mobileone.data.regions import REGIONS, census_by_class, parse_regions
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import (
-    CENSUS_SIZE,
+    baseline_features,
     baseline_finding,
+    baseline_places,
+    frame_swap,
     load_pixels,
     occlusion_maps,
     region_masking,
@@ -19,8 +24,9 @@ from kvasir_mobileone.evaluation.audit import (
     verdict,
     write_audit,
 )
+from kvasir_mobileone.evaluation.frames import map_predictability, plot_frame_maps
 from kvasir_mobileone.evaluation.metrics import accuracy
-from kvasir_mobileone.images import black_out
+from kvasir_mobileone.images import box_mask, decode_resized, hide
 from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import REPORT_NAME
@@ -50,21 +56,32 @@ def audit(
     index = {c: i for i, c in enumerate(names)}
     test_rows = [r for r in rows if r["split"] == "test"]
     targets = np.array([index[r["label"]] for r in test_rows])
-    # the model's own input: its trained mask (if any) applied first, then the audited region on top
-    pixels = np.stack(
-        [
-            black_out(p, norm.mask)
-            for p in load_pixels(
-                data, [r["path"] for r in test_rows], norm.image_size, norm.interpolation, "test images"
-            )
-        ]
-    )
+    # the model's own input: its trained mask and field of view (if any) applied first, then the audited region
+    raw = load_pixels(data, [r["path"] for r in test_rows], norm.image_size, norm.interpolation, "test images")
+    hidden = norm.hidden()
+    pixels = np.stack([hide(p, hidden) for p in raw])
     masking, base_pred = region_masking(module, norm, pixels, targets, chosen, names, n_resamples, seed)
+    swap = frame_swap(module, norm, raw, targets, base_pred, n_resamples, seed)
     maps, mean_images = occlusion_maps(module, norm, pixels, targets, len(names), occlusion_per_class)
     shares = region_share(maps, chosen)
     thumbs = load_pixels(data, [r["path"] for r in rows], CENSUS_SIZE, "bilinear", "census")
+    places = baseline_places(chosen)
+    in_places = box_mask([b for boxes in places.values() for b in boxes], norm.image_size, norm.image_size)
+    seen = np.stack(  # the baseline reads the images as the model sees them, at its input size
+        [
+            baseline_features(
+                hide(decode_resized(data / r["path"], norm.image_size, norm.interpolation), hidden), in_places
+            )
+            for r in tqdm(rows, desc="shortcut baseline", unit="img")
+        ]
+    )
     labels = np.array([index[r["label"]] for r in rows])
     splits = np.array([r["split"] for r in rows])
+    out_dir = Path(out) if out else trained.home.audit_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_frame_maps(
+        frame_maps(thumbs, labels, names), out_dir / "frame_maps.png", norm.visible() if norm.field_of_view else None
+    )
     result = {
         "run": str(trained.source),
         "checkpoint_sha256": file_sha256(trained.ckpt),  # a bundle's card quotes the audit only for this checkpoint
@@ -73,13 +90,23 @@ def audit(
         "trained_mask": [list(b) for b in norm.mask],
         "regions": [{k: v for k, v in r.items() if k not in ("changed", "masked_predicted")} for r in masking],
         "occlusion_region_share": shares,
-        "shortcut_baseline": shortcut_baseline(thumbs, splits, labels, chosen),
+        "field_of_view": (
+            {"fraction": float(norm.visible().mean()), "sha256": norm.to_dict()["field_of_view_sha256"]}
+            if norm.field_of_view
+            else None
+        ),
+        "frame_swap": {k: v for k, v in swap.items() if k not in ("donors", "swapped_predicted")},
+        "shortcut_baseline": shortcut_baseline(seen, splits, labels, list(places)),
         "census": census_by_class(thumbs, labels, names),
+        "frame_maps": map_predictability(thumbs, labels, splits == "train", splits == "test"),
     }
     result["shortcut_baseline"]["finding"] = baseline_finding(result["shortcut_baseline"], result["accuracy"])
     result["verdict"] = verdict(result)
-    out_dir = Path(out) if out else trained.home.audit_dir
-    write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen)
+    examples = [
+        (pixels[i], names[base_pred[i]], hide(swap_frame(raw[i], raw[j]), hidden), names[swap["swapped_predicted"][i]])
+        for i, j in list(enumerate(swap.get("donors", [])))[:4]
+    ]
+    write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen, examples)
     print(result["verdict"])
     print(f"Audit report: {out_dir / REPORT_NAME}")
     return result

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from kvasir_mobileone.data.check import (
     NEAR_DUPLICATE_BITS,
     FolderReport,
@@ -14,8 +16,10 @@ from kvasir_mobileone.data.check import (
     problem_summary,
     write_problems,
 )
+from kvasir_mobileone.data.eda import thumbnails
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.split import describe_gaps, describe_leaks, make_split, split_gaps, write_leaks
+from kvasir_mobileone.evaluation.frames import frame_report
 from kvasir_mobileone.io import markdown_table, write_json
 from kvasir_mobileone.runs import LEAKS_NAME
 
@@ -27,9 +31,11 @@ def check(
     manifest: str | None = None,
     official_split: str | None = None,
     fold: int = 0,
+    frames: bool = True,
 ) -> FolderReport:
     """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training; with
-    --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it."""
+    --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it. With
+    --frames (default) also how well the frame and overlays alone predict the class (OUT/frame_maps.png)."""
     if manifest or official_split:
         rows, report, official = check_split(
             data_dir, manifest, official_split, fold, near_duplicate_bits=near_duplicate_bits
@@ -61,6 +67,11 @@ def check(
         print(f"warning: {leaking}." if leaking else "No near-duplicate group straddles the split.")
         if leaking and out:
             print(f"Written: {write_leaks(Path(out) / LEAKS_NAME, rows)}")
+    if frames and report.items:
+        names = sorted({c for _, c in report.items})
+        labels = np.array([names.index(c) for _, c in report.items])
+        found = frame_report(thumbnails(Path(data_dir), report.items), labels, names, out)
+        print(found["line"])
     if out:
         write_problems(Path(out) / "problems.csv", report.problems)
         write_json(Path(out) / "check.json", asdict(report))

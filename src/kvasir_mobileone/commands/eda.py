@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from kvasir_mobileone.data.eda import overlay_census, plot_class_counts, plot_resolutions, plot_sample_grid
+from kvasir_mobileone.data.eda import overlay_census, plot_class_counts, plot_resolutions, plot_sample_grid, thumbnails
 from kvasir_mobileone.data.folder import find_class_folders, scan_image_folder
 from kvasir_mobileone.data.split import read_manifest, split_counts
+from kvasir_mobileone.evaluation.frames import frame_report
 from kvasir_mobileone.io import markdown_table, write_json, write_text
 
 
@@ -20,7 +22,8 @@ def eda(
     samples_per_class: int = 4,
     census: bool = True,
 ) -> Path:
-    """Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census."""
+    """Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census and the
+    frame maps (where each class's frames are frame and overlay, and how well that alone predicts the class)."""
     data_dir, out_dir = Path(data_dir), Path(out)
     layout = find_class_folders(data_dir).describe()
     print(f"Found a {layout}.")
@@ -53,6 +56,10 @@ def eda(
     plot_resolutions(sizes, out_dir / "resolutions.png")
     print(table)
     if census:
-        print(overlay_census(data_dir, items, out_dir)[1])
-    print(f"EDA written to {out_dir}/ (class_counts, samples, resolutions{', overlay_census' if census else ''})")
+        thumbs = thumbnails(data_dir, items)
+        print(overlay_census(data_dir, items, out_dir, thumbs)[1])
+        names = sorted(counts)
+        print(frame_report(thumbs, np.array([names.index(label) for _, label in items]), names, out_dir)["line"])
+    extra = ", overlay_census, frame_maps" if census else ""
+    print(f"EDA written to {out_dir}/ (class_counts, samples, resolutions{extra})")
     return out_dir

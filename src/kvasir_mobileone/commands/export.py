@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from kvasir_mobileone.data.field_of_view import write_view_png
 from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
 from kvasir_mobileone.deploy.export import (
     bundle_metadata,
@@ -33,6 +34,7 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import read_network_input
 from kvasir_mobileone.io import markdown_table, update_json, write_json
 from kvasir_mobileone.models.loading import open_run
+from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME
 
 
 def export(
@@ -110,6 +112,8 @@ def export(
     metadata["how"] = f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})"
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
+    if norm.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
+        write_view_png(out_dir / FIELD_OF_VIEW_NAME, norm.visible())
     # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
     write_json(out_dir / METADATA_NAME, metadata)
     write_card(out_dir, metadata, test_metrics, trained.config, unfused)
@@ -131,6 +135,7 @@ def export(
         write_card(out_dir, metadata, test_metrics, trained.config, unfused)
     print(
         f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME}, {CARD_NAME}, {CONFIG_NAME}, "
-        f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''})"
+        f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''}"
+        f"{', ' + FIELD_OF_VIEW_NAME if norm.field_of_view else ''})"
     )
     return out_dir

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from kvasir_mobileone.data.check import DataCheckError, Problem, check_split, write_problems
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
 from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
+from kvasir_mobileone.data.field_of_view import derive_view, read_view_png, write_view_png
 from kvasir_mobileone.data.split import (
     check_manifest_files,
     describe_gaps,
@@ -26,7 +27,9 @@ from kvasir_mobileone.data.split import (
     write_leaks,
     write_manifest,
 )
+from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
+from kvasir_mobileone.images import encode_view
 from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import input_spec, parameter_info
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
@@ -155,6 +158,34 @@ def report_leaks(rows: list[dict[str, str]], run: RunFolder, on_leak: str) -> No
     )
 
 
+VIEW_CHOICES = ("full", "common")  # --data.field_of_view, besides the path of a field_of_view.png
+
+
+def with_field_of_view(norm: Normalization, data: DataConfig, rows, run: RunFolder, resumed: bool) -> Normalization:
+    """The network's input with --data.field_of_view: the common view of the training images (derived here, or read
+    back from the run when resuming) or a given PNG, written to RUN/field_of_view.png and put into the checkpoint."""
+    if data.field_of_view == "full":
+        return norm
+    if resumed:
+        visible = read_view_png(run.field_of_view, norm.image_size)
+    elif data.field_of_view == "common":
+        view = derive_view(rows, data.data_dir, norm.image_size, norm.interpolation, data.view_quantile)
+        visible = view.visible
+        if is_rank_zero():
+            print(f"--data.field_of_view common: {view.describe()}; written to {run.field_of_view}.")
+            for note in view.notes:
+                warnings.warn(note, stacklevel=2)
+    else:
+        visible = read_view_png(data.field_of_view, norm.image_size)
+        if is_rank_zero():
+            print(
+                f"--data.field_of_view {data.field_of_view}: the model sees {100 * visible.mean():.1f}% of the input."
+            )
+    if is_rank_zero() and not resumed:
+        write_view_png(run.field_of_view, visible)
+    return dataclasses.replace(norm, field_of_view=encode_view(visible))
+
+
 def partial_test(trainer: TrainerConfig) -> str | None:
     """Why the test at the end of fit would not see every test image (a report's n is the split's), or None."""
     if trainer.fast_dev_run:
@@ -176,6 +207,7 @@ def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, Trai
         manifest=absolute(data.manifest),
         official_split=data.official_split if shipped else absolute(data.official_split),
         cache_dir=absolute(data.cache_dir),
+        field_of_view=data.field_of_view if data.field_of_view in VIEW_CHOICES else absolute(data.field_of_view),
         loader=auto_loader(data, gpus),
         batch_size=data.batch_size or default_batch_size(gpus > 0),
     )
@@ -243,6 +275,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
     L.seed_everything(trainer.seed, workers=True)
 
     norm = input_spec(model.name, data.image_size, data.mask_regions)  # the network's input, decided once here
+    norm = with_field_of_view(norm, data, rows, run, resumed=bool(resume))
     module = MobileOneClassifier(
         sorted(counts["train"]),
         model,

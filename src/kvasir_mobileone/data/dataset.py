@@ -23,7 +23,7 @@ from kvasir_mobileone.data.folder import DataError, default_num_workers
 from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
-from kvasir_mobileone.images import black_out, decode_resized
+from kvasir_mobileone.images import decode_resized, hide
 
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
 log = logging.getLogger(__name__)
@@ -74,6 +74,12 @@ class DataConfig:
             as the training split holds, so every class is seen equally often (both loaders)
         exclude: a CSV with a `path` column (kvasir label-issues writes one) or a text file of paths relative
             to data_dir: those images are left out of every split, and the run and its report say how many
+        field_of_view: full: the whole input; common: black out, in every image the model sees (training,
+            evaluation, export, predict, serve), every pixel that is frame (near-black joined to the border) or
+            overlay (text, boxes, icons) in more than 1 - view_quantile of some class's training frames, so every
+            frame has the same outline whatever its source; or a field_of_view.png of another run (white: seen)
+        view_quantile: with field_of_view common, a pixel stays in the view when it shows tissue in at least
+            this share of every class's training frames
     """
 
     data_dir: str = "data/kvasir-dataset-v2"
@@ -95,6 +101,8 @@ class DataConfig:
     on_leak: Literal["report", "refuse"] = "report"
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     exclude: str | None = None
+    field_of_view: str = "full"
+    view_quantile: float = 0.95
 
 
 def balanced_sampling_weights(labels: list[str]) -> torch.Tensor:
@@ -145,7 +153,7 @@ class ImageListDataset(Dataset):
         augment=None,
         cache: ImageCache | None = None,
         skip_unreadable: bool = False,
-        mask=(),
+        hidden: np.ndarray | None = None,
     ):
         self.rows = rows
         self.data_dir = Path(data_dir)
@@ -154,7 +162,7 @@ class ImageListDataset(Dataset):
         self.augment = augment
         self.cache = cache
         self.skip_unreadable = skip_unreadable
-        self.mask = mask  # boxes blacked out of every image (--data.mask_regions)
+        self.hidden = hidden  # pixels blacked out of every image (--data.mask_regions, --data.field_of_view)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -166,7 +174,7 @@ class ImageListDataset(Dataset):
     def __getitem__(self, i: int):
         row = self.rows[i]
         try:
-            image = torch.from_numpy(black_out(self.pixels(row["path"]), self.mask)).permute(2, 0, 1)
+            image = torch.from_numpy(hide(self.pixels(row["path"]), self.hidden)).permute(2, 0, 1)
         except Exception as err:  # any decoding failure: the file is named, never silently replaced
             reason = f"{type(err).__name__}: {err}"
             if self.skip_unreadable:
@@ -273,14 +281,14 @@ class ImageFolderDataModule(L.LightningDataModule):
             augment,
             self.cache,
             skip_unreadable=split == "train",
-            mask=self.norm.mask,
+            hidden=self.norm.hidden(),
         )
 
     def _load_bank(self) -> None:
         if self.cache is None:
             self._open_cache()
         class_index = {c: i for i, c in enumerate(self.class_names)}
-        self.bank = ImageBank.load(self.cache, self.rows, class_index, self.device, self.norm.mask)
+        self.bank = ImageBank.load(self.cache, self.rows, class_index, self.device, self.norm.hidden())
         log.info(
             f"{len(self.rows)} images at {self.norm.image_size} px held in {self.bank.where} memory "
             f"({self.bank.nbytes / 2**30:.2f} GiB) for --data.loader resident."

@@ -71,10 +71,17 @@ def plot_census(found: dict[str, dict[str, float]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def overlay_census(data_dir: Path, items: list[tuple[str, str]], out_dir: Path) -> tuple[dict, str]:
+CENSUS_SIZE = 64  # px: enough to see a box, text and the frame's outline; cheap to decode for every image
+
+
+def thumbnails(data_dir: Path, items: list[tuple[str, str]]) -> np.ndarray:
+    """Every image at CENSUS_SIZE x CENSUS_SIZE (uint8 NHWC), for the overlay census and the frame maps."""
+    return np.stack([decode_resized(data_dir / rel, CENSUS_SIZE) for rel, _ in tqdm(items, desc="census", unit="img")])
+
+
+def overlay_census(data_dir: Path, items: list[tuple[str, str]], out_dir: Path, thumbs: np.ndarray) -> tuple[dict, str]:
     """Per class, the share of images with a green box bottom-left, a black box there, text top-left."""
     names = sorted({label for _, label in items})
-    thumbs = np.stack([decode_resized(data_dir / rel, 64) for rel, _ in tqdm(items, desc="overlay census", unit="img")])
     found = census_by_class(thumbs, np.array([names.index(label) for _, label in items]), names)
     table = markdown_table(
         ["class", "green box", "black box", "text top-left"],

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from kvasir_mobileone.data.cache import ImageCache
-from kvasir_mobileone.images import box_mask
 
 # Share of the GPU's free memory the images may take; the rest is for training (activations of a batch of 256
 # at 224 px in bf16 take several GiB for MobileOne-S4).
@@ -46,11 +45,11 @@ class ImageBank:
         rows,
         class_index: dict[str, int],
         device: torch.device,
-        mask=(),
+        hidden: np.ndarray | None = None,
         free_bytes: int | None = None,
     ) -> ImageBank:
         """Copy the rows' cached images to `device` (or pinned host memory when they do not fit), in chunks, with
-        the masked regions blacked out once here instead of in every batch."""
+        the hidden pixels (Normalization.hidden) blacked out once here instead of in every batch."""
         size = cache.size
         count = len(rows)
         where = placement(count * size * size * 3, device, free_bytes)
@@ -58,7 +57,7 @@ class ImageBank:
         images = torch.empty((count, size, size, 3), dtype=torch.uint8, device=storage, pin_memory=where == "pinned")
         valid = np.zeros(count, bool)
         blank = np.zeros((size, size, 3), np.uint8)
-        hidden = torch.from_numpy(box_mask(mask, size, size)).to(storage) if len(mask) else None
+        hidden = torch.from_numpy(hidden).to(storage) if hidden is not None else None
         for start in range(0, count, CHUNK):
             chunk_rows = rows[start : start + CHUNK]
             pixels = []

@@ -137,15 +137,47 @@ def signature_of(class_name: str, classes: tuple[str, ...]) -> tuple[Callable, t
     return SIGNATURES[KVASIR_CLASSES[k % 8]], TISSUE_TINTS[(k // 8 + 1) % len(TISSUE_TINTS)]
 
 
+def draw_outline(mask: Image.Image, outline: int) -> None:
+    """The view's outline on an L mask (255: tissue): 0 round (the default), 1 octagonal, 2 a narrower round,
+    3 a rounded rectangle; what sets endoscopes (and so sources) apart."""
+    w, h = mask.size
+    draw = ImageDraw.Draw(mask)
+    if outline % len(OUTLINES) == 0:
+        draw.ellipse((-0.08 * w, -0.08 * h, 1.08 * w, 1.08 * h), fill=255)
+    elif outline % len(OUTLINES) == 1:
+        c = 0.24
+        corners = [(c, 0), (1 - c, 0), (1, c), (1, 1 - c), (1 - c, 1), (c, 1), (0, 1 - c), (0, c)]
+        draw.polygon([(x * w, y * h) for x, y in corners], fill=255)
+    elif outline % len(OUTLINES) == 2:
+        draw.ellipse((0.05 * w, 0.02 * h, 0.95 * w, 0.98 * h), fill=255)
+    else:
+        draw.rounded_rectangle((0.07 * w, 0.07 * h, 0.93 * w, 0.93 * h), radius=0.22 * h, fill=255)
+
+
+OUTLINES = ("round", "octagonal", "narrow round", "rounded rectangle")
+ICON_GREY = (225, 225, 225)
+
+
+def draw_icon(image: Image.Image, position: float) -> None:
+    """A small light-grey device icon at the right edge, `position` (0 top, 1 bottom) down the frame."""
+    w, h = image.size
+    y = (0.12 + 0.76 * position) * h
+    ImageDraw.Draw(image).rectangle((0.9 * w, y - 0.035 * h, 0.97 * w, y + 0.035 * h), fill=ICON_GREY)
+
+
 def synth_image(
     class_name: str,
     size: tuple[int, int],
     rng: np.random.Generator,
     shortcut: bool = False,
     classes: tuple[str, ...] = KVASIR_CLASSES,
+    own_frame: bool = False,
+    signature_weight: float = 1.0,
 ) -> Image.Image:
     """One synthetic image of `class_name` at `size` (width, height). With `shortcut`, the class's own shape is
-    made faint and a green box is drawn bottom-left: a model can tell the class only by the box."""
+    made faint and a green box is drawn bottom-left: a model can tell the class only by the box. With `own_frame`,
+    the class's position among `classes` picks its outline (OUTLINES) and where a small icon sits on the right edge:
+    the frame tells the source, and so the class. `signature_weight` < 1 blends the class's shape into the tissue."""
     width, height = size
     w, h = CANVAS, max(1, round(CANVAS * height / width))
     draw_signature, tint = signature_of(class_name, classes)
@@ -156,12 +188,16 @@ def synth_image(
     canvas = canvas.filter(ImageFilter.GaussianBlur(3))
     signed = canvas.copy()
     draw_signature(ImageDraw.Draw(signed), rng, w, h)
-    canvas = Image.blend(canvas, signed, SHORTCUT_SIGNATURE_WEIGHT) if shortcut else signed
-    # The round black vignette and a text-like overlay that real endoscopy frames carry.
+    weight = SHORTCUT_SIGNATURE_WEIGHT if shortcut else signature_weight
+    canvas = Image.blend(canvas, signed, weight) if weight < 1 else signed
+    # The black frame around the view and a text-like overlay that real endoscopy frames carry.
+    k = classes.index(class_name) if class_name in classes else 0
     mask = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(mask).ellipse((-0.08 * w, -0.08 * h, 1.08 * w, 1.08 * h), fill=255)
+    draw_outline(mask, k if own_frame else 0)
     framed = Image.composite(canvas, Image.new("RGB", (w, h)), mask)
     ImageDraw.Draw(framed).rectangle((4, 4, 4 + 0.15 * w, 10), fill=(200, 200, 200))
+    if own_frame:
+        draw_icon(framed, k / max(1, len(classes) - 1))
     if shortcut:
         draw_green_box(framed)
     image = framed.resize((width, height), Image.BILINEAR)
@@ -232,6 +268,8 @@ def synth(
     near_duplicates: int = 0,
     split: str = "hyper-kvasir-2fold",
     flip_fraction: float = 0.0,
+    frames: Literal["same", "per-class"] = "same",
+    signature_weight: float = 1.0,
 ) -> Path:
     """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
     dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
@@ -244,7 +282,10 @@ def synth(
     official split `split` (fold 0 vs the rest), so the split leaks; all are listed in
     dest/planted_near_duplicates.csv. `flip_fraction` moves that share of the images (chosen at random) into
     another class's folder, a wrong label for what they show, listed in dest/planted_label_flips.csv (path,
-    drawn class, given label): what `kvasir label-issues` must find."""
+    drawn class, given label): what `kvasir label-issues` must find. `frames per-class` gives each class its own
+    frame outline (round, octagonal, narrow round, rounded rectangle, in turn) and a small icon at its own height on
+    the right edge, as frames from different endoscopes differ: a shortcut in the frame itself (what
+    `--data.field_of_view common` removes). `signature_weight` below 1 makes the classes' shapes fainter."""
     dataset = HYPER_KVASIR if layout == "hyper-kvasir" else KVASIR_V2
     classes = tuple(classes or dataset.classes)
     unknown = [c for c in classes if layout == "hyper-kvasir" and c not in dataset.classes]
@@ -271,7 +312,15 @@ def synth(
             file_name, fold = f"synth_{i:05d}.jpg", 0
         path = root / folder_of.get(name, name) / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
-        image = synth_image(name, size, rng, shortcut=name == shortcut_class, classes=classes)
+        image = synth_image(
+            name,
+            size,
+            rng,
+            shortcut=name == shortcut_class,
+            classes=classes,
+            own_frame=frames == "per-class",
+            signature_weight=signature_weight,
+        )
         with atomic_path(path) as tmp:
             image.save(tmp, format="JPEG", quality=90)
         written[name].append((path, fold))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torchvision.transforms import v2 as T
+
+from kvasir_mobileone.images import decode_view, hidden_pixels, view_sha256
 
 ROTATION_DEGREES = 15.0
 JITTER = (0.2, 0.2, 0.2, 0.02)  # brightness, contrast, saturation, hue
@@ -15,23 +18,41 @@ JITTER = (0.2, 0.2, 0.2, 0.02)  # brightness, contrast, saturation, hue
 @dataclass(frozen=True)
 class Normalization:
     """What the network's input is: size, mean/std and interpolation from timm's data config (never typed by
-    hand), and the regions masked out of every image (--data.mask_regions), as boxes in relative coordinates."""
+    hand), the regions masked out of every image (--data.mask_regions), as boxes in relative coordinates, and the
+    field of view (--data.field_of_view; images.encode_view's text, "" for the whole input)."""
 
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
     mask: tuple[tuple[float, float, float, float], ...] = ()
+    field_of_view: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"mean": list(self.mean), "std": list(self.std), "mask": [list(b) for b in self.mask]}
+        values = asdict(self) | {"mean": list(self.mean), "std": list(self.std), "mask": [list(b) for b in self.mask]}
+        return values | {"field_of_view_sha256": view_sha256(self.visible()) if self.field_of_view else None}
 
     @classmethod
     def from_dict(cls, values: dict) -> Normalization:
         mask = tuple(tuple(b) for b in values.get("mask", ()))
         return cls(
-            int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]), values["interpolation"], mask
+            int(values["image_size"]),
+            tuple(values["mean"]),
+            tuple(values["std"]),
+            values["interpolation"],
+            mask,
+            values.get("field_of_view") or "",
         )
+
+    def visible(self) -> np.ndarray:
+        """HxW bool: the field of view (all True without one)."""
+        if not self.field_of_view:
+            return np.ones((self.image_size, self.image_size), bool)
+        return decode_view(self.field_of_view, self.image_size)
+
+    def hidden(self) -> np.ndarray | None:
+        """HxW bool, True where the model never sees the image (mask boxes, outside the view); None: nowhere."""
+        return hidden_pixels(self.to_dict())
 
 
 def train_augmentations() -> T.Compose:

@@ -115,6 +115,12 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
         f"({model_input['interpolation']}), scaled to [0, 1] and normalized with mean {model_input['mean']} and "
         f"std {model_input['std']}"
         + (f"; the regions {masked} are set to black first (the model never saw them)" if masked else "")
+        + (
+            f"; everything outside the common field of view (`field_of_view.png`, white: seen; SHA-256 "
+            f"`{model_input['field_of_view_sha256']}`) is set to black, so every frame has the same outline"
+            if model_input.get("field_of_view")
+            else ""
+        )
         + f". Training: {'ImageNet-pretrained' if pretrained else 'from scratch'}, optimizer "
         f"{model.get('optimizer', '—')}, learning rate {model.get('lr', '—')}.\n",
         evaluation_section(test_metrics, names),
@@ -193,7 +199,8 @@ Small test sets give wide intervals: read them.
 USAGE = """## How to use
 
 With plain onnxruntime (and Pillow, numpy): the preprocessing below is `kvasir predict`'s (reduced-scale JPEG
-decode, upright 8-bit RGB, one resize, the masked regions black, mean/std), for the 8-bit RGB or greyscale frames
+decode, upright 8-bit RGB, one resize, the masked regions and everything outside the field of view black,
+mean/std), for the 8-bit RGB or greyscale frames
 endoscopes write; feed the whole frame, never a centre crop.
 
 ```python
@@ -213,6 +220,8 @@ with Image.open("image.jpg") as image:
 pixels = np.array(image.resize((size, size), resample))
 for x0, y0, x1, y1 in spec["mask"]:  # regions the model never saw are black
     pixels[round(y0 * size) : round(y1 * size), round(x0 * size) : round(x1 * size)] = 0
+if spec.get("field_of_view"):  # and so is everything outside its field of view (field_of_view.png, white: seen)
+    pixels[np.asarray(Image.open("field_of_view.png").convert("L")) < 128] = 0
 mean, std = np.float32(spec["mean"]), np.float32(spec["std"])
 x = ((pixels.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
 logits = ort.InferenceSession("model.onnx").run(None, {{"image": x}})[0]

@@ -17,6 +17,7 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import atomic_path, file_sha256
 from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun
+from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 LIBRARIES = ("torch", "torchvision", "timm", "lightning", "onnx", "onnxruntime", "safetensors")
@@ -155,6 +156,10 @@ def bundle_metadata(
             # relative (x0, y0, x1, y1) boxes set to black before scaling; the model never saw them
             "mask": [list(b) for b in trained.norm.mask],
             "mask_regions": trained.module.hparams.get("mask_regions"),
+            # --data.field_of_view: packed bits (images.encode_view; True = seen), also drawn in field_of_view.png
+            "field_of_view": trained.norm.field_of_view,
+            "field_of_view_sha256": trained.norm.to_dict()["field_of_view_sha256"],
+            "field_of_view_png": FIELD_OF_VIEW_NAME if trained.norm.field_of_view else None,
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated

@@ -1,8 +1,10 @@
 """`kvasir audit`: does the model look at the tissue, or at the overlays endoscopy frames carry?
 
-Four checks on the run's test images: predictions again with each named region masked (two fills), occlusion
-sensitivity per class (captum), a shortcut baseline (a linear model that sees only the overlay regions), and an
-overlay census per class. The verdict names the regions the model depends on, with effect size and p-value."""
+Checks on the run's test images, as the model sees them (its trained mask and field of view applied): predictions
+again with each named region masked (two fills); a frame swap (another class's frame and overlays pasted over the
+tissue: do the predictions follow the frame?); occlusion sensitivity per class (captum); a shortcut baseline (a
+linear model that sees only the frame and the overlay regions); and, on the images as they are, an overlay census
+and frame maps per class. The verdict names what the model depends on, with effect size and p-value."""
 
 from __future__ import annotations
 
@@ -12,20 +14,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kvasir_mobileone.data.field_of_view import swap_frame
 from kvasir_mobileone.data.regions import FILLS, REGIONS, mask_pixels
 from kvasir_mobileone.data.transforms import normalize
+from kvasir_mobileone.evaluation.frames import describe_predictability, frame_features, pooled
 from kvasir_mobileone.evaluation.intervals import paired_difference
 from kvasir_mobileone.evaluation.metrics import macro_f1, present_classes
-from kvasir_mobileone.evaluation.stats import wilson_interval
-from kvasir_mobileone.images import black_out, box_mask, decode_resized
+from kvasir_mobileone.evaluation.stats import mcnemar, wilson_interval
+from kvasir_mobileone.images import box_mask, decode_resized, hide
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_json, write_text
 from kvasir_mobileone.runs import REPORT_NAME
 
 plt = pyplot()
 ALPHA = 0.05
 VERDICT_FILL = "mean"  # the fill that removes what a region shows without adding a black box
-CENSUS_SIZE = 64  # px: enough to see a box and text, cheap to decode for every image
-BASELINE_GRID = 16  # the shortcut baseline sees each image as a 16 x 16 colour thumbnail of its overlay regions
 
 
 def load_pixels(data_dir: Path, paths: list[str], size: int, interpolation: str, what: str) -> np.ndarray:
@@ -63,10 +65,11 @@ def region_masking(module, norm, pixels, targets, regions, class_names, n_resamp
     base_pred = predict_pixels(module, pixels, norm).argmax(axis=1)
     base_recall = recall_per_class(targets, base_pred, len(class_names))
     rows = []
+    hidden = norm.hidden()
     for name, boxes in tqdm(regions.items(), desc="mask regions", unit="region"):
         for fill in FILLS:
             # the run's own trained mask stays black: the deployed model never sees anything else there
-            masked = np.stack([black_out(mask_pixels(p, boxes, fill), norm.mask) for p in pixels])
+            masked = np.stack([hide(mask_pixels(p, boxes, fill), hidden) for p in pixels])
             predicted = predict_pixels(module, masked, norm).argmax(axis=1)
             diff = paired_difference(targets, base_pred, predicted, n_resamples, seed)  # A = as is, B = masked
             change = recall_per_class(targets, predicted, len(class_names)) - base_recall
@@ -97,6 +100,41 @@ def region_masking(module, norm, pixels, targets, regions, class_names, n_resamp
             row["significant"] = bool(adjusted < ALPHA and row["accuracy_drop"] > 0)
             row["depends"] = row["significant"] and fill == VERDICT_FILL
     return rows, base_pred
+
+
+def frame_swap(module, norm, raw: np.ndarray, targets: np.ndarray, base_pred, n_resamples: int, seed: int) -> dict:
+    """Each test image's tissue under the frame and overlays of a test image of another class (chosen at random,
+    seeded), then the model's own mask: do the predictions follow the donor's class? McNemar on "predicts the
+    donor's class", swapped against as is; the accuracy change with its paired interval."""
+    present = np.unique(targets)
+    if len(present) < 2:
+        return {"status": "too few", "n": int(len(targets))}
+    rng = np.random.default_rng(seed)
+    donors = []
+    for target in targets:
+        other = rng.choice(present[present != target])
+        donors.append(int(rng.choice(np.flatnonzero(targets == other))))
+    donors = np.array(donors)
+    hidden = norm.hidden()
+    swapped = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(donors)])
+    predicted = predict_pixels(module, swapped, norm).argmax(axis=1)
+    donor_class = targets[donors]
+    follow = mcnemar(predicted == donor_class, base_pred == donor_class)  # A = swapped, B = as is
+    diff = paired_difference(targets, base_pred, predicted, n_resamples, seed)
+    follows = int(np.sum(predicted == donor_class))
+    return {
+        "status": "measured",
+        "n": int(len(targets)),
+        "follow_donor": follows,
+        "follow_donor_ci": wilson_interval(follows, len(targets)),
+        "donor_class_as_is": int(np.sum(base_pred == donor_class)),
+        "p_value": follow["p_value"],
+        "follows": bool(follow["p_value"] < ALPHA and follows > int(np.sum(base_pred == donor_class))),
+        "accuracy_drop": diff["accuracy_difference"],
+        "accuracy_drop_ci": diff["accuracy_difference_ci"],
+        "donors": donors.tolist(),
+        "swapped_predicted": predicted.tolist(),
+    }
 
 
 def occlusion_maps(module, norm, pixels, targets, n_classes: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,21 +187,28 @@ def overlay_pixels(thumbs: np.ndarray) -> np.ndarray:
     return ((g > r + 40) & (g > b + 40)) | (rgb.max(axis=-1) - rgb.min(axis=-1) < 40)
 
 
-def shortcut_baseline(thumbs: np.ndarray, splits: np.ndarray, labels: np.ndarray, regions: dict) -> dict:
-    """A logistic regression that sees only the overlays: the overlay places among the audited regions (and boxes
-    of the user's own), and in them only overlay-coloured pixels, the tissue blanked. Trained on the train split,
-    tested on the test split."""
+def baseline_places(regions: dict) -> dict:
+    """The overlay places among the audited regions (and boxes of the user's own) the baseline looks into."""
+    return {n: b for n, b in regions.items() if n in OVERLAY_PLACES or n not in REGIONS} or regions
+
+
+def baseline_features(pixels: np.ndarray, places: np.ndarray) -> np.ndarray:
+    """One HWC image as the shortcut baseline sees it: where it is frame (and frame or overlay), and its
+    overlay-coloured pixels inside `places` (HxW bool), tissue blanked, each pooled to a coarse grid."""
+    keep = places & overlay_pixels(pixels)
+    only_overlays = (pixels * keep[..., None]).astype(np.float32)[None]
+    colour = np.concatenate([pooled(only_overlays[..., c]) for c in range(3)], axis=1)
+    return np.concatenate([colour, frame_features(pixels[None])], axis=1)[0]
+
+
+def shortcut_baseline(features: np.ndarray, splits: np.ndarray, labels: np.ndarray, places: list[str]) -> dict:
+    """A logistic regression on baseline_features of the images as the model sees them (its mask and field of
+    view applied): the frame and the overlay places, tissue blanked. Trained on the train split, tested on the
+    test split."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    size = thumbs.shape[1]
-    places = {n: b for n, b in regions.items() if n in OVERLAY_PLACES or n not in REGIONS} or regions
-    keep = box_mask([b for boxes in places.values() for b in boxes], size, size)[None] & overlay_pixels(thumbs)
-    only_overlays = thumbs * keep[..., None]
-    pool = size // BASELINE_GRID
-    features = only_overlays.reshape(len(thumbs), BASELINE_GRID, pool, BASELINE_GRID, pool, 3).mean(axis=(2, 4))
-    features = features.reshape(len(thumbs), -1)
     train, test = splits == "train", splits == "test"
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(
         features[train], labels[train]
@@ -175,7 +220,7 @@ def shortcut_baseline(thumbs: np.ndarray, splits: np.ndarray, labels: np.ndarray
         "accuracy_ci": wilson_interval(correct, int(test.sum())),
         "f1_macro": float(macro_f1(labels[test], predicted, present_classes(labels[test]))),
         "chance": float(np.max(np.bincount(labels[test])) / test.sum()),
-        "regions": list(places),
+        "regions": places,
     }
 
 
@@ -229,15 +274,31 @@ def verdict(result: dict) -> str:
             f"A black patch over {', '.join(black)} also changes predictions: the model reads a black box "
             "there as a signal (as a covered ScopeGuide box would be)."
         )
+    swap = result.get("frame_swap", {})
+    if swap.get("status") == "measured":
+        lines.append(
+            f"Frame swap (another class's frame and overlays pasted over each test image's tissue): "
+            f"{swap['follow_donor']} of {swap['n']} predictions take the donor's class (as is: "
+            f"{swap['donor_class_as_is']}), McNemar p = {swap['p_value']:.2g}: "
+            + (
+                "**the predictions follow the frame** (`--data.field_of_view common` gives every frame the same "
+                "outline)."
+                if swap["follows"]
+                else "the predictions do not follow the frame."
+            )
+        )
     lines.append(
-        f"Shortcut baseline (overlays only, tissue blanked): {points(baseline['accuracy'], baseline['accuracy_ci'])}% "
-        f"accuracy against the network's {100 * result['accuracy']:.1f}% and {100 * baseline['chance']:.1f}% for the "
-        f"majority class: {BASELINE_FINDINGS[baseline_finding(baseline, result['accuracy'])]}"
+        "Shortcut baseline (frame and overlays only, tissue blanked): "
+        f"{points(baseline['accuracy'], baseline['accuracy_ci'])}% accuracy against the network's "
+        f"{100 * result['accuracy']:.1f}% and {100 * baseline['chance']:.1f}% for the majority class: "
+        f"{BASELINE_FINDINGS[baseline_finding(baseline, result['accuracy'])]}"
     )
     return "\n\n".join(lines)
 
 
-def write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, regions) -> None:
+def write_audit(
+    out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, regions, swap_examples
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "audit.json", result)
     table = markdown_table(
@@ -281,12 +342,31 @@ def write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean
             plot_examples(pixels, r, targets, base_pred, names, regions[r["region"]], out_dir / name)
             examples.append(f"![{r['region']}]({name})")
     plot_occlusion(maps, mean_images, names, out_dir / "occlusion.png")
+    swap = result["frame_swap"]
+    swap_section = (
+        "\n\n## Frame swap\n\nEach test image's tissue under the frame (near-black joined to the border) and "
+        "overlays of a test image of another class, then the model's own mask. Predictions of the donor's class: "
+        f"{swap['follow_donor']} of {swap['n']} [{100 * swap['follow_donor_ci'][0]:.1f}%, "
+        f"{100 * swap['follow_donor_ci'][1]:.1f}%] swapped, {swap['donor_class_as_is']} as is (McNemar p = "
+        f"{swap['p_value']:.3g}); accuracy change {points(swap['accuracy_drop'], swap['accuracy_drop_ci'])} points "
+        "(as is minus swapped).\n\n![frame swap](frame_swap.png)"
+        if swap.get("status") == "measured"
+        else ""
+    )
+    if swap.get("status") == "measured":
+        plot_swaps(swap_examples, out_dir / "frame_swap.png")
     report = (
         f"# Shortcut audit: {result['run']}\n\n{result['verdict']}\n\n"
         f"n = {result['n']} test images; accuracy as is {100 * result['accuracy']:.2f}%."
         + (
             f" The model was trained with these boxes masked: {result['trained_mask']}."
             if result["trained_mask"]
+            else ""
+        )
+        + (
+            f" It sees {100 * result['field_of_view']['fraction']:.1f}% of its input (--data.field_of_view); the "
+            "checks below run on the images as it sees them."
+            if result.get("field_of_view")
             else ""
         )
         + "\n\n## Region masking\n\nEach region is filled with the frame's black, and with the image's mean tissue "
@@ -296,12 +376,16 @@ def write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean
         + "\n".join(examples)
         + "\n\n## Occlusion sensitivity\n\nMean attribution inside each region ÷ mean over the image, per true class "
         "(captum Occlusion: a patch of the dataset-mean colour slid over the image; > 1: the region holds more than "
-        f"its share of the evidence).\n\n{share_table}\n![occlusion](occlusion.png)\n\n"
-        "## Shortcut baseline\n\nA logistic regression on 16 × 16 colour thumbnails of the overlay places "
-        f"({', '.join(baseline['regions'])}), in which only green, grey, white and black pixels are kept (tissue "
+        f"its share of the evidence).\n\n{share_table}\n![occlusion](occlusion.png)"
+        + swap_section
+        + "\n\n## Shortcut baseline\n\nOn the images as the model sees them, a logistic regression on where each "
+        "image is frame, and on 16 × 16 colour thumbnails of the overlay places "
+        f"({', '.join(baseline['regions'])}) in which only green, grey, white and black pixels are kept (tissue "
         f"blanked), trained on the train split: {100 * baseline['accuracy']:.1f}% [{100 * lo:.1f}, "
         f"{100 * hi:.1f}] on the test split (macro-F1 {baseline['f1_macro']:.3f}); majority class "
-        f"{100 * baseline['chance']:.1f}%.\n\n## Overlay census (all images of the split)\n\n{census_table}"
+        f"{100 * baseline['chance']:.1f}%.\n\n## Overlay census (all images of the split, as they are)\n\n"
+        f"{census_table}\n\n## Frame maps (all images of the split, as they are)\n\n"
+        f"{describe_predictability(result['frame_maps'])}\n\n![frame maps](frame_maps.png)"
     )
     write_text(out_dir / REPORT_NAME, report)
 
@@ -323,6 +407,22 @@ def plot_examples(pixels, row, targets, base_pred, names, boxes, path) -> Path:
     axes[0, 0].set_ylabel("as is")
     axes[1, 0].set_ylabel(f"{row['region']} masked")
     fig.suptitle(f"Predictions that change when {row['region']} is masked ({row['fill']})")
+    return save_figure(fig, path)
+
+
+def plot_swaps(examples: list[tuple[np.ndarray, str, np.ndarray, str]], path) -> Path:
+    """Up to four test images as the model sees them (top) and under another class's frame (bottom), each with
+    the model's prediction."""
+    fig, axes = plt.subplots(2, len(examples), figsize=(2.6 * len(examples), 5.4), squeeze=False)
+    for col, (as_is, said, swapped, said_swapped) in enumerate(examples):
+        for ax, image, label in ((axes[0, col], as_is, said), (axes[1, col], swapped, said_swapped)):
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"predicted {label}", fontsize=8)
+    axes[0, 0].set_ylabel("as is")
+    axes[1, 0].set_ylabel("another class's frame")
+    fig.suptitle("Frame swap: the tissue stays, the frame and overlays come from another class")
     return save_figure(fig, path)
 
 

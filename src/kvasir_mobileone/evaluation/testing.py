@@ -11,9 +11,12 @@ from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature
-from kvasir_mobileone.io import markdown_table
+from kvasir_mobileone.io import markdown_table, pyplot, save_figure
 from kvasir_mobileone.models.loading import TrainedRun
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision
+from kvasir_mobileone.runs import TestReport
+
+plt = pyplot()
 
 
 def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precision: str | None = None):
@@ -123,10 +126,37 @@ def report_test_predictions(
             f"\n## Excluded images\n\n{excluded} images were left out of every split by `--data.exclude` (listed in "
             "the run's excluded.csv): these figures are on the remaining images.\n"
         )
+    extra += model_input_section(module.norm, out_dir)
     metrics["report"] = str(
         write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
     )
     return metrics
+
+
+def model_input_section(norm, out_dir: Path) -> str:
+    """A report section with a figure of what the model sees, when it was trained with parts of the input hidden
+    (--data.mask_regions, --data.field_of_view); "" otherwise."""
+    hidden = norm.hidden()
+    if hidden is None:
+        return ""
+    fig, ax = plt.subplots(figsize=(3.4, 3.6))
+    ax.imshow(~hidden, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"What the model sees (white)\n{norm.image_size} x {norm.image_size} px input", fontsize=9)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    save_figure(fig, TestReport(out_dir).model_input_png)
+    view = norm.to_dict()["field_of_view_sha256"]
+    return (
+        f"\n## What the model sees\n\nEvery image (training, evaluation, export, predict) has "
+        f"{100 * hidden.mean():.1f}% of its {norm.image_size} x {norm.image_size} input blacked out"
+        + (f": the mask boxes {[list(b) for b in norm.mask]}" if norm.mask else "")
+        + (
+            f"{' and' if norm.mask else ':'} everything outside the field of view (SHA-256 {view[:16]}…)"
+            if view
+            else ""
+        )
+        + ".\n\n![what the model sees](model_input.png)\n"
+    )
 
 
 def test_summary(metrics: dict) -> str:

@@ -1,0 +1,220 @@
+"""The frame around the tissue, measured from the data, and the common field of view (--data.field_of_view).
+
+An endoscopy frame shows tissue inside a black outline (round, octagonal, ...) that also carries text, a position
+box and device icons. Sources differ in that outline, so a class that comes mostly from one source can be told by its
+frame alone. Per pixel of the network input, and per class, this module measures how often the pixel is
+
+- frame: near-black and connected to the image border (a dark lumen in the middle of the tissue is not frame), or
+- overlay: overlay-coloured (a green position box; white or light-grey text and icons),
+
+and derives the common field of view from the training images only: the pixels that show tissue (neither) in at
+least `quantile` of the training frames of every class. Everything else is blacked out in every image the model
+sees (training, evaluation, export, predict, serve), so that every frame has the same outline whatever its source.
+
+The view is stored as a 1-bit PNG at the network input size (white: tissue the model sees; black: blacked out),
+`field_of_view.png` in the run and the bundle, and inside the checkpoint's input description as packed bits with
+their SHA-256 (images.encode_view). numpy, scipy and Pillow only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.images import decode_resized, view_sha256
+from kvasir_mobileone.io import atomic_path
+
+DARK = 35  # a pixel whose brightest channel is below this is near-black (JPEG noise keeps a black frame under ~20)
+OVERLAY_GREY = 150  # text and icons: every channel at least this bright ...
+OVERLAY_SPREAD = 40  # ... and the channels within this of each other (tissue is saturated red, pink, blue)
+VIEW_QUANTILE = 0.95  # default: a pixel is in the view when it shows tissue in >= 95% of each class's training frames
+MIN_VIEW = 0.25  # a common view covering less of the network input than this is refused
+EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
+
+
+def frame_pixels(pixels: np.ndarray) -> np.ndarray:
+    """HxW bool: near-black pixels connected (8-neighbour) to the image border, of an HWC uint8 image."""
+    dark = pixels.max(axis=-1) < DARK
+    labels, _ = ndimage.label(dark, structure=EIGHT_NEIGHBOURS)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, border[border > 0])
+
+
+def overlay_pixels(pixels: np.ndarray) -> np.ndarray:
+    """HxW bool: overlay-coloured pixels, green (a position box) or bright grey and white (text, icons)."""
+    rgb = pixels.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    green = (g > r + 40) & (g > b + 40)
+    grey = (rgb.min(axis=-1) >= OVERLAY_GREY) & (rgb.max(axis=-1) - rgb.min(axis=-1) < OVERLAY_SPREAD)
+    return green | grey
+
+
+@dataclass(frozen=True)
+class FrameMaps:
+    """Per class (in `class_names` order): the share of its images in which each pixel is frame, and overlay."""
+
+    class_names: list[str]
+    counts: list[int]
+    frame: np.ndarray  # C x H x W, in [0, 1]
+    overlay: np.ndarray  # C x H x W
+
+    @property
+    def not_tissue(self) -> np.ndarray:
+        """Upper bound of the share of frames in which the pixel is frame or overlay (the two never overlap)."""
+        return np.clip(self.frame + self.overlay, 0, 1)
+
+    def difference(self) -> np.ndarray:
+        """HxW: the largest difference between two classes' non-tissue shares at each pixel."""
+        present = self.not_tissue[np.array(self.counts) > 0]
+        return present.max(axis=0) - present.min(axis=0)
+
+
+def frame_maps(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> FrameMaps:
+    """The per-class frame and overlay maps of uint8 NHWC images."""
+    size = images.shape[1:3]
+    frame = np.zeros((len(class_names), *size))
+    overlay = np.zeros((len(class_names), *size))
+    counts = np.bincount(labels, minlength=len(class_names))
+    for image, label in zip(images, labels, strict=True):
+        is_frame = frame_pixels(image)
+        frame[label] += is_frame
+        overlay[label] += overlay_pixels(image) & ~is_frame
+    scale = np.maximum(counts, 1)[:, None, None]
+    return FrameMaps(list(class_names), counts.tolist(), frame / scale, overlay / scale)
+
+
+def not_tissue_masks(images: np.ndarray) -> np.ndarray:
+    """N x H x W bool: frame or overlay, per image."""
+    return np.stack([frame_pixels(p) | overlay_pixels(p) for p in images])
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """The common field of view: `visible` (HxW bool) and how it was found."""
+
+    visible: np.ndarray
+    quantile: float
+    per_class: dict[str, int]  # training images per class it was derived from
+    notes: tuple[str, ...] = ()  # what the user should know (classes too small for the quantile to mean anything)
+
+    @property
+    def fraction(self) -> float:
+        return float(self.visible.mean())
+
+    @property
+    def sha256(self) -> str:
+        return view_sha256(self.visible)
+
+    def describe(self) -> str:
+        size = self.visible.shape[0]
+        return (
+            f"common field of view: {100 * self.fraction:.1f}% of the {size} x {size} input, the pixels that show "
+            f"tissue in >= {100 * self.quantile:g}% of the training frames of every class "
+            f"({sum(self.per_class.values())} training images); the rest is black in every image"
+        )
+
+
+def common_view(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    quantile: float = VIEW_QUANTILE,
+    min_view: float = MIN_VIEW,
+) -> FieldOfView:
+    """The pixels that show tissue in at least `quantile` of every class's frames (the images given: training
+    images only); a pixel next to frame or overlay counts as neither, since resizing blurs an outline into it. A
+    class of n frames may have floor((1 - quantile) x n) frames with frame or overlay at a pixel that stays in the
+    view. Refused (DataError, with the numbers) when the view covers less than `min_view`."""
+    if not 0 < quantile <= 1:
+        raise DataError(f"--data.view_quantile {quantile}: give a share in (0, 1], e.g. 0.95.")
+    hidden_count = np.zeros((len(class_names), *images.shape[1:3]), np.int32)
+    counts = np.bincount(labels, minlength=len(class_names))
+    for image, label in zip(images, labels, strict=True):
+        # one pixel more all round: the resize blurs each outline into the pixels next to it
+        hidden_count[label] += ndimage.binary_dilation(frame_pixels(image) | overlay_pixels(image), EIGHT_NEIGHBOURS)
+    allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)  # frames per class that may differ
+    present = counts > 0
+    visible = np.all(hidden_count[present] <= allowed[present, None, None], axis=0)
+    strict = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if 0 < n < math.ceil(1 / (1 - quantile))]
+    notes = (
+        (
+            f"Classes with fewer than {math.ceil(1 / (1 - quantile))} training images ({', '.join(strict)}): for "
+            f"them the {100 * quantile:g}% quantile means every frame, so one odd frame narrows the view.",
+        )
+        if quantile < 1 and strict
+        else ()
+    )
+    view = FieldOfView(visible, quantile, dict(zip(class_names, counts.tolist(), strict=True)), notes)
+    if view.fraction < min_view:
+        shares = ", ".join(
+            f"{c} {100 * (1 - m.mean()):.0f}%"
+            for c, m, n in zip(class_names, hidden_count / np.maximum(counts, 1)[:, None, None], counts, strict=True)
+            if n
+        )
+        raise DataError(
+            f"The common field of view covers {100 * view.fraction:.1f}% of the network input, below "
+            f"{100 * min_view:.0f}%: the classes' frames share too little tissue (mean tissue area per class: "
+            f"{shares}). Look at the frame maps (`kvasir eda`), leave the odd frames out (--data.exclude), or lower "
+            f"--data.view_quantile (now {quantile:g})."
+        )
+    return view
+
+
+def derive_view(
+    rows: list[dict[str, str]], data_dir: str | Path, size: int, interpolation: str, quantile: float
+) -> FieldOfView:
+    """The common field of view of a split's training images (rows whose split is train; never val or test)."""
+    train = [r for r in rows if r["split"] == "train"]
+    names = sorted({r["label"] for r in rows})
+    images, labels = [], []
+    for row in tqdm(train, desc="field of view", unit="img"):
+        try:
+            images.append(decode_resized(Path(data_dir) / row["path"], size, interpolation))
+        except Exception:  # unreadable: training skips and reports it; it cannot shape the view either
+            continue
+        labels.append(names.index(row["label"]))
+    if not images:
+        raise DataError(f"No readable training image in {data_dir} to derive the field of view from.")
+    return common_view(np.stack(images), np.array(labels), names, quantile)
+
+
+def write_view_png(path: str | Path, visible: np.ndarray) -> Path:
+    """A 1-bit PNG at the network input size: white where the model sees the image, black where it is blacked out."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(visible).convert("1").save(tmp, format="PNG")
+    return Path(path)
+
+
+def read_view_png(path: str | Path, size: int) -> np.ndarray:
+    """A field-of-view PNG (white: seen) as HxW bool; it must be size x size, the network input."""
+    try:
+        with Image.open(path) as image:
+            visible = np.asarray(image.convert("L")) >= 128
+    except (OSError, ValueError) as err:
+        raise DataError(f"Cannot read the field-of-view mask {path}: {err}. Give a PNG (white: seen).") from err
+    if visible.shape != (size, size):
+        raise DataError(
+            f"The field-of-view mask {path} is {visible.shape[1]} x {visible.shape[0]} px; the network input is "
+            f"{size} x {size}: derive it again (--data.field_of_view common) or use --data.image_size "
+            f"{visible.shape[0]}."
+        )
+    if not visible.any():
+        raise DataError(f"The field-of-view mask {path} is all black: the model would see nothing.")
+    return visible
+
+
+def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
+    """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the donor's frame and overlay
+    pixels pasted over it; where `tissue` had frame or overlay and the donor shows tissue, its mean tissue colour."""
+    own, given = frame_pixels(tissue) | overlay_pixels(tissue), frame_pixels(donor) | overlay_pixels(donor)
+    swapped = tissue.copy()
+    colour = tissue[~own].mean(axis=0) if (~own).any() else np.full(3, 128.0)
+    swapped[own & ~given] = colour.round().astype(np.uint8)
+    swapped[given] = donor[given]
+    return swapped
