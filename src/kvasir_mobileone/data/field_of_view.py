@@ -141,13 +141,14 @@ def common_view(
     allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)  # frames per class that may differ
     present = counts > 0
     visible = np.all(hidden_count[present] <= allowed[present, None, None], axis=0)
-    strict = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if 0 < n < math.ceil(1 / (1 - quantile))]
+    needed = math.ceil(1 / (1 - quantile) - 1e-9) if quantile < 1 else None  # frames for one to be allowed off
+    strict = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if needed and 0 < n < needed]
     notes = (
         (
-            f"Classes with fewer than {math.ceil(1 / (1 - quantile))} training images ({', '.join(strict)}): for "
-            f"them the {100 * quantile:g}% quantile means every frame, so one odd frame narrows the view.",
+            f"Classes with fewer than {needed} training images ({', '.join(strict)}): for them the "
+            f"{100 * quantile:g}% quantile means every frame, so one odd frame narrows the view.",
         )
-        if quantile < 1 and strict
+        if strict
         else ()
     )
     view = FieldOfView(visible, quantile, dict(zip(class_names, counts.tolist(), strict=True)), notes)

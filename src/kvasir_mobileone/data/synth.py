@@ -172,12 +172,11 @@ def synth_image(
     shortcut: bool = False,
     classes: tuple[str, ...] = KVASIR_CLASSES,
     own_frame: bool = False,
-    signature_weight: float = 1.0,
 ) -> Image.Image:
     """One synthetic image of `class_name` at `size` (width, height). With `shortcut`, the class's own shape is
     made faint and a green box is drawn bottom-left: a model can tell the class only by the box. With `own_frame`,
     the class's position among `classes` picks its outline (OUTLINES) and where a small icon sits on the right edge:
-    the frame tells the source, and so the class. `signature_weight` < 1 blends the class's shape into the tissue."""
+    the frame tells the source, and so the class."""
     width, height = size
     w, h = CANVAS, max(1, round(CANVAS * height / width))
     draw_signature, tint = signature_of(class_name, classes)
@@ -188,8 +187,7 @@ def synth_image(
     canvas = canvas.filter(ImageFilter.GaussianBlur(3))
     signed = canvas.copy()
     draw_signature(ImageDraw.Draw(signed), rng, w, h)
-    weight = SHORTCUT_SIGNATURE_WEIGHT if shortcut else signature_weight
-    canvas = Image.blend(canvas, signed, weight) if weight < 1 else signed
+    canvas = Image.blend(canvas, signed, SHORTCUT_SIGNATURE_WEIGHT) if shortcut else signed
     # The black frame around the view and a text-like overlay that real endoscopy frames carry.
     k = classes.index(class_name) if class_name in classes else 0
     mask = Image.new("L", (w, h), 0)
@@ -269,7 +267,6 @@ def synth(
     split: str = "hyper-kvasir-2fold",
     flip_fraction: float = 0.0,
     frames: Literal["same", "per-class"] = "same",
-    signature_weight: float = 1.0,
 ) -> Path:
     """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
     dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
@@ -285,7 +282,7 @@ def synth(
     drawn class, given label): what `kvasir label-issues` must find. `frames per-class` gives each class its own
     frame outline (round, octagonal, narrow round, rounded rectangle, in turn) and a small icon at its own height on
     the right edge, as frames from different endoscopes differ: a shortcut in the frame itself (what
-    `--data.field_of_view common` removes). `signature_weight` below 1 makes the classes' shapes fainter."""
+    `--data.field_of_view common` removes)."""
     dataset = HYPER_KVASIR if layout == "hyper-kvasir" else KVASIR_V2
     classes = tuple(classes or dataset.classes)
     unknown = [c for c in classes if layout == "hyper-kvasir" and c not in dataset.classes]
@@ -319,7 +316,6 @@ def synth(
             shortcut=name == shortcut_class,
             classes=classes,
             own_frame=frames == "per-class",
-            signature_weight=signature_weight,
         )
         with atomic_path(path) as tmp:
             image.save(tmp, format="JPEG", quality=90)

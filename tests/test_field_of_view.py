@@ -1,0 +1,267 @@
+"""The common field of view: a shortcut planted in the frame itself (each class its own outline and icon) is
+found by the frame maps and the frame swap; the run trained with --data.field_of_view common does not follow the
+frame, its baseline on what it sees is at the majority rate, it is no worse on frames without the planted outline,
+and the mask travels with it (run, checkpoint, bundle, predict, card). resnet10t at 32 px, as in test_audit."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from kvasir_mobileone.cli import main
+from kvasir_mobileone.data.field_of_view import (
+    common_view,
+    derive_view,
+    frame_pixels,
+    overlay_pixels,
+    read_view_png,
+    swap_frame,
+    write_view_png,
+)
+from kvasir_mobileone.data.folder import DataError, scan_image_folder
+from kvasir_mobileone.data.synth import synth
+from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
+from kvasir_mobileone.evaluation.stats import matched_pairs_interval
+from kvasir_mobileone.images import decode_resized, decode_view, encode_view, hide, view_sha256
+from kvasir_mobileone.io import read_csv
+from kvasir_mobileone.models.loading import open_run
+
+CLASSES = ("dyed-lifted-polyps", "esophagitis", "polyps")  # shapes that vary: no near-duplicate groups
+MARGIN = 0.10  # non-inferiority: the masked model may lose at most 10 points on frames without the planted outline
+FIT = [
+    "--data.image_size",
+    "32",
+    "--data.batch_size",
+    "16",
+    "--data.num_workers",
+    "0",
+    "--data.test_fraction",
+    "0.3",
+    "--model.lr_reference_batch",
+    "16",
+    "--model.name",
+    "resnet10t",
+    "--model.pretrained",
+    "false",
+    "--model.lr",
+    "0.003",
+    "--trainer.precision",
+    "32-true",
+    "--trainer.max_epochs",
+    "8",
+    "--trainer.logger",
+    "none",
+]
+
+
+def framed_data(root, frames="per-class", seed=2, per_class=40):
+    return synth(
+        str(root),
+        images_per_class=per_class,
+        seed=seed,
+        scale=0.1,
+        classes=CLASSES,
+        frames=frames,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two runs on data whose frame tells the class: as is, and with the common field of view (same split)."""
+    root = tmp_path_factory.mktemp("fov")
+    data = framed_data(root / "data")
+    where = ["--trainer.runs_dir", str(root / "runs")]
+    main(["fit", "--data.data_dir", str(data), *FIT, *where, "--trainer.run_name", "plain"])
+    same_split = ["--data.manifest", str(root / "runs" / "plain" / "split_manifest.csv")]
+    main(
+        [
+            "fit",
+            "--data.data_dir",
+            str(data),
+            *FIT,
+            *where,
+            "--trainer.run_name",
+            "fov",
+            "--data.field_of_view",
+            "common",
+            *same_split,
+        ]
+    )
+    return {"data": data, "plain": root / "runs" / "plain", "fov": root / "runs" / "fov"}
+
+
+@pytest.fixture(scope="module")
+def audits(runs):
+    light = ["--regions", "[bottom-left-box]", "--occlusion_per_class", "2", "--n_resamples", "300"]
+    return {name: main(["audit", str(runs[name]), *light]) for name in ("plain", "fov")}
+
+
+def test_the_plain_run_follows_the_swapped_frame_and_the_masked_run_does_not(audits):
+    plain, fov = audits["plain"]["frame_swap"], audits["fov"]["frame_swap"]
+    assert plain["follows"] and plain["p_value"] < 0.05, plain  # McNemar: predictions take the donor's class
+    assert plain["follow_donor"] > plain["donor_class_as_is"]
+    assert not fov["follows"] and fov["p_value"] >= 0.05, fov
+    assert "**the predictions follow the frame**" in audits["plain"]["verdict"]
+    assert "the predictions do not follow the frame" in audits["fov"]["verdict"]
+
+
+def test_the_baseline_reads_what_the_model_sees(audits):
+    plain, fov = audits["plain"]["shortcut_baseline"], audits["fov"]["shortcut_baseline"]
+    assert plain["accuracy_ci"][0] > plain["chance"]  # the frame alone tells the class
+    assert fov["accuracy_ci"][0] <= fov["chance"] <= fov["accuracy_ci"][1]  # nothing class-specific left outside
+    # the data as it is still allows the shortcut, whichever run is audited: the frame maps say so
+    assert audits["fov"]["frame_maps"]["finding"] == "differ"
+    assert audits["fov"]["field_of_view"]["fraction"] < 0.9
+
+
+def test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict(runs, tmp_path):
+    run = runs["fov"]
+    trained = open_run(str(run))
+    visible = read_view_png(run / "field_of_view.png", 32)
+    assert np.array_equal(trained.norm.visible(), visible)  # the checkpoint's bits are the run's PNG
+    assert trained.norm.to_dict()["field_of_view_sha256"] == view_sha256(visible)
+    assert 0.3 < visible.mean() < 0.9
+    assert (run / "test" / "model_input.png").is_file()
+    assert "## What the model sees" in (run / "test" / "report.md").read_text()
+    bundle = tmp_path / "bundle"
+    main(["export", str(run), "--out", str(bundle)])
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["input"]["field_of_view_sha256"] == view_sha256(visible)
+    assert np.array_equal(read_view_png(bundle / "field_of_view.png", 32), visible)
+    assert "field_of_view.png" in (bundle / "README.md").read_text()
+    # an image whose frame is replaced by noise outside the view gets the same answer from the bundle and the run
+    image = next((runs["data"] / CLASSES[1]).glob("*.jpg"))
+    pixels = decode_resized(image, 32)
+    noisy = pixels.copy()
+    noisy[~visible] = np.random.default_rng(0).integers(0, 256, noisy[~visible].shape, dtype=np.uint8)
+    changed = tmp_path / "changed.png"
+    Image.fromarray(noisy).save(changed)
+    original = tmp_path / "original.png"
+    Image.fromarray(pixels).save(original)
+    for model in (bundle, run):
+        a, b = main(["predict", str(original), str(changed), "--model", str(model), "--precision", "fp32"])
+        assert a["top1"] == b["top1"] and a["p1"] == pytest.approx(b["p1"], abs=1e-6), model
+
+
+def test_the_masked_model_is_not_worse_on_frames_without_the_planted_outline(runs, tmp_path):
+    """Paired non-inferiority on new images that all share one frame: the lower bound of (masked − plain)
+    accuracy stays above −MARGIN."""
+    common = framed_data(tmp_path / "common", frames="same", seed=9, per_class=30)
+    items = scan_image_folder(common)
+    targets = np.array([CLASSES.index(label) for _, label in items])
+    right = {}
+    for name in ("plain", "fov"):
+        trained = open_run(str(runs[name]))
+        pixels = load_pixels(common, [p for p, _ in items], 32, trained.norm.interpolation, name)
+        seen = np.stack([hide(p, trained.norm.hidden()) for p in pixels])
+        right[name] = predict_pixels(trained.module, seen, trained.norm).argmax(axis=1) == targets
+    low, _ = matched_pairs_interval(
+        int(np.sum(right["fov"] & ~right["plain"])), int(np.sum(~right["fov"] & right["plain"])), len(targets)
+    )
+    assert low > -MARGIN, (right["fov"].mean(), right["plain"].mean(), low)
+
+
+def test_a_frame_planted_only_in_test_images_leaves_the_view_unchanged(runs, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(runs["data"], data, ignore=shutil.ignore_patterns(".kvasir_cache"))
+    rows = read_csv(runs["plain"] / "split_manifest.csv")
+    before = derive_view(rows, data, 32, "bilinear", 0.95)
+    for row in rows:
+        if row["split"] != "train":  # a thick black frame on every val and test image
+            with Image.open(data / row["path"]) as image:
+                framed = image.convert("RGB")
+            w, h = framed.size
+            ImageDraw.Draw(framed).rectangle((0, 0, w - 1, h - 1), outline=(0, 0, 0), width=w // 4)
+            framed.save(data / row["path"])
+    after = derive_view(rows, data, 32, "bilinear", 0.95)
+    assert before.sha256 == after.sha256
+    # the same frame on training images does narrow it, here below what is left to learn from
+    for row in rows:
+        row["split"] = "train"
+    with pytest.raises(DataError, match="common field of view covers"):
+        derive_view(rows, data, 32, "bilinear", 0.95)
+
+
+def test_frame_and_overlay_pixels():
+    image = np.full((20, 20, 3), (200, 110, 100), np.uint8)  # tissue
+    image[:, :3] = 5  # the frame, joined to the border
+    image[8:12, 8:12] = 10  # a dark lumen in the middle: not frame
+    image[15:17, 15:18] = 230  # a light-grey icon
+    frame = frame_pixels(image)
+    assert frame[:, :3].all() and not frame[8:12, 8:12].any() and frame.sum() == 60
+    overlay = overlay_pixels(image)
+    assert overlay[15:17, 15:18].all() and overlay.sum() == 6
+
+
+def test_common_view_quantile_and_refusal():
+    size = 16
+    tissue = np.full((size, size, 3), (200, 110, 100), np.uint8)
+    images, labels = [], []
+    for label in (0, 1):
+        for k in range(20):
+            image = tissue.copy()
+            image[:, : 2 + 3 * label] = 0  # class 1's frame is wider on the left
+            if label == 0 and k == 0:
+                image[:, 8:] = 0  # one odd frame of 20: within the 95% quantile, it does not narrow the view
+            images.append(image)
+            labels.append(label)
+    view = common_view(np.stack(images), np.array(labels), ["a", "b"], quantile=0.95)
+    # class 1's frame (5 columns) and one pixel of blur margin are out; the odd frame is not
+    assert view.visible[:, 6:].all() and not view.visible[:, :6].any()
+    with pytest.raises(DataError, match=r"covers 6\.2% of the network input, below 25%"):
+        common_view(np.stack(images), np.array(labels), ["a", "b"], quantile=1.0)
+    few = common_view(np.stack(images[1:6] + images[20:25]), np.array([0] * 5 + [1] * 5), ["a", "b"])
+    assert few.notes and "fewer than 20 training images" in few.notes[0]
+
+
+def test_view_encoding_png_and_errors(tmp_path):
+    visible = np.random.default_rng(0).random((24, 24)) > 0.3
+    assert np.array_equal(decode_view(encode_view(visible), 24), visible)
+    write_view_png(tmp_path / "v.png", visible)
+    assert np.array_equal(read_view_png(tmp_path / "v.png", 24), visible)
+    with pytest.raises(DataError, match="is 24 x 24 px; the network input is 32 x 32"):
+        read_view_png(tmp_path / "v.png", 32)
+    write_view_png(tmp_path / "black.png", np.zeros((8, 8), bool))
+    with pytest.raises(DataError, match="all black"):
+        read_view_png(tmp_path / "black.png", 8)
+
+
+def test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue():
+    tissue = np.full((20, 20, 3), (200, 110, 100), np.uint8)
+    tissue[:, :2] = 0
+    donor = np.full((20, 20, 3), (90, 60, 170), np.uint8)
+    donor[:, -4:] = 0
+    swapped = swap_frame(tissue, donor)
+    assert (swapped[:, -4:] == 0).all()  # the donor's frame
+    assert (swapped[:, :2] == (200, 110, 100)).all()  # the own frame filled with the tissue colour
+    assert (swapped[:, 5:10] == (200, 110, 100)).all()
+
+
+def test_eda_and_check_measure_the_frames(runs, tiny_data, tmp_path):
+    main(["eda", "--data_dir", str(runs["data"]), "--out", str(tmp_path / "planted"), "--samples_per_class", "1"])
+    planted = json.loads((tmp_path / "planted" / "frame_maps.json").read_text())
+    assert planted["finding"] == "differ" and planted["accuracy_ci"][0] > planted["chance"]
+    assert (tmp_path / "planted" / "frame_maps.png").is_file()
+    main(["check", "--data_dir", str(tiny_data), "--out", str(tmp_path / "same")])
+    same = json.loads((tmp_path / "same" / "frame_maps.json").read_text())
+    assert same["finding"] == "no evidence", same  # one frame for every class
+
+
+def test_fit_takes_another_runs_view_and_refuses_a_wrong_size(runs, tmp_path):
+    with pytest.raises(DataError, match="is 32 x 32 px; the network input is 48 x 48"):
+        main(
+            [
+                "fit",
+                "--data.data_dir",
+                str(runs["data"]),
+                *FIT,
+                "--data.image_size",
+                "48",
+                "--data.field_of_view",
+                str(runs["fov"] / "field_of_view.png"),
+                "--trainer.runs_dir",
+                str(tmp_path),
+            ]
+        )
