@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from kvasir_mobileone.cli import main
+from kvasir_mobileone.data.field_of_view import write_view_png
 from kvasir_mobileone.deploy.export import parity
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import encode_view, read_network_input
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -157,6 +158,11 @@ def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(b
     shutil.copytree(bundle, masked)
     meta = json.loads((masked / "metadata.json").read_text())
     meta["input"]["mask"] = [[0.0, 0.0, 0.5, 0.3], [0.8, 0.6, 1.0, 1.0]]  # as a run with --data.mask_regions records
+    size = meta["input"]["image_size"]
+    visible = np.ones((size, size), bool)  # and a field of view whose right edge is out, as --data.field_of_view
+    visible[:, -size // 5 :] = False
+    meta["input"]["field_of_view"] = encode_view(visible)
+    write_view_png(masked / "field_of_view.png", visible)
     (masked / "metadata.json").write_text(json.dumps(meta))
     snippet = (masked / "README.md").read_text().split("```python\n")[1].split("```")[0]
     image = tiny_data / "esophagitis" / "synth_00003.jpg"
@@ -166,6 +172,7 @@ def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(b
             snippet.replace('"metadata.json"', repr(str(folder / "metadata.json")))
             .replace('"model.onnx"', repr(str(folder / "model.onnx")))
             .replace('"image.jpg"', repr(str(image)))
+            .replace('"field_of_view.png"', repr(str(folder / "field_of_view.png")))
         )
         scope: dict = {}
         exec(code, scope)
@@ -175,6 +182,7 @@ def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(b
     assert np.array_equal(card["x"][0], read_network_input(image, meta["input"])[0])  # bit for bit
     size = meta["input"]["image_size"]
     assert card["pixels"][: round(0.3 * size), : round(0.5 * size)].max() == 0
+    assert card["pixels"][:, -size // 5 :].max() == 0 and card["pixels"][:, : size // 2].max() > 0
     assert not np.allclose(card["logits"], run_snippet(bundle)["logits"])  # the mask changes the answer's input
     answer = main(["predict", str(image), "--model", str(masked), "--precision", "fp32"])[0]
     probs = softmax(card["logits"])

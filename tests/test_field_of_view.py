@@ -239,12 +239,13 @@ def test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue():
     assert (swapped[:, 5:10] == (200, 110, 100)).all()
 
 
-def test_eda_and_check_measure_the_frames(runs, tiny_data, tmp_path):
+def test_eda_and_check_measure_the_frames(runs, tmp_path):
     main(["eda", "--data_dir", str(runs["data"]), "--out", str(tmp_path / "planted"), "--samples_per_class", "1"])
     planted = json.loads((tmp_path / "planted" / "frame_maps.json").read_text())
     assert planted["finding"] == "differ" and planted["accuracy_ci"][0] > planted["chance"]
     assert (tmp_path / "planted" / "frame_maps.png").is_file()
-    main(["check", "--data_dir", str(tiny_data), "--out", str(tmp_path / "same")])
+    same_frames = framed_data(tmp_path / "one-frame", frames="same", seed=5, per_class=30)
+    main(["check", "--data_dir", str(same_frames), "--out", str(tmp_path / "same")])
     same = json.loads((tmp_path / "same" / "frame_maps.json").read_text())
     assert same["finding"] == "no evidence", same  # one frame for every class
 
@@ -265,3 +266,17 @@ def test_fit_takes_another_runs_view_and_refuses_a_wrong_size(runs, tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+def test_overlays_that_stay_put_are_out_of_the_view_and_scattered_highlights_are_not():
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(60):
+        image = np.full((24, 24, 3), (200, 110, 100), np.uint8)
+        for y, x in rng.integers(2, 22, (6, 2)):  # white highlights, somewhere else in every frame
+            image[y, x] = 250
+        image[20:22, 2:5] = 230  # an icon, in the same place in every frame
+        images.append(image)
+    view = common_view(np.stack(images), np.zeros(60, int), ["a"])
+    assert not view.visible[20:22, 2:5].any() and not view.visible[19, 1]  # the icon and its blur margin
+    assert view.visible[5:17, 8:20].all()  # highlights come and go: tissue stays in the view

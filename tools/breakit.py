@@ -38,7 +38,79 @@ I8 = "tests/test_int8.py::"
 AU = "tests/test_audit.py::"
 CLI = "tests/test_cli.py::"
 IM = "tests/test_imbalance.py::"
+FV = "tests/test_field_of_view.py::"
 MUTATIONS = [
+    # issue 22: a common field of view, found from the data
+    Mutation(
+        "the field of view comes from the training images alone",
+        "data/field_of_view.py",
+        '    train = [r for r in rows if r["split"] == "train"]',
+        "    train = list(rows)",
+        FV + "test_a_frame_planted_only_in_test_images_leaves_the_view_unchanged",
+    ),
+    Mutation(
+        "frame is near-black joined to the border (a dark lumen is not)",
+        "data/field_of_view.py",
+        "    return np.isin(labels, border[border > 0])",
+        "    return dark",
+        FV + "test_frame_and_overlay_pixels",
+    ),
+    Mutation(
+        "a view too small is refused",
+        "data/field_of_view.py",
+        "    if view.fraction < min_view:",
+        "    if view.fraction < 0:",
+        FV + "test_common_view_quantile_and_refusal",
+    ),
+    Mutation(
+        "the quantile lets (1 - q) of a class's frames differ",
+        "data/field_of_view.py",
+        "    allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)",
+        "    allowed = np.zeros_like(counts)",
+        FV + "test_common_view_quantile_and_refusal",
+    ),
+    Mutation(
+        "an overlay is fixed only when it stays put (binomial test)",
+        "data/field_of_view.py",
+        "        fixed |= (count > 0) & (binom.sf(count - 1, n, rate) < alpha / pixels)",
+        "        fixed |= count > 0",
+        FV + "test_overlays_that_stay_put_are_out_of_the_view_and_scattered_highlights_are_not",
+    ),
+    Mutation(
+        "training sees the images with the view applied",
+        "data/dataset.py",
+        "            hidden=self.norm.hidden(),",
+        "            hidden=None,",
+        FV + "test_the_plain_run_follows_the_swapped_frame_and_the_masked_run_does_not",
+    ),
+    Mutation(
+        "predict (bundle and run) applies the view",
+        "images.py",
+        '    if model_input.get("field_of_view"):\n        hidden |=',
+        "    if False:\n        hidden |=",
+        FV + "test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict",
+    ),
+    Mutation(
+        "the frame swap pastes the donor's frame",
+        "data/field_of_view.py",
+        "    swapped[given] = donor[given]",
+        "    swapped[given] = tissue[given]",
+        FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
+    ),
+    Mutation(
+        "the audit's baseline reads the images as the model sees them",
+        "commands/audit.py",
+        "            baseline_features(\n                hide(",
+        "            baseline_features(\n                (lambda p, h: p)(",
+        FV + "test_the_baseline_reads_what_the_model_sees",
+    ),
+    Mutation(
+        "the model card's snippet applies the view",
+        "deploy/card.py",
+        '    pixels[np.asarray(Image.open("field_of_view.png").convert("L")) < 128] = 0',
+        "    pass",
+        "tests/test_deploy.py::test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included",
+    ),
     # issue 21: imbalanced classes and doubtful labels
     Mutation(
         "val/f1_macro averages the classes present, as the report does",

@@ -7,8 +7,9 @@ frame alone. Per pixel of the network input, and per class, this module measures
 - frame: near-black and connected to the image border (a dark lumen in the middle of the tissue is not frame), or
 - overlay: overlay-coloured (a green position box; white or light-grey text and icons),
 
-and derives the common field of view from the training images only: the pixels that show tissue (neither) in at
-least `quantile` of the training frames of every class. Everything else is blacked out in every image the model
+and derives the common field of view from the training images only: the pixels that are not frame in at least
+`quantile` of the training frames of every class, less the overlays that stay put (overlay-coloured far more often
+than the class's scattered highlights, by a binomial test). Everything else is blacked out in every image the model
 sees (training, evaluation, export, predict, serve), so that every frame has the same outline whatever its source.
 
 The view is stored as a 1-bit PNG at the network input size (white: tissue the model sees; black: blacked out),
@@ -89,11 +90,6 @@ def frame_maps(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -
     return FrameMaps(list(class_names), counts.tolist(), frame / scale, overlay / scale)
 
 
-def not_tissue_masks(images: np.ndarray) -> np.ndarray:
-    """N x H x W bool: frame or overlay, per image."""
-    return np.stack([frame_pixels(p) | overlay_pixels(p) for p in images])
-
-
 @dataclass(frozen=True)
 class FieldOfView:
     """The common field of view: `visible` (HxW bool) and how it was found."""
@@ -114,9 +110,9 @@ class FieldOfView:
     def describe(self) -> str:
         size = self.visible.shape[0]
         return (
-            f"common field of view: {100 * self.fraction:.1f}% of the {size} x {size} input, the pixels that show "
-            f"tissue in >= {100 * self.quantile:g}% of the training frames of every class "
-            f"({sum(self.per_class.values())} training images); the rest is black in every image"
+            f"common field of view: {100 * self.fraction:.1f}% of the {size} x {size} input, the pixels inside the "
+            f"frame in >= {100 * self.quantile:g}% of the training frames of every class, less the overlays that "
+            f"stay put ({sum(self.per_class.values())} training images); the rest is black in every image"
         )
 
 
@@ -127,20 +123,26 @@ def common_view(
     quantile: float = VIEW_QUANTILE,
     min_view: float = MIN_VIEW,
 ) -> FieldOfView:
-    """The pixels that show tissue in at least `quantile` of every class's frames (the images given: training
-    images only); a pixel next to frame or overlay counts as neither, since resizing blurs an outline into it. A
-    class of n frames may have floor((1 - quantile) x n) frames with frame or overlay at a pixel that stays in the
-    view. Refused (DataError, with the numbers) when the view covers less than `min_view`."""
+    """The pixels that are not frame in at least `quantile` of every class's frames (the images given: training
+    images only), less the fixed overlays (fixed_overlays); a pixel next to either is out too, since resizing blurs
+    an outline into it. A class of n frames may have floor((1 - quantile) x n) frames with frame at a pixel that
+    stays in the view. Refused (DataError, with the numbers) when the view covers less than `min_view`."""
     if not 0 < quantile <= 1:
         raise DataError(f"--data.view_quantile {quantile}: give a share in (0, 1], e.g. 0.95.")
-    hidden_count = np.zeros((len(class_names), *images.shape[1:3]), np.int32)
+    size = images.shape[1:3]
+    frame_count = np.zeros((len(class_names), *size), np.int32)
+    overlay_count = np.zeros((len(class_names), *size), np.int32)
     counts = np.bincount(labels, minlength=len(class_names))
     for image, label in zip(images, labels, strict=True):
+        frame = frame_pixels(image)
         # one pixel more all round: the resize blurs each outline into the pixels next to it
-        hidden_count[label] += ndimage.binary_dilation(frame_pixels(image) | overlay_pixels(image), EIGHT_NEIGHBOURS)
+        frame_count[label] += ndimage.binary_dilation(frame, EIGHT_NEIGHBOURS)
+        overlay_count[label] += overlay_pixels(image) & ~frame
     allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)  # frames per class that may differ
     present = counts > 0
-    visible = np.all(hidden_count[present] <= allowed[present, None, None], axis=0)
+    hidden = np.any(frame_count[present] > allowed[present, None, None], axis=0)
+    hidden |= ndimage.binary_dilation(fixed_overlays(overlay_count[present], counts[present]), EIGHT_NEIGHBOURS)
+    visible = ~hidden
     needed = math.ceil(1 / (1 - quantile) - 1e-9) if quantile < 1 else None  # frames for one to be allowed off
     strict = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if needed and 0 < n < needed]
     notes = (
@@ -155,16 +157,33 @@ def common_view(
     if view.fraction < min_view:
         shares = ", ".join(
             f"{c} {100 * (1 - m.mean()):.0f}%"
-            for c, m, n in zip(class_names, hidden_count / np.maximum(counts, 1)[:, None, None], counts, strict=True)
+            for c, m, n in zip(class_names, frame_count / np.maximum(counts, 1)[:, None, None], counts, strict=True)
             if n
         )
         raise DataError(
             f"The common field of view covers {100 * view.fraction:.1f}% of the network input, below "
-            f"{100 * min_view:.0f}%: the classes' frames share too little tissue (mean tissue area per class: "
+            f"{100 * min_view:.0f}%: the classes' frames share too little (mean area inside the frame per class: "
             f"{shares}). Look at the frame maps (`kvasir eda`), leave the odd frames out (--data.exclude), or lower "
             f"--data.view_quantile (now {quantile:g})."
         )
     return view
+
+
+def fixed_overlays(overlay_count: np.ndarray, counts: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """HxW bool: pixels overlay-coloured in more of some class's frames than chance allows. Per class, a pixel's
+    count is tested against the class's overall rate of overlay-coloured pixels (one-sided binomial, Bonferroni over
+    the pixels): text, boxes and icons stay put and pass; highlights and white spots of tissue are scattered and
+    do not. `overlay_count`: C x H x W counts; `counts`: frames per class."""
+    from scipy.stats import binom
+
+    pixels = overlay_count.shape[1] * overlay_count.shape[2]
+    fixed = np.zeros(overlay_count.shape[1:], bool)
+    for count, n in zip(overlay_count, counts, strict=True):
+        rate = count.sum() / (n * pixels)
+        if n == 0 or rate == 0:
+            continue
+        fixed |= (count > 0) & (binom.sf(count - 1, n, rate) < alpha / pixels)
+    return fixed
 
 
 def derive_view(

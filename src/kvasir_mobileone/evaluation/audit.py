@@ -77,6 +77,8 @@ def region_masking(module, norm, pixels, targets, regions, class_names, n_resamp
                 {
                     "region": name,
                     "fill": fill,
+                    # the share of the region the model never sees: its drop is 0 by construction there
+                    "hidden_share": float(hidden[box_mask(boxes, *hidden.shape)].mean()) if hidden is not None else 0.0,
                     "boxes": [list(b) for b in boxes],
                     "accuracy_drop": diff["accuracy_difference"],
                     "accuracy_drop_ci": diff["accuracy_difference_ci"],
@@ -267,6 +269,12 @@ def verdict(result: dict) -> str:
         lines.append(
             "**Verdict: no dependence on any audited region** (filling no region with tissue colour lowered "
             f"accuracy significantly, Holm-adjusted p < {ALPHA})."
+        )
+    unseen = sorted({r["region"] for r in result["regions"] if r.get("hidden_share", 0.0) >= 0.99})
+    if unseen:
+        lines.append(
+            f"{', '.join(unseen)} lie inside what the model never sees (its trained mask or field of view): their "
+            "drops are 0 by construction. The frame swap and the baseline below measure what is left."
         )
     black = [r["region"] for r in result["regions"] if r["significant"] and r["fill"] != VERDICT_FILL]
     if black:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvasir_mobileone.data.field_of_view import FrameMaps, frame_maps, frame_pixels, not_tissue_masks
+from kvasir_mobileone.data.field_of_view import FrameMaps, frame_maps, frame_pixels
 from kvasir_mobileone.evaluation.stats import wilson_interval
 from kvasir_mobileone.io import pyplot, save_figure, write_json
 
@@ -16,10 +16,9 @@ GRID = 16  # the maps are pooled to GRID x GRID cells before a linear model read
 FOLDS = 5
 
 FRAME_FINDINGS = {
-    "differ": "the frame and overlays alone tell the classes apart better than the majority rate: a model can "
+    "differ": "the frame's outline alone tells the classes apart better than the majority rate: a model can "
     "learn the source instead of the tissue (`--data.field_of_view common` gives every frame the same outline)",
-    "no evidence": "the frame and overlays alone predict the class no better than the majority rate, within the "
-    "interval",
+    "no evidence": "the frame's outline alone predicts the class no better than the majority rate, within the interval",
     "too few": "too few images per class to tell",
 }
 
@@ -37,15 +36,15 @@ def pooled(masks: np.ndarray) -> np.ndarray:
 
 
 def frame_features(images: np.ndarray) -> np.ndarray:
-    """Per image: where it is frame, and where it is frame or overlay, pooled (a linear model's input)."""
-    frames = np.stack([frame_pixels(p) for p in images])
-    return np.concatenate([pooled(frames), pooled(not_tissue_masks(images))], axis=1)
+    """Per image: where it is frame, pooled (a linear model's input). Overlay colours are left out: white spots
+    and highlights of the tissue have them too, and would let the tissue in."""
+    return pooled(np.stack([frame_pixels(p) for p in images]))
 
 
 def map_predictability(
     images: np.ndarray, labels: np.ndarray, train: np.ndarray | None = None, test: np.ndarray | None = None
 ) -> dict:
-    """Accuracy of a logistic regression that sees only the frame and overlay masks: trained on `train` and scored
+    """Accuracy of a logistic regression that sees only where each image is frame: trained on `train` and scored
     on `test` (boolean masks over the images) when given, else stratified 5-fold cross-validated predictions of
     every image. {accuracy, accuracy_ci (Wilson), chance (majority rate of the scored images), n, finding}."""
     from sklearn.linear_model import LogisticRegression
@@ -83,7 +82,7 @@ def describe_predictability(result: dict) -> str:
         return f"Frame maps alone: {FRAME_FINDINGS['too few']} ({result['n']} images)."
     low, high = result["accuracy_ci"]
     return (
-        f"Frame maps alone ({result['method']}, {result['n']} images): {100 * result['accuracy']:.1f}% "
+        f"The frame alone ({result['method']}, {result['n']} images): {100 * result['accuracy']:.1f}% "
         f"[{100 * low:.1f}, {100 * high:.1f}] against {100 * result['chance']:.1f}% for the majority class: "
         f"{FRAME_FINDINGS[result['finding']]}."
     )
