@@ -280,3 +280,20 @@ def test_overlays_that_stay_put_are_out_of_the_view_and_scattered_highlights_are
     view = common_view(np.stack(images), np.zeros(60, int), ["a"])
     assert not view.visible[20:22, 2:5].any() and not view.visible[19, 1]  # the icon and its blur margin
     assert view.visible[5:17, 8:20].all()  # highlights come and go: tissue stays in the view
+
+
+@pytest.mark.parametrize("loader", ["workers", "resident"])
+def test_both_loaders_black_out_everything_outside_the_view(tiny_data, loader):
+    from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+    from kvasir_mobileone.data.split import make_split
+    from kvasir_mobileone.data.transforms import Normalization
+
+    visible = np.zeros((24, 24), bool)
+    visible[4:20, 6:18] = True
+    norm = Normalization(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), field_of_view=encode_view(visible))
+    rows = make_split(scan_image_folder(tiny_data), 0.2, 0.2, seed=1)
+    cfg = DataConfig(data_dir=str(tiny_data), batch_size=8, num_workers=0, loader=loader)
+    datamodule = ImageFolderDataModule(cfg, rows, norm, seed=0)
+    datamodule.setup("fit")
+    images = next(iter(datamodule.loader("val")))[0]  # uint8, before normalization
+    assert images[:, :, ~visible].max() == 0 and images[:, :, visible].float().mean() > 50

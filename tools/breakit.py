@@ -77,11 +77,18 @@ MUTATIONS = [
         FV + "test_overlays_that_stay_put_are_out_of_the_view_and_scattered_highlights_are_not",
     ),
     Mutation(
-        "training sees the images with the view applied",
+        "the workers' loader applies the view",
         "data/dataset.py",
         "            hidden=self.norm.hidden(),",
         "            hidden=None,",
-        FV + "test_the_plain_run_follows_the_swapped_frame_and_the_masked_run_does_not",
+        FV + "test_both_loaders_black_out_everything_outside_the_view",
+    ),
+    Mutation(
+        "the resident loader applies the view",
+        "data/dataset.py",
+        "self.device, self.norm.hidden())",
+        "self.device, None)",
+        FV + "test_both_loaders_black_out_everything_outside_the_view",
     ),
     Mutation(
         "predict (bundle and run) applies the view",
