@@ -27,6 +27,7 @@ import torch
 
 torch.set_num_threads(2)
 
+from fitflags import fit_flags  # noqa: E402
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth  # noqa: E402
 
 TINY_CLASSES = KVASIR_CLASSES[:4]
@@ -57,26 +58,7 @@ def trained_run(tiny_data, tmp_path_factory):
             "fit",
             "--data.data_dir",
             str(tiny_data),
-            "--data.image_size",
-            "48",
-            "--data.batch_size",
-            "8",
-            "--model.lr_reference_batch",
-            "8",
-            "--data.num_workers",
-            "0",
-            "--model.name",
-            "mobileone_s0",
-            "--model.pretrained",
-            "false",
-            "--model.lr",
-            "0.003",
-            "--trainer.precision",
-            "32-true",
-            "--trainer.max_epochs",
-            "30",
-            "--trainer.logger",
-            "wandb",
+            *fit_flags("mobileone_s0", 8, epochs=30, logger="wandb", image_size=48),
             "--trainer.runs_dir",
             str(runs),
             "--trainer.run_name",

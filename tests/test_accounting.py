@@ -10,30 +10,14 @@ import pytest
 import timm
 from safetensors.torch import save_file
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.split import make_split, write_manifest
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.errors import UserError
 
-TINY_FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "8",
-    "--data.num_workers",
-    "0",
-    "--model.lr_reference_batch",
-    "8",
-    "--model.name",
-    "mobileone_s0",
-    "--model.pretrained",
-    "false",
-    "--trainer.precision",
-    "32-true",
-    "--trainer.logger",
-    "none",
-]
+TINY_FIT = fit_flags("mobileone_s0", 8, lr=None)
 
 
 def kvasir(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

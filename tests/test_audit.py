@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.regions import REGIONS, mask_pixels, overlay_census, parse_regions
 from kvasir_mobileone.data.synth import synth
@@ -19,30 +20,7 @@ from kvasir_mobileone.models.loading import open_run
 
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SHORTCUT = "esophagitis"
-FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "16",
-    "--data.num_workers",
-    "0",
-    "--data.test_fraction",
-    "0.3",
-    "--model.lr_reference_batch",
-    "16",
-    "--model.name",
-    "resnet10t",
-    "--model.pretrained",
-    "false",
-    "--model.lr",
-    "0.003",
-    "--trainer.precision",
-    "32-true",
-    "--trainer.max_epochs",
-    "8",
-    "--trainer.logger",
-    "none",
-]
+FIT = fit_flags(epochs=8, test_fraction=0.3)
 
 
 def make_data(root, shortcut_class):
@@ -99,8 +77,8 @@ def test_a_planted_shortcut_is_flagged(audits, runs):
         s for i, s in enumerate(share) if CLASSES[i] != SHORTCUT
     )
     baseline = result["shortcut_baseline"]
-    assert baseline["accuracy"] >= baseline["chance"] + 0.2  # the overlays alone predict the class
-    assert "the dataset allows a shortcut" in result["verdict"]
+    assert baseline["accuracy"] >= baseline["chance"] + 0.2  # the box alone predicts the class
+    assert "a shortcut is open to it" in result["verdict"]
     assert result["census"][SHORTCUT]["green_box"] == 1.0 and result["census"]["normal-cecum"]["green_box"] == 0.0
     report = (runs["planted"] / "audit" / "report.md").read_text()
     assert report.splitlines()[2].startswith("**Verdict: the model depends on bottom-left-box**")
@@ -166,7 +144,7 @@ def test_a_model_without_a_shortcut_is_not_flagged(audits):
     assert not any(r["depends"] for r in result["regions"]), by_region(result)
     assert result["census"][SHORTCUT]["green_box"] == 0.0
     assert result["verdict"].startswith("**Verdict: no dependence")
-    assert "the overlays alone predict little" in result["verdict"]  # the tissue inside the regions is blanked
+    assert "frame and overlays predicts little" in result["verdict"]  # the tissue inside the regions is blanked
 
 
 def test_compare_puts_a_run_and_its_masked_twin_side_by_side(runs, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.field_of_view import (
     common_view,
@@ -30,30 +31,7 @@ from kvasir_mobileone.models.loading import open_run
 
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "polyps")  # shapes that vary: no near-duplicate groups
 MARGIN = 0.10  # non-inferiority: the masked model may lose at most 10 points on frames without the planted outline
-FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "16",
-    "--data.num_workers",
-    "0",
-    "--data.test_fraction",
-    "0.3",
-    "--model.lr_reference_batch",
-    "16",
-    "--model.name",
-    "resnet10t",
-    "--model.pretrained",
-    "false",
-    "--model.lr",
-    "0.003",
-    "--trainer.precision",
-    "32-true",
-    "--trainer.max_epochs",
-    "8",
-    "--trainer.logger",
-    "none",
-]
+FIT = fit_flags(epochs=8, test_fraction=0.3)
 
 
 def framed_data(root, frames="per-class", seed=2, per_class=40):
@@ -116,12 +94,13 @@ def test_the_baseline_reads_what_the_model_sees(audits):
     assert audits["fov"]["field_of_view"]["fraction"] < 0.9
 
 
-def test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict(runs, tmp_path):
+def test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict(runs, audits, tmp_path):
     run = runs["fov"]
     trained = open_run(str(run))
     visible = read_view_png(run / "field_of_view.png", 32)
     assert np.array_equal(trained.norm.visible(), visible)  # the checkpoint's bits are the run's PNG
     assert trained.norm.to_dict()["field_of_view_sha256"] == view_sha256(visible)
+    assert json.loads((run / "model_info.json").read_text())["field_of_view_sha256"] == view_sha256(visible)
     assert 0.3 < visible.mean() < 0.9
     assert (run / "test" / "model_input.png").is_file()
     assert "## What the model sees" in (run / "test" / "report.md").read_text()
@@ -130,7 +109,8 @@ def test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict(runs, tmp_p
     meta = json.loads((bundle / "metadata.json").read_text())
     assert meta["input"]["field_of_view_sha256"] == view_sha256(visible)
     assert np.array_equal(read_view_png(bundle / "field_of_view.png", 32), visible)
-    assert "field_of_view.png" in (bundle / "README.md").read_text()
+    card = (bundle / "README.md").read_text()
+    assert "field_of_view.png" in card and "the predictions do not follow the frame" in card  # the audit's swap
     # an image whose frame is replaced by noise outside the view gets the same answer from the bundle and the run
     image = next((runs["data"] / CLASSES[1]).glob("*.jpg"))
     pixels = decode_resized(image, 32)
@@ -219,6 +199,8 @@ def test_common_view_quantile_and_refusal():
 def test_view_encoding_png_and_errors(tmp_path):
     visible = np.random.default_rng(0).random((24, 24)) > 0.3
     assert np.array_equal(decode_view(encode_view(visible), 24), visible)
+    with pytest.raises(ValueError, match="not those of a 16 x 16 input"):
+        decode_view(encode_view(visible), 16)
     write_view_png(tmp_path / "v.png", visible)
     assert np.array_equal(read_view_png(tmp_path / "v.png", 24), visible)
     with pytest.raises(DataError, match="is 24 x 24 px; the network input is 32 x 32"):
@@ -251,6 +233,8 @@ def test_eda_and_check_measure_the_frames(runs, tmp_path):
 
 
 def test_fit_takes_another_runs_view_and_refuses_a_wrong_size(runs, tmp_path):
+    with pytest.raises(DataError, match="use full, common, or the path of a field_of_view.png"):
+        main(["fit", "--data.data_dir", str(runs["data"]), *FIT, "--data.field_of_view", "commmon"])
     with pytest.raises(DataError, match="is 32 x 32 px; the network input is 48 x 48"):
         main(
             [
@@ -297,3 +281,12 @@ def test_both_loaders_black_out_everything_outside_the_view(tiny_data, loader):
     datamodule.setup("fit")
     images = next(iter(datamodule.loader("val")))[0]  # uint8, before normalization
     assert images[:, :, ~visible].max() == 0 and images[:, :, visible].float().mean() > 50
+
+
+def test_a_resumed_run_keeps_its_view(runs, tmp_path):
+    run = tmp_path / "fov"
+    shutil.copytree(runs["fov"], run)  # a copy: the run folder is a contract wherever it lies
+    (run / "test" / "report.md").unlink()
+    main(["fit", "--resume", str(run)])
+    assert "## What the model sees" in (run / "test" / "report.md").read_text()
+    assert np.array_equal(open_run(str(run)).norm.visible(), read_view_png(run / "field_of_view.png", 32))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.commands.gpu_benchmark import CURRENT, measure, render_gpu
 from kvasir_mobileone.data import batch_augment as B
@@ -320,28 +321,7 @@ def fit_accuracy(data_dir, runs, name, *flags) -> tuple[float, np.ndarray]:
             "fit",
             "--data.data_dir",
             str(data_dir),
-            "--data.image_size",
-            "32",
-            "--data.batch_size",
-            "16",
-            "--data.num_workers",
-            "0",
-            "--data.test_fraction",
-            "0.3",
-            "--model.name",
-            "resnet10t",
-            "--model.pretrained",
-            "false",
-            "--model.lr",
-            "0.003",
-            "--model.lr_reference_batch",
-            "16",
-            "--trainer.precision",
-            "32-true",
-            "--trainer.max_epochs",
-            "8",
-            "--trainer.logger",
-            "none",
+            *fit_flags(epochs=8, test_fraction=0.3),
             "--trainer.runs_dir",
             str(runs),
             "--trainer.run_name",

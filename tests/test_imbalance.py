@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.dataset import balanced_sampling_weights
 from kvasir_mobileone.data.folder import DataError
@@ -27,28 +28,7 @@ from kvasir_mobileone.models.classifier import (
 
 BIG = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SMALL = "polyps"
-FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "16",
-    "--data.num_workers",
-    "0",
-    "--model.lr_reference_batch",
-    "16",
-    "--model.name",
-    "resnet10t",
-    "--model.pretrained",
-    "false",
-    "--model.lr",
-    "0.003",
-    "--trainer.precision",
-    "32-true",
-    "--trainer.max_epochs",
-    "8",
-    "--trainer.logger",
-    "none",
-]
+FIT = fit_flags(epochs=8)
 
 
 def test_val_macro_f1_is_the_reports_macro_f1():

@@ -16,6 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.check import DataCheckError, check_folder
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
@@ -24,24 +25,7 @@ from kvasir_mobileone.images import load_rgb
 from kvasir_mobileone.models.classifier import MobileOneClassifier
 from kvasir_mobileone.runs import UnsafeCheckpointError
 
-TINY_FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "8",
-    "--data.num_workers",
-    "0",
-    "--model.lr_reference_batch",
-    "8",
-    "--model.name",
-    "mobileone_s0",
-    "--model.pretrained",
-    "false",
-    "--model.lr",
-    "0.003",
-    "--trainer.precision",
-    "32-true",
-]
+TINY_FIT = fit_flags("mobileone_s0", 8, logger=None)
 
 
 def kvasir(*args: str, **kwargs) -> subprocess.Popen:

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.evaluation.compare import IncomparableRunsError
 from kvasir_mobileone.evaluation.intervals import metric_intervals, paired_difference
@@ -22,24 +23,7 @@ from kvasir_mobileone.evaluation.stats import (
 )
 from kvasir_mobileone.images import read_network_input
 
-TINY_FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "8",
-    "--data.num_workers",
-    "0",
-    "--model.lr_reference_batch",
-    "8",
-    "--model.name",
-    "mobileone_s0",
-    "--model.pretrained",
-    "false",
-    "--trainer.precision",
-    "32-true",
-    "--trainer.logger",
-    "none",
-]
+TINY_FIT = fit_flags("mobileone_s0", 8, lr=None)
 
 
 def test_mcnemar_exact_on_a_known_table():

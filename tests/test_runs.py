@@ -10,29 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fitflags import fit_flags
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.runs import RunError
 
-TINY_FIT = [
-    "--data.image_size",
-    "32",
-    "--data.batch_size",
-    "8",
-    "--data.num_workers",
-    "0",
-    "--model.lr_reference_batch",
-    "8",
-    "--model.name",
-    "mobileone_s0",
-    "--model.pretrained",
-    "false",
-    "--model.lr",
-    "0.003",
-    "--trainer.precision",
-    "32-true",
-    "--trainer.logger",
-    "none",
-]
+TINY_FIT = fit_flags("mobileone_s0", 8)
 PACKAGE = Path(__file__).parents[1] / "src" / "kvasir_mobileone"
 
 

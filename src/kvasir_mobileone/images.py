@@ -73,11 +73,13 @@ def encode_view(visible: np.ndarray) -> str:
 @functools.lru_cache(maxsize=8)
 def decode_view(encoded: str, size: int) -> np.ndarray:
     """The size x size bool field of view of encode_view's text (True: the model sees the pixel)."""
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(encoded), np.uint8))[: size * size]
-    if bits.size != size * size:
+    packed = np.frombuffer(base64.b64decode(encoded), np.uint8)
+    if packed.size != (size * size + 7) // 8:
         raise ValueError(
-            f"The field of view holds {bits.size} pixels, not {size} x {size}: it belongs to another input."
+            f"The field of view holds {8 * packed.size} bits, not those of a {size} x {size} input: it belongs to "
+            "another model input. Train or export again."
         )
+    bits = np.unpackbits(packed)[: size * size]
     visible = bits.reshape(size, size).astype(bool)
     visible.setflags(write=False)
     return visible

@@ -49,7 +49,10 @@ LAYOUT = {
         "`report.md`, `metrics.json`, `predictions.csv`, per-class tables, confusion matrices, reliability "
         "diagram; metrics on all test images and on the leak-free ones"
     ),
-    "`model_info.json`": "parameters before/after fusing; after `kvasir export`: sizes and onnxruntime latency",
+    "`model_info.json`": (
+        "parameters before/after fusing; the field of view's SHA-256 and share of the input; after `kvasir export`: "
+        "sizes and onnxruntime latency"
+    ),
     "`temperature.json`": "softmax temperature fitted on val by `kvasir test --calibrate true`",
     "`audit/`": "`kvasir audit`'s report, figures and verdict",
     "`features/`": "`kvasir features`' embeddings and the classical models' results",

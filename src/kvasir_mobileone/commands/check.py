@@ -35,7 +35,7 @@ def check(
 ) -> FolderReport:
     """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training; with
     --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it. With
-    --frames (default) also how well the frame and overlays alone predict the class (OUT/frame_maps.png)."""
+    --frames (default) also how well the frame's outline alone predicts the class (OUT/frame_maps.png)."""
     if manifest or official_split:
         rows, report, official = check_split(
             data_dir, manifest, official_split, fold, near_duplicate_bits=near_duplicate_bits

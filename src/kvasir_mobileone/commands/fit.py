@@ -29,7 +29,7 @@ from kvasir_mobileone.data.split import (
 )
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
-from kvasir_mobileone.images import encode_view
+from kvasir_mobileone.images import encode_view, view_sha256
 from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import input_spec, parameter_info
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
@@ -183,6 +183,7 @@ def with_field_of_view(norm: Normalization, data: DataConfig, rows, run: RunFold
             )
     if is_rank_zero() and not resumed:
         write_view_png(run.field_of_view, visible)
+        update_json(run.model_info, {"field_of_view_sha256": view_sha256(visible), "field_of_view": visible.mean()})
     return dataclasses.replace(norm, field_of_view=encode_view(visible))
 
 
@@ -200,6 +201,11 @@ def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, Trai
     """Paths made absolute, and the automatic batch size, precision, compile and memory layout made explicit, as
     the run records them."""
     gpus = training_devices(trainer)
+    if data.field_of_view not in VIEW_CHOICES and not Path(data.field_of_view).is_file():
+        raise DataCheckError(
+            f"--data.field_of_view {data.field_of_view!r}: use full, common, or the path of a field_of_view.png "
+            "(a run's; that file is not there)."
+        )
     shipped = data.official_split in (None, *OFFICIAL_SPLITS)
     data = dataclasses.replace(
         data,

@@ -116,28 +116,45 @@ class FieldOfView:
         )
 
 
-def common_view(
-    images: np.ndarray,
-    labels: np.ndarray,
-    class_names: list[str],
-    quantile: float = VIEW_QUANTILE,
-    min_view: float = MIN_VIEW,
-) -> FieldOfView:
-    """The pixels that are not frame in at least `quantile` of every class's frames (the images given: training
-    images only), less the fixed overlays (fixed_overlays); a pixel next to either is out too, since resizing blurs
-    an outline into it. A class of n frames may have floor((1 - quantile) x n) frames with frame at a pixel that
-    stays in the view. Refused (DataError, with the numbers) when the view covers less than `min_view`."""
-    if not 0 < quantile <= 1:
-        raise DataError(f"--data.view_quantile {quantile}: give a share in (0, 1], e.g. 0.95.")
-    size = images.shape[1:3]
-    frame_count = np.zeros((len(class_names), *size), np.int32)
-    overlay_count = np.zeros((len(class_names), *size), np.int32)
-    counts = np.bincount(labels, minlength=len(class_names))
-    for image, label in zip(images, labels, strict=True):
+def count_frames(pairs, n_classes: int):
+    """(frame counts C x H x W, each image's frame widened by one pixel of blur margin; overlay counts C x H x W;
+    images per class) of (HWC uint8 image, class index) pairs, taken one at a time; (None, None, counts) for none."""
+    frame_count = overlay_count = None
+    counts = np.zeros(n_classes, np.int64)
+    for image, label in pairs:
+        if frame_count is None:
+            frame_count = np.zeros((n_classes, *image.shape[:2]), np.int32)
+            overlay_count = np.zeros_like(frame_count)
         frame = frame_pixels(image)
         # one pixel more all round: the resize blurs each outline into the pixels next to it
         frame_count[label] += ndimage.binary_dilation(frame, EIGHT_NEIGHBOURS)
         overlay_count[label] += overlay_pixels(image) & ~frame
+        counts[label] += 1
+    return frame_count, overlay_count, counts
+
+
+def common_view(
+    images,
+    labels,
+    class_names: list[str],
+    quantile: float = VIEW_QUANTILE,
+    min_view: float = MIN_VIEW,
+) -> FieldOfView:
+    """The pixels that are not frame in at least `quantile` of every class's frames (uint8 HWC `images` with their
+    class indices `labels`: training images only), less the fixed overlays (fixed_overlays); a pixel next to either
+    is out too, since resizing blurs an outline into it. A class of n frames may have floor((1 - quantile) x n)
+    frames with frame at a pixel that stays in the view. Refused (DataError, with the numbers) when the view covers
+    less than `min_view`."""
+    return view_of(zip(images, labels, strict=True), class_names, quantile, min_view)
+
+
+def view_of(pairs, class_names: list[str], quantile: float = VIEW_QUANTILE, min_view: float = MIN_VIEW) -> FieldOfView:
+    """common_view of (image, class index) pairs taken one at a time (memory stays that of one image)."""
+    if not 0 < quantile <= 1:
+        raise DataError(f"--data.view_quantile {quantile}: give a share in (0, 1], e.g. 0.95.")
+    frame_count, overlay_count, counts = count_frames(pairs, len(class_names))
+    if frame_count is None:
+        raise DataError("No readable training image to derive the field of view from.")
     allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)  # frames per class that may differ
     present = counts > 0
     hidden = np.any(frame_count[present] > allowed[present, None, None], axis=0)
@@ -192,16 +209,16 @@ def derive_view(
     """The common field of view of a split's training images (rows whose split is train; never val or test)."""
     train = [r for r in rows if r["split"] == "train"]
     names = sorted({r["label"] for r in rows})
-    images, labels = [], []
-    for row in tqdm(train, desc="field of view", unit="img"):
-        try:
-            images.append(decode_resized(Path(data_dir) / row["path"], size, interpolation))
-        except Exception:  # unreadable: training skips and reports it; it cannot shape the view either
-            continue
-        labels.append(names.index(row["label"]))
-    if not images:
-        raise DataError(f"No readable training image in {data_dir} to derive the field of view from.")
-    return common_view(np.stack(images), np.array(labels), names, quantile)
+
+    def readable():  # one image at a time; an unreadable one is skipped here, as training skips and reports it
+        for row in tqdm(train, desc="field of view", unit="img"):
+            try:
+                image = decode_resized(Path(data_dir) / row["path"], size, interpolation)
+            except Exception:
+                continue
+            yield image, names.index(row["label"])
+
+    return view_of(readable(), names, quantile)
 
 
 def write_view_png(path: str | Path, visible: np.ndarray) -> Path:

@@ -151,10 +151,18 @@ def audit_paragraph(audit: dict) -> str:
     lines = [
         f"\n**Shortcut audit ({audit['n']} test images)**: "
         + (f"the model depends on {found}." if found else "no dependence on any audited region was found."),
-        f"Overlays alone (shortcut baseline): {100 * base['accuracy']:.1f}% [{100 * base['accuracy_ci'][0]:.1f}, "
-        f"{100 * base['accuracy_ci'][1]:.1f}] against {100 * base['chance']:.1f}% for the majority class "
+        "Frame and overlays as the model sees them (shortcut baseline): "
+        f"{100 * base['accuracy']:.1f}% [{100 * base['accuracy_ci'][0]:.1f}, {100 * base['accuracy_ci'][1]:.1f}] "
+        f"against {100 * base['chance']:.1f}% for the majority class "
         f"({base['finding']}).",
     ]
+    swap = audit.get("frame_swap")
+    if swap:
+        lines.append(
+            f"Frame swap (another class's frame pasted over the tissue): {swap['follow_donor']} of {swap['n']} "
+            f"answers took the frame's class, against {swap['donor_class_as_is']} as is (McNemar p = "
+            f"{swap['p_value']:.2g}): the predictions {'follow' if swap['follows'] else 'do not follow'} the frame."
+        )
     return " ".join(lines) + "\n"
 
 

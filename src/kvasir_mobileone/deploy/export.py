@@ -193,7 +193,20 @@ def audit_summary(trained: TrainedRun) -> dict:
         if r["depends"]
     ]
     baseline = {k: found["shortcut_baseline"][k] for k in ("accuracy", "accuracy_ci", "chance", "finding")}
-    return {"status": "audited", "n": found["n"], "verdict": found["verdict"], "depends": depends, "baseline": baseline}
+    swap = found.get("frame_swap") or {}
+    frame_swap = (
+        {k: swap[k] for k in ("n", "follow_donor", "donor_class_as_is", "p_value", "follows")}
+        if swap.get("status") == "measured"
+        else None
+    )
+    return {
+        "status": "audited",
+        "n": found["n"],
+        "verdict": found["verdict"],
+        "depends": depends,
+        "baseline": baseline,
+        "frame_swap": frame_swap,
+    }
 
 
 def _headline(metrics: dict) -> dict:

@@ -78,7 +78,7 @@ def region_masking(module, norm, pixels, targets, regions, class_names, n_resamp
                     "region": name,
                     "fill": fill,
                     # the share of the region the model never sees: its drop is 0 by construction there
-                    "hidden_share": float(hidden[box_mask(boxes, *hidden.shape)].mean()) if hidden is not None else 0.0,
+                    "hidden_share": hidden_share(hidden, boxes),
                     "boxes": [list(b) for b in boxes],
                     "accuracy_drop": diff["accuracy_difference"],
                     "accuracy_drop_ci": diff["accuracy_difference_ci"],
@@ -102,6 +102,12 @@ def region_masking(module, norm, pixels, targets, regions, class_names, n_resamp
             row["significant"] = bool(adjusted < ALPHA and row["accuracy_drop"] > 0)
             row["depends"] = row["significant"] and fill == VERDICT_FILL
     return rows, base_pred
+
+
+def hidden_share(hidden: np.ndarray | None, boxes) -> float:
+    """The share of the boxes' pixels the model never sees (0 without a mask, or for boxes too small to hold one)."""
+    inside = box_mask(boxes, *hidden.shape) if hidden is not None else None
+    return float(hidden[inside].mean()) if inside is not None and inside.any() else 0.0
 
 
 def frame_swap(module, norm, raw: np.ndarray, targets: np.ndarray, base_pred, n_resamples: int, seed: int) -> dict:
@@ -181,7 +187,7 @@ def region_share(maps: np.ndarray, regions: dict) -> dict[str, list[float]]:
 OVERLAY_PLACES = ("bottom-left-box", "top-left-text")  # where devices draw boxes and text (strips hold tissue)
 
 
-def overlay_pixels(thumbs: np.ndarray) -> np.ndarray:
+def overlay_like(thumbs: np.ndarray) -> np.ndarray:
     """Pixels that look like an overlay rather than tissue: green (a position box), or grey, white or black (text,
     covered boxes, the frame). Tissue, dye and blood are saturated reds, pinks and blues."""
     rgb = thumbs.astype(np.int32)
@@ -197,7 +203,7 @@ def baseline_places(regions: dict) -> dict:
 def baseline_features(pixels: np.ndarray, places: np.ndarray) -> np.ndarray:
     """One HWC image as the shortcut baseline sees it: where it is frame (and frame or overlay), and its
     overlay-coloured pixels inside `places` (HxW bool), tissue blanked, each pooled to a coarse grid."""
-    keep = places & overlay_pixels(pixels)
+    keep = places & overlay_like(pixels)
     only_overlays = (pixels * keep[..., None]).astype(np.float32)[None]
     colour = np.concatenate([pooled(only_overlays[..., c]) for c in range(3)], axis=1)
     return np.concatenate([colour, frame_features(pixels[None])], axis=1)[0]
@@ -231,10 +237,12 @@ def points(value: float, ci) -> str:
 
 
 BASELINE_FINDINGS = {
-    "shortcut": "**the overlays alone predict the class as well as the network: the dataset allows a shortcut.**",
-    "partial": "**the overlays alone predict the class above the majority rate (less well than the network): the "
-    "dataset allows a shortcut for part of it.**",
-    "little": "the overlays alone predict little (no better than the majority class, within the interval).",
+    "shortcut": "**what the model sees of the frame and overlays predicts the class as well as the network: a "
+    "shortcut is open to it.**",
+    "partial": "**what the model sees of the frame and overlays predicts the class above the majority rate (less "
+    "well than the network): a shortcut is open to it for part of the classes.**",
+    "little": "what the model sees of the frame and overlays predicts little (no better than the majority class, "
+    "within the interval).",
     "unknown": "too few test images to tell: the baseline's interval spans both the majority rate and the network's "
     "accuracy.",
 }
@@ -265,6 +273,11 @@ def verdict(result: dict) -> str:
             for name, r in by_region.items()
         )
         lines.append(f"**Verdict: the model depends on {', '.join(by_region)}** — {effects}.")
+    elif result.get("frame_swap", {}).get("follows"):
+        lines.append(
+            "**Verdict: the model follows the frame** (no single audited region lowered accuracy significantly when "
+            "filled with tissue colour, but a swapped frame changes its answers: see the frame swap below)."
+        )
     else:
         lines.append(
             "**Verdict: no dependence on any audited region** (filling no region with tissue colour lowered "

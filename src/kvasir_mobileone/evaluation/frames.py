@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from kvasir_mobileone.data.field_of_view import FrameMaps, frame_maps, frame_pixels
 from kvasir_mobileone.evaluation.stats import wilson_interval
@@ -105,8 +106,10 @@ def plot_frame_maps(maps: FrameMaps, path: str | Path, visible: np.ndarray | Non
         axes[0, col].set_title(f"{maps.class_names[k]}\n(n={maps.counts[k]})", fontsize=7)
     diff = axes[0, -1].imshow(maps.difference(), vmin=0, vmax=1, cmap="viridis")
     axes[0, -1].set_title("largest difference\nbetween classes", fontsize=7)
-    if visible is not None:
-        axes[0, -1].contour(visible, levels=[0.5], colors="white", linewidths=1)
+    if visible is not None:  # the view is at the network's input size, the maps at the census size
+        size = maps.frame.shape[1]
+        at_maps = np.asarray(Image.fromarray(visible).resize((size, size), Image.NEAREST))
+        axes[0, -1].contour(at_maps, levels=[0.5], colors="white", linewidths=1)
     if visible is not None:
         axes[1, -1].imshow(visible, cmap="gray", vmin=0, vmax=1)
         axes[1, -1].set_title("common field of view\n(white: seen)", fontsize=7)
