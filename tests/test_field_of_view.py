@@ -5,6 +5,7 @@ and the mask travels with it (run, checkpoint, bundle, predict, card). resnet10t
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,10 @@ def test_the_plain_run_follows_the_swapped_frame_and_the_masked_run_does_not(aud
     assert plain["follow_donor"] > plain["donor_class_as_is"]
     assert not fov["follows"] and fov["p_value"] >= 0.05, fov
     assert "**the predictions follow the frame**" in audits["plain"]["verdict"]
+    # the plain run's audit proposes the view that fit derives for the same split
+    proposed = audits["plain"]["proposed_view"]
+    assert proposed["sha256"] == audits["fov"]["field_of_view"]["sha256"] and Path(proposed["file"]).is_file()
+    assert audits["fov"]["proposed_view"] is None  # a run with a view needs none
     assert "the predictions do not follow the frame" in audits["fov"]["verdict"]
 
 

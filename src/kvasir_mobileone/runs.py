@@ -54,7 +54,10 @@ LAYOUT = {
         "sizes and onnxruntime latency"
     ),
     "`temperature.json`": "softmax temperature fitted on val by `kvasir test --calibrate true`",
-    "`audit/`": "`kvasir audit`'s report, figures and verdict",
+    "`audit/`": (
+        "`kvasir audit`'s report, figures and verdict; when the frame tells the class, a proposed "
+        "`field_of_view.png` for `fit`"
+    ),
     "`features/`": "`kvasir features`' embeddings and the classical models' results",
     "`wandb/`, `tensorboard/`, `csv_logs/`": (
         "the logger's files: train/loss, train/acc, val/loss, val/acc, val/f1_macro, val/balanced_acc, learning rate"

@@ -8,7 +8,8 @@ import numpy as np
 from tqdm import tqdm
 
 from kvasir_mobileone.data.eda import CENSUS_SIZE
-from kvasir_mobileone.data.field_of_view import frame_maps, swap_frame
+from kvasir_mobileone.data.field_of_view import VIEW_QUANTILE, derive_view, frame_maps, swap_frame, write_view_png
+from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.regions import REGIONS, census_by_class, parse_regions
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import (
@@ -29,7 +30,23 @@ from kvasir_mobileone.evaluation.metrics import accuracy
 from kvasir_mobileone.images import box_mask, decode_resized, hide
 from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.runs import REPORT_NAME
+from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME, REPORT_NAME
+
+
+def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
+    """When the frame tells the class (the swap is followed, or the frame alone predicts it) and the run has no
+    field of view: the common view of its training images (as `fit --data.field_of_view common` derives it),
+    written as OUT/field_of_view.png for `fit` to take; {reason} when it cannot be derived; None when not needed."""
+    frame_matters = result["frame_swap"].get("follows") or result["frame_maps"].get("finding") == "differ"
+    if not frame_matters or trained.norm.field_of_view:
+        return None
+    norm = trained.norm
+    try:
+        view = derive_view(rows, trained.data_dir(), norm.image_size, norm.interpolation, VIEW_QUANTILE)
+    except DataError as err:
+        return {"reason": str(err)}
+    path = write_view_png(out_dir / FIELD_OF_VIEW_NAME, view.visible)
+    return {"file": str(path), "fraction": view.fraction, "sha256": view.sha256, "quantile": view.quantile}
 
 
 def audit(
@@ -101,6 +118,7 @@ def audit(
         "frame_maps": map_predictability(thumbs, labels, splits == "train", splits == "test"),
     }
     result["shortcut_baseline"]["finding"] = baseline_finding(result["shortcut_baseline"], result["accuracy"])
+    result["proposed_view"] = propose_view(trained, rows, out_dir, result)
     result["verdict"] = verdict(result)
     examples = [
         (pixels[i], names[base_pred[i]], hide(swap_frame(raw[i], raw[j]), hidden), names[swap["swapped_predicted"][i]])
@@ -108,5 +126,11 @@ def audit(
     ]
     write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen, examples)
     print(result["verdict"])
+    if result["proposed_view"] and result["proposed_view"].get("file"):
+        print(
+            f"A common field of view for this split: {result['proposed_view']['file']} "
+            f"({100 * result['proposed_view']['fraction']:.1f}% of the input); train with it: kvasir fit ... "
+            f"--data.field_of_view {result['proposed_view']['file']} --data.manifest {trained.home.manifest}"
+        )
     print(f"Audit report: {out_dir / REPORT_NAME}")
     return result

@@ -289,6 +289,15 @@ def verdict(result: dict) -> str:
             f"{', '.join(unseen)} lie inside what the model never sees (its trained mask or field of view): their "
             "drops are 0 by construction. The frame swap and the baseline below measure what is left."
         )
+    proposed = result.get("proposed_view") or {}
+    if proposed.get("file"):
+        lines.append(
+            f"Proposed: a common field of view of this run's training images, {proposed['file']} "
+            f"({100 * proposed['fraction']:.1f}% of the input): `kvasir fit ... --data.field_of_view "
+            f"{proposed['file']}`."
+        )
+    elif proposed.get("reason"):
+        lines.append(f"No common field of view could be proposed: {proposed['reason']}")
     black = [r["region"] for r in result["regions"] if r["significant"] and r["fill"] != VERDICT_FILL]
     if black:
         lines.append(
