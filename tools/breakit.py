@@ -107,8 +107,8 @@ MUTATIONS = [
     Mutation(
         "the audit's baseline reads the images as the model sees them",
         "commands/audit.py",
-        "            baseline_features(\n                hide(",
-        "            baseline_features(\n                (lambda p, h: p)(",
+        "        return hide(image, hidden)",
+        "        return image",
         FV + "test_the_baseline_reads_what_the_model_sees",
     ),
     Mutation(

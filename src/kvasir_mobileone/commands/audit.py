@@ -84,13 +84,14 @@ def audit(
     thumbs = load_pixels(data, [r["path"] for r in rows], CENSUS_SIZE, "bilinear", "census")
     places = baseline_places(chosen)
     in_places = box_mask([b for boxes in places.values() for b in boxes], norm.image_size, norm.image_size)
-    seen = np.stack(  # the baseline reads the images as the model sees them, at its input size
-        [
-            baseline_features(
-                hide(decode_resized(data / r["path"], norm.image_size, norm.interpolation), hidden), in_places
-            )
-            for r in tqdm(rows, desc="shortcut baseline", unit="img")
-        ]
+    decoded = {r["path"]: p for r, p in zip(test_rows, raw, strict=True)}  # the test images: decoded once
+
+    def as_seen(path: str) -> np.ndarray:  # an image as the model sees it, at its input size
+        image = decoded[path] if path in decoded else decode_resized(data / path, norm.image_size, norm.interpolation)
+        return hide(image, hidden)
+
+    seen = np.stack(  # the baseline reads the images as the model sees them
+        [baseline_features(as_seen(r["path"]), in_places) for r in tqdm(rows, desc="shortcut baseline", unit="img")]
     )
     labels = np.array([index[r["label"]] for r in rows])
     splits = np.array([r["split"] for r in rows])

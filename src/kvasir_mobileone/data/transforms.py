@@ -52,7 +52,7 @@ class Normalization:
 
     def hidden(self) -> np.ndarray | None:
         """HxW bool, True where the model never sees the image (mask boxes, outside the view); None: nowhere."""
-        return hidden_pixels(self.to_dict())
+        return hidden_pixels(asdict(self))
 
 
 def train_augmentations() -> T.Compose:
