@@ -29,3 +29,18 @@ def fit_flags(
         "--trainer.logger": logger,
     }
     return [str(v) for flag, value in flags.items() if value is not None for v in (flag, value)]
+
+
+def fit_run(data_dir, runs_dir, name: str, *extra: str, flags: list[str] | None = None):
+    """`kvasir fit` of data_dir into runs_dir/name (no test logger) with `flags` (default: 8 epochs, 30% test) and
+    `extra`; its run folder. A twin on the same split: extra = ("--data.manifest", str(run / "split_manifest.csv"))."""
+    from pathlib import Path
+
+    from kvasir_mobileone.cli import main
+
+    flags = fit_flags(epochs=8, test_fraction=0.3) if flags is None else flags
+    main(
+        ["fit", "--data.data_dir", str(data_dir), *flags, "--trainer.runs_dir", str(runs_dir)]
+        + ["--trainer.run_name", name, *extra]
+    )
+    return Path(runs_dir) / name

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fitflags import fit_flags
+from fitflags import fit_flags, fit_run
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.regions import REGIONS, mask_pixels, overlay_census, parse_regions
 from kvasir_mobileone.data.synth import synth
@@ -32,24 +32,10 @@ def runs(tmp_path_factory):
     """Three runs: planted shortcut; the same data with the box masked in training; data without a shortcut."""
     root = tmp_path_factory.mktemp("audit")
     planted, clean = make_data(root / "planted", SHORTCUT), make_data(root / "clean", None)
-    where = ["--trainer.runs_dir", str(root / "runs")]
-    main(["fit", "--data.data_dir", str(planted), *FIT, *where, "--trainer.run_name", "planted"])
-    same_split = ["--data.manifest", str(root / "runs" / "planted" / "split_manifest.csv")]
-    main(
-        [
-            "fit",
-            "--data.data_dir",
-            str(planted),
-            *FIT,
-            *where,
-            "--trainer.run_name",
-            "masked",
-            "--data.mask_regions",
-            "[bottom-left-box]",
-            *same_split,
-        ]
-    )
-    main(["fit", "--data.data_dir", str(clean), *FIT, *where, "--trainer.run_name", "clean"])
+    plain = fit_run(planted, root / "runs", "planted", flags=FIT)
+    same_split = ("--data.manifest", str(plain / "split_manifest.csv"))
+    fit_run(planted, root / "runs", "masked", "--data.mask_regions", "[bottom-left-box]", *same_split, flags=FIT)
+    fit_run(clean, root / "runs", "clean", flags=FIT)
     return {name: root / "runs" / name for name in ("planted", "masked", "clean")}
 
 

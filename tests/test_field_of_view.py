@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from fitflags import fit_flags
+from fitflags import fit_flags, fit_run
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.field_of_view import (
     common_view,
@@ -51,23 +51,9 @@ def runs(tmp_path_factory):
     """Two runs on data whose frame tells the class: as is, and with the common field of view (same split)."""
     root = tmp_path_factory.mktemp("fov")
     data = framed_data(root / "data")
-    where = ["--trainer.runs_dir", str(root / "runs")]
-    main(["fit", "--data.data_dir", str(data), *FIT, *where, "--trainer.run_name", "plain"])
-    same_split = ["--data.manifest", str(root / "runs" / "plain" / "split_manifest.csv")]
-    main(
-        [
-            "fit",
-            "--data.data_dir",
-            str(data),
-            *FIT,
-            *where,
-            "--trainer.run_name",
-            "fov",
-            "--data.field_of_view",
-            "common",
-            *same_split,
-        ]
-    )
+    plain = fit_run(data, root / "runs", "plain", flags=FIT)
+    same_split = ("--data.manifest", str(plain / "split_manifest.csv"))
+    fit_run(data, root / "runs", "fov", "--data.field_of_view", "common", *same_split, flags=FIT)
     return {"data": data, "plain": root / "runs" / "plain", "fov": root / "runs" / "fov"}
 
 
