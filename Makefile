@@ -1,4 +1,4 @@
-# Every target sets itself up from nothing: a ./.venv with the package and its dev extras.
+# Every target sets itself up from nothing: a ./.venv with the package, its dev extras and the on-device formats.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[dev,mobile]"
 	touch $(STAMP)
 
 demo: install

@@ -46,7 +46,11 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     for r in report["training"]:  # a configuration whose process crashed has no speed and no ratio
         assert r["speedup_vs_fp32"] == (pytest.approx(r["images_per_s"] / fp32) if r["images_per_s"] else None)
     runtimes = {(r["batch"], r["runtime"]) for r in report["inference"]}
-    assert len(runtimes) == 10 and all(r["images_per_s"] > 0 for r in report["inference"])
+    assert len(runtimes) == 14 and all(r["images_per_s"] > 0 for r in report["inference"])
+    executorch = sorted(r for _, r in runtimes if r.startswith("fused ExecuTorch XNNPACK"))
+    assert [r.split(" (")[0] for r in executorch] == ["fused ExecuTorch XNNPACK fp32"] * 2 + [
+        "fused ExecuTorch XNNPACK int8"
+    ] * 2
     for r in report["inference"]:  # every ratio is this run's own, side by side
         same = [o for o in report["inference"] if o["batch"] == r["batch"]]
         fp32 = next(o for o in same if o["runtime"] == "fused onnxruntime fp32")["images_per_s"]

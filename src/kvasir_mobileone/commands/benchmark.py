@@ -225,6 +225,7 @@ def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: flo
             prepared = preprocess(onnx_path, Path(tmp) / "prepared.onnx")
             int8_path = quantize(prepared, workdir / f"{name}.int8.onnx", calibration, "image", DEFAULT_CONFIG)
         int8 = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+        programs = executorch_programs(fused, calibration, workdir / name)
         for batch in batches:
             x = torch.rand(batch, 3, 224, 224)
             repeats = 10 if batch == 1 else 3
@@ -234,7 +235,7 @@ def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: flo
                 "fused eager bf16 autocast": lambda m=fused, x=x: _bf16(m, x),
                 "fused onnxruntime fp32": lambda s=session, x=x: s.run(None, {"image": x.numpy()}),
                 "fused onnxruntime int8": lambda s=int8, x=x: s.run(None, {"image": x.numpy()}),
-            }
+            } | {runtime: lambda p=p, x=x: p.logits(x.numpy()) for runtime, p in programs.items()}
             row = []
             with torch.no_grad():
                 for runtime, fn in runtimes.items():
@@ -256,6 +257,25 @@ def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: flo
             results += row
         results[-1]["gflops_per_image"] = flops / 1e9
     return results
+
+
+def executorch_programs(fused: torch.nn.Module, calibration: np.ndarray, stem: Path) -> dict:
+    """{runtime name: PteModel} of the fused model lowered to XNNPACK, fp32 and int8 (as `kvasir export --format
+    executorch` makes them; int8 calibrated on the same random images as onnxruntime's here, speed only); empty,
+    with a note, without the 'mobile' extra. A batch above the program's bound runs in chunks (said in the name)."""
+    from kvasir_mobileone.deploy import pte
+
+    try:
+        pte.require_executorch()
+    except UserError as missing:
+        print(f"No ExecuTorch rows: {missing}")
+        return {}
+    example = torch.from_numpy(calibration[:2])
+    programs = {
+        "fp32": pte.PteModel(pte.export_pte(fused, example, stem.with_suffix(".pte"))),
+        "int8": pte.PteModel(pte.export_pte_int8(fused, calibration, stem.with_suffix(".int8.pte"))),
+    }
+    return {f"fused ExecuTorch XNNPACK {k} (batch ≤ {p.max_batch})": p for k, p in programs.items()}
 
 
 def _bf16(model, x):

@@ -12,6 +12,8 @@ import torch
 from kvasir_mobileone.data.field_of_view import write_view_png
 from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
 from kvasir_mobileone.deploy.export import (
+    FORMATS,
+    bundle_files,
     bundle_metadata,
     bundle_sizes,
     fused_onnx,
@@ -25,6 +27,8 @@ from kvasir_mobileone.deploy.quantize import (
     CONFIGS,
     DEFAULT_CONFIG,
     DEFAULT_FP32_LAYERS,
+    Int8Images,
+    Int8Refused,
     int8_for_run,
     latency_ms,
     session,
@@ -52,6 +56,7 @@ def export(
     max_accuracy_drop: float = 0.01,
     int8_search: bool = False,
     force: bool = False,
+    format: str = "onnx",
 ) -> Path:
     """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
     images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved).
@@ -61,9 +66,17 @@ def export(
     -max_accuracy_drop, or McNemar finds more fp32-only-right images; --force writes it anyway), "certified" when a
     loss beyond --max_accuracy_drop is ruled out, "not certified" (written) when the test set is too small to say.
     --int8_search true measures every calibration ({minmax, minmax-per-channel, percentile-per-channel,
-    entropy-per-channel}) and keeps the best."""
+    entropy-per-channel}) and keeps the best.
+
+    --format executorch (or coreml, or executorch,coreml) adds on-device files beside the ONNX model:
+    model.pte (ExecuTorch, XNNPACK; with --quantize int8 also model.int8.pte, calibrated, checked and accepted by
+    the same rule as the ONNX int8) and model.mlpackage (Core ML, preprocessing inside; converted here, run on a
+    Mac). They need the optional extra 'mobile'."""
     if quantize == "int8" and int8_config not in CONFIGS:
         raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
+    formats = {f.strip() for f in format.split(",") if f.strip()} | {"onnx"}
+    if formats - set(FORMATS):
+        raise UserError(f"--format {format!r}: use one or more of {', '.join(FORMATS)}, separated by commas.")
     trained = open_run(run, data_dir)
     ckpt, module, norm = trained.ckpt, trained.module, trained.norm
     paths = parity_images(trained, images, num_images)
@@ -72,6 +85,8 @@ def export(
     out_dir = Path(out)
     unfused = module.backbone.float().eval()
     fused, checks = fused_onnx(unfused, batch, out_dir / ONNX_NAME, opset)
+    if "executorch" in formats:
+        pte = executorch_fp32(fused, batch, out_dir, checks)
     rows = [
         [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
         for name, c in checks.items()
@@ -109,7 +124,15 @@ def export(
     metadata = bundle_metadata(trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
     if trained.precision != "32-true":
         metadata["parity_at_eval_precision"] = checks_eval | {"precision": trained.precision}
-    metadata["how"] = f"kvasir export {run} --out {out} (eval mode, fp32, ONNX opset {opset})"
+    metadata["how"] = (
+        f"kvasir export {run} --out {out} --format {','.join(f for f in FORMATS if f in formats)} (eval mode, fp32, "
+        f"ONNX opset {opset})"
+    )
+    if "executorch" in formats:
+        metadata["executorch"] = pte
+    if "coreml" in formats:
+        metadata["coreml"] = coreml(fused, metadata, paths, batch, out_dir)
+    metadata["files"] = bundle_files(metadata)
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
     if norm.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
@@ -118,10 +141,12 @@ def export(
     write_json(out_dir / METADATA_NAME, metadata)
     write_card(out_dir, metadata, test_metrics, trained.config, unfused)
     if quantize == "int8":
-        metadata["int8"] = {"file": INT8_NAME} | int8_for_run(
+        refused = quantize_all(
             trained,
-            out_dir / ONNX_NAME,
-            out_dir / INT8_NAME,
+            metadata,
+            fused,
+            out_dir,
+            formats,
             int8_config,
             fp32_layers,
             calibration_images,
@@ -129,13 +154,94 @@ def export(
             force,
             int8_search,
         )
-        print(metadata["int8"].pop("summary"))
-        metadata["precision"] = "int8"
+        metadata["files"] = bundle_files(metadata)
         write_json(out_dir / METADATA_NAME, metadata)
         write_card(out_dir, metadata, test_metrics, trained.config, unfused)
-    print(
-        f"Bundle written to {out_dir}/ ({ONNX_NAME}, {WEIGHTS_NAME}, {METADATA_NAME}, {CARD_NAME}, {CONFIG_NAME}, "
-        f"{UNFUSED_NAME}{', ' + INT8_NAME if quantize == 'int8' else ''}"
-        f"{', ' + FIELD_OF_VIEW_NAME if norm.field_of_view else ''})"
-    )
+        if refused:
+            raise refused[0]
+    written = [ONNX_NAME, WEIGHTS_NAME, METADATA_NAME, CARD_NAME, CONFIG_NAME, UNFUSED_NAME]
+    written += [f["file"] for f in metadata["files"] if f["file"] not in written]
+    print(f"Bundle written to {out_dir}/ ({', '.join(written)})")
     return out_dir
+
+
+def executorch_fp32(fused: torch.nn.Module, batch: torch.Tensor, out_dir: Path, checks: dict) -> dict:
+    """model.pte beside the ONNX model; its parity with the fused model joins `checks` (the same tolerance)."""
+    from kvasir_mobileone.deploy import pte
+
+    print("ExecuTorch: export and lowering to XNNPACK (a minute on a small CPU) ...")
+    pte.export_pte(fused, batch, out_dir / pte.PTE_NAME)
+    program = pte.PteModel(out_dir / pte.PTE_NAME)
+    with torch.no_grad():
+        checks["fused_torch_vs_executorch"] = parity(fused(batch).numpy(), program.logits(batch.numpy()))
+    ms = pte.latency_ms(program, (1, *batch.shape[1:]), repeats=30)
+    print(f"ExecuTorch (XNNPACK), batch 1: {ms:.2f} ms per image (median of 30, this machine)")
+    return {
+        "file": pte.PTE_NAME,
+        "runtime": "ExecuTorch, XNNPACK delegate",
+        "batch": f"dynamic, 1 to {program.max_batch}",
+        "max_batch": program.max_batch,
+        "ms_batch1": ms,
+    }
+
+
+def coreml(fused: torch.nn.Module, metadata: dict, paths: list[Path], batch: torch.Tensor, out_dir: Path) -> dict:
+    """model.mlpackage, its in-graph preprocessing checked in PyTorch against predict's answer on the parity
+    images; the Core ML runtime itself is not checked here (Linux)."""
+    from kvasir_mobileone.deploy import coreml as cm
+    from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
+    from kvasir_mobileone.images import decode_resized
+
+    model_input = metadata["input"]
+    print("Core ML: conversion to an ML program (preprocessing inside) ...")
+    cm.export_coreml(fused, metadata, out_dir / cm.COREML_NAME)
+    raw = np.stack([decode_resized(p, model_input["image_size"], model_input["interpolation"]) for p in paths])
+    reference = softmax(onnx_logits(out_dir / ONNX_NAME, batch.numpy()))  # predict's answer, from the ONNX model
+    if metadata.get("temperature"):
+        reference = apply_temperature(reference, metadata["temperature"])
+    figures = cm.preprocessing_parity(fused, metadata, raw, reference)
+    print(
+        f"Core ML graph's preprocessing (in PyTorch) against predict on {len(paths)} images: top-1 agreement "
+        f"{100 * figures['top1_agreement']:.1f}%, max probability diff {figures['max_abs']:.2e}. The .mlpackage "
+        f"itself is not run here (macOS only): {cm.CHECK_ON_MAC}"
+    )
+    if figures["top1_agreement"] < 1.0 or figures["max_abs"] > 1e-3:
+        raise UserError(f"The Core ML graph's preprocessing disagrees with predict: {figures}. Do not ship it.")
+    return {
+        "file": cm.COREML_NAME,
+        "runtime": "Core ML (iOS 16 / macOS 13 or later), ML program, fp32",
+        "input": f"image: RGB frame, {model_input['image_size']} x {model_input['image_size']}, whole frame "
+        "(Vision imageCropAndScaleOption .scaleFill)",
+        "output": "classLabel and classLabel_probs (softmax with the temperature)",
+        "preprocessing_parity": figures | {"images": len(paths)},
+        "checked": "not checked here: the Core ML runtime needs macOS",
+        "check_on_mac": cm.CHECK_ON_MAC,
+    }
+
+
+def quantize_all(
+    trained, metadata, fused, out_dir, formats, config, fp32_layers, calibration_images, max_drop, force, search
+) -> list[Int8Refused]:
+    """The int8 models of every format asked for, on the same calibration and test images and by the same rule;
+    each accepted one joins the metadata, each refusal is returned (the others are still built)."""
+    images = Int8Images(trained, calibration_images)
+    refused = []
+    try:
+        figures = int8_for_run(
+            images, out_dir / ONNX_NAME, out_dir / INT8_NAME, config, fp32_layers, max_drop, force, search
+        )
+        print(figures.pop("summary"))
+        metadata["int8"] = {"file": INT8_NAME} | figures
+        metadata["precision"] = "int8"
+    except Int8Refused as err:
+        refused.append(err)
+    if "executorch" in formats:
+        from kvasir_mobileone.deploy.pte import pte_int8_for_run
+
+        try:
+            figures = pte_int8_for_run(fused, images, out_dir, max_drop, force)
+            print("ExecuTorch " + figures.pop("summary"))
+            metadata["executorch"]["int8"] = figures
+        except Int8Refused as err:
+            refused.append(err)
+    return refused

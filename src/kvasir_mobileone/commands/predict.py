@@ -25,12 +25,14 @@ def predict(
     explain: bool = False,
     explain_dir: str = "explanations",
     precision: Literal["auto", "fp32", "int8"] = "auto",
+    runtime: Literal["onnxruntime", "executorch", "coreml"] = "onnxruntime",
 ) -> list[dict]:
     """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
 
     Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
-    A bundle with an int8 model runs it unless --precision fp32."""
-    predictor = load_predictor(model, precision)
+    A bundle with an int8 model runs it unless --precision fp32. --runtime executorch runs the bundle's .pte
+    programs in ExecuTorch's runtime (this imports torch); --runtime coreml its .mlpackage (macOS only)."""
+    predictor = load_predictor(model, precision, runtime)
     meta = predictor.metadata
     class_names = meta["class_names"]
     paths = expand_inputs(inputs)

@@ -99,13 +99,13 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
     front = f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n"
     name, size = metadata["model_name"], model_input["image_size"]
     masked = model_input.get("mask_regions")
-    files = "`model.onnx`" + (", `model.int8.onnx` (int8)" if metadata.get("int8") else "")
     sections = [
         front,
         f"# {name} for endoscopy images\n",
         f"A `{name}` (timm) classifier of {len(names)} classes: {', '.join(names)}. This folder holds the "
-        f"reparameterized (fused) model as ONNX ({files}) and safetensors (`model.safetensors`), the training-time "
-        f"weights for fine-tuning with timm (`{UNFUSED_NAME}`, `{CONFIG_NAME}`), and `metadata.json`.\n",
+        f"reparameterized (fused) model in the files below, the training-time weights for fine-tuning with timm "
+        f"(`{UNFUSED_NAME}`, `{CONFIG_NAME}`), and `metadata.json` (the input, checks and provenance).\n",
+        files_section(metadata),
         f"## Intended use\n\n{INTENDED_USE}\n\n**Out of scope**: clinical use; images that are not endoscopy "
         "frames; classes other than those above (the model always answers one of them); devices and hospitals "
         "unlike those of the training data without a new evaluation.\n",
@@ -134,6 +134,31 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
     sections.append(LIMITATIONS + audit_paragraph(metadata.get("audit") or {"status": "not audited"}))
     sections.append(USAGE.format(name=name, unfused=UNFUSED_NAME, n=len(names)))
     return "\n".join(sections)
+
+
+def files_section(metadata: dict) -> str:
+    """The bundle's model files: what runs each, what it takes, how it was checked; and, for the on-device ones,
+    what an app developer must do."""
+    rows = [
+        [f"`{f['file']}`", f["precision"], f["runtime"], f["input"], f["checked"] or "—"] for f in metadata["files"]
+    ]
+    text = "## Files\n\n" + markdown_table(["file", "precision", "runs on", "input", "checked"], rows) + "\n"
+    if metadata.get("executorch"):
+        text += (
+            "\n**On a phone or tablet with ExecuTorch** (`model.pte`, XNNPACK): load it with ExecuTorch's Android or "
+            "iOS runtime and feed the same float32 tensor as `model.onnx` (the preprocessing of the snippet below, "
+            f"done in the app); the batch may be 1 to {metadata['executorch']['max_batch']} images.\n"
+        )
+    if metadata.get("coreml"):
+        text += (
+            "\n**On an iPhone, iPad or Mac with Core ML** (`model.mlpackage`): the preprocessing is inside the model. "
+            "Give it the **whole frame**: with Vision, set `VNCoreMLRequest.imageCropAndScaleOption = .scaleFill`; "
+            "Vision's default centre crop cuts off the sides of the frame, which the model saw in training. It "
+            "answers `classLabel` and `classLabel_probs`. It was converted on Linux and its in-graph preprocessing "
+            "checked in PyTorch against `kvasir predict`; the Core ML runtime itself was not run here: on a Mac, "
+            f"check it with `{metadata['coreml']['check_on_mac']}`.\n"
+        )
+    return text
 
 
 def audit_paragraph(audit: dict) -> str:

@@ -72,6 +72,25 @@ class Explainer:
         heat = self.cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
         return show_cam_on_image(pixels.astype(np.float32) / 255.0, heat, use_rgb=True), probs
 
+    def heatmaps(self, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
+        """Grad-CAM of the top-1 class for NCHW network inputs: (N, H, W) in [0, 1] at the input size."""
+        return np.concatenate(
+            [
+                self.cam(input_tensor=torch.from_numpy(batch[i : i + chunk]), targets=None)
+                for i in range(0, len(batch), chunk)
+            ]
+        )
+
+
+def over_frame(frame: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """A heatmap computed at the network's input size laid over the frame as taken (HWC uint8, any aspect ratio):
+    the input is the frame stretched to a square, so the heatmap is stretched back to the frame's shape."""
+    from PIL import Image
+
+    height, width = frame.shape[:2]
+    resized = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
+    return show_cam_on_image(frame.astype(np.float32) / 255.0, np.clip(resized, 0, 1), use_rgb=True)
+
 
 def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
     """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""

@@ -20,6 +20,7 @@ from kvasir_mobileone.models.loading import TrainedRun
 from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+FORMATS = ("onnx", "executorch", "coreml")  # `kvasir export --format`: ONNX always, the others on request
 LIBRARIES = ("torch", "torchvision", "timm", "lightning", "onnx", "onnxruntime", "safetensors")
 
 
@@ -177,6 +178,56 @@ def bundle_metadata(
     }
 
 
+def bundle_files(metadata: dict) -> list[dict]:
+    """What each model file of a bundle is, what runs it, what it takes and how it was checked
+    (metadata.json["files"], the card's table)."""
+    size = metadata["input"]["image_size"]
+    parity_checks = metadata["parity"]
+    n = parity_checks["images"]
+
+    def tensor(batch: str = "batch") -> str:
+        return f"{INPUT_NAME}: float32 [{batch}, 3, {size}, {size}], preprocessed as `input` says (outside the model)"
+
+    def int8_check(int8: dict) -> str:
+        return f"int8 {int8['verdict']} on {int8['images']} test images (accuracy change interval, McNemar)"
+
+    parity_note = f"parity with the trained model on {n} images"
+    files = [
+        {
+            "file": "model.onnx",
+            "precision": "fp32",
+            "runtime": "onnxruntime",
+            "input": tensor(),
+            "checked": parity_note,
+        },
+        {
+            "file": "model.safetensors",
+            "precision": "fp32",
+            "runtime": "timm + PyTorch (fused model)",
+            "input": tensor(),
+            "checked": parity_note,
+        },
+    ]
+    if metadata.get("int8"):
+        int8 = metadata["int8"]
+        files.append(
+            {"file": int8["file"], "precision": "int8", "runtime": "onnxruntime", "input": tensor()}
+            | {"checked": int8_check(int8)}
+        )
+    executorch = metadata.get("executorch")
+    if executorch:
+        pte = {"runtime": executorch["runtime"], "input": tensor(f"batch 1 to {executorch['max_batch']}")}
+        checked = f"{parity_note}, in ExecuTorch's runtime" if "fused_torch_vs_executorch" in parity_checks else ""
+        files.append({"file": executorch["file"], "precision": "fp32"} | pte | {"checked": checked})
+        if executorch.get("int8"):
+            int8 = executorch["int8"]
+            files.append({"file": int8["file"], "precision": "int8"} | pte | {"checked": int8_check(int8)})
+    if metadata.get("coreml"):
+        coreml = metadata["coreml"]
+        files.append({k: coreml[k] for k in ("file", "runtime", "input", "checked")} | {"precision": "fp32"})
+    return files
+
+
 def audit_summary(trained: TrainedRun) -> dict:
     """What `kvasir audit` found for this checkpoint (RUN/audit/audit.json): {status: audited, verdict, depends:
     [region, drop, interval, Holm p], baseline}; status "not audited" when none was run, "stale" when the audit
@@ -211,4 +262,5 @@ def audit_summary(trained: TrainedRun) -> dict:
 
 def _headline(metrics: dict) -> dict:
     keys = ("n", "accuracy", "accuracy_ci", "top3", "top5", "f1_macro", "f1_macro_ci", "f1_micro", "mcc")
+    keys += ("confusion_matrix",)  # the page draws it
     return {k: metrics.get(k) for k in keys}

@@ -122,7 +122,11 @@ def latency_ms(sess, shape: tuple[int, ...], repeats: int = 20) -> float:
 def check(fp32_logits: np.ndarray, int8_logits: np.ndarray, targets: np.ndarray | None) -> dict:
     """Top-1 agreement with fp32; with labels, the accuracy and macro-F1 change (paired BCa interval, McNemar)."""
     fp32_pred, int8_pred = fp32_logits.argmax(axis=1), int8_logits.argmax(axis=1)
-    result = {"images": int(len(fp32_pred)), "top1_agreement": float(np.mean(fp32_pred == int8_pred))}
+    result = {
+        "images": int(len(fp32_pred)),
+        "top1_agreement": float(np.mean(fp32_pred == int8_pred)),
+        "max_logit_diff": float(np.abs(fp32_logits - int8_logits).max()),
+    }
     if targets is not None:
         diff = paired_difference(targets, int8_pred, fp32_pred)  # A = int8, B = fp32: negative is a loss
         result |= {
@@ -180,41 +184,49 @@ def network_inputs(paths: list[Path], model_input: dict) -> np.ndarray:
     return np.stack([read_network_input(p, model_input)[0] for p in tqdm(paths, desc="int8 images", unit="img")])
 
 
+class Int8Images:
+    """What every int8 model of a run is built and judged on: calibration images drawn from the training split
+    (never test images, seeded), the test images and their labels."""
+
+    def __init__(self, trained, calibration_images: int):
+        if trained.run is None:
+            raise UserError("INT8 needs the run folder: its training images calibrate, its test images check.")
+        rows, _ = trained.manifest_rows()
+        data_dir = trained.data_dir()
+        train = [r for r in rows if r["split"] == "train"]
+        chosen = np.random.default_rng(0).choice(len(train), min(calibration_images, len(train)), replace=False)
+        self.calibration_paths = [train[i]["path"] for i in sorted(chosen)]
+        test_rows = [r for r in rows if r["split"] == "test"]
+        model_input = trained.norm.to_dict()
+        self.calibration = network_inputs([data_dir / p for p in self.calibration_paths], model_input)
+        self.test = network_inputs([data_dir / r["path"] for r in test_rows], model_input)
+        class_index = {c: i for i, c in enumerate(trained.module.class_names)}
+        self.targets = np.array([class_index[r["label"]] for r in test_rows])
+
+    def provenance(self) -> dict:
+        return {"calibration_split": "train", "calibration_paths": self.calibration_paths}
+
+
 def int8_for_run(
-    trained,
+    images: Int8Images,
     fp32_path: Path,
     out_path: Path,
     config: str,
     fp32_layers: int,
-    calibration_images: int,
     max_accuracy_drop: float,
     force: bool,
     search: bool,
 ) -> dict:
-    """Calibrate on training images of the run's split (never test images), check on its test images, and write
-    out_path only when the int8 model keeps the accuracy (or with force)."""
-    if trained.run is None:
-        raise UserError("INT8 needs the run folder: its training images calibrate, its test images check.")
-    rows, _ = trained.manifest_rows()
-    data_dir = trained.data_dir()
-    train = [r for r in rows if r["split"] == "train"]
-    chosen = np.random.default_rng(0).choice(len(train), min(calibration_images, len(train)), replace=False)
-    calibration_rows = [train[i] for i in sorted(chosen)]
-    test_rows = [r for r in rows if r["split"] == "test"]
-    model_input = trained.norm.to_dict()
-    calibration = network_inputs([data_dir / r["path"] for r in calibration_rows], model_input)
-    test_images = network_inputs([data_dir / r["path"] for r in test_rows], model_input)
-    class_index = {c: i for i, c in enumerate(trained.module.class_names)}
-    targets = np.array([class_index[r["label"]] for r in test_rows])
+    """The ONNX int8 model: calibrated on the run's training images, checked on its test images, and written to
+    out_path only when it keeps the accuracy (or with force)."""
     searched = {}
     for name in CONFIGS if search else [config]:
         candidate = out_path.with_name(f".{name}.int8.onnx")
-        searched[name] = build_int8(fp32_path, candidate, calibration, test_images, targets, name, fp32_layers)
+        searched[name] = build_int8(
+            fp32_path, candidate, images.calibration, images.test, images.targets, name, fp32_layers
+        )
     best = max(searched, key=lambda n: (searched[n]["top1_agreement"], searched[n]["accuracy_change"]))
-    figures = searched[best] | {
-        "calibration_split": "train",
-        "calibration_paths": [r["path"] for r in calibration_rows],
-    }
+    figures = searched[best] | images.provenance()
     if search:
         figures["search"] = {
             n: {k: f[k] for k in ("top1_agreement", "accuracy_change", "int8_ms_batch1")} for n, f in searched.items()
@@ -222,7 +234,11 @@ def int8_for_run(
     for name in searched:
         if name != best:
             out_path.with_name(f".{name}.int8.onnx").unlink(missing_ok=True)
-    candidate = out_path.with_name(f".{best}.int8.onnx")
+    return accept(figures, out_path.with_name(f".{best}.int8.onnx"), out_path, max_accuracy_drop, force)
+
+
+def accept(figures: dict, candidate: Path, out_path: Path, max_accuracy_drop: float, force: bool) -> dict:
+    """Move the int8 candidate to out_path when `decide` accepts it; delete it and re-raise when it refuses."""
     try:
         figures = decide(figures, max_accuracy_drop, force)
     except Int8Refused:

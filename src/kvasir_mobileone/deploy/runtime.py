@@ -1,5 +1,5 @@
-"""What runs a model for `predict` and `explain`: an exported bundle on onnxruntime (numpy only, no torch), or a
-run folder / checkpoint on PyTorch in fp32."""
+"""What runs a model for `predict` and `explain`: an exported bundle on onnxruntime (numpy only, no torch), on
+ExecuTorch (its .pte programs; imports torch) or on Core ML (macOS), or a run folder / checkpoint on PyTorch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from kvasir_mobileone.errors import UserError
 
 ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
 INT8_NAME = "model.int8.onnx"
+RUNTIMES = ("onnxruntime", "executorch", "coreml")  # what runs a bundle (`kvasir predict --runtime`)
 
 
 def is_bundle(path: Path) -> bool:
@@ -35,6 +36,29 @@ class OnnxBundle:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
+
+
+class ExecuTorchBundle:
+    """An exported bundle's ExecuTorch programs (model.pte, model.int8.pte), run in ExecuTorch's Python runtime:
+    its int8 program when it has one (precision auto or int8)."""
+
+    def __init__(self, bundle_dir: Path, precision: str = "auto"):
+        from kvasir_mobileone.deploy.pte import PTE_INT8_NAME, PTE_NAME, PteModel
+
+        self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
+        if not self.metadata.get("executorch") or not (bundle_dir / PTE_NAME).is_file():
+            raise UserError(f"{bundle_dir} has no {PTE_NAME}: export it with `kvasir export RUN --format executorch`.")
+        has_int8 = bool((self.metadata.get("executorch") or {}).get("int8")) and (bundle_dir / PTE_INT8_NAME).is_file()
+        if precision == "int8" and not has_int8:
+            raise UserError(
+                f"{bundle_dir} has no int8 ExecuTorch program: export it with --format executorch --quantize int8, or "
+                "use --precision fp32."
+            )
+        self.precision = "int8" if has_int8 and precision != "fp32" else "fp32"
+        self.program = PteModel(bundle_dir / (PTE_INT8_NAME if self.precision == "int8" else PTE_NAME))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.program.logits(batch)
 
 
 class TorchCheckpoint:
@@ -63,11 +87,19 @@ class TorchCheckpoint:
             return self.module(self._torch.from_numpy(batch)).float().numpy()
 
 
-def load_predictor(model: str, precision: str = "auto") -> OnnxBundle | TorchCheckpoint:
-    """A bundle (its int8 model unless precision is fp32) or a run folder / checkpoint (PyTorch, fp32)."""
+def load_predictor(model: str, precision: str = "auto", runtime: str = "onnxruntime"):
+    """A bundle on `runtime` (its int8 model unless precision is fp32) or a run folder / checkpoint (PyTorch)."""
     path = Path(model)
     if is_bundle(path):
+        if runtime == "executorch":
+            return ExecuTorchBundle(path, precision)
+        if runtime == "coreml":
+            from kvasir_mobileone.deploy.coreml import CoreMLBundle
+
+            return CoreMLBundle(path, json.loads((path / METADATA_NAME).read_text()))
         return OnnxBundle(path, precision)
     if not path.exists():
         raise UserError(f"--model {model}: no such bundle, run folder or checkpoint.")
+    if runtime != "onnxruntime":
+        raise UserError(f"--runtime {runtime} runs an exported bundle; {model} is a run folder or checkpoint.")
     return TorchCheckpoint(model)

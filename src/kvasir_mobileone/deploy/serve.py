@@ -1,23 +1,52 @@
 """`kvasir serve`: a Gradio page for people who do not use a terminal. Drop images, read the top classes, the
-Grad-CAM heatmap and the time it took, beside the model's card. Private by default: bound to 127.0.0.1, analytics
-off, no fonts or scripts fetched from the internet, an upload size limit, only the app's own files served."""
+Grad-CAM heatmap over each frame as taken and the time it took, beside the model's card. Private by default: bound
+to 127.0.0.1, analytics off, no fonts or scripts fetched from the internet, an upload size limit, only the app's
+own files served, uploads and heatmaps deleted.
+
+Requests that arrive together are answered together: Gradio gathers up to --max_batch of them into one call, which
+runs one onnxruntime batch and one Grad-CAM batch (one worker, so the model and its hooks are never shared between
+threads)."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from kvasir_mobileone.deploy.card import CARD_NAME
-from kvasir_mobileone.deploy.explain import Explainer
+from kvasir_mobileone.deploy.explain import Explainer, over_frame
 from kvasir_mobileone.deploy.predict import probabilities, top_classes
 from kvasir_mobileone.deploy.runtime import load_predictor
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import load_rgb, read_network_input
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font: nothing is fetched from outside
 MONO_FONTS = ["ui-monospace", "monospace"]
 UPLOAD_CAP_MB = 100  # Gradio refuses a whole upload beyond its limit: ours (per file, with a message) comes first
+FRAME_DISPLAY_PX = 960  # frames are shown at most this wide or tall (the heatmap is laid over this copy)
+DISCLAIMER = "**Research use only, not a medical device.** Do not use it for diagnosis or any clinical decision."
+PRIMARY, PRIMARY_HOVER, FOCUS = "#9a3412", "#7c2d12", "#1d4ed8"  # white on #9a3412: 7.3:1 (WCAG AA needs 4.5:1)
+CSS = f"""
+:focus-visible {{ outline: 3px solid {FOCUS} !important; outline-offset: 2px !important; }}
+#results table {{ width: 100%; }}
+#results td, #results th {{ white-space: normal; overflow-wrap: anywhere; }}
+#heatmaps, #frames, #heatmaps .grid-wrap, #frames .grid-wrap {{ height: auto !important; max-height: none !important;
+  overflow: visible !important; }}
+#heatmaps .thumbnail-item, #frames .thumbnail-item {{ height: auto !important; aspect-ratio: auto !important; }}
+#heatmaps .thumbnail-item img, #frames .thumbnail-item img {{ height: auto !important; object-fit: contain; }}
+#heatmaps .caption-label, #frames .caption-label {{ position: static; white-space: normal; overflow: visible;
+  text-overflow: clip; max-width: none; }}
+#card pre {{ white-space: pre-wrap !important; overflow: visible !important; }}
+footer .run-history, footer .show-api, footer .built-with, footer .settings {{ color: #374151 !important; }}
+#card pre .token {{ color: inherit !important; }}
+"""
+# results and problems are read out by screen readers when they change (Gradio's Markdown has no live region)
+ANNOUNCE = """() => { for (const id of ["message"]) { const el = document.getElementById(id);
+  if (el) { el.setAttribute("role", "status"); el.setAttribute("aria-live", "polite"); } } }"""
 
 
 def upload_cap_mb(max_file_mb: float) -> float:
@@ -25,7 +54,25 @@ def upload_cap_mb(max_file_mb: float) -> float:
     return max(UPLOAD_CAP_MB, 10 * max_file_mb)
 
 
-DISCLAIMER = "**Research use only, not a medical device.** Do not use it for diagnosis or any clinical decision."
+def unreadable(err: Exception) -> str:
+    """Why a file cannot be read, in words (never an exception class name)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image that can be read: its contents are not JPEG, PNG or another image format"
+    if "truncated" in str(err).lower():
+        return "not an image that can be read: the image data is cut short (an incomplete copy?)"
+    return "not an image that can be read: the image data is damaged"
+
+
+def numbered(names: list[str]) -> list[str]:
+    """File names, a repeated one numbered in order: frame.jpg, frame.jpg (2), frame.jpg (3)."""
+    total, seen = Counter(names), Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(f"{name} ({seen[name]})" if total[name] > 1 and seen[name] > 1 else name)
+    return out
 
 
 class PageModel:
@@ -40,32 +87,48 @@ class PageModel:
         card = Path(model) / CARD_NAME
         self.card = card.read_text().split("---", 2)[-1] if card.is_file() else card_summary(self.meta)
 
-    def answer(self, path: str, max_bytes: int) -> dict:
-        """Top classes, heatmap and milliseconds for one file, or the reason it cannot be read."""
-        name = Path(path).name
+    def read(self, path: str, name: str, max_bytes: int) -> dict:
+        """{file, array, frame} for one upload, or {file, error} saying in words why it cannot be used."""
         size = os.path.getsize(path)
         if size == 0:
             return {"file": name, "error": "the file is empty (0 bytes)"}
         if size > max_bytes:
             limit = f"{max_bytes / 1e6:g} MB limit (--max_file_mb)"
             return {"file": name, "error": f"the file is {size / 1e6:.1f} MB, over the {limit}"}
-        start = time.perf_counter()
-        try:
-            from PIL import Image
+        from PIL import Image
 
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                array, pixels = read_network_input(path, self.meta["input"])
+                array, _ = read_network_input(path, self.meta["input"])
+                frame = load_rgb(path)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             return {"file": name, "error": "refused: a decompression bomb (far more pixels than any endoscopy frame)"}
         except Exception as err:  # whatever Pillow cannot decode: a message on the page, never a traceback
-            return {"file": name, "error": f"not an image that can be read ({type(err).__name__})"}
-        probs = probabilities(self.predictor, array[None])[0]
-        overlay, _ = self.explainer.explain(array, pixels)
-        ms = 1000 * (time.perf_counter() - start)
-        return {"file": name, "error": "", "ms": ms, "overlay": overlay} | top_classes(
-            probs, self.meta["class_names"], self.top_k
-        )
+            return {"file": name, "error": unreadable(err)}
+        frame.thumbnail((FRAME_DISPLAY_PX, FRAME_DISPLAY_PX))
+        return {"file": name, "error": "", "array": array, "frame": np.asarray(frame)}
+
+    def answer_many(self, requests: list[list[str]], max_bytes: int) -> list[list[dict]]:
+        """Answers for several requests (each a list of uploaded paths) in one model batch and one Grad-CAM batch:
+        per file its top classes, the heatmap over the frame as taken, the frame, and the milliseconds per image
+        of the batch; or the reason it cannot be read."""
+        start = time.perf_counter()
+        answers = [
+            [self.read(p, n, max_bytes) for p, n in zip(paths, numbered([Path(p).name for p in paths]), strict=True)]
+            for paths in requests
+        ]
+        good = [a for request in answers for a in request if not a["error"]]
+        if good:
+            batch = np.stack([a["array"] for a in good])
+            probs = probabilities(self.predictor, batch)
+            heat = self.explainer.heatmaps(batch)
+            for a, p, h in zip(good, probs, heat, strict=True):
+                a |= top_classes(p, self.meta["class_names"], self.top_k) | {"overlay": over_frame(a["frame"], h)}
+            ms = 1000 * (time.perf_counter() - start) / len(good)
+            for a in good:
+                a["ms"] = ms
+        return answers
 
 
 def card_summary(meta: dict) -> str:
@@ -85,47 +148,125 @@ def card_summary(meta: dict) -> str:
     return "\n\n".join(lines)
 
 
-def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3):
-    """The Gradio Blocks app (not launched)."""
+def without_confusion_table(card: str) -> str:
+    """The card's text without its confusion-matrix table (the page draws it as a figure instead)."""
+    return re.sub(r"\n*Confusion matrix \(rows: true class, columns: predicted\):\n\n(\|.*\n)+", "\n", card)
+
+
+def confusion_figure(meta: dict):
+    """The test split's confusion matrix as a matplotlib figure, or None when the bundle has none."""
+    matrix = (meta.get("test_metrics") or {}).get("confusion_matrix")
+    if not matrix:
+        return None
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from kvasir_mobileone.io import pyplot
+
+    plt = pyplot()
+    names = meta["class_names"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), layout="constrained")
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(f"Confusion matrix, test split ({int(np.sum(matrix))} images)", fontsize=10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return fig
+
+
+def page_style() -> dict:
+    """What `launch` takes for the page's look: system fonts, a primary colour with AA contrast, a visible focus
+    ring, and the live region for announcements."""
+    import gradio as gr
+
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS).set(
+        button_primary_background_fill=PRIMARY,
+        button_primary_background_fill_hover=PRIMARY_HOVER,
+        button_primary_text_color="#ffffff",
+        button_primary_background_fill_dark=PRIMARY,
+        button_primary_background_fill_hover_dark=PRIMARY_HOVER,
+        button_primary_text_color_dark="#ffffff",
+    )
+    return {"theme": theme, "css": CSS, "js": ANNOUNCE}
+
+
+def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: int = 8, keep_minutes: float = 10):
+    """The Gradio Blocks app (not launched). Uploads and heatmaps older than keep_minutes are deleted every
+    keep_minutes, and all of them when the server stops."""
     import gradio as gr
 
     page = PageModel(model, top_k)
     max_bytes = int(max_file_mb * 1e6)
 
-    def classify(files):
-        answers = [page.answer(f if isinstance(f, str) else f.name, max_bytes) for f in files or []]
-        good = [a for a in answers if not a["error"]]
-        gallery = [(a["overlay"], f"{a['file']}: {a['top1']} ({a['p1']:.3f}), {a['ms']:.0f} ms") for a in good]
-        table = [
-            [
-                a["file"],
-                *(v for i in range(page.top_k) for v in (a[f"top{i + 1}"], round(a[f"p{i + 1}"], 4))),
-                round(a["ms"]),
-            ]
-            for a in good
-        ]
-        problems = "\n".join(f"- **{a['file']}**: {a['error']}" for a in answers if a["error"])
-        message = f"Could not classify:\n{problems}" if problems else ""
-        if not answers:
-            message = "Drop one or several images first."
-        return gallery, table, message
+    def classify(batches):
+        """Gradio's batched call: one list of uploaded files per request; one list per output back."""
+        requests = [[f if isinstance(f, str) else f.name for f in files or []] for files in batches]
+        outputs = ([], [], [], [])
+        for answers in page.answer_many(requests, max_bytes):
+            for out, value in zip(outputs, respond(answers, page.top_k), strict=True):
+                out.append(value)
+        return outputs
 
-    headers = ["file", *(h for i in range(page.top_k) for h in (f"class {i + 1}", f"p {i + 1}")), "ms"]
-    with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone") as app:
+    headers = ["file", *("top class" if i == 0 else f"class {i + 1}" for i in range(page.top_k)), "ms/image"]
+    keep = max(60, int(keep_minutes * 60))
+    with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone", delete_cache=(keep, keep)) as app:
         gr.Markdown(f"# Endoscopy image classifier: {page.meta['model_name']}\n\n{DISCLAIMER}")
-        with gr.Row():
-            with gr.Column(scale=2):
-                files = gr.File(file_count="multiple", label="Images (JPEG, PNG ...)", elem_id="images")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=480):
+                files = gr.File(
+                    file_count="multiple",
+                    label=f"Images (JPEG, PNG ...), up to {max_file_mb:g} MB each",
+                    elem_id="images",
+                )
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
                 message = gr.Markdown(elem_id="message")
-                table = gr.Dataframe(headers=headers, label="Top classes", elem_id="results", interactive=False)
-                gallery = gr.Gallery(
-                    label="Grad-CAM: where the evidence for the top class is",
-                    elem_id="heatmaps",
-                    columns=3,
-                    height="auto",
+                table = gr.Dataframe(
+                    headers=headers, label="Top classes (probability)", elem_id="results", interactive=False, wrap=True
                 )
-            with gr.Column(scale=1), gr.Accordion("Model card", open=True):
-                gr.Markdown(f"{DISCLAIMER}\n\n{page.card}", elem_id="card")
-        button.click(classify, inputs=files, outputs=[gallery, table, message], api_name="classify")
+                show = gr.Checkbox(value=True, label="Show the heatmap over each frame", elem_id="show-heatmap")
+                overlays = gr.Gallery(
+                    label="Grad-CAM over the frame: red where the evidence for the top class is",
+                    elem_id="heatmaps",
+                    columns=2,
+                    height="auto",
+                    object_fit="contain",
+                )
+                frames = gr.Gallery(
+                    label="The frames as taken", elem_id="frames", columns=2, height="auto", visible=False
+                )
+            with gr.Column(scale=2, min_width=320), gr.Accordion("Model card", open=True):
+                gr.Markdown(f"{DISCLAIMER}\n\n{without_confusion_table(page.card)}", elem_id="card")
+                figure = confusion_figure(page.meta)
+                if figure is not None:
+                    gr.Plot(figure, label="Confusion matrix", show_label=False, elem_id="confusion")
+        button.click(
+            classify,
+            inputs=files,
+            outputs=[overlays, frames, table, message],
+            api_name="classify",
+            batch=True,
+            max_batch_size=max_batch,
+            concurrency_limit=1,
+        )
+        show.change(
+            lambda on: (gr.update(visible=on), gr.update(visible=not on)), show, [overlays, frames], queue=False
+        )
     return app
+
+
+def respond(answers: list[dict], top_k: int) -> tuple:
+    """(heatmap gallery, frame gallery, table rows, message) of one request."""
+    good = [a for a in answers if not a["error"]]
+    overlays = [(a["overlay"], f"{a['file']}: {a['top1']} ({a['p1']:.3f})") for a in good]
+    frames = [(a["frame"], a["file"]) for a in good]
+    table = [
+        [a["file"], *(f"{a[f'top{i + 1}']} ({a[f'p{i + 1}']:.3f})" for i in range(top_k)), round(a["ms"])] for a in good
+    ]
+    problems = "\n".join(f"- **{a['file']}**: {a['error']}" for a in answers if a["error"])
+    if not answers:
+        message = "Drop one or several images first."
+    else:
+        message = f"Classified {len(good)} of {len(answers)} images."
+        if problems:
+            message += f" Could not classify:\n{problems}"
+    return overlays, frames, table, message

@@ -1,0 +1,130 @@
+"""Core ML: the fused model as an .mlpackage (ML program) with the preprocessing inside the graph, so that an app
+hands it a whole frame as an image: Vision scales it to the input size (scaleFill, no crop), the graph blacks out
+what the model never saw (mask boxes, field of view), applies the per-channel mean and std, runs the network and
+returns class probabilities with the run's temperature.
+
+Conversion runs anywhere coremltools installs; running an .mlpackage needs macOS. Here the graph's preprocessing is
+checked in PyTorch against `kvasir predict`; the Core ML runtime is not (see `CHECK_ON_MAC`)."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import hidden_pixels
+
+COREML_NAME = "model.mlpackage"
+MOBILE_EXTRA = "pip install 'kvasir-mobileone[mobile]' (make install does it)"
+CHECK_ON_MAC = "kvasir predict IMAGES --model BUNDLE --runtime coreml (macOS; compare with --runtime onnxruntime)"
+
+
+def require_coremltools():
+    try:
+        import coremltools
+    except ImportError as err:
+        raise UserError(
+            f"coremltools is not installed: it comes with the optional extra 'mobile': {MOBILE_EXTRA}."
+        ) from err
+    return coremltools
+
+
+class WithPreprocessing(torch.nn.Module):
+    """RGB pixels (0-255, NCHW float, the input size) -> class probabilities, as `kvasir predict` computes them:
+    hidden pixels black, then (x / 255 - mean) / std, the network, softmax(logits / temperature)."""
+
+    def __init__(self, network: torch.nn.Module, model_input: dict, temperature: float | None):
+        super().__init__()
+        self.network = network.eval()
+        size = model_input["image_size"]
+        hidden = hidden_pixels(model_input)
+        visible = np.ones((size, size), np.float32) if hidden is None else (~hidden).astype(np.float32)
+        self.register_buffer("visible", torch.from_numpy(visible)[None, None])
+        self.register_buffer("mean", torch.tensor(model_input["mean"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model_input["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.temperature = float(temperature or 1.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = (image * self.visible / 255.0 - self.mean) / self.std
+        return torch.softmax(self.network(x) / self.temperature, dim=1)
+
+
+def export_coreml(network: torch.nn.Module, metadata: dict, path: Path) -> Path:
+    """Write the .mlpackage (a folder) whole: converted in a temporary folder beside it, then renamed."""
+    ct = require_coremltools()
+    model_input = metadata["input"]
+    size = model_input["image_size"]
+    wrapped = WithPreprocessing(network, model_input, metadata.get("temperature")).eval()
+    example = torch.rand(1, 3, size, size) * 255
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, example)
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.ImageType(name="image", shape=(1, 3, size, size), scale=1.0, color_layout=ct.colorlayout.RGB)],
+        classifier_config=ct.ClassifierConfig(list(metadata["class_names"])),
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS16,
+        compute_precision=ct.precision.FLOAT32,
+    )
+    mlmodel.short_description = (
+        f"{metadata['model_name']} for GI endoscopy images. Feed the whole frame (Vision: imageCropAndScaleOption "
+        "= .scaleFill; the default centre crop is not what it was trained on). Research use only, not a medical device."
+    )
+    mlmodel.input_description["image"] = f"RGB frame scaled to {size} x {size} (no crop)"
+    mlmodel.user_defined_metadata["kvasir_input"] = "hidden pixels black, then (x / 255 - mean) / std, in the graph"
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        mlmodel.save(str(staged))
+        if path.exists():
+            shutil.rmtree(path)
+        staged.replace(path)
+    return path
+
+
+def preprocessing_parity(network: torch.nn.Module, metadata: dict, pixels: np.ndarray, reference: np.ndarray):
+    """The graph's preprocessing in PyTorch on raw resized pixels (N, H, W, 3 uint8, nothing hidden) against the
+    probabilities of `kvasir predict` (`reference`): {max_abs, top1_agreement}."""
+    wrapped = WithPreprocessing(network, metadata["input"], metadata.get("temperature")).eval()
+    with torch.no_grad():
+        probs = wrapped(torch.from_numpy(pixels).permute(0, 3, 1, 2).float()).numpy()
+    return {
+        "max_abs": float(np.abs(probs - reference).max()),
+        "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+    }
+
+
+class CoreMLBundle:
+    """A bundle's .mlpackage run by Core ML (macOS only), for `kvasir predict --runtime coreml`."""
+
+    def __init__(self, bundle_dir: Path, metadata: dict):
+        ct = require_coremltools()
+        if platform.system() != "Darwin":
+            raise UserError(
+                "Core ML models run only on macOS (coremltools converts on Linux but cannot run them). On a Mac: "
+                f"{CHECK_ON_MAC}."
+            )
+        path = bundle_dir / COREML_NAME
+        if not path.exists():
+            raise UserError(f"{bundle_dir} has no {COREML_NAME}: export it with `kvasir export RUN --format coreml`.")
+        self.metadata, self.precision = metadata, "fp32"
+        self.model = ct.models.MLModel(str(path))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Network inputs turned back into pixels (the graph does its own preprocessing), as log-probabilities
+        scaled by the temperature, so that `probabilities` gives back the model's answer."""
+        from PIL import Image
+
+        model_input = self.metadata["input"]
+        mean, std = np.asarray(model_input["mean"])[:, None, None], np.asarray(model_input["std"])[:, None, None]
+        names = self.metadata["class_names"]
+        out = []
+        for x in batch:
+            pixels = np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+            probs = self.model.predict({"image": Image.fromarray(pixels)})["classLabel_probs"]
+            out.append([np.log(max(probs[n], 1e-12)) for n in names])
+        return np.asarray(out, np.float32) * float(self.metadata.get("temperature") or 1.0)
