@@ -20,13 +20,29 @@ import time
 import urllib.request
 from pathlib import Path
 
+# Gradio's own round trip, for scale: the same upload to an app whose function does nothing
+NOOP = """
+import sys, time, gradio as gr
+with gr.Blocks(analytics_enabled=False) as app:
+    files, text, button = gr.File(file_count="multiple"), gr.Textbox(), gr.Button()
+    button.click(lambda f: str(len(f or [])), files, text, api_name="classify")
+app.launch(server_port=int(sys.argv[1]), prevent_thread_lock=True, quiet=True)
+while True:
+    time.sleep(1)
+"""
 
-def start(model: str, max_batch: int) -> tuple[subprocess.Popen, str]:
+
+def start(model: str | None, max_batch: int) -> tuple[subprocess.Popen, str]:
+    """`kvasir serve` on a free port (model None: the no-op app)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "kvasir_mobileone", "serve", "--model", model, "--port", str(port)]
-    process = subprocess.Popen([*command, "--max_batch", str(max_batch)], stdout=subprocess.DEVNULL)
+    if model is None:
+        command = [sys.executable, "-c", NOOP, str(port)]
+    else:
+        command = [sys.executable, "-m", "kvasir_mobileone", "serve", "--model", model, "--port", str(port)]
+        command += ["--max_batch", str(max_batch)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -49,7 +65,8 @@ def request(client, image: Path) -> float:
 
 
 def measure(url: str, images: list[Path], clients: int, rounds: int) -> dict:
-    """{case: {requests, seconds, images_per_s, median_s, p95_s}} for one server."""
+    """{case: {requests, seconds, images_per_s, median_s, p95_s}} for one server. The clients run in this process,
+    on the same CPU as the server: on a small machine they take part of it."""
     from gradio_client import Client
 
     pool = [Client(url, verbose=False) for _ in range(clients)]
@@ -101,10 +118,14 @@ def main() -> None:
     if not images:
         raise SystemExit(f"no images in {args.images}")
     measured = {}
-    for max_batch in (1, args.clients):
-        process, url = start(args.model, max_batch)
+    for name, model, max_batch in (
+        ("Gradio alone (a no-op app)", None, 1),
+        ("--max_batch 1", args.model, 1),
+        (f"--max_batch {args.clients}", args.model, args.clients),
+    ):
+        process, url = start(model, max_batch)
         try:
-            measured[f"--max_batch {max_batch}"] = measure(url, images, args.clients, args.rounds)
+            measured[name] = measure(url, images, args.clients, args.rounds)
         finally:
             process.terminate()
             process.wait(timeout=60)

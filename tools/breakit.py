@@ -39,7 +39,80 @@ AU = "tests/test_audit.py::"
 CLI = "tests/test_cli.py::"
 IM = "tests/test_imbalance.py::"
 FV = "tests/test_field_of_view.py::"
+MO = "tests/test_mobile.py::"
+SE = "tests/test_serve.py::"
 MUTATIONS = [
+    # issue 24: on-device formats and the page
+    Mutation(
+        "the Core ML graph blacks out what the model never saw",
+        "deploy/coreml.py",
+        "x = (image * self.visible / 255.0 - self.mean) / self.std",
+        "x = (image / 255.0 - self.mean) / self.std",
+        MO + "test_the_core_ml_graph_preprocesses_as_predict_mask_and_temperature_included",
+    ),
+    Mutation(
+        "the Core ML graph applies the temperature",
+        "deploy/coreml.py",
+        "return torch.softmax(self.network(x) / self.temperature, dim=1)",
+        "return torch.softmax(self.network(x), dim=1)",
+        MO + "test_the_core_ml_graph_preprocesses_as_predict_mask_and_temperature_included",
+    ),
+    Mutation(
+        "a missing 'mobile' extra is named in one line",
+        "deploy/pte.py",
+        '        raise UserError(\n            f"ExecuTorch is not installed',
+        '        raise ImportError(\n            f"ExecuTorch is not installed',
+        MO + "test_a_missing_mobile_extra_is_named",
+    ),
+    Mutation(
+        "the ExecuTorch program is traced on a contiguous example (else it misreads NCHW input)",
+        "deploy/pte.py",
+        "(example[:2].contiguous(),)",
+        "(example[:2],)",
+        MO + "test_executorch_programs_agree_with_the_fp32_model_on_the_test_images",
+    ),
+    Mutation(
+        "ExecuTorch outputs are copied out of the planned memory before the next chunk",
+        "deploy/pte.py",
+        ".numpy().copy()",
+        ".numpy()",
+        MO + "test_executorch_programs_agree_with_the_fp32_model_on_the_test_images",
+    ),
+    Mutation(
+        "a refused ExecuTorch int8 program is not written",
+        "deploy/pte.py",
+        "    return accept(figures, candidate, out_dir / PTE_INT8_NAME, max_accuracy_drop, force)",
+        "    candidate.replace(out_dir / PTE_INT8_NAME)\n    return figures",
+        MO + "test_a_refused_executorch_int8_program_is_not_written",
+    ),
+    Mutation(
+        "the page lays the heatmap over the frame as taken",
+        "deploy/explain.py",
+        ".resize((width, height), Image.BILINEAR)",
+        ".resize(heat.shape[::-1], Image.BILINEAR)",
+        SE + "test_the_page_in_a_browser",
+    ),
+    Mutation(
+        "the page numbers repeated file names",
+        "deploy/serve.py",
+        'out.append(f"{name} ({seen[name]})" if total[name] > 1 and seen[name] > 1 else name)',
+        "out.append(name)",
+        SE + "test_requests_arriving_together_are_answered_in_one_batch",
+    ),
+    Mutation(
+        "the page says in words why a file cannot be read",
+        "deploy/serve.py",
+        '"not an image that can be read: its contents are not JPEG, PNG or another image format"',
+        'f"not an image that can be read ({type(err).__name__})"',
+        SE + "test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "the server deletes its uploads and heatmaps when it stops",
+        "commands/serve.py",
+        "    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))",
+        "    pass",
+        SE + "test_the_page_through_gradio_client",
+    ),
     # issue 22: a common field of view, found from the data
     Mutation(
         "the field of view comes from the training images alone",
