@@ -138,7 +138,9 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
 
 def files_section(metadata: dict) -> str:
     """The bundle's model files: what runs each, what it takes, how it was checked; and, for the on-device ones,
-    what an app developer must do."""
+    what an app developer must do. Empty for metadata that lists no files (bundles made before the list)."""
+    if not metadata.get("files"):
+        return ""
     rows = [
         [f"`{f['file']}`", f["precision"], f["runtime"], f["input"], f["checked"] or "—"] for f in metadata["files"]
     ]
