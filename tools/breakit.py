@@ -72,13 +72,6 @@ MUTATIONS = [
         MO + "test_executorch_programs_agree_with_the_fp32_model_on_the_test_images",
     ),
     Mutation(
-        "ExecuTorch outputs are copied out of the planned memory before the next chunk",
-        "deploy/pte.py",
-        ".numpy().copy()",
-        ".numpy()",
-        MO + "test_executorch_programs_agree_with_the_fp32_model_on_the_test_images",
-    ),
-    Mutation(
         "a refused ExecuTorch int8 program is not written",
         "deploy/pte.py",
         "    return accept(figures, candidate, out_dir / PTE_INT8_NAME, max_accuracy_drop, force)",

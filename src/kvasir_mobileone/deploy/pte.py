@@ -95,9 +95,8 @@ class PteModel:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         step = self.max_batch
-        # the output lives in the program's planned memory, which the next call reuses: copy it out
         chunks = [
-            self.method.execute([torch.from_numpy(np.ascontiguousarray(batch[i : i + step]))])[0].numpy().copy()
+            self.method.execute([torch.from_numpy(np.ascontiguousarray(batch[i : i + step]))])[0].numpy()
             for i in range(0, len(batch), step)
         ]
         return np.concatenate(chunks)
