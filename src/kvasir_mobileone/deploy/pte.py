@@ -2,9 +2,10 @@
 and int8 (PyTorch 2 export quantization with XNNPACK's quantizer), and ExecuTorch's own runtime to run it.
 
 The batch axis is dynamic, so one file serves a single frame and a batch: torch.export is asked for 1 to
-MAX_BATCH, and the runtime's memory plan may bound it lower (15 for mobileone_s0 at 48 px, measured with ExecuTorch 1.5.1):
-`PteModel.max_batch` reads the bound from the program and larger batches run in chunks. ExecuTorch's Python
-runtime takes torch tensors: running a .pte here imports torch (the on-device runtime does not)."""
+MAX_BATCH, and the runtime's memory plan may bound it lower (15 for mobileone_s0 at 48 px, measured with
+ExecuTorch 1.5.1): `PteModel.max_batch` reads the bound from the program and larger batches run in chunks.
+ExecuTorch's Python runtime takes torch tensors: running a .pte here imports torch (the on-device runtime does
+not)."""
 
 from __future__ import annotations
 
