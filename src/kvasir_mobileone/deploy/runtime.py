@@ -19,6 +19,13 @@ def is_bundle(path: Path) -> bool:
     return (path / ONNX_NAME).is_file() and (path / METADATA_NAME).is_file()
 
 
+def chosen_precision(precision: str, has_int8: bool, missing: str, how: str) -> str:
+    """int8 when the bundle has it, unless --precision fp32; a UserError when int8 is asked for and absent."""
+    if precision == "int8" and not has_int8:
+        raise UserError(f"{missing}: export it with {how}, or use --precision fp32.")
+    return "int8" if has_int8 and precision != "fp32" else "fp32"
+
+
 class OnnxBundle:
     """An exported bundle, run with onnxruntime: its int8 model when it has one (precision auto or int8)."""
 
@@ -27,9 +34,7 @@ class OnnxBundle:
 
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
         has_int8 = bool(self.metadata.get("int8")) and (bundle_dir / INT8_NAME).is_file()
-        if precision == "int8" and not has_int8:
-            raise UserError(f"{bundle_dir} has no int8 model: export it with --quantize int8, or use --precision fp32.")
-        self.precision = "int8" if has_int8 and precision != "fp32" else "fp32"
+        self.precision = chosen_precision(precision, has_int8, f"{bundle_dir} has no int8 model", "--quantize int8")
         model = bundle_dir / (INT8_NAME if self.precision == "int8" else ONNX_NAME)
         self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -48,13 +53,9 @@ class ExecuTorchBundle:
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
         if not self.metadata.get("executorch") or not (bundle_dir / PTE_NAME).is_file():
             raise UserError(f"{bundle_dir} has no {PTE_NAME}: export it with `kvasir export RUN --format executorch`.")
-        has_int8 = bool((self.metadata.get("executorch") or {}).get("int8")) and (bundle_dir / PTE_INT8_NAME).is_file()
-        if precision == "int8" and not has_int8:
-            raise UserError(
-                f"{bundle_dir} has no int8 ExecuTorch program: export it with --format executorch --quantize int8, or "
-                "use --precision fp32."
-            )
-        self.precision = "int8" if has_int8 and precision != "fp32" else "fp32"
+        has_int8 = bool(self.metadata["executorch"].get("int8")) and (bundle_dir / PTE_INT8_NAME).is_file()
+        missing = f"{bundle_dir} has no int8 ExecuTorch program"
+        self.precision = chosen_precision(precision, has_int8, missing, "--format executorch --quantize int8")
         self.program = PteModel(bundle_dir / (PTE_INT8_NAME if self.precision == "int8" else PTE_NAME))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
