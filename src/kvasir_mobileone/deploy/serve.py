@@ -149,7 +149,9 @@ def card_summary(meta: dict) -> str:
 
 
 def without_confusion_table(card: str) -> str:
-    """The card's text without its confusion-matrix table (the page draws it as a figure instead)."""
+    """The card's text for the page's narrow column: without its confusion-matrix table (the page draws it as a
+    figure instead) and without the table of the bundle's files (for those who download it)."""
+    card = re.sub(r"## Files\n.*?(?=\n## )", "", card, flags=re.S)
     return re.sub(r"\n*Confusion matrix \(rows: true class, columns: predicted\):\n\n(\|.*\n)+", "\n", card)
 
 
