@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format benchmark breakit clean
+.PHONY: install demo test test-slow lint format benchmark breakit clean
 
 install: $(STAMP)
 
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/kvasir demo --out demo_out
 
+# The default suite: CPU only, offline, minutes. `make test-slow` runs the heaviest end-to-end checks (CI runs both).
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 # Break each behaviour on purpose and watch its test fail (minutes; outside the default suite): prints the table.
 breakit: install

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
+from pathlib import Path
 
 import pytest
 
-# No test may reach the network or a user's caches: a fresh, empty Hugging Face cache and offline W&B.
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="kvasir-test-hf-")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# W&B with no credentials anywhere, so the tool itself must choose offline mode (no WANDB_MODE set here).
+# No test may reach the network or a user's caches: an empty Hugging Face cache, the hub offline whatever the
+# environment says, and W&B with no credentials anywhere, so the tool itself must choose offline mode (no WANDB_MODE
+# set here). Their folders are made under pytest's own temporary folder in pytest_configure, before collection
+# imports timm or wandb.
+os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("WANDB_API_KEY", None)
 os.environ.pop("WANDB_MODE", None)
-os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="kvasir-test-wandb-")
-os.environ["NETRC"] = os.path.join(os.environ["WANDB_CONFIG_DIR"], "netrc")
 os.environ.setdefault("WANDB_SILENT", "true")
 # CPU only, unless KVASIR_TEST_GPU=1 (benchmarks/gpu_check.sh runs `pytest -m gpu` that way on a GPU machine)
 os.environ["CUDA_VISIBLE_DEVICES"] = (
@@ -27,47 +27,111 @@ import torch
 
 torch.set_num_threads(2)
 
-from fitflags import fit_flags  # noqa: E402
+from fitflags import fit_flags, fit_run  # noqa: E402
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth  # noqa: E402
 
 TINY_CLASSES = KVASIR_CLASSES[:4]
 GPU_TESTS = os.environ.get("KVASIR_TEST_GPU") == "1"
 
 
+# tools/breakit.py builds the shared fixtures once from the unbroken code and names them here (a JSON file of
+# fixture -> path) for the mutations whose module that build never loaded: the same code would build the same thing.
+SNAPSHOT = (
+    json.loads(Path(os.environ["KVASIR_TEST_SNAPSHOT"]).read_text()) if os.environ.get("KVASIR_TEST_SNAPSHOT") else {}
+)
+
+
+def shared(name: str, build):
+    """The session fixture `name`: from the break-it snapshot when there is one, else built now."""
+    return Path(SNAPSHOT[name]) if name in SNAPSHOT else build()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has made its factory
+def pytest_configure(config):
+    base = config._tmp_path_factory.getbasetemp()  # the basetemp that tmp_path_factory shares with every test
+    os.environ["HF_HOME"] = str(base / "hf-home")
+    os.environ["WANDB_CONFIG_DIR"] = str(base / "wandb-config")
+    os.environ["NETRC"] = str(base / "wandb-config" / "netrc")
+    for folder in ("hf-home", "wandb-config"):
+        (base / folder).mkdir(exist_ok=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """4 classes x 40 JPEGs at a tenth of Kvasir's resolutions (72x57 to 192x107)."""
-    return synth(
-        str(tmp_path_factory.mktemp("tiny") / "data"),
-        images_per_class=40,
-        seed=1,
-        scale=0.1,
-        classes=TINY_CLASSES,
+    return shared(
+        "tiny_data",
+        lambda: synth(
+            str(tmp_path_factory.mktemp("tiny") / "data"), images_per_class=40, seed=1, scale=0.1, classes=TINY_CLASSES
+        ),
     )
 
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_data, tmp_path_factory):
     """A run folder from `kvasir fit` on tiny_data: MobileOne-S0 from scratch, 48 px, W&B offline, no test."""
-    from kvasir_mobileone.cli import main
 
-    runs = tmp_path_factory.mktemp("runs")
-    # MobileOne from scratch starts slowly: ~500 steps of Adam at lr 3e-3 reach well above chance on 4 classes.
-    main(
-        [
-            "fit",
-            "--data.data_dir",
-            str(tiny_data),
-            *fit_flags("mobileone_s0", 8, epochs=30, logger="wandb", image_size=48),
-            "--trainer.runs_dir",
-            str(runs),
-            "--trainer.run_name",
-            "r",
-            "--test_after",
-            "false",
-        ]
+    def build():
+        from kvasir_mobileone.cli import main
+
+        runs = tmp_path_factory.mktemp("runs")
+        # MobileOne from scratch starts slowly: ~500 steps of Adam at lr 3e-3 reach well above chance on 4 classes.
+        main(
+            ["fit", "--data.data_dir", str(tiny_data)]
+            + fit_flags("mobileone_s0", 8, epochs=30, logger="wandb", image_size=48)
+            + ["--trainer.runs_dir", str(runs), "--trainer.run_name", "r", "--test_after", "false"]
+        )
+        return runs / "r"
+
+    return shared("trained_run", build)
+
+
+@pytest.fixture(scope="session")
+def resnet_run(tiny_data, tmp_path_factory):
+    """A run folder from `kvasir fit` on tiny_data with resnet10t (it learns the synthetic shapes in seconds, on any
+    CPU): for tests that need a model that has learned, not MobileOne itself. Tested at the end of fit."""
+    return shared(
+        "resnet_run",
+        lambda: fit_run(tiny_data, tmp_path_factory.mktemp("resnet_runs"), "resnet", flags=fit_flags(epochs=8)),
     )
-    return runs / "r"
+
+
+@pytest.fixture(scope="session")
+def bundle(trained_run, tmp_path_factory):
+    """trained_run tested (the card's evaluation section comes from the report), then exported: the fp32 bundle
+    (ONNX, safetensors, metadata, model card). Tests that change a bundle change a copy."""
+
+    def build():
+        from kvasir_mobileone.cli import main
+
+        out = tmp_path_factory.mktemp("bundle")
+        main(["test", str(trained_run), "--num_workers", "0"])
+        main(["export", str(trained_run), "--out", str(out)])
+        return out
+
+    return shared("bundle", build)
+
+
+@pytest.fixture(scope="session")
+def int8_mobile_bundle(trained_run, tmp_path_factory):
+    """trained_run exported with every format: ONNX int8 (one layer kept in fp32, to exercise the sensitivity
+    search), ExecuTorch fp32 and int8, Core ML; 64 training images calibrate both int8 models. Its 16 test images
+    are too few to certify anything: int8 is written unless they show a loss."""
+
+    def build():
+        from kvasir_mobileone.cli import main
+
+        out = tmp_path_factory.mktemp("int8_mobile")
+        main(
+            ["export", str(trained_run), "--out", str(out), "--format", "executorch,coreml"]
+            + ["--quantize", "int8", "--calibration_images", "64", "--fp32_layers", "1"]
+        )
+        return out
+
+    return shared("int8_mobile_bundle", build)
+
+
+SHARED_FIXTURES = ("tiny_data", "trained_run", "resnet_run", "bundle", "int8_mobile_bundle")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -101,16 +101,24 @@ def test_device_augmentations_are_random_per_image():
     assert out.shape == batch.shape and not torch.allclose(out[0], out[1])
 
 
-def test_cached_and_uncached_pipelines_feed_the_same_pixels(tiny_data, tmp_path):
+def test_cached_and_uncached_pipelines_feed_the_same_pixels(tiny_data, tmp_path, monkeypatch):
+    import kvasir_mobileone.data.dataset as dataset
+
     rows = make_split(scan_image_folder(tiny_data), seed=1)
     names = class_names_of(rows)
     cache = build_cache(tiny_data, [r["path"] for r in rows], 32, cache_dir=tmp_path / "cache", workers=1)
     assert not cache.errors
     cached = ImageListDataset(rows, tiny_data, names, 32, cache=cache)
     uncached = ImageListDataset(rows, tiny_data, names, 32)
+    decoded = []
+    decode = dataset.decode_resized
+    monkeypatch.setattr(dataset, "decode_resized", lambda path, *a, **k: decoded.append(path) or decode(path, *a, **k))
     for i in (0, 7, len(rows) - 1):
-        assert cache.get(rows[i]["path"]) is not None  # served from the cache, not decoded again
-        a, b = cached[i][0].int(), uncached[i][0].int()
+        a = cached[i][0].int()
+        assert decoded == [], "a cached image was decoded again"
+        b = uncached[i][0].int()
+        assert len(decoded) == 1, "the uncached dataset did not decode the file"
+        decoded.clear()
         assert a.shape == (3, 32, 32) and (a - b).abs().max() <= 1 and a.float().std() > 5
 
 

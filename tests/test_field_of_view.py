@@ -155,6 +155,29 @@ def test_a_frame_planted_only_in_test_images_leaves_the_view_unchanged(runs, tmp
         derive_view(rows, data, 32, "bilinear", 0.95)
 
 
+def test_an_unreadable_training_image_is_named_not_dropped_from_the_view_silently(tmp_path):
+    """With a manifest, an unreadable training image stays in the split (training skips it): the view is derived
+    from the others, and the image is named in the warning and in the run's data problems."""
+    data = framed_data(tmp_path / "data", per_class=12)
+    rows = [{"path": p.relative_to(data).as_posix(), "label": p.parent.name} for p in sorted(data.glob("*/*.jpg"))]
+    for k, row in enumerate(rows):
+        row["split"] = ("train", "train", "val", "test")[k % 4]
+    broken = next(r for r in rows if r["split"] == "train")
+    (data / broken["path"]).write_bytes(b"not a jpeg")
+    view = derive_view(rows, data, 32, "bilinear", 0.9)
+    assert [path for path, _ in view.skipped] == [broken["path"]]
+    assert sum(view.per_class.values()) == sum(r["split"] == "train" for r in rows) - 1
+    manifest = tmp_path / "split.csv"
+    manifest.write_text("path,label,split\n" + "".join(f"{r['path']},{r['label']},{r['split']}\n" for r in rows))
+    fit = [*fit_flags(), "--trainer.max_steps", "1", "--test_after", "false", "--data.view_quantile", "0.9"]
+    with pytest.warns(UserWarning, match="1 could not be read and were left out of it"):
+        run = fit_run(
+            data, tmp_path / "runs", "r", "--data.manifest", str(manifest), "--data.field_of_view", "common", flags=fit
+        )
+    problems = read_csv(run / "data_problems.csv")
+    assert {(p["path"], p["kind"]) for p in problems} >= {(broken["path"], "skipped-in-field-of-view")}
+
+
 def test_frame_and_overlay_pixels():
     image = np.full((20, 20, 3), (200, 110, 100), np.uint8)  # tissue
     image[:, :3] = 5  # the frame, joined to the border
@@ -225,7 +248,11 @@ def test_eda_and_check_measure_the_frames(runs, tmp_path):
 
 def test_fit_takes_another_runs_view_and_refuses_a_wrong_size(runs, tmp_path):
     with pytest.raises(DataError, match="use full, common, or the path of a field_of_view.png"):
-        main(["fit", "--data.data_dir", str(runs["data"]), *FIT, "--data.field_of_view", "commmon"])
+        main(
+            ["fit", "--data.data_dir", str(runs["data"]), *FIT, "--data.field_of_view", "commmon"]
+            + ["--trainer.runs_dir", str(tmp_path / "typo")]
+        )
+    assert not (tmp_path / "typo").exists()  # refused before a run folder is made
     with pytest.raises(DataError, match="is 32 x 32 px; the network input is 48 x 48"):
         main(
             [

@@ -23,7 +23,7 @@ from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.resident import DEVICE_SHARE, ImageBank, ResidentBatches, placement
 from kvasir_mobileone.data.split import make_split
 from kvasir_mobileone.data.transforms import Normalization
-from kvasir_mobileone.evaluation.stats import mcnemar
+from kvasir_mobileone.evaluation.stats import matched_pairs_interval
 from kvasir_mobileone.images import black_out
 from kvasir_mobileone.models import trainer as trainer_module
 from kvasir_mobileone.models.backbone import input_spec
@@ -295,6 +295,7 @@ def test_the_automatic_batch_follows_the_accelerator_not_the_machine(monkeypatch
     )
 
 
+@pytest.mark.slow
 def test_compile_keeps_the_outputs_and_the_checkpoint_keys():
     torch.manual_seed(0)
     model = ModelConfig(name="resnet10t", pretrained=False)
@@ -335,14 +336,20 @@ def fit_accuracy(data_dir, runs, name, *flags) -> tuple[float, np.ndarray]:
     return metrics["accuracy"], predictions["label"] == predictions["predicted"]
 
 
+@pytest.mark.slow
 def test_resident_path_reaches_the_accuracy_of_the_workers_path(tiny_data, tmp_path):
     """Same seed and split, the two data paths (DataLoader workers with torchvision against resident batches with
-    the batched augmentation): both learn, and their test predictions differ no more than chance allows."""
+    the batched augmentation): both learn, and the resident path is not worse: the lower bound of the paired
+    accuracy difference (resident − workers, Agresti-Min) stays above −0.15 (a margin, not McNemar's p > 0.05,
+    which on 48 images would pass for a much worse path)."""
     acc_workers, right_workers = fit_accuracy(tiny_data, tmp_path, "workers", "--data.loader", "workers")
     acc_resident, right_resident = fit_accuracy(tiny_data, tmp_path, "resident", "--data.loader", "resident")
     chance = 1 / 4
     assert acc_workers > chance + 0.2 and acc_resident > chance + 0.2
-    assert mcnemar(right_workers, right_resident)["p_value"] > 0.05
+    only_resident = int(np.sum(right_resident & ~right_workers))
+    only_workers = int(np.sum(~right_resident & right_workers))
+    low, _ = matched_pairs_interval(only_resident, only_workers, len(right_workers))
+    assert low > -0.15, (acc_resident, acc_workers, low)
 
 
 def test_gpu_benchmark_measures_through_the_trainer(tiny_data):

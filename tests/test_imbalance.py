@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from fitflags import fit_flags
 from kvasir_mobileone.cli import main
@@ -15,6 +16,7 @@ from kvasir_mobileone.data.dataset import balanced_sampling_weights
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.split import make_split, read_exclusions
 from kvasir_mobileone.data.synth import PLANTED_FLIPS, synth
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.metrics import balanced_accuracy, macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar
 from kvasir_mobileone.io import read_csv
@@ -70,6 +72,7 @@ def small_class_recall(run, held_out) -> np.ndarray:
     return np.array([a["top1"] == SMALL for a in answers])
 
 
+@pytest.mark.slow
 def test_macro_f1_selection_and_class_weights_raise_the_small_class_recall(small_class):
     """Paired, same seed and split: val/acc selection without weights (the original workflow) against val/f1_macro
     selection with balanced class weights, on 50 held-out images of the 6-image class."""
@@ -122,6 +125,7 @@ def test_balanced_sampling_draws_every_class_alike_in_both_loaders(small_class, 
         assert low <= 0.25 <= high, counts
 
 
+@pytest.mark.slow
 def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
     """5% of the labels flipped on purpose; cleanlab on the out-of-fold probabilities of a 3-fold cv flags them."""
     data = synth(str(tmp_path / "d"), images_per_class=50, seed=3, scale=0.1, classes=(*BIG, SMALL), flip_fraction=0.05)
@@ -154,6 +158,17 @@ def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
         metrics["excluded"] == len(read_csv(listing))
         and "## Excluded images" in (run / "test" / "report.md").read_text()
     )
+
+
+def test_label_issues_needs_out_of_fold_predictions(tmp_path):
+    """A run's own test predictions come from a model that trained on the other images of its split, never on the
+    test ones, but only a cv folder predicts every image out of fold: label-issues refuses anything else."""
+    run = tmp_path / "run"
+    (run / "test").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"data_dir": str(tmp_path)}}))
+    (run / "test" / "predictions.csv").write_text("path,label,predicted,p_a,p_b\na/1.jpg,a,a,0.9,0.1\n")
+    with pytest.raises(UserError, match="is not a `kvasir cv` folder: label-issues needs every image predicted"):
+        main(["label-issues", str(run)])
 
 
 @pytest.mark.parametrize(("monitor", "best"), [("val/loss", np.argmin), ("val/balanced_acc", np.argmax)])

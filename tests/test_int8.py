@@ -17,26 +17,9 @@ from kvasir_mobileone.images import read_network_input
 from kvasir_mobileone.io import read_csv
 
 
-@pytest.fixture(scope="module")
-def int8_bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8")
-    # 16 test images: too few to certify anything, and written unless they show a loss; one layer stays in fp32 to
-    # exercise the sensitivity search
-    main(
-        [
-            "export",
-            str(trained_run),
-            "--out",
-            str(out),
-            "--quantize",
-            "int8",
-            "--calibration_images",
-            "64",
-            "--fp32_layers",
-            "1",
-        ]
-    )
-    return out
+@pytest.fixture
+def int8_bundle(int8_mobile_bundle):
+    return int8_mobile_bundle
 
 
 def test_int8_bundle_keeps_the_model_and_says_how_it_was_checked(int8_bundle, trained_run):

@@ -9,20 +9,16 @@ import pytest
 import torch
 
 from kvasir_mobileone.cli import main
+from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
 from kvasir_mobileone.images import hidden_pixels, hide, network_input, read_network_input
 from kvasir_mobileone.io import read_csv
 
 
-@pytest.fixture(scope="module")
-def mobile_bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mobile")
-    main(
-        ["export", str(trained_run), "--out", str(out), "--format", "executorch,coreml"]
-        + ["--quantize", "int8", "--calibration_images", "32"]
-    )
-    return out
+@pytest.fixture
+def mobile_bundle(int8_mobile_bundle):
+    return int8_mobile_bundle
 
 
 def test_executorch_programs_agree_with_the_fp32_model_on_the_test_images(mobile_bundle, trained_run):
@@ -73,6 +69,12 @@ def test_predict_runs_the_executorch_program(mobile_bundle, tiny_data):
         probs = apply_temperature(probs, meta["temperature"])
     assert [r["path"] for r in results] == [str(p) for p in paths]
     assert np.allclose([r["p1"] for r in results], probs.max(1), atol=1e-5)
+    # the logits say which program ran (a saturated softmax would not): the int8 one, unless fp32 is asked for
+    int8, fp32 = (PteModel(mobile_bundle / name).logits(x) for name in ("model.int8.pte", "model.pte"))
+    assert not np.array_equal(int8, fp32)
+    for precision, expected in (("auto", int8), ("fp32", fp32)):
+        predictor = load_predictor(str(mobile_bundle), precision, "executorch")
+        assert np.array_equal(predictor.logits(x), expected), precision
     with pytest.raises(UserError, match="runs an exported bundle"):
         main(["predict", str(folder), "--model", str(tiny_data), "--runtime", "executorch"])
 
@@ -139,6 +141,7 @@ def test_a_missing_mobile_extra_is_named(monkeypatch):
         require_coremltools()
 
 
+@pytest.mark.slow
 def test_a_refused_executorch_int8_program_is_not_written(trained_run, tmp_path, monkeypatch):
     """The same refusal path as the ONNX int8 model: both are refused, neither is left behind, fp32 stands."""
     from kvasir_mobileone.deploy import quantize

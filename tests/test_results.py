@@ -23,7 +23,7 @@ from kvasir_mobileone.evaluation.stats import (
 )
 from kvasir_mobileone.images import read_network_input
 
-TINY_FIT = fit_flags("mobileone_s0", 8, lr=None)
+TINY_FIT = fit_flags(batch_size=8, lr=None)  # resnet10t: plumbing, not learning
 
 
 def test_mcnemar_exact_on_a_known_table():
@@ -114,15 +114,17 @@ def test_temperature_recovers_a_known_overconfidence():
 
 
 @pytest.fixture(scope="module")
-def classical(trained_run, tmp_path_factory):
+def classical(resnet_run, tmp_path_factory):
+    """Classical models on the features of resnet10t, which learns these shapes on any CPU (the MobileOne-S0 of
+    trained_run is too weak on some CPUs for every classifier on its features to beat chance on 16 images)."""
     out = tmp_path_factory.mktemp("features")
-    main(["features", str(trained_run), "--out", str(out), "--num_workers", "0"])
+    main(["features", str(resnet_run), "--out", str(out), "--num_workers", "0"])
     return out
 
 
 def test_features_then_classical_models_above_chance(classical):
     data = np.load(classical / "features.npz")
-    assert data["embeddings"].shape == (160, 1024) and set(data["splits"]) == {"train", "val", "test"}
+    assert data["embeddings"].shape == (160, 512) and set(data["splits"]) == {"train", "val", "test"}
     summary = json.loads((classical / "classical_summary.json").read_text())
     assert {s["model"] for s in summary} == {"logreg", "linear_svm", "random_forest", "knn"}
     for s in summary:  # 4 classes: chance is 4 of 16 test images

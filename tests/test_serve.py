@@ -35,14 +35,6 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def bundle(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve_bundle")
-    main(["test", str(trained_run), "--num_workers", "0"])  # the card's evaluation section comes from the report
-    main(["export", str(trained_run), "--out", str(out)])
-    return out
-
-
-@pytest.fixture(scope="module")
 def server(bundle):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,16 +66,19 @@ def server(bundle):
     deadline = time.time() + 180
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                assert answer.status == 200
             break
         except OSError:
             assert process.poll() is None, process.stdout.read()
             time.sleep(0.5)
-    yield url, files
-    process.terminate()
-    process.wait(timeout=30)
-    # uploads and heatmaps are deleted when the server stops (the page's tests put files there)
-    assert not files.exists(), f"{files} was left behind after the server stopped"
+    else:
+        process.kill()
+        pytest.fail(f"kvasir serve did not answer at {url} within 180 s")
+    yield url, files, process
+    if process.poll() is None:  # test_the_server_deletes_its_uploads_when_it_stops stops it; a failed run may not
+        process.kill()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +104,12 @@ def expected_top_class(bundle, image) -> str:
 GRADIO_INTERNALS = {("nested-interactive", 'button[aria-label="common.upload"]')}
 
 
+@pytest.mark.slow
 def test_the_page_in_a_browser(server, bundle, images, tmp_path):
     from axe_playwright_python.sync_playwright import Axe
     from playwright.sync_api import expect, sync_playwright
 
-    url, files = server
+    url, files, _ = server
     outside = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), headless=True)
@@ -203,13 +199,14 @@ def test_requests_arriving_together_are_answered_in_one_batch(bundle, images):
     from kvasir_mobileone.deploy.serve import PageModel, numbered
 
     page = PageModel(str(bundle))
-    frame, notes = str(images / "frame.jpg"), str(images / "notes.jpg")
-    together = page.answer_many([[frame], [notes, frame], [frame, frame]], max_bytes=10**7)
-    alone = page.answer_many([[frame]], max_bytes=10**7)[0][0]
+    frame, other, notes = (str(images / f) for f in ("frame.jpg", "again/frame.jpg", "notes.jpg"))
+    together = page.answer_many([[frame], [notes, other], [frame, other]], max_bytes=10**7)
+    alone = {path: page.answer_many([[path]], max_bytes=10**7)[0][0] for path in (frame, other)}
     assert [len(r) for r in together] == [1, 2, 2] and together[1][0]["error"]
-    for answer in (together[0][0], together[1][1], together[2][1]):
-        assert answer["top1"] == alone["top1"] and abs(answer["p1"] - alone["p1"]) < 1e-5
-        assert np.abs(answer["overlay"].astype(int) - alone["overlay"].astype(int)).max() <= 1
+    for answer, path in ((together[0][0], frame), (together[1][1], other), (together[2][0], frame)):
+        assert answer["path"] == path and answer["overlay"].shape == alone[path]["overlay"].shape
+        assert answer["top1"] == alone[path]["top1"] and abs(answer["p1"] - alone[path]["p1"]) < 1e-5
+        assert np.abs(answer["overlay"].astype(int) - alone[path]["overlay"].astype(int)).max() <= 1
     assert [a["file"] for a in together[2]] == ["frame.jpg", "frame.jpg (2)"]
     assert numbered(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]
 
@@ -245,3 +242,13 @@ def test_every_bundle_carries_a_model_card_and_loads_in_timm(bundle, trained_run
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in trained.items())  # every weight, the head included
     assert set(load_file(bundle / "model_unfused.safetensors")) == set(trained)
+
+
+def test_the_server_deletes_its_uploads_when_it_stops(server):
+    """Last in this module: stops the shared server with SIGTERM, as a service manager would. The page's tests above
+    put uploads and heatmaps in its folder; they are gone once it has stopped."""
+    _, files, process = server
+    assert files.is_dir() and any(files.rglob("*")), "the tests above should have left uploads in the folder"
+    process.terminate()
+    process.wait(timeout=30)
+    assert not files.exists(), f"{files} was left behind after the server stopped"

@@ -1,9 +1,13 @@
 """Break each behaviour on purpose and watch its test fail: `make breakit` (outside the default suite).
 
 Each entry names a behaviour, the one-line change in src/ that breaks it, and the test that must then fail. For each
-entry the script copies src/, tests/ and pyproject.toml into a temporary folder, applies the change there (the
-working tree is never touched), runs the named test against the copy and records whether it failed. It prints the
-table and exits non-zero when a test missed its mutation or an entry no longer matches the code.
+entry the script copies src/, tests/ and the files tests read into a temporary folder, applies the change there (the
+working tree is never touched), runs the named test against the copy (slow-marked ones too) and records how it
+failed: "caught" only when the test failed on an assertion (or on the error the entry names), "crashed" when it
+failed another way or in a fixture. It prints the table and exits non-zero unless every entry was caught.
+
+The trained runs and bundles the tests share (conftest.SHARED_FIXTURES) are built once from the unbroken code and
+handed to every entry whose mutated module that build never loaded (--rebuild: every entry builds its own).
 
     python tools/breakit.py                 # every entry
     python tools/breakit.py --only leak     # entries whose behaviour or test mentions "leak"
@@ -13,6 +17,7 @@ table and exits non-zero when a test missed its mutation or an entry no longer m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +36,7 @@ class Mutation(NamedTuple):
     original: str  # must occur exactly once in the file
     broken: str
     test: str  # pytest node id
+    expect: str | None = None  # the error the test fails with when it catches this, if not an assertion
 
 
 HK = "tests/test_hyper_kvasir.py::"
@@ -42,6 +48,105 @@ FV = "tests/test_field_of_view.py::"
 MO = "tests/test_mobile.py::"
 SE = "tests/test_serve.py::"
 MUTATIONS = [
+    # issue 32: claims that no entry broke before
+    Mutation(
+        "near-duplicates are grouped by perceptual-hash distance",
+        "data/check.py",
+        "hamming(hashes[start : start + 512, None], hashes[None, :]) <= max_bits)",
+        "hamming(hashes[start : start + 512, None], hashes[None, :]) < 0)",
+        "tests/test_reliability.py::test_near_duplicates_share_a_split_whatever_the_seed",
+    ),
+    Mutation(
+        "a near-duplicate group lands in one split (the split is drawn over groups)",
+        "data/split.py",
+        "    groups = groups or {p: i for i, (p, _) in enumerate(items)}",
+        "    groups = {p: i for i, (p, _) in enumerate(items)}",
+        "tests/test_data.py::test_duplicate_groups_stay_in_one_split",
+    ),
+    Mutation(
+        "an official split's CSV class names are mapped to the folders' names",
+        "data/official.py",
+        "        mapping.setdefault(csv_class, Counter())[label] += 1",
+        "        mapping.setdefault(csv_class, Counter())[csv_class] += 1",
+        HK + "test_an_official_split_maps_names_and_reports_rows_without_files_and_files_without_rows",
+    ),
+    Mutation(
+        "class weights are N / (K x n_c) over the classes present",
+        "models/classifier.py",
+        "    return [total / (present * n) if n else 0.0 for n in counts]",
+        "    return [total / (len(counts) * n) if n else 0.0 for n in counts]",
+        IM + "test_class_weights_and_sampling_weights_give_every_class_the_same_total",
+    ),
+    Mutation(
+        "label-issues reads out-of-fold predictions only (a cv folder, not a run)",
+        "commands/label_issues.py",
+        '    if "folds" not in config:',
+        "    if False:",
+        IM + "test_label_issues_needs_out_of_fold_predictions",
+    ),
+    Mutation(
+        "int8 calibration images come from the training split only",
+        "deploy/quantize.py",
+        '        train = [r for r in rows if r["split"] == "train"]',
+        "        train = rows",
+        I8 + "test_int8_bundle_keeps_the_model_and_says_how_it_was_checked",
+    ),
+    Mutation(
+        "ExecuTorch int8 is judged on the same test images as ONNX int8",
+        "deploy/pte.py",
+        "    figures = check(fp32.logits(images.test), int8.logits(images.test), images.targets)",
+        "    figures = check(fp32.logits(images.test[:8]), int8.logits(images.test[:8]), images.targets[:8])",
+        MO + "test_executorch_programs_agree_with_the_fp32_model_on_the_test_images",
+    ),
+    Mutation(
+        "predict --runtime executorch runs the int8 program unless fp32 is asked for",
+        "deploy/runtime.py",
+        '        self.program = PteModel(bundle_dir / (PTE_INT8_NAME if self.precision == "int8" else PTE_NAME))',
+        "        self.program = PteModel(bundle_dir / PTE_NAME)",
+        MO + "test_predict_runs_the_executorch_program",
+    ),
+    Mutation(
+        "the page refuses a decompression bomb, in words",
+        "deploy/serve.py",
+        "        except (Image.DecompressionBombError, Image.DecompressionBombWarning):",
+        "        except (Image.DecompressionBombWarning,):",
+        SE + "test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "the page says an empty file is empty",
+        "deploy/serve.py",
+        "        if size == 0:",
+        "        if size < 0:",
+        SE + "test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "answers batched together are each request's own (as one at a time)",
+        "deploy/serve.py",
+        "            for a, p, h in zip(good, probs, heat, strict=True):",
+        "            for a, p, h in zip(good, probs[::-1], heat[::-1], strict=True):",
+        SE + "test_requests_arriving_together_are_answered_in_one_batch",
+    ),
+    Mutation(
+        "an unreadable training image is named, not dropped from the field of view silently",
+        "data/field_of_view.py",
+        '                skipped.append((row["path"], f"{type(err).__name__}: {err}"))\n',
+        "",
+        FV + "test_an_unreadable_training_image_is_named_not_dropped_from_the_view_silently",
+    ),
+    Mutation(
+        "explain's heatmaps carry their titles",
+        "deploy/explain.py",
+        '        fig.suptitle(f"{path.name}: predicted {class_names[top]} (p = {float(probs[top]):.3f})")',
+        "        pass",
+        "tests/test_deploy.py::test_explain_writes_titled_heatmaps",
+    ),
+    Mutation(
+        "a cached image is not decoded again",
+        "data/dataset.py",
+        "        return cached if cached is not None else decode_resized(",
+        "        return decode_resized(",
+        "tests/test_data.py::test_cached_and_uncached_pipelines_feed_the_same_pixels",
+    ),
     # issue 24: on-device formats and the page
     Mutation(
         "the Core ML graph blacks out what the model never saw",
@@ -63,6 +168,7 @@ MUTATIONS = [
         '        raise UserError(\n            f"ExecuTorch is not installed',
         '        raise ImportError(\n            f"ExecuTorch is not installed',
         MO + "test_a_missing_mobile_extra_is_named",
+        expect="ImportError",  # a traceback instead of the one-line message
     ),
     Mutation(
         "the ExecuTorch program is traced on a contiguous example (else it misreads NCHW input)",
@@ -74,8 +180,9 @@ MUTATIONS = [
     Mutation(
         "a refused ExecuTorch int8 program is not written",
         "deploy/pte.py",
-        "    return accept(figures, candidate, out_dir / PTE_INT8_NAME, max_accuracy_drop, force)",
-        "    candidate.replace(out_dir / PTE_INT8_NAME)\n    return figures",
+        "    export_pte_int8(fused, images.calibration, candidate)\n",
+        "    export_pte_int8(fused, images.calibration, candidate)\n"
+        "    (out_dir / PTE_INT8_NAME).write_bytes(candidate.read_bytes())  # written before it is judged\n",
         MO + "test_a_refused_executorch_int8_program_is_not_written",
     ),
     Mutation(
@@ -104,7 +211,7 @@ MUTATIONS = [
         "commands/serve.py",
         "    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))",
         "    pass",
-        SE + "test_the_page_through_gradio_client",
+        SE + "test_the_server_deletes_its_uploads_when_it_stops",
     ),
     # issue 22: a common field of view, found from the data
     Mutation(
@@ -239,7 +346,8 @@ MUTATIONS = [
         "data/split.py",
         "        train_k, val_k, test_k = split_per_class(keys, labels, val_fraction, test_fraction, seed)",
         "        raise",
-        IM + "test_macro_f1_selection_and_class_weights_raise_the_small_class_recall",
+        "tests/test_data.py::test_a_class_too_small_to_stratify_trains_only_and_the_rest_is_split_as_asked",
+        expect="ValueError",  # scikit-learn's refusal to stratify is the failure the class-by-class split prevents
     ),
     Mutation(
         "label-issues lists cleanlab's flagged images, not the lowest scores",
@@ -301,8 +409,8 @@ MUTATIONS = [
     Mutation(
         "training applies the mask (not only evaluation)",
         "data/dataset.py",
-        "            mask=self.norm.mask,",
-        '            mask=self.norm.mask if split != "train" else (),',
+        "            hidden=self.norm.hidden(),\n        )",
+        '            hidden=self.norm.hidden() if split != "train" else None,\n        )',
         AU + "test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box",
     ),
     Mutation(
@@ -569,52 +677,160 @@ MUTATIONS = [
 ]
 
 
-def run(mutation: Mutation, work: Path) -> tuple[str, float]:
-    """'caught', 'MISSED' or 'STALE' (the original text is not in the file exactly once), and seconds."""
+# How a failure reads when the test caught the broken behaviour: an assertion (plain, or pytest.raises / pytest.fail
+# saying the expected error or message did not come), or the error the entry names in `expect`.
+CAUGHT = ("AssertionError", "Failed:")
+
+
+def failure_line(output: str) -> tuple[str, str]:
+    """('FAILED' or 'ERROR', the reason) from pytest's short summary (-rfE), or ('', '') when it has none."""
+    for line in output.splitlines():
+        for kind in ("FAILED", "ERROR"):
+            if line.startswith(f"{kind} ") and " - " in line:
+                return kind, line.split(" - ", 1)[1].strip()
+            if line.startswith(f"{kind} "):
+                return kind, ""
+    return "", ""
+
+
+SNAPSHOT_TEST = """
+import json, os, sys
+from conftest import SHARED_FIXTURES
+
+def test_snapshot(request):
+    paths = {name: str(request.getfixturevalue(name)) for name in SHARED_FIXTURES}
+    modules = sorted(m for m in sys.modules if m == "kvasir_mobileone" or m.startswith("kvasir_mobileone."))
+    with open(os.environ["KVASIR_SNAPSHOT_OUT"], "w") as f:
+        json.dump(paths | {"modules": modules}, f)
+"""
+
+
+def copy_tree(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for part in ("src", "tests", "tools", "configs", "pyproject.toml", "README.md"):  # tests read the README
+    for part in ("src", "tests", "tools", "configs", "docs", "pyproject.toml", "README.md"):  # tests read these
         source = ROOT / part
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, work / part)
+        if source.exists():
+            (shutil.copytree if source.is_dir() else shutil.copy)(source, work / part)
+
+
+def uses_shared_fixtures(test: str) -> bool:
+    """Whether the test asks, directly or through other fixtures, for a trained run or bundle of
+    conftest.SHARED_FIXTURES (tiny_data alone takes a second to make)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import SHARED_FIXTURES
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest", "--fixtures-per-test", "-q", "-m", "", "-p", "no:cacheprovider", test],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    trained = set(SHARED_FIXTURES) - {"tiny_data"}
+    return any(line.split(" -- ")[0].strip() in trained for line in listing.splitlines() if " -- " in line)
+
+
+class Snapshot:
+    """The shared session fixtures (conftest.SHARED_FIXTURES: the trained runs and bundles), built once from the
+    unbroken code and restored before each entry whose mutated module that build never loaded: such a mutation
+    cannot change them, and rebuilding them (minutes each) would only repeat the same work. Every other entry
+    builds its own."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.root, self.pristine = tmp, tmp / "fixtures", tmp / "fixtures.pristine"
+        self.json = tmp / "snapshot.json"
+        self.modules: set[str] | None = None  # built on first need
+
+    def build(self) -> None:
+        clean = self.tmp / "clean"
+        copy_tree(clean)
+        (clean / "tests" / "test_breakit_snapshot.py").write_text(SNAPSHOT_TEST)
+        env = os.environ | {"PYTHONPATH": str(clean / "src"), "KVASIR_SNAPSHOT_OUT": str(self.json)}
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(self.root)]
+        result = subprocess.run(
+            [*command, "tests/test_breakit_snapshot.py"], cwd=clean, env=env, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"Building the shared fixtures failed on the unbroken code:\n{result.stdout[-3000:]}")
+        shutil.copytree(self.root, self.pristine, symlinks=True)
+        self.modules = set(json.loads(self.json.read_text())["modules"])
+        print(f"shared fixtures built once, in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+    def covers(self, mutation: Mutation) -> bool:
+        """Whether the fixtures hold for this mutation (its module was not loaded while they were built) and its
+        test needs them; the first such entry builds them."""
+        if not uses_shared_fixtures(mutation.test):
+            return False
+        if self.modules is None:
+            self.build()
+        module = "kvasir_mobileone." + mutation.file.removesuffix(".py").replace("/", ".")
+        return module.removesuffix(".__init__") not in self.modules
+
+    def restore(self) -> dict:
+        """The fixtures as built (a test may have written into them), and the environment that hands them over."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.copytree(self.pristine, self.root, symlinks=True)
+        return {"KVASIR_TEST_SNAPSHOT": str(self.json)}
+
+
+def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tuple[str, str, float]:
+    """(verdict, the failure's reason, seconds). 'caught': the named test failed with an assertion (or the error in
+    `expect`); 'crashed': it failed with another error, or in a fixture's set-up or teardown, so the claim itself was
+    not what caught it; 'MISSED': it passed; 'STALE': the original text is not in the file exactly once, or the test
+    is gone."""
+    copy_tree(work)
     target = work / "src" / "kvasir_mobileone" / mutation.file
     text = target.read_text()
     if text.count(mutation.original) != 1:
-        return "STALE", 0.0
+        return "STALE", "the original text is not in the file exactly once", 0.0
     target.write_text(text.replace(mutation.original, mutation.broken))
     env = os.environ | {"PYTHONPATH": str(work / "src")}
+    env |= snapshot.restore() if snapshot and snapshot.covers(mutation) else {}
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", mutation.test],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    # -m "": slow-marked tests run too; -rfE: the short summary names the failure and its reason
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-m", "", "-p", "no:cacheprovider", mutation.test]
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode == 5 or "no tests ran" in result.stdout:
-        return "STALE", seconds  # the test is gone or renamed
-    return ("caught" if result.returncode != 0 else "MISSED"), seconds
+        return "STALE", "the test is gone or renamed", seconds
+    if result.returncode == 0:
+        return "MISSED", "", seconds
+    kind, reason = failure_line(result.stdout)
+    expected = (mutation.expect,) if mutation.expect else CAUGHT
+    timed_out = reason.startswith("Failed: Timeout")  # pytest-timeout: a hang, not the claim
+    caught = kind == "FAILED" and reason.startswith(expected) and not timed_out
+    return (
+        ("caught" if caught else "crashed"),
+        (f"{kind.lower()} in set-up or teardown: " if kind == "ERROR" else "") + (reason or "no reason printed"),
+        seconds,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the entries whose behaviour or test contains this text")
     parser.add_argument("--first", type=int, help="run the first N entries (the newest issues' come first)")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="build the shared fixtures afresh for every entry (no snapshot)"
+    )
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if not args.only or args.only in m.behaviour or args.only in m.test]
     chosen = chosen[: args.first] if args.first else chosen
     rows = []
     with tempfile.TemporaryDirectory(prefix="breakit-") as tmp:
+        snapshot = None if args.rebuild else Snapshot(Path(tmp))
         for k, mutation in enumerate(chosen, 1):
-            verdict, seconds = run(mutation, Path(tmp) / "copy")
-            print(f"[{k}/{len(chosen)}] {verdict}: {mutation.behaviour} ({seconds:.0f} s)", file=sys.stderr)
-            rows.append((mutation, verdict))
-    print("| behaviour | what was broken (src/kvasir_mobileone/) | test that must fail | result |")
-    print("|---|---|---|---|")
-    for m, verdict in rows:
+            verdict, reason, seconds = run(mutation, Path(tmp) / "copy", snapshot)
+            print(f"[{k}/{len(chosen)}] {verdict}: {mutation.behaviour} ({seconds:.0f} s) {reason}", file=sys.stderr)
+            rows.append((mutation, verdict, reason))
+    print("| behaviour | what was broken (src/kvasir_mobileone/) | test that must fail | result | how it failed |")
+    print("|---|---|---|---|---|")
+    for m, verdict, reason in rows:
         change = f"`{m.file}`: `{m.original.strip().splitlines()[0]}` → `{m.broken.strip().splitlines()[0]}`"
-        print(f"| {m.behaviour} | {change} | `{m.test.split('::')[-1]}` | {verdict} |")
-    bad = [m for m, verdict in rows if verdict != "caught"]
+        why = reason.replace("|", "\\|")[:140]
+        print(f"| {m.behaviour} | {change} | `{m.test.split('::')[-1]}` | {verdict} | {why} |")
+    bad = [m for m, verdict, _ in rows if verdict != "caught"]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} mutations caught.")
     return 1 if bad else 0
 

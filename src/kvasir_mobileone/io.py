@@ -96,10 +96,11 @@ def pyplot():
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """A matplotlib figure as a PNG, laid out tightly (unless it has a layout engine of its own), written whole; the
-    figure is closed."""
+    figure is closed. Its titles (figure, then axes) are also the PNG's Title text, so a reader can check them."""
     if fig.get_layout_engine() is None:
         fig.tight_layout()
+    titles = [t for t in (fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)) if t]
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Title": " | ".join(titles)} if titles else None)
     pyplot().close(fig)
     return Path(path)

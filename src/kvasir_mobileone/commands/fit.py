@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
-from kvasir_mobileone.data.check import DataCheckError, Problem, check_split, write_problems
+from kvasir_mobileone.data.check import DataCheckError, Problem, add_problems, check_split, write_problems
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
 from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
 from kvasir_mobileone.data.field_of_view import derive_view, read_view_png, write_view_png
@@ -30,7 +30,7 @@ from kvasir_mobileone.data.split import (
 from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
 from kvasir_mobileone.images import encode_view, view_sha256
-from kvasir_mobileone.io import markdown_table, read_csv, update_json, write_csv, write_json
+from kvasir_mobileone.io import markdown_table, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import input_spec, parameter_info
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import (
@@ -72,10 +72,7 @@ class SkippedImagesReport(Callback):
             f"Skipped {len(skipped)} unreadable training images this epoch ({listing}); listed in {self.run.problems}.",
             stacklevel=2,
         )
-        rows = read_csv(self.run.problems) if self.run.problems.is_file() else []
-        problems = [Problem(r["path"], r["kind"], r["message"], r["severity"]) for r in rows]
-        problems += [Problem(p, "skipped-in-training", r, "error") for p, r in skipped.items()]
-        write_problems(self.run.problems, problems)
+        add_problems(self.run.problems, [Problem(p, "skipped-in-training", r, "error") for p, r in skipped.items()])
 
 
 def print_split_counts(counts: dict[str, dict[str, int]]) -> None:
@@ -175,6 +172,17 @@ def with_field_of_view(norm: Normalization, data: DataConfig, rows, run: RunFold
             print(f"--data.field_of_view common: {view.describe()}; written to {run.field_of_view}.")
             for note in view.notes:
                 warnings.warn(note, stacklevel=2)
+            if view.skipped:
+                add_problems(
+                    run.problems, [Problem(p, "skipped-in-field-of-view", r, "error") for p, r in view.skipped]
+                )
+                listing = "; ".join(f"{p}: {r}" for p, r in view.skipped[:10])
+                warnings.warn(
+                    f"The field of view was derived from {sum(view.per_class.values())} training images; "
+                    f"{len(view.skipped)} could not be read and were left out of it (listed in {run.problems}): "
+                    f"{listing}",
+                    stacklevel=2,
+                )
     else:
         visible = read_view_png(data.field_of_view, norm.image_size)
         if is_rank_zero():

@@ -33,7 +33,7 @@ from kvasir_mobileone.data.split import (
     with_groups,
 )
 from kvasir_mobileone.images import to_rgb
-from kvasir_mobileone.io import IMAGE_EXTENSIONS, write_csv, write_json
+from kvasir_mobileone.io import IMAGE_EXTENSIONS, read_csv, write_csv, write_json
 
 MIN_SIDE = 32  # smaller images are kept but reported: upsampling them to the model's input size invents detail
 NEAR_DUPLICATE_BITS = 2  # phash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
@@ -302,6 +302,12 @@ def write_problems(path: Path, problems: list[Problem]) -> Path:
     return write_csv(
         path, ["path", "kind", "severity", "message"], [[p.path, p.kind, p.severity, p.message] for p in problems]
     )
+
+
+def add_problems(path: Path, problems: list[Problem]) -> Path:
+    """`problems` appended to the data problems already listed in `path` (a run's data_problems.csv)."""
+    rows = read_csv(path) if path.is_file() else []
+    return write_problems(path, [Problem(r["path"], r["kind"], r["message"], r["severity"]) for r in rows] + problems)
 
 
 def check_split(

@@ -19,7 +19,7 @@ their SHA-256 (images.encode_view). numpy, scipy and Pillow only."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +98,7 @@ class FieldOfView:
     quantile: float
     per_class: dict[str, int]  # training images per class it was derived from
     notes: tuple[str, ...] = ()  # what the user should know (classes too small for the quantile to mean anything)
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, why) of the training images that could not be read
 
     @property
     def fraction(self) -> float:
@@ -210,15 +211,18 @@ def derive_view(
     train = [r for r in rows if r["split"] == "train"]
     names = sorted({r["label"] for r in rows})
 
-    def readable():  # one image at a time; an unreadable one is skipped here, as training skips and reports it
+    skipped: list[tuple[str, str]] = []
+
+    def readable():  # one image at a time; an unreadable one is left out and named, as training skips and reports it
         for row in tqdm(train, desc="field of view", unit="img"):
             try:
                 image = decode_resized(Path(data_dir) / row["path"], size, interpolation)
-            except Exception:
+            except Exception as err:
+                skipped.append((row["path"], f"{type(err).__name__}: {err}"))
                 continue
             yield image, names.index(row["label"])
 
-    return view_of(readable(), names, quantile)
+    return replace(view_of(readable(), names, quantile), skipped=tuple(skipped))
 
 
 def write_view_png(path: str | Path, visible: np.ndarray) -> Path:
