@@ -52,6 +52,7 @@ def pytest_configure(config):
     os.environ["HF_HOME"] = str(base / "hf-home")
     os.environ["WANDB_CONFIG_DIR"] = str(base / "wandb-config")
     os.environ["NETRC"] = str(base / "wandb-config" / "netrc")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "inductor")  # torch.compile's kernels (--trainer.compile)
     for folder in ("hf-home", "wandb-config"):
         (base / folder).mkdir(exist_ok=True)
 

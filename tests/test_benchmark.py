@@ -44,11 +44,18 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     naive = loaders["naive: full PIL decode + float transforms"]["images_per_s"]
     assert all(r["speedup_vs_naive"] == pytest.approx(r["images_per_s"] / naive) for r in loaders.values())
     assert len(report["training"]) == 4 and {r["precision"] for r in report["training"]} == {"fp32", "bf16 autocast"}
-    crashed = [r for r in report["training"] if not r["images_per_s"]]  # a crashed configuration has no speed
-    assert not crashed, crashed
-    fp32 = report["training"][0]["images_per_s"]
+    # the plain layouts train on any CPU; channels_last in fp32 makes oneDNN abort on some (README, Speed): such a
+    # configuration is reported with why it has no speed, never fatal and never silent
+    ran = {(r["precision"], r["channels_last"]): r for r in report["training"]}
+    assert ran["fp32", False]["images_per_s"] and ran["bf16 autocast", False]["images_per_s"]
+    fp32 = ran["fp32", False]["images_per_s"]
+    markdown = (tmp_path / "benchmark.md").read_text()
     for r in report["training"]:
-        assert r["speedup_vs_fp32"] == pytest.approx(r["images_per_s"] / fp32)
+        if r["images_per_s"]:
+            assert r["speedup_vs_fp32"] == pytest.approx(r["images_per_s"] / fp32) and not r["error"]
+        else:
+            assert r["speedup_vs_fp32"] is None and r["error"].startswith(("process died", "no step within"))
+            assert r["error"] in markdown
     runtimes = {(r["batch"], r["runtime"]) for r in report["inference"]}
     assert len(runtimes) == 14 and all(r["images_per_s"] > 0 for r in report["inference"])
     executorch = sorted(r for _, r in runtimes if r.startswith("fused ExecuTorch XNNPACK"))

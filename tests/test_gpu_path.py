@@ -316,6 +316,43 @@ def test_compile_keeps_the_outputs_and_the_checkpoint_keys():
     assert module.backbone.fc.weight.grad is not None
 
 
+@pytest.mark.slow
+def test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_current_weights(tmp_path, monkeypatch):
+    """--trainer.compile: full training batches run one graph of static shape; the epoch's last, smaller batch
+    and evaluation run eager (no recompile; no graph under no_grad holding BatchNorm folded with stale weights,
+    PyTorch issue 108863), so evaluation after training steps equals a plain model with the same weights. The
+    kernels go to the inductor cache folder; the checkpoint keys stay the plain model's."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    counters.clear()
+    model = ModelConfig(name="resnet10t", pretrained=False)
+    module = MobileOneClassifier(["a", "b", "c"], model, norm=input_spec("resnet10t", 32))
+    keys = list(module.state_dict())
+    module.accelerate("default", "off", static_batch=8)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    module.train()
+    for n in (8, 8, 5):  # two full batches, then the epoch's last one
+        module(torch.rand(n, 3, 32, 32)).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    module.eval()
+    assert not module.backbone.training and not module.training
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        evaluated = module(x)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])  # no graph for evaluation
+    plain = MobileOneClassifier(["a", "b", "c"], model, norm=input_spec("resnet10t", 32))
+    plain.load_state_dict(module.state_dict())  # the keys a checkpoint of the compiled model holds
+    with torch.no_grad():
+        assert torch.allclose(evaluated, plain.eval()(x), atol=1e-5)
+    assert list(module.state_dict()) == keys and any((tmp_path / "inductor").rglob("*"))
+    module.train()
+    assert module.backbone.training
+
+
 def fit_accuracy(data_dir, runs, name, *flags) -> tuple[float, np.ndarray]:
     main(
         [

@@ -48,6 +48,21 @@ FV = "tests/test_field_of_view.py::"
 MO = "tests/test_mobile.py::"
 SE = "tests/test_serve.py::"
 MUTATIONS = [
+    # issue 36: a compiled training step with static shapes
+    Mutation(
+        "the last, smaller training batch runs eager (no recompile)",
+        "models/classifier.py",
+        "        if self.compiled and not (self.training and self.static_batch in (None, images.shape[0])):",
+        "        if self.compiled and not self.training:",
+        "tests/test_gpu_path.py::test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_current_weights",
+    ),
+    Mutation(
+        "evaluation runs eager when training is compiled",
+        "models/classifier.py",
+        "        if self.compiled and not (self.training and self.static_batch in (None, images.shape[0])):",
+        "        if self.compiled and self.training and self.static_batch not in (None, images.shape[0]):",
+        "tests/test_gpu_path.py::test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_current_weights",
+    ),
     # issue 32: claims that no entry broke before
     Mutation(
         "near-duplicates are grouped by perceptual-hash distance",
@@ -714,20 +729,24 @@ def copy_tree(work: Path) -> None:
             (shutil.copytree if source.is_dir() else shutil.copy)(source, work / part)
 
 
-def uses_shared_fixtures(test: str) -> bool:
-    """Whether the test asks, directly or through other fixtures, for a trained run or bundle of
-    conftest.SHARED_FIXTURES (tiny_data alone takes a second to make)."""
+def tests_using_trained_fixtures(tests: list[str]) -> set[str]:
+    """The tests (pytest node ids, as the entries name them) that ask, directly or through other fixtures, for a
+    trained run or bundle of conftest.SHARED_FIXTURES (tiny_data alone takes a second to make): one collection."""
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import SHARED_FIXTURES
 
-    listing = subprocess.run(
-        [sys.executable, "-m", "pytest", "--fixtures-per-test", "-q", "-m", "", "-p", "no:cacheprovider", test],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout
     trained = set(SHARED_FIXTURES) - {"tiny_data"}
-    return any(line.split(" -- ")[0].strip() in trained for line in listing.splitlines() if " -- " in line)
+    command = [sys.executable, "-m", "pytest", "--fixtures-per-test", "-q", "-m", "", "-p", "no:cacheprovider"]
+    listing = subprocess.run([*command, *sorted(set(tests))], cwd=ROOT, capture_output=True, text=True).stdout
+    using, name, lines = set(), None, listing.splitlines()
+    for k, line in enumerate(lines):
+        if "fixtures used by " in line:  # "---- fixtures used by NAME ----" then "---- (tests/FILE.py:LINE) ----"
+            function = line.split("fixtures used by ", 1)[1].strip(" -").split("[")[0]
+            where = lines[k + 1].strip(" -()").split(":")[0] if k + 1 < len(lines) else ""
+            name = f"{where}::{function}"
+        elif name and " -- " in line and line.split(" -- ")[0].strip() in trained:
+            using.add(name)
+    return using
 
 
 class Snapshot:
@@ -736,10 +755,11 @@ class Snapshot:
     cannot change them, and rebuilding them (minutes each) would only repeat the same work. Every other entry
     builds its own."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, tests: list[str]):
         self.tmp, self.root, self.pristine = tmp, tmp / "fixtures", tmp / "fixtures.pristine"
         self.json = tmp / "snapshot.json"
         self.modules: set[str] | None = None  # built on first need
+        self.using = tests_using_trained_fixtures([t.split("[")[0] for t in tests])
 
     def build(self) -> None:
         clean = self.tmp / "clean"
@@ -760,7 +780,7 @@ class Snapshot:
     def covers(self, mutation: Mutation) -> bool:
         """Whether the fixtures hold for this mutation (its module was not loaded while they were built) and its
         test needs them; the first such entry builds them."""
-        if not uses_shared_fixtures(mutation.test):
+        if mutation.test.split("[")[0] not in self.using:
             return False
         if self.modules is None:
             self.build()
@@ -819,7 +839,7 @@ def main() -> int:
     chosen = chosen[: args.first] if args.first else chosen
     rows = []
     with tempfile.TemporaryDirectory(prefix="breakit-") as tmp:
-        snapshot = None if args.rebuild else Snapshot(Path(tmp))
+        snapshot = None if args.rebuild else Snapshot(Path(tmp), [m.test for m in chosen])
         for k, mutation in enumerate(chosen, 1):
             verdict, reason, seconds = run(mutation, Path(tmp) / "copy", snapshot)
             print(f"[{k}/{len(chosen)}] {verdict}: {mutation.behaviour} ({seconds:.0f} s) {reason}", file=sys.stderr)

@@ -299,7 +299,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         config,
         [counts["train"][c] for c in sorted(counts["train"])],
     )
-    module.accelerate(*speed_settings(trainer))
+    module.accelerate(*speed_settings(trainer), static_batch=data.batch_size)
     datamodule = ImageFolderDataModule(data, rows, norm, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [

@@ -163,7 +163,7 @@ def measure(
     L.seed_everything(0, verbose=False)
     model = ModelConfig(name=name, pretrained=False)
     module = MobileOneClassifier(class_names_of(rows), model, 1000, input_spec(name, image_size))
-    module.accelerate(path.compile, path.channels_last)
+    module.accelerate(path.compile, path.channels_last, static_batch=path.batch_size)
     cfg = DataConfig(
         data_dir=str(data_dir),
         batch_size=path.batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,14 @@ class ModelConfig:
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     lr_reference_batch: int = 32
     class_weights: Literal["none", "balanced"] = "none"
+
+
+def inductor_cache_dir() -> Path:
+    """Where torch.compile keeps compiled kernels and graphs across runs, so that compiling is paid once per machine
+    and model: $TORCHINDUCTOR_CACHE_DIR when set, else $XDG_CACHE_HOME/kvasir-mobileone/inductor (~/.cache/...)."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvasir-mobileone" / "inductor"
 
 
 def balanced_class_weights(counts: list[int]) -> list[float]:
@@ -232,6 +241,7 @@ class MobileOneClassifier(L.LightningModule):
             {f"{s}_": stage_metrics(len(class_names), s) for s in ("train", "val", "test")}
         )
         self.channels_last = False  # set by accelerate(); not part of the checkpoint
+        self.compiled, self.static_batch = False, None  # likewise
         self._test_batches: list[tuple[torch.Tensor, ...]] = []
         self.tta = False  # test-time augmentation: also average in the horizontally flipped image
         self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
@@ -261,18 +271,32 @@ class MobileOneClassifier(L.LightningModule):
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
 
-    def accelerate(self, compile_mode: str = "off", channels_last: str = "off") -> None:
+    def accelerate(
+        self, compile_mode: str = "off", channels_last: str = "off", static_batch: int | None = None
+    ) -> None:
         """Training speed settings (--trainer.compile, --trainer.channels_last): the backbone compiled in place
-        (its state_dict keys, and so the checkpoint, stay as they are) and NHWC memory for it and its input."""
+        (its state_dict keys, and so the checkpoint, stay as they are) and NHWC memory for it and its input.
+
+        The compiled graph has static shapes: training batches of `static_batch` images (any training batch when it
+        is None). Everything else runs eager:
+        the last, smaller batch of an epoch (no recompile, no padding: every image counted once and BatchNorm sees
+        the real batch) and all of validation and test (no recompile for their batch sizes, and no compiled graph
+        under no_grad that could fold BatchNorm with stale weights, PyTorch issue 108863). Compiled kernels are kept
+        in inductor_cache_dir() across runs."""
         self.channels_last = channels_last == "on"
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        if compile_mode != "off":
-            self.backbone.compile(mode=compile_mode)
+        self.static_batch = static_batch
+        self.compiled = compile_mode != "off"
+        if self.compiled:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
+            self.backbone.compile(mode=compile_mode, dynamic=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.compiled and not (self.training and self.static_batch in (None, images.shape[0])):
+            return self.backbone._call_impl(images)  # eager, the module's own forward: see accelerate()
         return self.backbone(images)
 
     def evaluation_context(self, device: torch.device):

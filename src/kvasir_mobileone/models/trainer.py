@@ -41,7 +41,9 @@ class RunSettings:
         eval_precision: precision of test, features and parity checks: 32-true (the default, same numbers on any
             machine) or as-training
         compile: torch.compile the network for training: off, default, reduce-overhead (CUDA graphs) or
-            max-autotune; auto: the measured choice on a GPU (README, GPU speed), off on a CPU
+            max-autotune; auto: the measured choice on a GPU (README, GPU speed), off on a CPU. Full training
+            batches run one static-shape graph; the last batch of an epoch and evaluation run eager. Kernels are
+            cached across runs in $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/kvasir-mobileone/inductor
         channels_last: NHWC memory layout for the network and its input: on, off; auto: on with a GPU
         monitor: the validation metric that picks checkpoints/best.ckpt (the one tested and exported):
             val/f1_macro (the default: on imbalanced classes accuracy picks models that ignore the small ones;
