@@ -805,7 +805,7 @@ def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tup
     if text.count(mutation.original) != 1:
         return "STALE", "the original text is not in the file exactly once", 0.0
     target.write_text(text.replace(mutation.original, mutation.broken))
-    env = os.environ | {"PYTHONPATH": str(work / "src")}
+    env = os.environ | {"PYTHONPATH": str(work / "src"), "COLUMNS": "400"}  # a summary line wide enough for the reason
     env |= snapshot.restore() if snapshot and snapshot.covers(mutation) else {}
     start = time.perf_counter()
     # -m "": slow-marked tests run too; -rfE: the short summary names the failure and its reason
