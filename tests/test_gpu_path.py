@@ -14,7 +14,15 @@ from torchvision.transforms.v2 import functional as TF
 
 from fitflags import fit_flags
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.commands.gpu_benchmark import CURRENT, measure, render_gpu
+from kvasir_mobileone.commands.gpu_benchmark import (
+    CURRENT,
+    compile_cost,
+    copy_bandwidth_gbs,
+    kvasir_sized_rows,
+    measure,
+    profile_summary,
+    render_gpu,
+)
 from kvasir_mobileone.data import batch_augment as B
 from kvasir_mobileone.data import dataset as dataset_module
 from kvasir_mobileone.data.cache import build_cache
@@ -390,8 +398,6 @@ def test_resident_path_reaches_the_accuracy_of_the_workers_path(tiny_data, tmp_p
 
 
 def test_gpu_benchmark_measures_through_the_trainer(tiny_data):
-    from kvasir_mobileone.commands.gpu_benchmark import kvasir_sized_rows
-
     rows = kvasir_sized_rows(tiny_data, 120)
     assert [r["split"] for r in rows].count("train") == 96
     path = dataclasses.replace(CURRENT, batch_size=8, precision="32-true")
@@ -409,3 +415,35 @@ def test_gpu_benchmark_measures_through_the_trainer(tiny_data):
         }
     )
     assert "| resnet10t | current | resident | 8 | 32-true |" in text
+
+
+@pytest.mark.slow
+def test_compile_cost_cold_and_warm_and_the_profiler_summary_run_through_the_trainer(tiny_data):
+    """The pieces `kvasir benchmark --device cuda` adds, on a CPU with a small model: a compile mode's warm-up
+    and speed in fresh processes with an empty and then a filled inductor cache, torch.profiler's operator table
+    over a few steps, and the copy bandwidth the step's traffic is compared with."""
+    rows = kvasir_sized_rows(tiny_data, 60)
+    path = dataclasses.replace(CURRENT, batch_size=8, precision="32-true")
+    cost = compile_cost("resnet10t", "default", tiny_data, rows, warmup=1, steps=2, image_size=32, path=path)
+    assert "error" not in cost, cost
+    assert cost["cold_warmup_s"] > 0 and cost["warm_warmup_s"] > 0 and cost["warm_images_per_s"] > 0
+    table = profile_summary("resnet10t", path, tiny_data, rows, warmup=1, steps=2, image_size=32)
+    assert "Self CPU" in table and "aten::" in table
+    assert copy_bandwidth_gbs(2**24, repeats=3) > 0
+    measured = measure("resnet10t", path, tiny_data, rows, warmup=1, steps=2, image_size=32)
+    assert measured["min_bandwidth_gbs"] is None  # a lower bound from CUDA memory statistics: none on a CPU
+    text = render_gpu(
+        {
+            "images": 60,
+            "steps": 2,
+            "warmup": 1,
+            "bf16_matmul_tflops": 1.0,
+            "copy_bandwidth_gbs": 100.0,
+            "gflops_per_training_image": {"resnet10t": 1.0},
+            "rows": [{"model": "resnet10t", "path": "current"} | dataclasses.asdict(path) | measured],
+            "compile_cost": [cost],
+            "profile_model": "resnet10t",
+            "profile": table,
+        }
+    )
+    assert "| resnet10t | default |" in text and "warm-up cold (s)" in text and table in text

@@ -694,7 +694,7 @@ MUTATIONS = [
 
 # How a failure reads when the test caught the broken behaviour: an assertion (plain, or pytest.raises / pytest.fail
 # saying the expected error or message did not come), or the error the entry names in `expect`.
-CAUGHT = ("AssertionError", "Failed:")
+CAUGHT = ("AssertionError", "Failed:", "assert ")  # pytest shows a failed bare `assert` as "assert ..."
 
 
 def failure_line(output: str) -> tuple[str, str]:
@@ -829,13 +829,13 @@ def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tup
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="run the entries whose behaviour or test contains this text")
+    parser.add_argument("--only", nargs="+", help="run the entries whose behaviour or test contains one of these")
     parser.add_argument("--first", type=int, help="run the first N entries (the newest issues' come first)")
     parser.add_argument(
         "--rebuild", action="store_true", help="build the shared fixtures afresh for every entry (no snapshot)"
     )
     args = parser.parse_args()
-    chosen = [m for m in MUTATIONS if not args.only or args.only in m.behaviour or args.only in m.test]
+    chosen = [m for m in MUTATIONS if not args.only or any(o in m.behaviour or o in m.test for o in args.only)]
     chosen = chosen[: args.first] if args.first else chosen
     rows = []
     with tempfile.TemporaryDirectory(prefix="breakit-") as tmp:

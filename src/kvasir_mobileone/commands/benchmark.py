@@ -325,13 +325,18 @@ def benchmark(
     gpu_images: int = 8000,
     gpu_ablate: tuple[str, ...] = ("mobileone_s3",),
     gpu_budget_s: float = 240,
+    gpu_compile_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
+    gpu_compile_modes: tuple[str, ...] = ("default", "reduce-overhead"),
+    gpu_compile_cache: str | None = None,
     check_images: int = 10662,
     check_scale: float = 0.5,
 ) -> Path:
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
 
     --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
-    path (a Kvasir-sized split of synthetic images, or of --data), then one setting at a time for gpu_ablate.
+    path (a Kvasir-sized split of synthetic images, or of --data), then one setting at a time for gpu_ablate,
+    then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
+    gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
     The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
     check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]')."""
     workers = default_num_workers() if workers is None else workers
@@ -346,7 +351,14 @@ def benchmark(
 
             data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=64, scale=0.3)
             report["gpu_training"] = bench_gpu_training(
-                gpu_models, data_dir, gpu_images, gpu_ablate, budget_s=gpu_budget_s
+                gpu_models,
+                data_dir,
+                gpu_images,
+                gpu_ablate,
+                budget_s=gpu_budget_s,
+                compile_models=gpu_compile_models,
+                compile_modes=gpu_compile_modes,
+                compile_cache=Path(gpu_compile_cache) if gpu_compile_cache else None,
             )
             skip = ("data", "check", "training", "inference")
         if "data" not in skip:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -117,7 +118,7 @@ class StepTimer(Callback):
     def __init__(self, warmup: int, steps: int, sample_utilisation: bool):
         self.warmup, self.steps, self.sample = warmup, steps, sample_utilisation
         self.seen, self.images = 0, 0
-        self.fit_start = self.start = self.seconds = self.warmup_s = None
+        self.fit_start = self.start = self.seconds = self.warmup_s = self.resident_bytes = None
         self.sampler: UtilisationSampler | None = None
 
     def on_fit_start(self, trainer, pl_module):
@@ -128,6 +129,9 @@ class StepTimer(Callback):
             synchronize()
             self.start = time.perf_counter()
             self.warmup_s = self.start - self.fit_start
+            if torch.cuda.is_available():  # weights, gradients and optimizer state are allocated by now
+                self.resident_bytes = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
             if self.sample:
                 self.sampler = UtilisationSampler().__enter__()
 
@@ -151,6 +155,7 @@ def measure(
     warmup: int,
     steps: int,
     image_size: int | None = None,
+    callbacks: tuple[Callback, ...] = (),
 ) -> dict:
     """Training images/s of one model on one path, through Trainer.fit (validation off); on the CPU when there is
     no GPU (the tests), without the utilisation figure."""
@@ -184,17 +189,142 @@ def measure(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[timer, *callbacks],
     )
     trainer.fit(module, datamodule=datamodule)
     if timer.seconds is None:
         raise RuntimeError(f"only {timer.seen} steps ran")
+    # Bytes a training step must move at least: every activation kept for the backward is written once in the
+    # forward and read once in the backward, and the step's peak above what stays allocated (weights, gradients,
+    # optimizer state) is those activations. A lower bound from memory, not a count from hardware counters.
+    transient = torch.cuda.max_memory_allocated() - timer.resident_bytes if gpu else None
+    step_s = timer.seconds / steps
     return {
         "images_per_s": timer.images / timer.seconds,
         "gpu_utilisation": timer.sampler.mean if timer.sampler else None,
         "warmup_s": timer.warmup_s,
         "memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+        "min_step_gb": 2 * transient / 1e9 if transient else None,
+        "min_bandwidth_gbs": 2 * transient / step_s / 1e9 if transient else None,
     }
+
+
+def copy_bandwidth_gbs(nbytes: int = 2**30, repeats: int = 10) -> float:
+    """The memory bandwidth a plain copy reaches on this device (read + write counted): nbytes copied
+    device-to-device, timed with CUDA events; host memory with perf_counter on a CPU."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    source = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    synchronize()
+    start = time.perf_counter()
+    if device == "cuda":
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+    for _ in range(repeats):
+        target.copy_(source)
+    if device == "cuda":
+        end.record()
+        torch.cuda.synchronize()
+        seconds = begin.elapsed_time(end) / 1000
+    else:
+        seconds = time.perf_counter() - start
+    return 2 * nbytes * repeats / seconds / 1e9
+
+
+class ProfileWindow(Callback):
+    """torch.profiler over `steps` training batches after `warmup`: the operator table, by self time on the device
+    (CUDA) or the CPU."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.seen = warmup, steps, 0
+        self.profiler = None
+        self.table = ""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.seen == self.warmup:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.profiler = profile(activities=activities).__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen += 1
+        if self.profiler is not None and self.seen == self.warmup + self.steps:
+            synchronize()
+            self.profiler.__exit__(None, None, None)
+            key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            self.table = self.profiler.key_averages().table(sort_by=key, row_limit=15)
+            self.profiler = None
+
+
+def profile_summary(
+    name: str,
+    path: TrainingPath,
+    data_dir: Path,
+    rows: list[dict],
+    warmup: int,
+    steps: int,
+    image_size: int | None = None,
+) -> str:
+    """The operators that take a training step's time, from torch.profiler over `steps` steps after `warmup`."""
+    window = ProfileWindow(warmup, steps)
+    measure(name, path, data_dir, rows, warmup, steps + 1, image_size, callbacks=(window,))
+    return window.table
+
+
+def _measure_in_process(cache_dir: str, queue, args: tuple) -> None:
+    import os
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir  # before anything compiles in this fresh process
+    try:
+        queue.put(measure(*args))
+    except Exception as err:  # reported by the parent, with the configuration
+        queue.put({"error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"})
+
+
+def compile_cost(
+    name: str,
+    mode: str,
+    data_dir: Path,
+    rows: list[dict],
+    warmup: int,
+    steps: int,
+    image_size: int | None = None,
+    path: TrainingPath | None = None,
+    cache_dir: Path | None = None,
+    timeout_s: float = 900,
+) -> dict:
+    """Warm-up (start to the first timed step: compiling, autotuning, CUDA graph capture) and speed of `mode`, in a
+    fresh process with an empty inductor cache (cold), then in another fresh process on the cache the first one
+    filled (warm): what a machine pays once per model, and what every later run pays. `cache_dir` (emptied first)
+    keeps the cache; by default it is a temporary folder."""
+    import multiprocessing
+    import tempfile
+
+    context = multiprocessing.get_context("spawn")
+    path = dataclasses.replace(path or CURRENT, compile=mode)
+    result = {"model": name, "compile": mode}
+    with tempfile.TemporaryDirectory(prefix="inductor-") as tmp:
+        if cache_dir:  # a given folder is kept: a later fit with that cache starts warm; cold means empty
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        cache_dir = str(cache_dir or tmp)
+        for state in ("cold", "warm"):
+            queue = context.Queue()
+            args = (name, path, data_dir, rows, warmup, steps, image_size)
+            process = context.Process(target=_measure_in_process, args=(cache_dir, queue, args))
+            process.start()
+            try:  # a process that dies without an answer (a kernel abort) is reported, not waited for
+                measured = queue.get(timeout=timeout_s)
+            except Exception:
+                process.kill()
+                measured = {"error": f"no result within {timeout_s:.0f} s (exit code {process.exitcode})"}
+            process.join()
+            if "error" in measured:
+                return result | {"error": f"{state}: {measured['error']}"}
+            result[f"{state}_warmup_s"] = measured["warmup_s"]
+            result[f"{state}_images_per_s"] = measured["images_per_s"]
+    return result
 
 
 def kvasir_sized_rows(data_dir: Path, images: int) -> list[dict]:
@@ -217,11 +347,17 @@ def bench_gpu_training(
     steps: int = 40,
     warmup: int = 15,
     budget_s: float = 240,
+    compile_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
+    compile_modes: tuple[str, ...] = ("default", "reduce-overhead"),
+    profile_model: str | None = "mobileone_s0",
+    compile_cache: Path | None = None,
 ) -> dict:
     """Every model on the previous and the current path, then one change at a time from the current path for
-    each `ablate` model; configurations that would start after `budget_s` are listed as not measured."""
+    each `ablate` model; configurations that would start after `budget_s` are listed as not measured. Then each
+    compile mode's cost, cold and warm cache (compile_cost), and a profiler summary of one model's step."""
     began = time.perf_counter()
     peak = matmul_tflops()
+    copy_gbs = copy_bandwidth_gbs()
     rows = kvasir_sized_rows(data_dir, images)
     plan = [(m, label, path) for m in models for label, path in (("previous", PREVIOUS), ("current", CURRENT))]
     for name in ablate:
@@ -237,6 +373,8 @@ def bench_gpu_training(
         try:
             row |= measure(name, path, data_dir, rows, warmup, steps)
             row["matmul_fraction"] = flops[name] * row["images_per_s"] / (peak * 1e12)
+            if row.get("min_bandwidth_gbs"):
+                row["min_bandwidth_fraction"] = row["min_bandwidth_gbs"] / copy_gbs
         except Exception as err:  # one failing configuration is reported, the others still run
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
         print(row, flush=True)
@@ -245,13 +383,24 @@ def bench_gpu_training(
         before = next((r for r in results if r["model"] == row["model"] and r["path"] == "previous"), None)
         if row.get("images_per_s") and before and before.get("images_per_s"):
             row["speedup_vs_previous"] = row["images_per_s"] / before["images_per_s"]
+    compiled = []
+    for name in compile_models:
+        for mode in compile_modes:
+            cache = compile_cache / f"{name}-{mode}" if compile_cache else None
+            compiled.append(compile_cost(name, mode, data_dir, rows, warmup, steps, cache_dir=cache))
+            print(compiled[-1], flush=True)
+    profile = profile_summary(profile_model, CURRENT, data_dir, rows, warmup, 5) if profile_model else ""
     return {
         "bf16_matmul_tflops": peak,
+        "copy_bandwidth_gbs": copy_gbs,
         "gflops_per_training_image": {m: f / 1e9 for m, f in flops.items()},
         "images": images,
         "steps": steps,
         "warmup": warmup,
         "rows": results,
+        "compile_cost": compiled,
+        "profile_model": profile_model,
+        "profile": profile,
     }
 
 
@@ -261,7 +410,10 @@ def render_gpu(gpu: dict) -> str:
         f"\n## Training on the GPU (224 px, {gpu['images']} images, {gpu['steps']} timed steps after {gpu['warmup']}; "
         f"bf16 matmul {gpu['bf16_matmul_tflops']:.0f} TFLOP/s measured here; training GFLOP per image: {flops})\n\n"
         "previous: DataLoader workers + kornia, batch 32, 16-mixed, eager. current: the defaults on a GPU. "
-        "Matmul fraction = training FLOP/s ÷ the bf16 matmul FLOP/s. Utilisation: NVML, as `nvidia-smi dmon` sm.\n\n"
+        "Matmul fraction = training FLOP/s ÷ the bf16 matmul FLOP/s. Utilisation: NVML, as `nvidia-smi dmon` sm. "
+        f"Bandwidth ≥: a lower bound on the step's memory traffic (twice the activations it keeps for the backward: "
+        f"its peak memory above weights, gradients and optimizer state) per second, as a share of the "
+        f"{gpu.get('copy_bandwidth_gbs', 0):.0f} GB/s a device-to-device copy reaches here.\n\n"
     )
     table = markdown_table(
         [
@@ -278,6 +430,7 @@ def render_gpu(gpu: dict) -> str:
             "matmul fraction",
             "warm-up (s)",
             "memory (GiB)",
+            "bandwidth ≥",
         ],
         [
             [
@@ -294,8 +447,44 @@ def render_gpu(gpu: dict) -> str:
                 f"{100 * r['matmul_fraction']:.1f}%" if r.get("matmul_fraction") else "—",
                 f"{r['warmup_s']:.1f}" if r.get("warmup_s") else "—",
                 f"{r['memory_gib']:.1f}" if r.get("memory_gib") else "—",
+                f"{100 * r['min_bandwidth_fraction']:.0f}%" if r.get("min_bandwidth_fraction") else "—",
             ]
             for r in gpu["rows"]
         ],
     )
-    return head + table
+    return head + table + render_compile_cost(gpu)
+
+
+def render_compile_cost(gpu: dict) -> str:
+    """The compile modes' cost, cold and warm inductor cache, and the profiler's operator table."""
+    if not gpu.get("compile_cost"):
+        return ""
+    rows = [
+        [
+            r["model"],
+            r["compile"],
+            *(
+                [r.get("error", "—"), "", "", ""]
+                if "error" in r
+                else [
+                    f"{r['cold_warmup_s']:.1f}",
+                    f"{r['warm_warmup_s']:.1f}",
+                    f"{r['cold_images_per_s']:.0f}",
+                    f"{r['warm_images_per_s']:.0f}",
+                ]
+            ),
+        ]
+        for r in gpu["compile_cost"]
+    ]
+    text = (
+        "\n\n## Compiling: what a machine pays once, and every later run\n\n"
+        "Warm-up: from the start of fit to the first timed step, in a fresh process: with an empty inductor cache "
+        "(cold), then on the cache the first filled (warm, as every later run on this machine).\n\n"
+        + markdown_table(
+            ["model", "compile", "warm-up cold (s)", "warm-up warm (s)", "images/s cold", "images/s warm"], rows
+        )
+    )
+    if gpu.get("profile"):
+        title = f"Where a {gpu['profile_model']} step's time goes (torch.profiler, 5 steps)"
+        text += f"\n\n## {title}\n\n```\n{gpu['profile']}\n```\n"
+    return text
