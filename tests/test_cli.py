@@ -162,13 +162,6 @@ def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(
     assert np.abs(bf16_features - fp32_features).max() > 1e-3
 
 
-def centred_logits(probs: np.ndarray) -> np.ndarray:
-    """Log-probabilities minus their mean per row: the logits up to the softmax's own invariance (a probability that
-    underflowed counts as 1e-30)."""
-    log_p = np.log(np.clip(probs.astype(np.float64), 1e-30, None))
-    return log_p - log_p.mean(axis=1, keepdims=True)
-
-
 def test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_with_a_note(tiny_data, capsys):
     new = main(["check", "--data_dir", str(tiny_data)])
     assert "note:" not in capsys.readouterr().err

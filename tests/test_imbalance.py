@@ -160,13 +160,19 @@ def test_label_issues_find_planted_flips_and_fit_leaves_them_out(tmp_path):
     )
 
 
-def test_label_issues_needs_out_of_fold_predictions(tmp_path):
-    """A run's own test predictions come from a model that trained on the other images of its split, never on the
-    test ones, but only a cv folder predicts every image out of fold: label-issues refuses anything else."""
+def test_label_issues_needs_out_of_fold_predictions(tiny_data, tmp_path):
+    """A run's test predictions cover its test split only; a cv folder's cover every image, each from a model
+    that did not train on it (out of fold): label-issues refuses anything but a cv folder, though a run folder
+    has every file it reads."""
     run = tmp_path / "run"
     (run / "test").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"data_dir": str(tmp_path)}}))
-    (run / "test" / "predictions.csv").write_text("path,label,predicted,p_a,p_b\na/1.jpg,a,a,0.9,0.1\n")
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"data_dir": str(tiny_data)}}))
+    names = sorted(p.name for p in tiny_data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    lines = ["path,label,predicted," + ",".join(f"p_{c}" for c in names)]
+    for k, c in enumerate(names * 3):
+        p = [0.9 if c == other else 0.1 / (len(names) - 1) for other in names]
+        lines.append(f"{c}/synth_{k:05d}.jpg,{c},{c}," + ",".join(map(str, p)))
+    (run / "test" / "predictions.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match="is not a `kvasir cv` folder: label-issues needs every image predicted"):
         main(["label-issues", str(run)])
 

@@ -17,6 +17,7 @@ handed to every entry whose mutated module that build never loaded (--rebuild: e
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -698,8 +699,10 @@ CAUGHT = ("AssertionError", "Failed:", "assert ")  # pytest shows a failed bare 
 
 
 def failure_line(output: str) -> tuple[str, str]:
-    """('FAILED' or 'ERROR', the reason) from pytest's short summary (-rfE), or ('', '') when it has none."""
-    for line in output.splitlines():
+    """('FAILED' or 'ERROR', the reason) from pytest's short summary (-rfE), or ('', '') when it has none. Only the
+    summary is read: captured logs above it have lines that start with ERROR too."""
+    summary = output.split("short test summary info", 1)[-1] if "short test summary info" in output else ""
+    for line in summary.splitlines():
         for kind in ("FAILED", "ERROR"):
             if line.startswith(f"{kind} ") and " - " in line:
                 return kind, line.split(" - ", 1)[1].strip()
@@ -710,8 +713,10 @@ def failure_line(output: str) -> tuple[str, str]:
 
 SNAPSHOT_TEST = """
 import json, os, sys
+import pytest
 from conftest import SHARED_FIXTURES
 
+@pytest.mark.timeout(0)  # every shared fixture in one test: longer than one test's limit
 def test_snapshot(request):
     paths = {name: str(request.getfixturevalue(name)) for name in SHARED_FIXTURES}
     modules = sorted(m for m in sys.modules if m == "kvasir_mobileone" or m.startswith("kvasir_mobileone."))
@@ -729,13 +734,19 @@ def copy_tree(work: Path) -> None:
             (shutil.copytree if source.is_dir() else shutil.copy)(source, work / part)
 
 
+def shared_fixtures() -> tuple[str, ...]:
+    """conftest.SHARED_FIXTURES, read from the file (importing conftest would set the test environment here)."""
+    tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+    value = next(
+        n.value for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "SHARED_FIXTURES"
+    )
+    return ast.literal_eval(value)
+
+
 def tests_using_trained_fixtures(tests: list[str]) -> set[str]:
     """The tests (pytest node ids, as the entries name them) that ask, directly or through other fixtures, for a
     trained run or bundle of conftest.SHARED_FIXTURES (tiny_data alone takes a second to make): one collection."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import SHARED_FIXTURES
-
-    trained = set(SHARED_FIXTURES) - {"tiny_data"}
+    trained = set(shared_fixtures()) - {"tiny_data"}
     command = [sys.executable, "-m", "pytest", "--fixtures-per-test", "-q", "-m", "", "-p", "no:cacheprovider"]
     listing = subprocess.run([*command, *sorted(set(tests))], cwd=ROOT, capture_output=True, text=True).stdout
     using, name, lines = set(), None, listing.splitlines()

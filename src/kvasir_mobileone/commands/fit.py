@@ -32,7 +32,7 @@ from kvasir_mobileone.evaluation.testing import report_test_predictions, test_su
 from kvasir_mobileone.images import encode_view, view_sha256
 from kvasir_mobileone.io import markdown_table, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import input_spec, parameter_info
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig, inductor_cache_dir
 from kvasir_mobileone.models.trainer import (
     MONITOR_MODES,
     TrainerConfig,
@@ -299,7 +299,10 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         config,
         [counts["train"][c] for c in sorted(counts["train"])],
     )
-    module.accelerate(*speed_settings(trainer), static_batch=data.batch_size)
+    compile_mode, channels_last = speed_settings(trainer)
+    if compile_mode != "off":  # compiled kernels kept across runs: compiling is paid once per machine and model
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
+    module.accelerate(compile_mode, channels_last, static_batch=data.batch_size)
     datamodule = ImageFolderDataModule(data, rows, norm, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [

@@ -119,6 +119,7 @@ class StepTimer(Callback):
         self.warmup, self.steps, self.sample = warmup, steps, sample_utilisation
         self.seen, self.images = 0, 0
         self.fit_start = self.start = self.seconds = self.warmup_s = self.resident_bytes = None
+        self.warmup_peak = 0
         self.sampler: UtilisationSampler | None = None
 
     def on_fit_start(self, trainer, pl_module):
@@ -131,6 +132,7 @@ class StepTimer(Callback):
             self.warmup_s = self.start - self.fit_start
             if torch.cuda.is_available():  # weights, gradients and optimizer state are allocated by now
                 self.resident_bytes = torch.cuda.memory_allocated()
+                self.warmup_peak = torch.cuda.max_memory_allocated()  # the whole fit's peak is the larger one
                 torch.cuda.reset_peak_memory_stats()
             if self.sample:
                 self.sampler = UtilisationSampler().__enter__()
@@ -194,16 +196,17 @@ def measure(
     trainer.fit(module, datamodule=datamodule)
     if timer.seconds is None:
         raise RuntimeError(f"only {timer.seen} steps ran")
-    # Bytes a training step must move at least: every activation kept for the backward is written once in the
-    # forward and read once in the backward, and the step's peak above what stays allocated (weights, gradients,
-    # optimizer state) is those activations. A lower bound from memory, not a count from hardware counters.
+    # Bytes a training step moves, estimated from memory: every activation kept for the backward is written once in
+    # the forward and read once in the backward, and the timed steps' peak above what stays allocated (weights,
+    # gradients, optimizer state) is those activations, plus workspace (cuDNN, CUDA graph pools). An estimate of
+    # the least traffic from memory statistics, not a count from hardware counters.
     transient = torch.cuda.max_memory_allocated() - timer.resident_bytes if gpu else None
     step_s = timer.seconds / steps
     return {
         "images_per_s": timer.images / timer.seconds,
         "gpu_utilisation": timer.sampler.mean if timer.sampler else None,
         "warmup_s": timer.warmup_s,
-        "memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+        "memory_gib": max(timer.warmup_peak, torch.cuda.max_memory_allocated()) / 2**30 if gpu else None,
         "min_step_gb": 2 * transient / 1e9 if transient else None,
         "min_bandwidth_gbs": 2 * transient / step_s / 1e9 if transient else None,
     }
@@ -280,7 +283,28 @@ def _measure_in_process(cache_dir: str, queue, args: tuple) -> None:
     try:
         queue.put(measure(*args))
     except Exception as err:  # reported by the parent, with the configuration
-        queue.put({"error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"})
+        queue.put({"error": one_line(err)})
+
+
+def one_line(err: Exception) -> str:
+    """An error as a table cell: its class and the first line of its message."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]}"
+
+
+def answer_of(process, queue, timeout_s: float) -> dict:
+    """What a spawned measurement put on its queue; an error when the process died without an answer (a kernel
+    abort: noticed within seconds) or gave none within timeout_s (then it is killed)."""
+    import queue as queues
+
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        try:
+            return queue.get(timeout=5)
+        except queues.Empty:
+            if not process.is_alive():
+                return {"error": f"the process died without an answer (exit code {process.exitcode})"}
+    process.kill()
+    return {"error": f"no answer within {timeout_s:.0f} s: stopped"}
 
 
 def compile_cost(
@@ -314,12 +338,10 @@ def compile_cost(
             args = (name, path, data_dir, rows, warmup, steps, image_size)
             process = context.Process(target=_measure_in_process, args=(cache_dir, queue, args))
             process.start()
-            try:  # a process that dies without an answer (a kernel abort) is reported, not waited for
-                measured = queue.get(timeout=timeout_s)
-            except Exception:
+            measured = answer_of(process, queue, timeout_s)
+            process.join(30)
+            if process.is_alive():  # answered, but stuck on its way out
                 process.kill()
-                measured = {"error": f"no result within {timeout_s:.0f} s (exit code {process.exitcode})"}
-            process.join()
             if "error" in measured:
                 return result | {"error": f"{state}: {measured['error']}"}
             result[f"{state}_warmup_s"] = measured["warmup_s"]
@@ -376,7 +398,7 @@ def bench_gpu_training(
             if row.get("min_bandwidth_gbs"):
                 row["min_bandwidth_fraction"] = row["min_bandwidth_gbs"] / copy_gbs
         except Exception as err:  # one failing configuration is reported, the others still run
-            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+            row["error"] = one_line(err)
         print(row, flush=True)
         results.append(row)
     for row in results:
@@ -386,10 +408,16 @@ def bench_gpu_training(
     compiled = []
     for name in compile_models:
         for mode in compile_modes:
+            if time.perf_counter() - began > budget_s:
+                compiled.append({"model": name, "compile": mode, "error": f"not measured: past the {budget_s:.0f} s"})
+                continue
             cache = compile_cache / f"{name}-{mode}" if compile_cache else None
             compiled.append(compile_cost(name, mode, data_dir, rows, warmup, steps, cache_dir=cache))
             print(compiled[-1], flush=True)
-    profile = profile_summary(profile_model, CURRENT, data_dir, rows, warmup, 5) if profile_model else ""
+    try:  # the measurements above stand whatever the profiler does
+        profile = profile_summary(profile_model, CURRENT, data_dir, rows, warmup, 5) if profile_model else ""
+    except Exception as err:
+        profile = f"the profiler failed: {one_line(err)}"
     return {
         "bf16_matmul_tflops": peak,
         "copy_bandwidth_gbs": copy_gbs,
@@ -411,8 +439,9 @@ def render_gpu(gpu: dict) -> str:
         f"bf16 matmul {gpu['bf16_matmul_tflops']:.0f} TFLOP/s measured here; training GFLOP per image: {flops})\n\n"
         "previous: DataLoader workers + kornia, batch 32, 16-mixed, eager. current: the defaults on a GPU. "
         "Matmul fraction = training FLOP/s ÷ the bf16 matmul FLOP/s. Utilisation: NVML, as `nvidia-smi dmon` sm. "
-        f"Bandwidth ≥: a lower bound on the step's memory traffic (twice the activations it keeps for the backward: "
-        f"its peak memory above weights, gradients and optimizer state) per second, as a share of the "
+        f"Bandwidth ≥: the step's least memory traffic, estimated as twice the activations it keeps for the backward "
+        f"(its peak memory above weights, gradients and optimizer state; workspace included), per second, as a share "
+        f"of the "
         f"{gpu.get('copy_bandwidth_gbs', 0):.0f} GB/s a device-to-device copy reaches here.\n\n"
     )
     table = markdown_table(

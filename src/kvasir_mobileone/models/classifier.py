@@ -281,15 +281,14 @@ class MobileOneClassifier(L.LightningModule):
         is None). Everything else runs eager:
         the last, smaller batch of an epoch (no recompile, no padding: every image counted once and BatchNorm sees
         the real batch) and all of validation and test (no recompile for their batch sizes, and no compiled graph
-        under no_grad that could fold BatchNorm with stale weights, PyTorch issue 108863). Compiled kernels are kept
-        in inductor_cache_dir() across runs."""
+        under no_grad that could fold BatchNorm with stale weights, PyTorch issue 108863). `kvasir fit` keeps the
+        compiled kernels in inductor_cache_dir() across runs."""
         self.channels_last = channels_last == "on"
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.static_batch = static_batch
         self.compiled = compile_mode != "off"
         if self.compiled:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
             self.backbone.compile(mode=compile_mode, dynamic=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
