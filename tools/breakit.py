@@ -819,8 +819,23 @@ def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tup
     env = os.environ | {"PYTHONPATH": str(work / "src"), "COLUMNS": "400"}  # a summary line wide enough for the reason
     env |= snapshot.restore() if snapshot and snapshot.covers(mutation) else {}
     start = time.perf_counter()
-    # -m "": slow-marked tests run too; -rfE: the short summary names the failure and its reason
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-m", "", "-p", "no:cacheprovider", mutation.test]
+    # -m "": slow-marked tests run too; -rfE: the short summary names the failure and its reason; a longer limit
+    # than the suite's, since an entry may build the shared runs and bundles in one test's set-up
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-rfE",
+        "-m",
+        "",
+        "-p",
+        "no:cacheprovider",
+        "--timeout",
+        "1800",
+    ]
+    command.append(mutation.test)
     result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode == 5 or "no tests ran" in result.stdout:
