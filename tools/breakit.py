@@ -864,16 +864,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", help="run the entries whose behaviour or test contains one of these")
     parser.add_argument("--first", type=int, help="run the first N entries (the newest issues' come first)")
-    parser.add_argument("--entries", nargs="+", help="run these entries by number (as the table counts): 3 7-12")
+    parser.add_argument("--entries", nargs="+", help="run these entries by number, in this order: 3 7-12")
     parser.add_argument(
         "--rebuild", action="store_true", help="build the shared fixtures afresh for every entry (no snapshot)"
     )
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if not args.only or any(o in m.behaviour or o in m.test for o in args.only)]
     chosen = chosen[: args.first] if args.first else chosen
-    if args.entries:
-        numbers = {n for e in args.entries for n in entry_numbers(e)}
-        chosen = [m for k, m in enumerate(chosen, 1) if k in numbers]
+    if args.entries:  # in the order given
+        numbers = dict.fromkeys(n for e in args.entries for n in entry_numbers(e))
+        chosen = [chosen[n - 1] for n in numbers]
     rows = []
     with tempfile.TemporaryDirectory(prefix="breakit-") as tmp:
         snapshot = None if args.rebuild else Snapshot(Path(tmp), [m.test for m in chosen])
