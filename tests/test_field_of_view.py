@@ -146,7 +146,10 @@ def test_a_frame_planted_only_in_test_images_leaves_the_view_unchanged(runs, tmp
             w, h = framed.size
             ImageDraw.Draw(framed).rectangle((0, 0, w - 1, h - 1), outline=(0, 0, 0), width=w // 4)
             framed.save(data / row["path"])
-    after = derive_view(rows, data, 32, "bilinear", 0.95)
+    try:
+        after = derive_view(rows, data, 32, "bilinear", 0.95)
+    except DataError as err:  # the frames of val/test images narrowed it below what is left to learn from
+        pytest.fail(f"frames on val and test images changed the view: {err}")
     assert before.sha256 == after.sha256
     # the same frame on training images does narrow it, here below what is left to learn from
     for row in rows:
