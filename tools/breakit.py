@@ -6,8 +6,8 @@ working tree is never touched), runs the named test against the copy (slow-marke
 failed: "caught" only when the test failed on an assertion (or on the error the entry names), "crashed" when it
 failed another way or in a fixture. It prints the table and exits non-zero unless every entry was caught.
 
-The trained runs and bundles the tests share (conftest.SHARED_FIXTURES) are built once from the unbroken code and
-handed to every entry whose mutated module that build never loaded (--rebuild: every entry builds its own).
+The trained runs and bundles the tests share (conftest.SHARED_FIXTURES) are built once from the unbroken code; an
+entry is handed each of them whose build never loaded the mutated module (--rebuild: every entry builds its own).
 
     python tools/breakit.py                 # every entry
     python tools/breakit.py --only leak     # entries whose behaviour or test mentions "leak"
@@ -719,10 +719,12 @@ from conftest import SHARED_FIXTURES
 
 @pytest.mark.timeout(0)  # every shared fixture in one test: longer than one test's limit
 def test_snapshot(request):
-    paths = {name: str(request.getfixturevalue(name)) for name in SHARED_FIXTURES}
-    modules = sorted(m for m in sys.modules if m == "kvasir_mobileone" or m.startswith("kvasir_mobileone."))
+    paths, modules = {}, {}
+    for name in SHARED_FIXTURES:  # in order: each after those it is made from
+        paths[name] = str(request.getfixturevalue(name))
+        modules[name] = sorted(m for m in sys.modules if m == "kvasir_mobileone" or m.startswith("kvasir_mobileone."))
     with open(os.environ["KVASIR_SNAPSHOT_OUT"], "w") as f:
-        json.dump(paths | {"modules": modules}, f)
+        json.dump({"paths": paths, "modules": modules}, f)
 """
 
 
@@ -770,7 +772,8 @@ class Snapshot:
     def __init__(self, tmp: Path, tests: list[str]):
         self.tmp, self.root, self.pristine = tmp, tmp / "fixtures", tmp / "fixtures.pristine"
         self.json = tmp / "snapshot.json"
-        self.modules: set[str] | None = None  # built on first need
+        self.modules: dict[str, set[str]] | None = None  # per fixture, the modules loaded once it was built
+        self.paths: dict[str, str] = {}
         self.using = tests_using_trained_fixtures([t.split("[")[0] for t in tests])
 
     def build(self) -> None:
@@ -786,24 +789,29 @@ class Snapshot:
         if result.returncode != 0:
             raise SystemExit(f"Building the shared fixtures failed on the unbroken code:\n{result.stdout[-3000:]}")
         shutil.copytree(self.root, self.pristine, symlinks=True)
-        self.modules = set(json.loads(self.json.read_text())["modules"])
+        built = json.loads(self.json.read_text())
+        self.paths = built["paths"]
+        self.modules = {name: set(loaded) for name, loaded in built["modules"].items()}
         print(f"shared fixtures built once, in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
-    def covers(self, mutation: Mutation) -> bool:
-        """Whether the fixtures hold for this mutation (its module was not loaded while they were built) and its
-        test needs them; the first such entry builds them."""
+    def reusable(self, mutation: Mutation) -> list[str]:
+        """The shared fixtures that hold for this mutation: those whose build (and the builds before it, which it
+        may use) never loaded the mutated module; none when the entry's test needs no trained run or bundle. The
+        first entry that needs them builds them."""
         if mutation.test.split("[")[0] not in self.using:
-            return False
+            return []
         if self.modules is None:
             self.build()
-        module = "kvasir_mobileone." + mutation.file.removesuffix(".py").replace("/", ".")
-        return module.removesuffix(".__init__") not in self.modules
+        module = ("kvasir_mobileone." + mutation.file.removesuffix(".py").replace("/", ".")).removesuffix(".__init__")
+        return [name for name, loaded in self.modules.items() if module not in loaded]
 
-    def restore(self) -> dict:
-        """The fixtures as built (a test may have written into them), and the environment that hands them over."""
+    def restore(self, names: list[str], work: Path) -> dict:
+        """The fixtures as built (a test may have written into them), and the environment that hands over `names`."""
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.copytree(self.pristine, self.root, symlinks=True)
-        return {"KVASIR_TEST_SNAPSHOT": str(self.json)}
+        handed = work / "snapshot.json"
+        handed.write_text(json.dumps({name: self.paths[name] for name in names}))
+        return {"KVASIR_TEST_SNAPSHOT": str(handed)}
 
 
 def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tuple[str, str, float]:
@@ -818,7 +826,8 @@ def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tup
         return "STALE", "the original text is not in the file exactly once", 0.0
     target.write_text(text.replace(mutation.original, mutation.broken))
     env = os.environ | {"PYTHONPATH": str(work / "src"), "COLUMNS": "400"}  # a summary line wide enough for the reason
-    env |= snapshot.restore() if snapshot and snapshot.covers(mutation) else {}
+    reused = snapshot.reusable(mutation) if snapshot else []
+    env |= snapshot.restore(reused, work) if reused else {}
     start = time.perf_counter()
     # -m "": slow-marked tests run too; -rfE: the short summary names the failure and its reason; a longer limit
     # than the suite's, since an entry may build the shared runs and bundles in one test's set-up
