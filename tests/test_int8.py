@@ -103,7 +103,10 @@ def test_the_int8_verdict_rests_on_the_interval_and_mcnemar(made_up, verdict):
     if verdict == "refused":
         with pytest.raises(Int8Refused, match="Refused to write the int8 model: .* refused: "):
             decide(made_up, 0.01, force=False)
-        forced = decide(made_up, 0.01, force=True)
+        try:
+            forced = decide(made_up, 0.01, force=True)
+        except Int8Refused as err:
+            pytest.fail(f"--force did not write the refused int8 model: {err}")
         assert forced["accepted"] and forced["forced"] and "written with --force" in forced["summary"]
     else:
         decided = decide(made_up, 0.01, force=False)
