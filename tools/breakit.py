@@ -475,8 +475,10 @@ MUTATIONS = [
     Mutation(
         "the difference of two models is bootstrapped paired",
         "evaluation/stats.py",
-        "            paired=True,",
-        "            paired=False,",
+        "            paired=True,\n            vectorized=True,\n            n_resamples=n_resamples,\n"
+        '            confidence_level=level,\n            method="BCa",',
+        "            paired=False,\n            vectorized=True,\n            n_resamples=n_resamples,\n"
+        '            confidence_level=level,\n            method="percentile",',  # BCa's jackknife needs paired
         "tests/test_results.py::test_the_paired_difference_interval_covers_the_true_difference_and_is_paired",
     ),
     Mutation(
@@ -490,7 +492,7 @@ MUTATIONS = [
         "features honour --trainer.eval_precision",
         "evaluation/features.py",
         "    with trained.evaluating():",
-        "    if True:",
+        '    with __import__("kvasir_mobileone.models.loading").models.loading._evaluating("32-true", "cpu"):',  # fp32
         CLI + "test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision",
     ),
     Mutation(
