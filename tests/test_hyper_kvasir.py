@@ -2,6 +2,7 @@
 near-duplicate frames that leak across a split, found and reported whoever made the split."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -155,19 +156,14 @@ def test_a_manifest_is_checked_like_a_folder(hk, tmp_path, capsys):
     assert len(read_csv(tmp_path / "c" / "split_leaks.csv")) == 2 * PLANTED_PAIRS
     broken = next(r["path"] for r in rows if r["split"] == "test")
     (data / broken).write_bytes(b"not an image")
-    with pytest.raises(DataCheckError, match=f"1 val/test images of the split manifest .*{broken}"):
+    with pytest.raises(DataError) as stopped:  # DataCheckError is a DataError; so is a test image failing later
         main(
-            [
-                "fit",
-                "--data.data_dir",
-                str(data),
-                "--data.manifest",
-                str(tmp_path / "m.csv"),
-                *TINY_FIT,
-                "--trainer.runs_dir",
-                str(tmp_path),
-            ]
+            ["fit", "--data.data_dir", str(data), "--data.manifest", str(tmp_path / "m.csv"), *TINY_FIT]
+            + ["--trainer.runs_dir", str(tmp_path / "runs")]
         )
+    assert isinstance(stopped.value, DataCheckError), f"fit did not stop before training: {stopped.value}"
+    assert re.search(f"1 val/test images of the split manifest .*{broken}", str(stopped.value)), stopped.value
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing was trained
 
 
 def test_cv_runs_the_official_folds(hk, tmp_path):
