@@ -116,9 +116,9 @@ def test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the
     rows = [r for r in read_csv(runs["masked"] / "split_manifest.csv") if r["split"] == "test"]
     targets = np.array([CLASSES.index(r["label"]) for r in rows])
     pixels = load_pixels(masked.data_dir(), [r["path"] for r in rows], 32, "bilinear", "test")
-    pixels = np.stack([black_out(p, masked.norm.mask) for p in pixels])
+    pixels = np.stack([black_out(p, masked.model_input.mask) for p in pixels])
     right = {
-        name: predict_pixels(trained.module, pixels, trained.norm).argmax(axis=1) == targets
+        name: predict_pixels(trained.module, pixels, trained.model_input).argmax(axis=1) == targets
         for name, trained in (("planted", planted), ("masked", masked))
     }
     paired = mcnemar(right["masked"], right["planted"])

@@ -11,7 +11,8 @@ from kvasir_mobileone.data.dataset import ImageListDataset
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.split import class_names_of, make_split, read_manifest, split_counts, write_manifest
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, KVASIR_RESOLUTIONS, synth
-from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
+from kvasir_mobileone.data.transforms import device_augmentations, normalize, train_augmentations
+from kvasir_mobileone.images import ModelInput
 
 ITEMS = [(f"{c}/{i}.jpg", c) for c in "abcd" for i in range(50)]
 
@@ -77,7 +78,7 @@ def test_read_manifest_rejects_other_csv(tmp_path):
         read_manifest(tmp_path / "x.csv")
 
 
-NORM = Normalization(image_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+NORM = ModelInput(image_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
 
 
 def test_normalize_uses_the_backbone_mean_and_std():

@@ -89,8 +89,8 @@ def test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict(runs, audit
     run = runs["fov"]
     trained = open_run(str(run))
     visible = read_view_png(run / "field_of_view.png", 32)
-    assert np.array_equal(trained.norm.visible(), visible)  # the checkpoint's bits are the run's PNG
-    assert trained.norm.to_dict()["field_of_view_sha256"] == view_sha256(visible)
+    assert np.array_equal(trained.model_input.visible(), visible)  # the checkpoint's bits are the run's PNG
+    assert trained.model_input.to_dict()["field_of_view_sha256"] == view_sha256(visible)
     assert json.loads((run / "model_info.json").read_text())["field_of_view_sha256"] == view_sha256(visible)
     assert 0.3 < visible.mean() < 0.9
     assert (run / "test" / "model_input.png").is_file()
@@ -125,9 +125,9 @@ def test_the_masked_model_is_not_worse_on_frames_without_the_planted_outline(run
     right = {}
     for name in ("plain", "fov"):
         trained = open_run(str(runs[name]))
-        pixels = load_pixels(common, [p for p, _ in items], 32, trained.norm.interpolation, name)
-        seen = np.stack([hide(p, trained.norm.hidden()) for p in pixels])
-        right[name] = predict_pixels(trained.module, seen, trained.norm).argmax(axis=1) == targets
+        pixels = load_pixels(common, [p for p, _ in items], 32, trained.model_input.interpolation, name)
+        seen = np.stack([hide(p, trained.model_input.hidden()) for p in pixels])
+        right[name] = predict_pixels(trained.module, seen, trained.model_input).argmax(axis=1) == targets
     low, _ = matched_pairs_interval(
         int(np.sum(right["fov"] & ~right["plain"])), int(np.sum(~right["fov"] & right["plain"])), len(targets)
     )
@@ -299,14 +299,14 @@ def test_overlays_that_stay_put_are_out_of_the_view_and_scattered_highlights_are
 def test_both_loaders_black_out_everything_outside_the_view(tiny_data, loader):
     from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
     from kvasir_mobileone.data.split import make_split
-    from kvasir_mobileone.data.transforms import Normalization
+    from kvasir_mobileone.images import ModelInput
 
     visible = np.zeros((24, 24), bool)
     visible[4:20, 6:18] = True
-    norm = Normalization(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), field_of_view=encode_view(visible))
+    model_input = ModelInput(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), field_of_view=encode_view(visible))
     rows = make_split(scan_image_folder(tiny_data), 0.2, 0.2, seed=1)
     cfg = DataConfig(data_dir=str(tiny_data), batch_size=8, num_workers=0, loader=loader)
-    datamodule = ImageFolderDataModule(cfg, rows, norm, seed=0)
+    datamodule = ImageFolderDataModule(cfg, rows, model_input, seed=0)
     datamodule.setup("fit")
     images = next(iter(datamodule.loader("val")))[0]  # uint8, before normalization
     assert images[:, :, ~visible].max() == 0 and images[:, :, visible].float().mean() > 50
@@ -318,4 +318,4 @@ def test_a_resumed_run_keeps_its_view(runs, tmp_path):
     (run / "test" / "report.md").unlink()
     main(["fit", "--resume", str(run)])
     assert "## What the model sees" in (run / "test" / "report.md").read_text()
-    assert np.array_equal(open_run(str(run)).norm.visible(), read_view_png(run / "field_of_view.png", 32))
+    assert np.array_equal(open_run(str(run)).model_input.visible(), read_view_png(run / "field_of_view.png", 32))

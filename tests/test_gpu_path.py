@@ -30,11 +30,10 @@ from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, aut
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.resident import DEVICE_SHARE, ImageBank, ResidentBatches, placement
 from kvasir_mobileone.data.split import make_split
-from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval
-from kvasir_mobileone.images import black_out
+from kvasir_mobileone.images import ModelInput, black_out
 from kvasir_mobileone.models import trainer as trainer_module
-from kvasir_mobileone.models.backbone import input_spec
+from kvasir_mobileone.models.backbone import model_input_for
 from kvasir_mobileone.models.classifier import (
     MobileOneClassifier,
     ModelConfig,
@@ -45,7 +44,7 @@ from kvasir_mobileone.models.classifier import (
 )
 from kvasir_mobileone.runs import read_checkpoint
 
-NORM = Normalization(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+NORM = ModelInput(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 bilinear = TF.InterpolationMode.BILINEAR
 
 
@@ -132,9 +131,9 @@ def test_the_resident_bank_on_a_gpu_serves_the_host_banks_batches(tiny_data, fre
         assert torch.equal(pa, pb.cpu())
 
 
-def resident_module(data_dir, rows, norm=NORM, seed=7) -> ImageFolderDataModule:
+def resident_module(data_dir, rows, model_input=NORM, seed=7) -> ImageFolderDataModule:
     cfg = DataConfig(data_dir=str(data_dir), batch_size=5, num_workers=0, loader="resident")
-    module = ImageFolderDataModule(cfg, rows, norm, seed=seed)
+    module = ImageFolderDataModule(cfg, rows, model_input, seed=seed)
     module.setup("fit")
     return module
 
@@ -307,7 +306,7 @@ def test_the_automatic_batch_follows_the_accelerator_not_the_machine(monkeypatch
 def test_compile_keeps_the_outputs_and_the_checkpoint_keys():
     torch.manual_seed(0)
     model = ModelConfig(name="resnet10t", pretrained=False)
-    module = MobileOneClassifier(["a", "b", "c"], model, norm=input_spec("resnet10t", 32))
+    module = MobileOneClassifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
     keys = list(module.state_dict())
     x = torch.rand(4, 3, 32, 32)
     module.eval()
@@ -336,7 +335,7 @@ def test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_curr
     torch._dynamo.reset()
     counters.clear()
     model = ModelConfig(name="resnet10t", pretrained=False)
-    module = MobileOneClassifier(["a", "b", "c"], model, norm=input_spec("resnet10t", 32))
+    module = MobileOneClassifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
     keys = list(module.state_dict())
     module.accelerate("default", "off", static_batch=8)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
@@ -352,7 +351,7 @@ def test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_curr
     with torch.no_grad():
         evaluated = module(x)
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])  # no graph for evaluation
-    plain = MobileOneClassifier(["a", "b", "c"], model, norm=input_spec("resnet10t", 32))
+    plain = MobileOneClassifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
     plain.load_state_dict(module.state_dict())  # the keys a checkpoint of the compiled model holds
     with torch.no_grad():
         assert torch.allclose(evaluated, plain.eval()(x), atol=1e-5)

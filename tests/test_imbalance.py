@@ -109,12 +109,12 @@ def test_balanced_sampling_draws_every_class_alike_in_both_loaders(small_class, 
     from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
     from kvasir_mobileone.data.folder import scan_image_folder
     from kvasir_mobileone.data.split import make_split
-    from kvasir_mobileone.data.transforms import Normalization
+    from kvasir_mobileone.images import ModelInput
 
     _, data, _ = small_class
     rows = make_split(scan_image_folder(data), 0.1, 0.1, seed=0)
     cfg = DataConfig(data_dir=str(data), batch_size=16, num_workers=0, loader=loader, sampler="balanced")
-    module = ImageFolderDataModule(cfg, rows, Normalization(24, (0.5,) * 3, (0.25,) * 3), seed=0)
+    module = ImageFolderDataModule(cfg, rows, ModelInput(24, (0.5,) * 3, (0.25,) * 3), seed=0)
     module.setup("fit")
     loader, drawn = module.loader("train", shuffle=True), []  # made once, as Lightning does: new draws each epoch
     for _ in range(20):

@@ -12,7 +12,7 @@ from kvasir_mobileone.cli import main
 from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
-from kvasir_mobileone.images import hidden_pixels, hide, network_input, read_network_input
+from kvasir_mobileone.images import ModelInput, hide, network_input, read_network_input
 from kvasir_mobileone.io import read_csv
 
 
@@ -115,18 +115,16 @@ def test_the_core_ml_graph_preprocesses_as_predict_mask_and_temperature_included
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()
-    model_input = {"image_size": 16, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "mask": [[0, 0, 0.5, 0.25]]}
+    model_input = ModelInput(16, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), mask=((0, 0, 0.5, 0.25),))
     pixels = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
     pixels[:, :4, :8] = 255  # bright where the model never looks: the graph must black it out
-    expected_x = np.stack([network_input(hide(p, hidden_pixels(model_input)), **_norm(model_input)) for p in pixels])
+    expected_x = np.stack(
+        [network_input(hide(p, model_input.hidden()), model_input.mean, model_input.std) for p in pixels]
+    )
     with torch.no_grad():
         expected = torch.softmax(network(torch.from_numpy(expected_x)) / 1.7, dim=1).numpy()
         got = WithPreprocessing(network, model_input, 1.7)(torch.from_numpy(pixels).permute(0, 3, 1, 2).float())
     assert np.abs(got.numpy() - expected).max() < 1e-5
-
-
-def _norm(model_input):
-    return {"mean": model_input["mean"], "std": model_input["std"]}
 
 
 def test_a_missing_mobile_extra_is_named(monkeypatch):

@@ -1,10 +1,14 @@
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
-from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import ModelInput, read_network_input
 from kvasir_mobileone.models.backbone import WeightsUnavailableError, create_backbone
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 
@@ -82,7 +86,51 @@ def test_any_optimizer_and_scheduler_class_is_injected_with_its_arguments():
 
 
 def test_a_checkpoint_gives_back_the_input_it_was_trained_with(tmp_path):
-    norm = Normalization(40, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic", ((0.0, 0.0, 0.5, 0.25),))
-    module = MobileOneClassifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False), norm=norm)
+    model_input = ModelInput(40, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic", ((0.0, 0.0, 0.5, 0.25),))
+    module = MobileOneClassifier(
+        ["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False), model_input=model_input
+    )
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt")
-    assert MobileOneClassifier.from_checkpoint(tmp_path / "m.ckpt").norm == norm  # read back, not recomputed
+    assert (
+        MobileOneClassifier.from_checkpoint(tmp_path / "m.ckpt").model_input == model_input
+    )  # read back, not recomputed
+
+
+RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "release_0_1_0"
+
+
+def test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading(tmp_path):
+    """The model-input description as 0.1.0 wrote it (checkpoint hparams with the region names apart; a bundle's
+    "input" with its tensor fields) reads back as one ModelInput, and preprocesses a frame bit for bit as 0.1.0 did."""
+    recorded = json.loads((RELEASE_0_1_0 / "model_input.json").read_text())
+    hparams, expected = recorded["checkpoint_hyper_parameters"], recorded["expected"]
+    module = MobileOneClassifier(hparams["class_names"], hparams["model"] | {"pretrained": False})
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "old.ckpt")
+    from_checkpoint = MobileOneClassifier.from_checkpoint(tmp_path / "old.ckpt").model_input
+    from_bundle = ModelInput.from_dict(recorded["bundle_input"])
+    assert from_checkpoint == from_bundle
+    assert from_bundle.mask_regions == ("bottom-left-box",)
+    assert int(from_bundle.hidden().sum()) == expected["hidden_pixels"]
+    assert from_bundle.view_sha256 == expected["field_of_view_sha256"]
+    assert (from_bundle.image_size, from_bundle.interpolation) == (expected["image_size"], expected["interpolation"])
+    x, _ = read_network_input(RELEASE_0_1_0 / "frame.jpg", recorded["bundle_input"])
+    assert np.array_equal(x, np.load(RELEASE_0_1_0 / "network_input.npy"))
+
+
+def test_the_model_input_description_round_trips_and_refuses_a_damaged_view():
+    recorded = json.loads((RELEASE_0_1_0 / "model_input.json").read_text())
+    model_input = ModelInput.from_dict(recorded["bundle_input"])
+    assert ModelInput.from_dict(model_input.to_dict()) == model_input
+    damaged = model_input.to_dict() | {"field_of_view_sha256": "0" * 64}
+    with pytest.raises(ValueError, match="do not match their SHA-256"):
+        ModelInput.from_dict(damaged)
+    with pytest.raises(ValueError, match="upgrade kvasir-mobileone"):
+        ModelInput.from_dict(model_input.to_dict() | {"version": 99})
+
+
+def test_a_checkpoint_without_a_model_input_description_is_refused_in_words(tmp_path):
+    module = MobileOneClassifier(["a", "b"], ModelConfig(name="resnet10t", pretrained=False))
+    hparams = {k: v for k, v in module.hparams.items() if k != "normalization"}
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "bare.ckpt")
+    with pytest.raises(UserError, match="no description of the model's input"):
+        MobileOneClassifier.from_checkpoint(tmp_path / "bare.ckpt")

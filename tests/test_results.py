@@ -208,8 +208,10 @@ def test_tta_averages_the_prediction_of_the_horizontally_flipped_image(trained_r
     trained = open_run(trained_run)
     rows = (tmp_path / "tta" / "predictions.csv").read_text().splitlines()
     header, first = rows[0].split(","), rows[1].split(",")
-    pixels = decode_resized(trained.data_dir() / first[0], trained.norm.image_size, trained.norm.interpolation)
-    x = normalize(torch.from_numpy(pixels).permute(2, 0, 1)[None], trained.norm)
+    pixels = decode_resized(
+        trained.data_dir() / first[0], trained.model_input.image_size, trained.model_input.interpolation
+    )
+    x = normalize(torch.from_numpy(pixels).permute(2, 0, 1)[None], trained.model_input)
     with torch.no_grad():
         expected = (trained.module(x).softmax(1) + trained.module(torch.flip(x, dims=[3])).softmax(1)) / 2
     assert [float(v) for v in first[3:]] == pytest.approx(expected[0].tolist(), abs=2e-6)

@@ -270,14 +270,14 @@ MUTATIONS = [
     Mutation(
         "the workers' loader applies the view",
         "data/dataset.py",
-        "            hidden=self.norm.hidden(),",
+        "            hidden=self.model_input.hidden(),",
         "            hidden=None,",
         FV + "test_both_loaders_black_out_everything_outside_the_view",
     ),
     Mutation(
         "the resident loader applies the view",
         "data/dataset.py",
-        "self.device, self.norm.hidden())",
+        "self.device, self.model_input.hidden())",
         "self.device, None)",
         FV + "test_both_loaders_black_out_everything_outside_the_view",
     ),
@@ -427,8 +427,8 @@ MUTATIONS = [
     Mutation(
         "training applies the mask (not only evaluation)",
         "data/dataset.py",
-        "            hidden=self.norm.hidden(),\n        )",
-        '            hidden=self.norm.hidden() if split != "train" else None,\n        )',
+        "            hidden=self.model_input.hidden(),\n        )",
+        '            hidden=self.model_input.hidden() if split != "train" else None,\n        )',
         AU + "test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box",
     ),
     Mutation(
@@ -686,8 +686,8 @@ MUTATIONS = [
     Mutation(
         "the checkpoint's stored input is read back, not recomputed",
         "models/classifier.py",
-        'Normalization.from_dict(hparams["normalization"])',
-        'input_spec(offline["name"], hparams.get("image_size"))',
+        'ModelInput.from_dict(hparams["normalization"])',
+        'model_input_for(offline["name"], hparams.get("image_size"))',
         "tests/test_model.py::test_a_checkpoint_gives_back_the_input_it_was_trained_with",
     ),
     Mutation(

@@ -36,10 +36,14 @@ def main() -> None:
         names = trained.module.class_names
         targets = np.array([names.index(label) for _, label in items])
         pixels = load_pixels(
-            Path(args.data), [p for p, _ in items], trained.norm.image_size, trained.norm.interpolation, name
+            Path(args.data),
+            [p for p, _ in items],
+            trained.model_input.image_size,
+            trained.model_input.interpolation,
+            name,
         )
-        seen = np.stack([hide(p, trained.norm.hidden()) for p in pixels])
-        right[name] = predict_pixels(trained.module, seen, trained.norm).argmax(axis=1) == targets
+        seen = np.stack([hide(p, trained.model_input.hidden()) for p in pixels])
+        right[name] = predict_pixels(trained.module, seen, trained.model_input).argmax(axis=1) == targets
         low, high = wilson_interval(int(right[name].sum()), len(targets))
         rows.append([name, run, f"{100 * right[name].mean():.2f} [{100 * low:.2f}, {100 * high:.2f}]"])
     only_masked = int(np.sum(right["masked"] & ~right["plain"]))

@@ -28,7 +28,7 @@ def main() -> None:
     rows, _ = trained.manifest_rows()
     test_rows = [r for r in rows if r["split"] == "test"]
     data_dir = trained.data_dir()
-    test_images = network_inputs([data_dir / r["path"] for r in test_rows], trained.norm.to_dict())
+    test_images = network_inputs([data_dir / r["path"] for r in test_rows], trained.model_input)
     index = {c: i for i, c in enumerate(trained.module.class_names)}
     targets = np.array([index[r["label"]] for r in test_rows])
     blank = np.full((64, *test_images.shape[1:]), args.blank, np.float32)

@@ -1,5 +1,6 @@
 """Reading images: upright 8-bit RGB from any file Pillow opens, decoded at reduced scale when that suffices, and
-turned into the network's input exactly as in training.
+turned into the network's input exactly as in training; and what that input is (ModelInput), the one description
+the checkpoint, a bundle's metadata.json, the runtimes, Core ML and the model card read back.
 
 Pillow and numpy only, so that `kvasir predict` on a bundle never imports torch."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Ima
 # Full scale of each high-bit-depth greyscale mode, from the mode alone: an image's own maximum would make a dark
 # image as bright as a light one. Pillow's "I" holds 16-bit data (16-bit PNG, TIFF); "F" holds floats in [0, 1].
 FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+VIEW_PNG_SEEN = 128  # a field_of_view.png pixel at least this bright (grey level) is seen by the model
+MODEL_INPUT_VERSION = 2  # 1: today's release's checkpoint "normalization" and bundle "input" (no "version" key)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -56,13 +60,118 @@ def network_input(pixels: np.ndarray, mean, std) -> np.ndarray:
     return ((pixels.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
 
 
-def read_network_input(path: str | Path, model_input: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(CHW float32 network input, HWC uint8 resized image) for a model whose input is described by `model_input`
-    (image_size, mean, std, interpolation, mask, field_of_view), exactly as in training: what the model never saw
-    is black."""
-    pixels = decode_resized(path, model_input["image_size"], model_input.get("interpolation", "bilinear"))
-    pixels = hide(pixels, hidden_pixels(model_input))
-    return network_input(pixels, model_input["mean"], model_input["std"]), pixels
+@dataclass(frozen=True)
+class ModelInput:
+    """What the network's input is, decided once by `fit` and read back by everything after it: the size, mean/std
+    and interpolation (from timm's data config, never typed by hand), the boxes masked out of every image
+    (--data.mask_regions, relative x0, y0, x1, y1, with the names they come from) and the field of view
+    (--data.field_of_view; encode_view's text, "" for the whole input).
+
+    to_dict/from_dict is the one serializer: the checkpoint's hparams, a bundle's metadata.json "input", the
+    runtimes, Core ML and the card all go through it. The temperature is not here: it scales the output."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+    mask: tuple[tuple[float, float, float, float], ...] = ()
+    field_of_view: str = ""
+    mask_regions: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "version": MODEL_INPUT_VERSION,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "mask": [list(b) for b in self.mask],
+            "mask_regions": list(self.mask_regions) or None,
+            "field_of_view": self.field_of_view,
+            "field_of_view_sha256": self.view_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelInput:
+        """From to_dict's output, or from today's release's checkpoint "normalization" and bundle "input" (their
+        tensor fields, name, shape, dtype, layout, are the bundle's and are left out)."""
+        version = values.get("version", 1)
+        if version > MODEL_INPUT_VERSION:
+            raise ValueError(
+                f"The model-input description is version {version}; this release reads up to "
+                f"{MODEL_INPUT_VERSION}: upgrade kvasir-mobileone."
+            )
+        model_input = cls(
+            int(values["image_size"]),
+            tuple(float(v) for v in values["mean"]),
+            tuple(float(v) for v in values["std"]),
+            values.get("interpolation", "bilinear"),
+            tuple(tuple(float(v) for v in b) for b in values.get("mask") or ()),
+            values.get("field_of_view") or "",
+            tuple(values.get("mask_regions") or ()),
+        )
+        recorded = values.get("field_of_view_sha256")
+        if recorded and recorded != model_input.view_sha256:
+            raise ValueError(
+                f"The field of view's bits do not match their SHA-256 ({recorded[:12]}...): the description was "
+                "edited or damaged. Export or train again."
+            )
+        return model_input
+
+    def describe(self) -> str:
+        """One line for people: size, what is black, how it is normalized."""
+        hidden = (
+            [f"the regions {', '.join(self.mask_regions)}" if self.mask_regions else "mask boxes"] if self.mask else []
+        )
+        hidden += ["outside the field of view"] if self.field_of_view else []
+        black = f"; black: {' and '.join(hidden)}" if hidden else ""
+        return f"{self.image_size} × {self.image_size} px ({self.interpolation}, whole frame){black}"
+
+    @property
+    def view_sha256(self) -> str | None:
+        """SHA-256 of the field of view's packed bits; None without one."""
+        return view_sha256(self.visible()) if self.field_of_view else None
+
+    def visible(self) -> np.ndarray:
+        """HxW bool: the field of view (all True without one)."""
+        if not self.field_of_view:
+            return np.ones((self.image_size, self.image_size), bool)
+        return decode_view(self.field_of_view, self.image_size)
+
+    def hidden(self) -> np.ndarray | None:
+        """HxW bool, True where the model never sees the image (mask boxes, outside the view); None: nowhere."""
+        hidden = box_mask(self.mask, self.image_size, self.image_size)
+        if self.field_of_view:
+            hidden |= ~self.visible()
+        return hidden if hidden.any() else None
+
+    def decode(self, path: str | Path) -> np.ndarray:
+        """HWC uint8 at the input size, as the model sees it: decoded, resized, hidden pixels black."""
+        return hide(self.decode_raw(path), self.hidden())
+
+    def decode_raw(self, path: str | Path) -> np.ndarray:
+        """HWC uint8 at the input size, nothing hidden (what the audit and Core ML's graph start from)."""
+        return decode_resized(path, self.image_size, self.interpolation)
+
+    def normalized(self, pixels: np.ndarray) -> np.ndarray:
+        """HWC uint8 -> CHW float32 scaled to [0, 1] and normalized with mean/std (pixels hidden already)."""
+        return network_input(pixels, self.mean, self.std)
+
+    def read(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """(CHW float32 network input, HWC uint8 image as the model sees it), exactly as in training."""
+        pixels = self.decode(path)
+        return self.normalized(pixels), pixels
+
+
+def read_network_input(path: str | Path, model_input: ModelInput | dict) -> tuple[np.ndarray, np.ndarray]:
+    """(CHW float32 network input, HWC uint8 resized image) for a model whose input is `model_input` (or its
+    serialized form, e.g. a bundle's metadata.json "input"), exactly as in training: what the model never saw is
+    black."""
+    return as_model_input(model_input).read(path)
+
+
+def as_model_input(model_input: ModelInput | dict) -> ModelInput:
+    return model_input if isinstance(model_input, ModelInput) else ModelInput.from_dict(model_input)
 
 
 def encode_view(visible: np.ndarray) -> str:
@@ -88,16 +197,6 @@ def decode_view(encoded: str, size: int) -> np.ndarray:
 def view_sha256(visible: np.ndarray) -> str:
     """SHA-256 of a field of view's packed bits (what the run, checkpoint and bundle record)."""
     return hashlib.sha256(np.packbits(visible.astype(bool)).tobytes()).hexdigest()
-
-
-def hidden_pixels(model_input: dict) -> np.ndarray | None:
-    """HxW bool at the input size, True where the model never sees the image (the --data.mask_regions boxes and
-    everything outside the field of view); None when it sees everything."""
-    size = model_input["image_size"]
-    hidden = box_mask(model_input.get("mask") or (), size, size)
-    if model_input.get("field_of_view"):
-        hidden |= ~decode_view(model_input["field_of_view"], size)
-    return hidden if hidden.any() else None
 
 
 def hide(pixels: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:

@@ -27,7 +27,7 @@ from kvasir_mobileone.evaluation.audit import (
 )
 from kvasir_mobileone.evaluation.frames import map_predictability, plot_frame_maps
 from kvasir_mobileone.evaluation.metrics import accuracy
-from kvasir_mobileone.images import box_mask, decode_resized, hide
+from kvasir_mobileone.images import box_mask, hide
 from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME, REPORT_NAME
@@ -38,11 +38,11 @@ def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
     field of view: the common view of its training images (as `fit --data.field_of_view common` derives it),
     written as OUT/field_of_view.png for `fit` to take; {reason} when it cannot be derived; None when not needed."""
     frame_matters = result["frame_swap"].get("follows") or result["frame_maps"].get("finding") == "differ"
-    if not frame_matters or trained.norm.field_of_view:
+    if not frame_matters or trained.model_input.field_of_view:
         return None
-    norm = trained.norm
+    model_input = trained.model_input
     try:
-        view = derive_view(rows, trained.data_dir(), norm.image_size, norm.interpolation, VIEW_QUANTILE)
+        view = derive_view(rows, trained.data_dir(), model_input.image_size, model_input.interpolation, VIEW_QUANTILE)
     except DataError as err:
         return {"reason": str(err)}
     path = write_view_png(out_dir / FIELD_OF_VIEW_NAME, view.visible)
@@ -65,7 +65,7 @@ def audit(
     RUN/audit/report.md with the verdict at the top."""
     trained = open_run(run, data_dir)
     rows, _ = trained.manifest_rows(manifest)
-    module, norm, names = trained.module, trained.norm, trained.module.class_names
+    module, model_input, names = trained.module, trained.model_input, trained.module.class_names
     chosen = parse_regions(regions or list(REGIONS))
     if not chosen:
         raise UserError("No region to audit: give --regions names or name:x0,y0,x1,y1 boxes.")
@@ -74,20 +74,24 @@ def audit(
     test_rows = [r for r in rows if r["split"] == "test"]
     targets = np.array([index[r["label"]] for r in test_rows])
     # the model's own input: its trained mask and field of view (if any) applied first, then the audited region
-    raw = load_pixels(data, [r["path"] for r in test_rows], norm.image_size, norm.interpolation, "test images")
-    hidden = norm.hidden()
+    raw = load_pixels(
+        data, [r["path"] for r in test_rows], model_input.image_size, model_input.interpolation, "test images"
+    )
+    hidden = model_input.hidden()
     pixels = np.stack([hide(p, hidden) for p in raw])
-    masking, base_pred = region_masking(module, norm, pixels, targets, chosen, names, n_resamples, seed)
-    swap = frame_swap(module, norm, raw, targets, base_pred, n_resamples, seed)
-    maps, mean_images = occlusion_maps(module, norm, pixels, targets, len(names), occlusion_per_class)
+    masking, base_pred = region_masking(module, model_input, pixels, targets, chosen, names, n_resamples, seed)
+    swap = frame_swap(module, model_input, raw, targets, base_pred, n_resamples, seed)
+    maps, mean_images = occlusion_maps(module, model_input, pixels, targets, len(names), occlusion_per_class)
     shares = region_share(maps, chosen)
     thumbs = load_pixels(data, [r["path"] for r in rows], CENSUS_SIZE, "bilinear", "census")
     places = baseline_places(chosen)
-    in_places = box_mask([b for boxes in places.values() for b in boxes], norm.image_size, norm.image_size)
+    in_places = box_mask(
+        [b for boxes in places.values() for b in boxes], model_input.image_size, model_input.image_size
+    )
     decoded = {r["path"]: p for r, p in zip(test_rows, raw, strict=True)}  # the test images: decoded once
 
     def as_seen(path: str) -> np.ndarray:  # an image as the model sees it, at its input size
-        image = decoded[path] if path in decoded else decode_resized(data / path, norm.image_size, norm.interpolation)
+        image = decoded[path] if path in decoded else model_input.decode_raw(data / path)
         return hide(image, hidden)
 
     seen = np.stack(  # the baseline reads the images as the model sees them
@@ -98,19 +102,21 @@ def audit(
     out_dir = Path(out) if out else trained.home.audit_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_frame_maps(
-        frame_maps(thumbs, labels, names), out_dir / "frame_maps.png", norm.visible() if norm.field_of_view else None
+        frame_maps(thumbs, labels, names),
+        out_dir / "frame_maps.png",
+        model_input.visible() if model_input.field_of_view else None,
     )
     result = {
         "run": str(trained.source),
         "checkpoint_sha256": file_sha256(trained.ckpt),  # a bundle's card quotes the audit only for this checkpoint
         "n": int(len(targets)),
         "accuracy": float(accuracy(targets, base_pred)),
-        "trained_mask": [list(b) for b in norm.mask],
+        "trained_mask": [list(b) for b in model_input.mask],
         "regions": [{k: v for k, v in r.items() if k not in ("changed", "masked_predicted")} for r in masking],
         "occlusion_region_share": shares,
         "field_of_view": (
-            {"fraction": float(norm.visible().mean()), "sha256": norm.to_dict()["field_of_view_sha256"]}
-            if norm.field_of_view
+            {"fraction": float(model_input.visible().mean()), "sha256": model_input.view_sha256}
+            if model_input.field_of_view
             else None
         ),
         "frame_swap": {k: v for k, v in swap.items() if k not in ("donors", "swapped_predicted")},

@@ -24,15 +24,15 @@ from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import default_num_workers, scan_image_folder
 from kvasir_mobileone.data.split import make_split, write_manifest
 from kvasir_mobileone.data.synth import hyper_kvasir_sizes, synth
-from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import markdown_table, write_json, write_text
 from kvasir_mobileone.models.backbone import flops_per_image
 
 MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
-NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+NORM = ModelInput(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def machine() -> dict:

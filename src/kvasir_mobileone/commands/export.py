@@ -35,7 +35,7 @@ from kvasir_mobileone.deploy.quantize import (
 )
 from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import markdown_table, update_json, write_json
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME
@@ -78,9 +78,9 @@ def export(
     if formats - set(FORMATS):
         raise UserError(f"--format {format!r}: use one or more of {', '.join(FORMATS)}, separated by commas.")
     trained = open_run(run, data_dir)
-    ckpt, module, norm = trained.ckpt, trained.module, trained.norm
+    ckpt, module, model_input = trained.ckpt, trained.module, trained.model_input
     paths = parity_images(trained, images, num_images)
-    batch = torch.from_numpy(np.stack([read_network_input(p, norm.to_dict())[0] for p in paths]))
+    batch = torch.from_numpy(np.stack([model_input.read(p)[0] for p in paths]))
 
     out_dir = Path(out)
     unfused = module.backbone.float().eval()
@@ -113,8 +113,10 @@ def export(
             ],
         )
     )
-    latency = latency_ms(session(out_dir / ONNX_NAME), (1, 3, norm.image_size, norm.image_size), repeats=30)
-    print(f"onnxruntime, batch 1, {norm.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
+    latency = latency_ms(
+        session(out_dir / ONNX_NAME), (1, 3, model_input.image_size, model_input.image_size), repeats=30
+    )
+    print(f"onnxruntime, batch 1, {model_input.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
     if trained.run:  # what `kvasir compare` shows beside the run's metrics
         update_json(
             trained.run.model_info, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
@@ -135,8 +137,8 @@ def export(
     metadata["files"] = bundle_files(metadata)
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
-    if norm.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
-        write_view_png(out_dir / FIELD_OF_VIEW_NAME, norm.visible())
+    if model_input.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
+        write_view_png(out_dir / FIELD_OF_VIEW_NAME, model_input.visible())
     # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
     write_json(out_dir / METADATA_NAME, metadata)
     write_card(out_dir, metadata, test_metrics, trained.config, unfused)
@@ -190,12 +192,11 @@ def coreml(fused: torch.nn.Module, metadata: dict, paths: list[Path], batch: tor
     images; the Core ML runtime itself is not checked here (Linux)."""
     from kvasir_mobileone.deploy import coreml as cm
     from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
-    from kvasir_mobileone.images import decode_resized
 
-    model_input = metadata["input"]
+    model_input = ModelInput.from_dict(metadata["input"])
     print("Core ML: conversion to an ML program (preprocessing inside) ...")
     cm.export_coreml(fused, metadata, out_dir / cm.COREML_NAME)
-    raw = np.stack([decode_resized(p, model_input["image_size"], model_input["interpolation"]) for p in paths])
+    raw = np.stack([model_input.decode_raw(p) for p in paths])
     reference = softmax(onnx_logits(out_dir / ONNX_NAME, batch.numpy()))  # predict's answer, from the ONNX model
     if metadata.get("temperature"):
         reference = apply_temperature(reference, metadata["temperature"])
@@ -210,7 +211,7 @@ def coreml(fused: torch.nn.Module, metadata: dict, paths: list[Path], batch: tor
     return {
         "file": cm.COREML_NAME,
         "runtime": "Core ML (iOS 16 / macOS 13 or later), ML program, fp32",
-        "input": f"image: RGB frame, {model_input['image_size']} x {model_input['image_size']}, whole frame "
+        "input": f"image: RGB frame, {model_input.image_size} x {model_input.image_size}, whole frame "
         "(Vision imageCropAndScaleOption .scaleFill)",
         "output": "classLabel and classLabel_probs (softmax with the temperature)",
         "preprocessing_parity": figures | {"images": len(paths)},

@@ -27,11 +27,10 @@ from kvasir_mobileone.data.split import (
     write_leaks,
     write_manifest,
 )
-from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
-from kvasir_mobileone.images import encode_view, view_sha256
+from kvasir_mobileone.images import ModelInput, encode_view, view_sha256
 from kvasir_mobileone.io import markdown_table, update_json, write_csv, write_json
-from kvasir_mobileone.models.backbone import input_spec, parameter_info
+from kvasir_mobileone.models.backbone import model_input_for, parameter_info
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig, inductor_cache_dir
 from kvasir_mobileone.models.trainer import (
     MONITOR_MODES,
@@ -158,15 +157,15 @@ def report_leaks(rows: list[dict[str, str]], run: RunFolder, on_leak: str) -> No
 VIEW_CHOICES = ("full", "common")  # --data.field_of_view, besides the path of a field_of_view.png
 
 
-def with_field_of_view(norm: Normalization, data: DataConfig, rows, run: RunFolder, resumed: bool) -> Normalization:
+def with_field_of_view(model_input: ModelInput, data: DataConfig, rows, run: RunFolder, resumed: bool) -> ModelInput:
     """The network's input with --data.field_of_view: the common view of the training images (derived here, or read
     back from the run when resuming) or a given PNG, written to RUN/field_of_view.png and put into the checkpoint."""
     if data.field_of_view == "full":
-        return norm
+        return model_input
     if resumed:
-        visible = read_view_png(run.field_of_view, norm.image_size)
+        visible = read_view_png(run.field_of_view, model_input.image_size)
     elif data.field_of_view == "common":
-        view = derive_view(rows, data.data_dir, norm.image_size, norm.interpolation, data.view_quantile)
+        view = derive_view(rows, data.data_dir, model_input.image_size, model_input.interpolation, data.view_quantile)
         visible = view.visible
         if is_rank_zero():
             print(f"--data.field_of_view common: {view.describe()}; written to {run.field_of_view}.")
@@ -184,7 +183,7 @@ def with_field_of_view(norm: Normalization, data: DataConfig, rows, run: RunFold
                     stacklevel=2,
                 )
     else:
-        visible = read_view_png(data.field_of_view, norm.image_size)
+        visible = read_view_png(data.field_of_view, model_input.image_size)
         if is_rank_zero():
             print(
                 f"--data.field_of_view {data.field_of_view}: the model sees {100 * visible.mean():.1f}% of the input."
@@ -192,7 +191,7 @@ def with_field_of_view(norm: Normalization, data: DataConfig, rows, run: RunFold
     if is_rank_zero() and not resumed:
         write_view_png(run.field_of_view, visible)
         update_json(run.model_info, {"field_of_view_sha256": view_sha256(visible), "field_of_view": visible.mean()})
-    return dataclasses.replace(norm, field_of_view=encode_view(visible))
+    return dataclasses.replace(model_input, field_of_view=encode_view(visible))
 
 
 def partial_test(trainer: TrainerConfig) -> str | None:
@@ -288,13 +287,15 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
             warnings.warn(describe_gaps(gaps) + f" (recorded in {run.split_counts})", stacklevel=2)
     L.seed_everything(trainer.seed, workers=True)
 
-    norm = input_spec(model.name, data.image_size, data.mask_regions)  # the network's input, decided once here
-    norm = with_field_of_view(norm, data, rows, run, resumed=bool(resume))
+    model_input = model_input_for(
+        model.name, data.image_size, data.mask_regions
+    )  # the network's input, decided once here
+    model_input = with_field_of_view(model_input, data, rows, run, resumed=bool(resume))
     module = MobileOneClassifier(
         sorted(counts["train"]),
         model,
         trainer.max_epochs or 1,
-        norm,
+        model_input,
         trainer.eval_precision,
         config,
         [counts["train"][c] for c in sorted(counts["train"])],
@@ -303,7 +304,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
     if compile_mode != "off":  # compiled kernels kept across runs: compiling is paid once per machine and model
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
     module.accelerate(compile_mode, channels_last, static_batch=data.batch_size)
-    datamodule = ImageFolderDataModule(data, rows, norm, seed=trainer.seed)
+    datamodule = ImageFolderDataModule(data, rows, model_input, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [
         # best by --trainer.monitor; no version counter, so a resumed run overwrites best.ckpt instead of best-v1

@@ -19,7 +19,7 @@ from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.io import markdown_table
-from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, input_spec
+from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, model_input_for
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import GPU_COMPILE
 
@@ -169,7 +169,7 @@ def measure(
         torch.cuda.reset_peak_memory_stats()
     L.seed_everything(0, verbose=False)
     model = ModelConfig(name=name, pretrained=False)
-    module = MobileOneClassifier(class_names_of(rows), model, 1000, input_spec(name, image_size))
+    module = MobileOneClassifier(class_names_of(rows), model, 1000, model_input_for(name, image_size))
     module.accelerate(path.compile, path.channels_last, static_batch=path.batch_size)
     cfg = DataConfig(
         data_dir=str(data_dir),
@@ -178,7 +178,7 @@ def measure(
         augment_on=path.augment_on,
         image_size=image_size,
     )
-    datamodule = ImageFolderDataModule(cfg, rows, module.norm)
+    datamodule = ImageFolderDataModule(cfg, rows, module.model_input)
     timer = StepTimer(warmup, steps, sample_utilisation=gpu)
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",

@@ -11,7 +11,6 @@ from tqdm import tqdm
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.deploy.predict import probabilities, top_classes, write_predictions
 from kvasir_mobileone.deploy.runtime import load_predictor
-from kvasir_mobileone.images import read_network_input
 
 
 def predict(
@@ -42,7 +41,7 @@ def predict(
         arrays, good = [], []
         for path in paths[start : start + batch_size]:
             try:
-                arrays.append(read_network_input(path, meta["input"])[0])
+                arrays.append(predictor.model_input.read(path)[0])
                 good.append(path)
             except Exception as err:  # any unreadable file is reported, never fatal
                 results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})

@@ -42,7 +42,7 @@ def test(
         batch_size=batch_size or trained.data.batch_size,
         num_workers=num_workers if num_workers is not None else trained.data.num_workers,
     )
-    datamodule = ImageFolderDataModule(data_cfg, rows, trained.norm)
+    datamodule = ImageFolderDataModule(data_cfg, rows, trained.model_input)
     if datamodule.class_names != module.class_names:
         raise DataError(
             f"The checkpoint {trained.ckpt} predicts classes {module.class_names} but the manifest {manifest_path} "
@@ -62,7 +62,9 @@ def test(
     if calibrate:
         # the val images, served through the test loader, give the probabilities the temperature is fitted on
         val_as_test = [r | {"split": "test"} for r in rows if r["split"] == "val"]
-        trainer.test(module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, trained.norm), verbose=False)
+        trainer.test(
+            module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, trained.model_input), verbose=False
+        )
         val = module.test_predictions
         temperature = fit_temperature(val.get("probs_tta", val["probs"]), val["targets"])
         fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val["targets"]), "tta": tta}

@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 
 from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
+from kvasir_mobileone.data.field_of_view import VIEW_QUANTILE
 from kvasir_mobileone.data.folder import DataError, default_num_workers
 from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
-from kvasir_mobileone.data.transforms import Normalization, device_augmentations, normalize, train_augmentations
-from kvasir_mobileone.images import decode_resized, hide
+from kvasir_mobileone.data.transforms import device_augmentations, normalize, train_augmentations
+from kvasir_mobileone.images import ModelInput, decode_resized, hide
 
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class DataConfig:
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     exclude: str | None = None
     field_of_view: str = "full"
-    view_quantile: float = 0.95
+    view_quantile: float = VIEW_QUANTILE
 
 
 def balanced_sampling_weights(labels: list[str]) -> torch.Tensor:
@@ -204,14 +205,14 @@ class ImageFolderDataModule(L.LightningDataModule):
     workers read them from the cache or the files. `skipped` maps each training image that could not be read to
     its reason."""
 
-    def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], norm: Normalization, seed: int | None = None):
+    def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], model_input: ModelInput, seed: int | None = None):
         """`seed`: the training seed, which orders the resident batches (default: torch's current seed, which
         `fit` sets from --trainer.seed)."""
         super().__init__()
         self.train_seed = torch.initial_seed() if seed is None else seed
         self.cfg = cfg
         self.rows = rows
-        self.norm = norm
+        self.model_input = model_input
         self.class_names = class_names_of(rows)
         self.num_workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
         self.batch_size = cfg.batch_size or default_batch_size()
@@ -243,7 +244,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         paths = [r["path"] for r in self.rows]
         try:
             self.cache = build_cache(
-                self.cfg.data_dir, paths, self.norm.image_size, self.norm.interpolation, self.cfg.cache_dir
+                self.cfg.data_dir,
+                paths,
+                self.model_input.image_size,
+                self.model_input.interpolation,
+                self.cfg.cache_dir,
             )
         except OSError as err:  # e.g. a read-only dataset folder: train without the cache, say so
             fallback = " and without the GPU-resident loader" if self.loader_kind == "resident" else ""
@@ -276,21 +281,21 @@ class ImageFolderDataModule(L.LightningDataModule):
             rows,
             self.cfg.data_dir,
             self.class_names,
-            self.norm.image_size,
-            self.norm.interpolation,
+            self.model_input.image_size,
+            self.model_input.interpolation,
             augment,
             self.cache,
             skip_unreadable=split == "train",
-            hidden=self.norm.hidden(),
+            hidden=self.model_input.hidden(),
         )
 
     def _load_bank(self) -> None:
         if self.cache is None:
             self._open_cache()
         class_index = {c: i for i, c in enumerate(self.class_names)}
-        self.bank = ImageBank.load(self.cache, self.rows, class_index, self.device, self.norm.hidden())
+        self.bank = ImageBank.load(self.cache, self.rows, class_index, self.device, self.model_input.hidden())
         log.info(
-            f"{len(self.rows)} images at {self.norm.image_size} px held in {self.bank.where} memory "
+            f"{len(self.rows)} images at {self.model_input.image_size} px held in {self.bank.where} memory "
             f"({self.bank.nbytes / 2**30:.2f} GiB) for --data.loader resident."
         )
 
@@ -335,7 +340,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 augment = BatchAugment() if self.augment_on == "device" else device_augmentations()
                 self._device_augment = augment.to(images.device)
             images = self._device_augment(images.float() / 255.0)
-        return normalize(images, self.norm) if images.numel() else images, targets, indices
+        return normalize(images, self.model_input) if images.numel() else images, targets, indices
 
     def loader(self, split: str | None, shuffle: bool = False, batch_size: int | None = None):
         """A split's batches: a DataLoader over workers, or ResidentBatches with loader=resident."""

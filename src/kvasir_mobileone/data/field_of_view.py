@@ -28,7 +28,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from kvasir_mobileone.data.folder import DataError
-from kvasir_mobileone.images import decode_resized, view_sha256
+from kvasir_mobileone.images import VIEW_PNG_SEEN, decode_resized, view_sha256
 from kvasir_mobileone.io import atomic_path
 
 DARK = 35  # a pixel whose brightest channel is below this is near-black (JPEG noise keeps a black frame under ~20)
@@ -236,7 +236,7 @@ def read_view_png(path: str | Path, size: int) -> np.ndarray:
     """A field-of-view PNG (white: seen) as HxW bool; it must be size x size, the network input."""
     try:
         with Image.open(path) as image:
-            visible = np.asarray(image.convert("L")) >= 128
+            visible = np.asarray(image.convert("L")) >= VIEW_PNG_SEEN
     except (OSError, ValueError) as err:
         raise DataError(f"Cannot read the field-of-view mask {path}: {err}. Give a PNG (white: seen).") from err
     if visible.shape != (size, size):

@@ -49,7 +49,7 @@ class ImageBank:
         free_bytes: int | None = None,
     ) -> ImageBank:
         """Copy the rows' cached images to `device` (or pinned host memory when they do not fit), in chunks, with
-        the hidden pixels (Normalization.hidden) blacked out once here instead of in every batch."""
+        the hidden pixels (ModelInput.hidden) blacked out once here instead of in every batch."""
         size = cache.size
         count = len(rows)
         where = placement(count * size * size * 3, device, free_bytes)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from kvasir_mobileone.data.datasets import Dataset, identify
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, markdown_table, write_text
 
 CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
@@ -24,13 +25,13 @@ def write_timm_config(path: Path, backbone, metadata: dict) -> Path:
     whole frame (crop_pct 1)."""
     from timm.models._hub import save_config_for_hf
 
-    model_input, names = metadata["input"], metadata["class_names"]
+    model_input, names = ModelInput.from_dict(metadata["input"]), metadata["class_names"]
     backbone.pretrained_cfg = {
         **backbone.pretrained_cfg,
-        "input_size": (3, model_input["image_size"], model_input["image_size"]),
-        "interpolation": model_input["interpolation"],
-        "mean": tuple(model_input["mean"]),
-        "std": tuple(model_input["std"]),
+        "input_size": (3, model_input.image_size, model_input.image_size),
+        "interpolation": model_input.interpolation,
+        "mean": model_input.mean,
+        "std": model_input.std,
         "crop_pct": 1.0,
         "crop_mode": "center",
         "num_classes": len(names),
@@ -81,7 +82,7 @@ def _interval(ci) -> str:
 
 
 def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> str:
-    names, model_input = metadata["class_names"], metadata["input"]
+    names, model_input = metadata["class_names"], ModelInput.from_dict(metadata["input"])
     data = run_config.get("data", {})
     model = run_config.get("model", {})
     pretrained = model.get("pretrained") or model.get("weights")
@@ -97,8 +98,8 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
     if pretrained and not model.get("weights"):
         header["base_model"] = f"timm/{metadata['model_name']}.apple_in1k"
     front = f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n"
-    name, size = metadata["model_name"], model_input["image_size"]
-    masked = model_input.get("mask_regions")
+    name, size = metadata["model_name"], model_input.image_size
+    masked = list(model_input.mask_regions)
     sections = [
         front,
         f"# {name} for endoscopy images\n",
@@ -112,13 +113,13 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
         "## Training data and preprocessing\n\n"
         + dataset_sentence(dataset, data)
         + f"Input: RGB resized to {size} × {size} "
-        f"({model_input['interpolation']}), scaled to [0, 1] and normalized with mean {model_input['mean']} and "
-        f"std {model_input['std']}"
+        f"({model_input.interpolation}), scaled to [0, 1] and normalized with mean {list(model_input.mean)} and "
+        f"std {list(model_input.std)}"
         + (f"; the regions {masked} are set to black first (the model never saw them)" if masked else "")
         + (
             f"; everything outside the common field of view (`field_of_view.png`, white: seen; SHA-256 "
-            f"`{model_input['field_of_view_sha256']}`) is set to black, so every frame has the same outline"
-            if model_input.get("field_of_view")
+            f"`{model_input.view_sha256}`) is set to black, so every frame has the same outline"
+            if model_input.field_of_view
             else ""
         )
         + f". Training: {'ImageNet-pretrained' if pretrained else 'from scratch'}, optimizer "
@@ -132,7 +133,8 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
             f"on {100 * int8['top1_agreement']:.2f}% of the {int8['images']} test images.\n"
         )
     sections.append(LIMITATIONS + audit_paragraph(metadata.get("audit") or {"status": "not audited"}))
-    sections.append(USAGE.format(name=name, unfused=UNFUSED_NAME, n=len(names)))
+    example = (Path(__file__).with_name("onnxruntime_example.py")).read_text().split('"""\n\n', 1)[1]
+    sections.append(USAGE.format(name=name, unfused=UNFUSED_NAME, n=len(names), example=example))
     return "\n".join(sections)
 
 
@@ -239,29 +241,7 @@ mean/std), for the 8-bit RGB or greyscale frames
 endoscopes write; feed the whole frame, never a centre crop.
 
 ```python
-import json
-
-import numpy as np
-import onnxruntime as ort
-from PIL import Image, ImageOps
-
-meta = json.load(open("metadata.json"))
-spec = meta["input"]  # the network's input, exactly as in training
-size = spec["image_size"]
-resample = {{"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}}[spec["interpolation"]]
-with Image.open("image.jpg") as image:
-    image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers size x size
-    image = ImageOps.exif_transpose(image).convert("RGB")  # upright, 8-bit RGB
-pixels = np.array(image.resize((size, size), resample))
-for x0, y0, x1, y1 in spec["mask"]:  # regions the model never saw are black
-    pixels[round(y0 * size) : round(y1 * size), round(x0 * size) : round(x1 * size)] = 0
-if spec.get("field_of_view"):  # and so is everything outside its field of view (field_of_view.png, white: seen)
-    pixels[np.asarray(Image.open("field_of_view.png").convert("L")) < 128] = 0
-mean, std = np.float32(spec["mean"]), np.float32(spec["std"])
-x = ((pixels.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
-logits = ort.InferenceSession("model.onnx").run(None, {{"image": x}})[0]
-print(meta["class_names"][int(logits.argmax())])
-```
+{example}```
 
 With timm, the training-time model, e.g. to fine-tune it (fuse it with `timm.utils.model.reparameterize_model`
 for inference):

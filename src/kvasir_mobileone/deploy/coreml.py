@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import hidden_pixels
+from kvasir_mobileone.images import ModelInput
 
 COREML_NAME = "model.mlpackage"
 MOBILE_EXTRA = "pip install 'kvasir-mobileone[mobile]' (make install does it)"
@@ -38,15 +38,15 @@ class WithPreprocessing(torch.nn.Module):
     """RGB pixels (0-255, NCHW float, the input size) -> class probabilities, as `kvasir predict` computes them:
     hidden pixels black, then (x / 255 - mean) / std, the network, softmax(logits / temperature)."""
 
-    def __init__(self, network: torch.nn.Module, model_input: dict, temperature: float | None):
+    def __init__(self, network: torch.nn.Module, model_input: ModelInput, temperature: float | None):
         super().__init__()
         self.network = network.eval()
-        size = model_input["image_size"]
-        hidden = hidden_pixels(model_input)
+        size = model_input.image_size
+        hidden = model_input.hidden()
         visible = np.ones((size, size), np.float32) if hidden is None else (~hidden).astype(np.float32)
         self.register_buffer("visible", torch.from_numpy(visible)[None, None])
-        self.register_buffer("mean", torch.tensor(model_input["mean"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(model_input["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(model_input.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model_input.std, dtype=torch.float32).view(1, 3, 1, 1))
         self.temperature = float(temperature or 1.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -57,8 +57,8 @@ class WithPreprocessing(torch.nn.Module):
 def export_coreml(network: torch.nn.Module, metadata: dict, path: Path) -> Path:
     """Write the .mlpackage (a folder) whole: converted in a temporary folder beside it, then renamed."""
     ct = require_coremltools()
-    model_input = metadata["input"]
-    size = model_input["image_size"]
+    model_input = ModelInput.from_dict(metadata["input"])
+    size = model_input.image_size
     wrapped = WithPreprocessing(network, model_input, metadata.get("temperature")).eval()
     example = torch.rand(1, 3, size, size) * 255
     with torch.no_grad():
@@ -89,7 +89,8 @@ def export_coreml(network: torch.nn.Module, metadata: dict, path: Path) -> Path:
 def preprocessing_parity(network: torch.nn.Module, metadata: dict, pixels: np.ndarray, reference: np.ndarray):
     """The graph's preprocessing in PyTorch on raw resized pixels (N, H, W, 3 uint8, nothing hidden) against the
     probabilities of `kvasir predict` (`reference`): {max_abs, top1_agreement}."""
-    wrapped = WithPreprocessing(network, metadata["input"], metadata.get("temperature")).eval()
+    model_input = ModelInput.from_dict(metadata["input"])
+    wrapped = WithPreprocessing(network, model_input, metadata.get("temperature")).eval()
     with torch.no_grad():
         probs = wrapped(torch.from_numpy(pixels).permute(0, 3, 1, 2).float()).numpy()
     return {
@@ -112,6 +113,7 @@ class CoreMLBundle:
         if not path.exists():
             raise UserError(f"{bundle_dir} has no {COREML_NAME}: export it with `kvasir export RUN --format coreml`.")
         self.metadata, self.precision = metadata, "fp32"
+        self.model_input = ModelInput.from_dict(metadata["input"])
         self.model = ct.models.MLModel(str(path))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -119,8 +121,7 @@ class CoreMLBundle:
         scaled by the temperature, so that `probabilities` gives back the model's answer."""
         from PIL import Image
 
-        model_input = self.metadata["input"]
-        mean, std = np.asarray(model_input["mean"])[:, None, None], np.asarray(model_input["std"])[:, None, None]
+        mean, std = np.asarray(self.model_input.mean)[:, None, None], np.asarray(self.model_input.std)[:, None, None]
         names = self.metadata["class_names"]
         out = []
         for x in batch:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from kvasir_mobileone.deploy.runtime import METADATA_NAME, WEIGHTS_NAME, TorchCheckpoint
 from kvasir_mobileone.evaluation.stats import apply_temperature
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import pyplot, save_figure
 
 plt = pyplot()
@@ -59,6 +59,7 @@ class Explainer:
 
     def __init__(self, model: str):
         self.network, self.meta = load_torch_model(model)
+        self.model_input = ModelInput.from_dict(self.meta["input"])
         self.cam = GradCAM(model=self.network, target_layers=[target_layer(self.network)])
 
     def explain(self, array: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,11 +97,11 @@ def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
     """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""
     explainer = Explainer(model)
     meta = explainer.meta
-    size = meta["input"]["image_size"]
+    size = explainer.model_input.image_size
     class_names = meta["class_names"]
     written = []
     for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="explain", unit="img"):
-        array, pixels = read_network_input(path, meta["input"])
+        array, pixels = explainer.model_input.read(path)
         overlay, probs = explainer.explain(array, pixels)
         top = int(probs.argmax())
         fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, file_sha256
 from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun
@@ -145,22 +146,14 @@ def bundle_metadata(
         "model_name": trained.module.cfg.name,
         "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
         "class_names": trained.module.class_names,
-        "input": {
+        # the network's input as in training (images.ModelInput.to_dict), and the tensor the model files take
+        "input": trained.model_input.to_dict()
+        | {
             "name": INPUT_NAME,
-            "shape": ["batch", 3, trained.norm.image_size, trained.norm.image_size],
+            "shape": ["batch", 3, trained.model_input.image_size, trained.model_input.image_size],
             "dtype": "float32",
             "layout": "NCHW, RGB, scaled to [0, 1] then normalized with mean/std",
-            "image_size": trained.norm.image_size,
-            "mean": list(trained.norm.mean),
-            "std": list(trained.norm.std),
-            "interpolation": trained.norm.interpolation,
-            # relative (x0, y0, x1, y1) boxes set to black before scaling; the model never saw them
-            "mask": [list(b) for b in trained.norm.mask],
-            "mask_regions": trained.module.hparams.get("mask_regions"),
-            # --data.field_of_view: packed bits (images.encode_view; True = seen), also drawn in field_of_view.png
-            "field_of_view": trained.norm.field_of_view,
-            "field_of_view_sha256": trained.norm.to_dict()["field_of_view_sha256"],
-            "field_of_view_png": FIELD_OF_VIEW_NAME if trained.norm.field_of_view else None,
+            "field_of_view_png": FIELD_OF_VIEW_NAME if trained.model_input.field_of_view else None,
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
@@ -181,7 +174,7 @@ def bundle_metadata(
 def bundle_files(metadata: dict) -> list[dict]:
     """What each model file of a bundle is, what runs it, what it takes and how it was checked
     (metadata.json["files"], the card's table)."""
-    size = metadata["input"]["image_size"]
+    size = ModelInput.from_dict(metadata["input"]).image_size
     parity_checks = metadata["parity"]
     n = parity_checks["images"]
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import paired_difference
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import ModelInput
 
 # name -> quantize_static settings. "percentile" clips the 0.01% most extreme activations.
 CONFIGS = {
@@ -180,8 +180,8 @@ class Int8Refused(UserError):
     """The int8 model lost more than the threshold; it was not written."""
 
 
-def network_inputs(paths: list[Path], model_input: dict) -> np.ndarray:
-    return np.stack([read_network_input(p, model_input)[0] for p in tqdm(paths, desc="int8 images", unit="img")])
+def network_inputs(paths: list[Path], model_input: ModelInput) -> np.ndarray:
+    return np.stack([model_input.read(p)[0] for p in tqdm(paths, desc="int8 images", unit="img")])
 
 
 class Int8Images:
@@ -197,7 +197,7 @@ class Int8Images:
         chosen = np.random.default_rng(0).choice(len(train), min(calibration_images, len(train)), replace=False)
         self.calibration_paths = [train[i]["path"] for i in sorted(chosen)]
         test_rows = [r for r in rows if r["split"] == "test"]
-        model_input = trained.norm.to_dict()
+        model_input = trained.model_input
         self.calibration = network_inputs([data_dir / p for p in self.calibration_paths], model_input)
         self.test = network_inputs([data_dir / r["path"] for r in test_rows], model_input)
         class_index = {c: i for i, c in enumerate(trained.module.class_names)}

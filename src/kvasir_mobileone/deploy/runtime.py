@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import ModelInput
 
 ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
 INT8_NAME = "model.int8.onnx"
@@ -33,6 +34,7 @@ class OnnxBundle:
         import onnxruntime as ort
 
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
+        self.model_input = ModelInput.from_dict(self.metadata["input"])
         has_int8 = bool(self.metadata.get("int8")) and (bundle_dir / INT8_NAME).is_file()
         self.precision = chosen_precision(precision, has_int8, f"{bundle_dir} has no int8 model", "--quantize int8")
         model = bundle_dir / (INT8_NAME if self.precision == "int8" else ONNX_NAME)
@@ -51,6 +53,7 @@ class ExecuTorchBundle:
         from kvasir_mobileone.deploy.pte import PTE_INT8_NAME, PTE_NAME, PteModel
 
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
+        self.model_input = ModelInput.from_dict(self.metadata["input"])
         if not self.metadata.get("executorch") or not (bundle_dir / PTE_NAME).is_file():
             raise UserError(f"{bundle_dir} has no {PTE_NAME}: export it with `kvasir export RUN --format executorch`.")
         has_int8 = bool(self.metadata["executorch"].get("int8")) and (bundle_dir / PTE_INT8_NAME).is_file()
@@ -72,12 +75,12 @@ class TorchCheckpoint:
         from kvasir_mobileone.models.loading import open_run
 
         trained = open_run(run)
-        self.trained, self.module, norm = trained, trained.module, trained.norm
+        self.trained, self.module, self.model_input = trained, trained.module, trained.model_input
         self.precision = trained.precision
         self.metadata = {
             "model_name": self.module.cfg.name,
             "class_names": self.module.class_names,
-            "input": norm.to_dict(),
+            "input": self.model_input.to_dict(),
             "temperature": trained.temperature,
             "precision": trained.precision,
         }

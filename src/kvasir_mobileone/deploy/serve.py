@@ -22,7 +22,7 @@ from kvasir_mobileone.deploy.card import CARD_NAME
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
 from kvasir_mobileone.deploy.predict import probabilities, top_classes
 from kvasir_mobileone.deploy.runtime import load_predictor
-from kvasir_mobileone.images import load_rgb, read_network_input
+from kvasir_mobileone.images import ModelInput, load_rgb
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font: nothing is fetched from outside
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -100,7 +100,7 @@ class PageModel:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                array, _ = read_network_input(path, self.meta["input"])
+                array, _ = self.predictor.model_input.read(path)
                 frame = load_rgb(path)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             return {"file": name, "error": "refused: a decompression bomb (far more pixels than any endoscopy frame)"}
@@ -136,7 +136,7 @@ def card_summary(meta: dict) -> str:
     lines = [
         f"### {meta['model_name']}",
         f"Classes: {', '.join(meta['class_names'])}.",
-        f"Input: {meta['input']['image_size']} × {meta['input']['image_size']} px.",
+        f"Input: {ModelInput.from_dict(meta['input']).describe()}.",
     ]
     if metrics.get("accuracy") is not None:
         low, high = metrics.get("accuracy_ci") or (metrics["accuracy"], metrics["accuracy"])

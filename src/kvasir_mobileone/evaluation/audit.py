@@ -34,13 +34,13 @@ def load_pixels(data_dir: Path, paths: list[str], size: int, interpolation: str,
     return np.stack([decode_resized(data_dir / p, size, interpolation) for p in tqdm(paths, desc=what, unit="img")])
 
 
-def predict_pixels(module, pixels: np.ndarray, norm, batch_size: int = 64) -> np.ndarray:
+def predict_pixels(module, pixels: np.ndarray, model_input, batch_size: int = 64) -> np.ndarray:
     """Class probabilities of uint8 NHWC images, in fp32."""
     probs = []
     with torch.no_grad():
         for start in range(0, len(pixels), batch_size):
             batch = torch.from_numpy(pixels[start : start + batch_size]).permute(0, 3, 1, 2)
-            probs.append(module(normalize(batch, norm)).float().softmax(dim=1).numpy())
+            probs.append(module(normalize(batch, model_input)).float().softmax(dim=1).numpy())
     return np.concatenate(probs)
 
 
@@ -60,17 +60,19 @@ def recall_per_class(targets: np.ndarray, predicted: np.ndarray, n_classes: int)
     )
 
 
-def region_masking(module, norm, pixels, targets, regions, class_names, n_resamples, seed) -> tuple[list, np.ndarray]:
+def region_masking(
+    module, model_input, pixels, targets, regions, class_names, n_resamples, seed
+) -> tuple[list, np.ndarray]:
     """Per region and fill: the change in accuracy and macro-F1 (paired interval), McNemar, per-class recall."""
-    base_pred = predict_pixels(module, pixels, norm).argmax(axis=1)
+    base_pred = predict_pixels(module, pixels, model_input).argmax(axis=1)
     base_recall = recall_per_class(targets, base_pred, len(class_names))
     rows = []
-    hidden = norm.hidden()
+    hidden = model_input.hidden()
     for name, boxes in tqdm(regions.items(), desc="mask regions", unit="region"):
         for fill in FILLS:
             # the run's own trained mask stays black: the deployed model never sees anything else there
             masked = np.stack([hide(mask_pixels(p, boxes, fill), hidden) for p in pixels])
-            predicted = predict_pixels(module, masked, norm).argmax(axis=1)
+            predicted = predict_pixels(module, masked, model_input).argmax(axis=1)
             diff = paired_difference(targets, base_pred, predicted, n_resamples, seed)  # A = as is, B = masked
             change = recall_per_class(targets, predicted, len(class_names)) - base_recall
             rows.append(
@@ -110,7 +112,9 @@ def hidden_share(hidden: np.ndarray | None, boxes) -> float:
     return float(hidden[inside].mean()) if inside is not None and inside.any() else 0.0
 
 
-def frame_swap(module, norm, raw: np.ndarray, targets: np.ndarray, base_pred, n_resamples: int, seed: int) -> dict:
+def frame_swap(
+    module, model_input, raw: np.ndarray, targets: np.ndarray, base_pred, n_resamples: int, seed: int
+) -> dict:
     """Each test image's tissue under the frame and overlays of a test image of another class (chosen at random,
     seeded), then the model's own mask: do the predictions follow the donor's class? McNemar on "predicts the
     donor's class", swapped against as is; the accuracy change with its paired interval."""
@@ -123,9 +127,9 @@ def frame_swap(module, norm, raw: np.ndarray, targets: np.ndarray, base_pred, n_
         other = rng.choice(present[present != target])
         donors.append(int(rng.choice(np.flatnonzero(targets == other))))
     donors = np.array(donors)
-    hidden = norm.hidden()
+    hidden = model_input.hidden()
     swapped = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(donors)])
-    predicted = predict_pixels(module, swapped, norm).argmax(axis=1)
+    predicted = predict_pixels(module, swapped, model_input).argmax(axis=1)
     donor_class = targets[donors]
     follow = mcnemar(predicted == donor_class, base_pred == donor_class)  # A = swapped, B = as is
     diff = paired_difference(targets, base_pred, predicted, n_resamples, seed)
@@ -145,7 +149,9 @@ def frame_swap(module, norm, raw: np.ndarray, targets: np.ndarray, base_pred, n_
     }
 
 
-def occlusion_maps(module, norm, pixels, targets, n_classes: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def occlusion_maps(
+    module, model_input, pixels, targets, n_classes: int, per_class: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(per-class mean occlusion attribution HxW, per-class mean image HxWx3): where the evidence for the true
     class comes from. captum's Occlusion slides a patch (the dataset-mean colour) over the image in batches."""
     from captum.attr import Occlusion
@@ -159,7 +165,7 @@ def occlusion_maps(module, norm, pixels, targets, n_classes: int, per_class: int
         chosen = np.flatnonzero(targets == c)[:per_class]
         if not len(chosen):
             continue
-        x = normalize(torch.from_numpy(pixels[chosen]).permute(0, 3, 1, 2), norm)
+        x = normalize(torch.from_numpy(pixels[chosen]).permute(0, 3, 1, 2), model_input)
         with torch.no_grad():
             attribution = occlusion.attribute(
                 x,

@@ -50,13 +50,13 @@ def extract_features(
         trained.data, data_dir=str(trained.data_dir()), batch_size=batch_size, num_workers=workers, loader="workers"
     )  # loader workers: the model runs on the CPU here
     module = trained.module
-    datamodule = ImageFolderDataModule(data, rows, trained.norm)
+    datamodule = ImageFolderDataModule(data, rows, trained.model_input)
     datamodule.setup()
     loader = datamodule.loader(None)  # every split, no augmentation, unreadable images are errors
     embeddings = np.full((len(rows), module.backbone.num_features), np.nan, np.float32)
     with trained.evaluating():
         for images, _, index, _ in tqdm(loader, desc="features", unit="batch"):
-            x = normalize(images, datamodule.norm)
+            x = normalize(images, datamodule.model_input)
             pooled = module.backbone.forward_head(module.backbone.forward_features(x), pre_logits=True)
             embeddings[index.numpy()] = pooled.float().numpy()
     if np.isnan(embeddings).any():  # cannot happen unless an image was left out; never train on made-up rows

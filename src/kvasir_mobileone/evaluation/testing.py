@@ -126,32 +126,34 @@ def report_test_predictions(
             f"\n## Excluded images\n\n{excluded} images were left out of every split by `--data.exclude` (listed in "
             "the run's excluded.csv): these figures are on the remaining images.\n"
         )
-    extra += model_input_section(module.norm, out_dir)
+    extra += model_input_section(module.model_input, out_dir)
     metrics["report"] = str(
         write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
     )
     return metrics
 
 
-def model_input_section(norm, out_dir: Path) -> str:
+def model_input_section(model_input, out_dir: Path) -> str:
     """A report section with a figure of what the model sees, when it was trained with parts of the input hidden
     (--data.mask_regions, --data.field_of_view); "" otherwise."""
-    hidden = norm.hidden()
+    hidden = model_input.hidden()
     if hidden is None:
         return ""
     fig, ax = plt.subplots(figsize=(3.4, 3.6))
     ax.imshow(~hidden, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(f"What the model sees (white)\n{norm.image_size} x {norm.image_size} px input", fontsize=9)
+    ax.set_title(
+        f"What the model sees (white)\n{model_input.image_size} x {model_input.image_size} px input", fontsize=9
+    )
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")
     save_figure(fig, TestReport(out_dir).model_input_png)
-    view = norm.to_dict()["field_of_view_sha256"]
+    view = model_input.view_sha256
     return (
         f"\n## What the model sees\n\nEvery image (training, evaluation, export, predict) has "
-        f"{100 * hidden.mean():.1f}% of its {norm.image_size} x {norm.image_size} input blacked out"
-        + (f": the mask boxes {[list(b) for b in norm.mask]}" if norm.mask else "")
+        f"{100 * hidden.mean():.1f}% of its {model_input.image_size} x {model_input.image_size} input blacked out"
+        + (f": the mask boxes {[list(b) for b in model_input.mask]}" if model_input.mask else "")
         + (
-            f"{' and' if norm.mask else ':'} everything outside the field of view (SHA-256 {view[:16]}…)"
+            f"{' and' if model_input.mask else ':'} everything outside the field of view (SHA-256 {view[:16]}…)"
             if view
             else ""
         )

@@ -10,8 +10,8 @@ import torch
 from timm.utils.model import reparameterize_model
 
 from kvasir_mobileone.data.regions import parse_regions
-from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import ModelInput
 
 
 class WeightsUnavailableError(UserError):
@@ -40,17 +40,20 @@ def create_backbone(name: str, num_classes: int, pretrained: bool = True, weight
         ) from err
 
 
-def input_spec(model_name: str, image_size: int | None = None, mask_regions: list[str] | None = None) -> Normalization:
+def model_input_for(
+    model_name: str, image_size: int | None = None, mask_regions: list[str] | None = None
+) -> ModelInput:
     """What the network's input is: mean/std, interpolation and (unless --data.image_size says otherwise) size from
     timm's data config for the model, and the boxes of --data.mask_regions. `fit` makes it once and gives it to the
     model and the data alike; the checkpoint stores it, and everything after reads it back from there."""
     cfg = timm.data.resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_name).to_dict())
-    return Normalization(
+    return ModelInput(
         image_size=image_size or cfg["input_size"][-1],
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         interpolation=cfg.get("interpolation", "bilinear"),
         mask=tuple(box for boxes in parse_regions(mask_regions).values() for box in boxes),
+        mask_regions=tuple(mask_regions or ()),
     )
 
 

@@ -4,6 +4,7 @@ LR scheduler, and a checkpoint that stands alone (model, classes, input size, me
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -18,9 +19,9 @@ from lightning.pytorch.cli import instantiate_class
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
-from kvasir_mobileone.data.transforms import Normalization
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.models.backbone import create_backbone, input_spec
+from kvasir_mobileone.images import ModelInput
+from kvasir_mobileone.models.backbone import create_backbone, model_input_for
 from kvasir_mobileone.runs import read_checkpoint
 
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
@@ -206,18 +207,18 @@ class MobileOneClassifier(L.LightningModule):
         class_names: list[str],
         model: ModelConfig | dict | None = None,
         max_epochs: int = 1,
-        norm: Normalization | None = None,
+        model_input: ModelInput | None = None,
         eval_precision: str = "32-true",
         run_config: dict | None = None,
         class_counts: list[int] | None = None,
     ):
-        """`norm`: the network's input (backbone.input_spec; default: the backbone's own size, no mask)."""
+        """`model_input`: the network's input (backbone.model_input_for; default: the backbone's own size, no mask)."""
         super().__init__()
         model = ModelConfig(**model) if isinstance(model, dict) else (model or ModelConfig())
         self.cfg = model
         self.class_names = list(class_names)
         self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
-        self.norm: Normalization = norm or input_spec(model.name)
+        self.model_input: ModelInput = model_input or model_input_for(model.name)
         self.eval_precision = eval_precision
         weights = balanced_class_weights(class_counts) if model.class_weights == "balanced" and class_counts else None
         # the training loss's class weights (None: unweighted), in the checkpoint with the counts they come from
@@ -227,9 +228,8 @@ class MobileOneClassifier(L.LightningModule):
                 "class_names": self.class_names,
                 "model": asdict(model),
                 "max_epochs": max_epochs,
-                "image_size": self.norm.image_size,
-                "normalization": self.norm.to_dict(),
-                "mask_regions": (run_config or {}).get("data", {}).get("mask_regions"),
+                # the model's input (images.ModelInput); the key is today's release's, which reads it too
+                "normalization": self.model_input.to_dict(),
                 "eval_precision": eval_precision,
                 "run_config": run_config or {},
                 "class_counts": class_counts,
@@ -254,16 +254,19 @@ class MobileOneClassifier(L.LightningModule):
         if not hparams or "class_names" not in hparams:
             raise UserError(f"{path} is not a checkpoint written by `kvasir fit` (no class names in it).")
         offline = hparams["model"] | {"pretrained": False, "weights": None}
-        norm = (
-            Normalization.from_dict(hparams["normalization"])
-            if "normalization" in hparams
-            else input_spec(offline["name"], hparams.get("image_size"), hparams.get("mask_regions"))
-        )
+        if "normalization" not in hparams:
+            raise UserError(
+                f"{path} holds no description of the model's input: it was written before kvasir-mobileone 0.1.0. "
+                "Train it again with `kvasir fit`."
+            )
+        model_input = ModelInput.from_dict(hparams["normalization"])
+        if hparams.get("mask_regions") and not model_input.mask_regions:  # today's release kept the names apart
+            model_input = dataclasses.replace(model_input, mask_regions=tuple(hparams["mask_regions"]))
         module = cls(
             hparams["class_names"],
             offline,
             hparams.get("max_epochs", 1),
-            norm,
+            model_input,
             hparams.get("eval_precision", "32-true"),
             hparams.get("run_config"),
             hparams.get("class_counts"),

@@ -12,7 +12,7 @@ import torch
 
 from kvasir_mobileone.data.dataset import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
-from kvasir_mobileone.data.transforms import Normalization
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.classifier import MobileOneClassifier
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
 from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, resolve
@@ -28,7 +28,7 @@ class TrainedRun:
     run: RunFolder | None
     config: dict
     module: MobileOneClassifier
-    norm: Normalization
+    model_input: ModelInput
     temperature: float | None
     data_dir_override: str | None = None
 
@@ -85,4 +85,4 @@ def open_run(run_or_ckpt: str | Path, data_dir: str | None = None) -> TrainedRun
     module = MobileOneClassifier.from_checkpoint(ckpt)
     config = run.read_config() if run else dict(module.hparams.get("run_config") or {})
     temperature = json.loads(run.temperature.read_text())["temperature"] if run and run.temperature.is_file() else None
-    return TrainedRun(ckpt, run, config, module, module.norm, temperature, data_dir)
+    return TrainedRun(ckpt, run, config, module, module.model_input, temperature, data_dir)
