@@ -11,26 +11,20 @@ from kvasir_mobileone.runs import LAYOUT
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "kvasir_mobileone"
-# the names of the run folder's files, which runs.py alone spells
-RUN_FILES = {
-    "config.yaml",
-    "split_manifest.csv",
-    "split_leaks.csv",
-    "split_counts.json",
-    "excluded.csv",
-    "field_of_view.png",
-    "model_input.png",
-    "label_issues.csv",
-    "data_problems.csv",
-    "best.ckpt",
-    "last.ckpt",
-    "model_info.json",
-    "temperature.json",
-    "metrics.json",
-    "predictions.csv",
-    "report.md",
-    "csv_logs",
-}
+# a run file's name as runs.py spells it: every string constant there that is a file name
+FILE_NAME = re.compile(r"[\w.-]*\.(csv|json|png|md|yaml|ckpt|onnx|pte|safetensors|mlpackage|npz)")
+# standalone code for people who do not install the package (the model card shows it): it cannot import runs.py
+STANDALONE = {"deploy/onnxruntime_example.py"}
+
+
+def run_file_names() -> set[str]:
+    """The names runs.py spells: its file-name constants (f-string parts included) and the logger folders."""
+    from kvasir_mobileone.runs import LOGGER_FOLDERS
+
+    tree = ast.parse((PACKAGE / "runs.py").read_text())
+    spelled = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    # (a logger folder named as its logger, wandb or tensorboard, is spelled wherever the logger is chosen)
+    return {name for name in spelled if FILE_NAME.fullmatch(name)} | {v for k, v in LOGGER_FOLDERS.items() if v != k}
 
 
 def modules() -> dict[str, ast.Module]:
@@ -45,14 +39,61 @@ def test_the_readme_run_folder_table_is_runs_layout():
 
 
 def test_run_files_are_spelled_in_runs_py_alone():
+    """Every file of a run, a test report, a cv folder, an audit and a bundle is named in runs.py, and nowhere else."""
+    names = run_file_names()
+    # the run folder's, the report's, the cv folder's, the audit's and the bundle's files are among them
+    for expected in ("config.yaml", "split_manifest.csv", "best.ckpt", "predictions.csv", "metrics.json", "report.md"):
+        assert expected in names
+    for expected in ("audit.json", "frame_maps.png", "cv_summary.json", "metadata.json", "model.onnx", "features.npz"):
+        assert expected in names
     spelled = [
         f"{name}:{node.lineno} {node.value}"
         for name, tree in modules().items()
-        if name != "runs.py"
+        if name != "runs.py" and name not in STANDALONE
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in RUN_FILES
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
     ]
     assert not spelled, spelled
+    # a cv folder's folds are named (and found again) through runs.py: no "fold" + number spelled elsewhere
+    from kvasir_mobileone.runs import FOLD_PREFIX
+
+    folds = [
+        f"{name}:{node.lineno}"
+        for name, tree in modules().items()
+        if name != "runs.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        and any(isinstance(v, ast.Constant) and v.value == FOLD_PREFIX for v in node.values)
+    ]
+    assert not folds, folds
+
+
+def test_the_model_input_description_is_read_in_images_py_alone():
+    """Only images.ModelInput reads the serialized model input by its keys; everything else asks the object."""
+    keys = {"image_size", "mask", "field_of_view_sha256", "interpolation", "field_of_view"}
+    own = {"images.py", *STANDALONE}
+    # these read other things that share a key's word: timm's data config and the image cache's index
+    # (interpolation), audit.json's field of view
+    other_schemas = {
+        "models/backbone.py",
+        "data/cache.py",
+        "deploy/card.py",
+        "commands/audit.py",
+        "evaluation/audit.py",
+    }
+    reads = []
+    for name, tree in modules().items():
+        if name in own:
+            continue
+        for node in ast.walk(tree):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                key = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+            if key in keys and not (name in other_schemas and key in ("interpolation", "field_of_view")):
+                reads.append(f"{name}:{node.lineno} {key}")
+    assert not reads, reads
 
 
 def test_every_user_command_is_a_function_in_commands_and_nothing_below_prints():
@@ -64,7 +105,7 @@ def test_every_user_command_is_a_function_in_commands_and_nothing_below_prints()
     printing = [
         f"{name}:{node.lineno}"
         for name, tree in modules().items()
-        if not name.startswith("commands/") and name != "cli.py"
+        if not name.startswith("commands/") and name != "cli.py" and name not in STANDALONE
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
     ]

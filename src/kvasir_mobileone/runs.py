@@ -1,5 +1,7 @@
 """The run folder contract: its layout, creating it (rank zero only), resolving a run folder or a checkpoint, and
-reading its configuration and checkpoint. No other module spells a run file's name.
+reading its configuration and checkpoint; the files of a test report (predictions.csv read and written here), a
+`kvasir cv` folder (its folds), an audit (audit.json read and written here) and a bundle. No other module spells a
+run file's name (tests/test_structure.py holds it so, from the names below).
 
 Paths a run records are absolute (the data folder, a reused manifest); files inside the run are found relative to
 the run folder, so a run works from any working directory and after being moved or copied.
@@ -8,15 +10,18 @@ the run folder, so a run works from any working directory and after being moved 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.io import write_text
+from kvasir_mobileone.io import read_csv, write_csv, write_json, write_text
 
 RUN_DIR_ENV = "KVASIR_RUN_DIR"  # how processes that Lightning launches for DDP find the run folder of rank 0
 
@@ -85,6 +90,53 @@ class TestReport:
     reliability_png = property(lambda self: self.root / "reliability.png")
     model_input_png = property(lambda self: self.root / "model_input.png")
 
+    def write_predictions(self, predictions: Predictions) -> Path:
+        return write_predictions(self.predictions, predictions)
+
+    def read_predictions(self) -> Predictions:
+        return read_predictions(self.predictions)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """predictions.csv: one row per test image, its path (relative to the data folder), given label, predicted
+    class and every class's probability (columns p_<class>)."""
+
+    paths: list[str]
+    class_names: list[str]
+    targets: np.ndarray  # index into class_names
+    predicted: np.ndarray
+    probs: np.ndarray  # N x classes
+
+
+PROBABILITY_PREFIX = "p_"
+
+
+def write_predictions(path: Path, predictions: Predictions) -> Path:
+    names = predictions.class_names
+    rows = [
+        [p, names[t], names[y], *np.round(pr, 6)]
+        for p, t, y, pr in zip(
+            predictions.paths, predictions.targets, predictions.predicted, predictions.probs, strict=True
+        )
+    ]
+    return write_csv(path, ["path", "label", "predicted", *[f"{PROBABILITY_PREFIX}{c}" for c in names]], rows)
+
+
+def read_predictions(path: Path) -> Predictions:
+    rows = read_csv(path)
+    if not rows:
+        raise RunError(f"{path} holds no predictions: run `kvasir test` again.")
+    names = [k.removeprefix(PROBABILITY_PREFIX) for k in rows[0] if k.startswith(PROBABILITY_PREFIX)]
+    index = {c: i for i, c in enumerate(names)}
+    return Predictions(
+        [r["path"] for r in rows],
+        names,
+        np.array([index[r["label"]] for r in rows]),
+        np.array([index[r["predicted"]] for r in rows]),
+        np.array([[float(r[f"{PROBABILITY_PREFIX}{c}"]) for c in names] for r in rows]),
+    )
+
 
 REPORT_NAME = "report.md"  # every report folder's main page: a test report's, an audit's
 FIELD_OF_VIEW_NAME = "field_of_view.png"  # in a run folder and in a bundle
@@ -125,6 +177,9 @@ class RunFolder:
     model_info = property(lambda self: self.root / "model_info.json")
     temperature = property(lambda self: self.root / "temperature.json")
     features_dir = property(lambda self: self.root / "features")
+    features = property(lambda self: self.root / "features" / FEATURES_NAME)
+    classical_summary = property(lambda self: self.root / "features" / CLASSICAL_SUMMARY_NAME)
+    audit = property(lambda self: AuditFolder(self.root / "audit"))
     # a `kvasir cv` folder's: the images whose labels the out-of-fold predictions doubt (kvasir label-issues)
     label_issues_dir = property(lambda self: self.root / "label_issues")
     label_issues = property(lambda self: self.root / "label_issues" / "label_issues.csv")
@@ -156,6 +211,104 @@ class RunFolder:
             "# relative to this folder, so the run can be moved or copied.\n"
         )
         return write_text(self.config, header + yaml.safe_dump(config, sort_keys=False))
+
+
+FEATURES_NAME, CLASSICAL_SUMMARY_NAME = "features.npz", "classical_summary.json"  # in RUN/features/
+# per-class maps of frame and overlay pixels (an audit's, and `kvasir eda --frames`' where it writes them)
+FRAME_MAPS_PNG, FRAME_MAPS_JSON = "frame_maps.png", "frame_maps.json"
+FOLD_PREFIX = "fold"  # a cv folder's fold k is the run folder fold<k>, its split fold<k>_manifest.csv
+# what a cv folder's config.yaml holds besides a run's: the fold numbers (label-issues needs a cv folder)
+FOLDS_KEY = "folds"
+
+
+@dataclass(frozen=True)
+class CvFolder(RunFolder):
+    """A `kvasir cv` folder: config.yaml (with the folds), one run folder per fold, the pooled out-of-fold test
+    report in test/, the summary, and label_issues/."""
+
+    summary_json = property(lambda self: self.root / "cv_summary.json")
+    summary_md = property(lambda self: self.root / "cv_summary.md")
+
+    def fold_name(self, k: int) -> str:
+        return f"{FOLD_PREFIX}{k}"
+
+    def fold(self, k: int) -> RunFolder:
+        return RunFolder(self.root / self.fold_name(k))
+
+    def fold_manifest(self, k: int) -> Path:
+        return self.root / f"{self.fold_name(k)}_manifest.csv"
+
+    def fold_ids(self) -> list[int]:
+        """The folds that have a run folder here, in order."""
+        pattern = re.compile(rf"{FOLD_PREFIX}(\d+)")
+        return sorted(int(m.group(1)) for d in self.root.iterdir() if d.is_dir() and (m := pattern.fullmatch(d.name)))
+
+    def is_cv(self) -> bool:
+        return self.config.is_file() and FOLDS_KEY in (self.read_config() or {})
+
+
+@dataclass(frozen=True)
+class AuditFolder:
+    """`kvasir audit`'s folder (RUN/audit/ or --out): report.md, audit.json, its figures, and a proposed field of
+    view when the frame tells the class."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    report = property(lambda self: self.root / REPORT_NAME)
+    result = property(lambda self: self.root / "audit.json")
+    frame_maps_png = property(lambda self: self.root / FRAME_MAPS_PNG)
+    frame_maps_json = property(lambda self: self.root / FRAME_MAPS_JSON)
+    occlusion_png = property(lambda self: self.root / "occlusion.png")
+    frame_swap_png = property(lambda self: self.root / "frame_swap.png")
+    proposed_view = property(lambda self: self.root / FIELD_OF_VIEW_NAME)
+
+    def write_result(self, result: dict) -> Path:
+        return write_json(self.result, result)
+
+    def read_result(self) -> dict | None:
+        return json.loads(self.result.read_text()) if self.result.is_file() else None
+
+    def summary(self, checkpoint_sha256: str) -> dict:
+        """What a bundle's metadata and card carry of the audit of this checkpoint: {status: audited, n, verdict,
+        depends: [region, drop, interval, Holm p], baseline, frame_swap}; status "not audited" when none was run,
+        "stale" when the audit was run on another checkpoint."""
+        found = self.read_result()
+        if found is None:
+            return {"status": "not audited"}
+        if found.get("checkpoint_sha256") != checkpoint_sha256:
+            return {"status": "stale"}
+        depends = [
+            {k: r[k] for k in ("region", "accuracy_drop", "accuracy_drop_ci", "p_holm")}
+            for r in found["regions"]
+            if r["depends"]
+        ]
+        baseline = {k: found["shortcut_baseline"][k] for k in ("accuracy", "accuracy_ci", "chance", "finding")}
+        swap = found.get("frame_swap") or {}
+        frame_swap = (
+            {k: swap[k] for k in ("n", "follow_donor", "donor_class_as_is", "p_value", "follows")}
+            if swap.get("status") == "measured"
+            else None
+        )
+        return {
+            "status": "audited",
+            "n": found["n"],
+            "verdict": found["verdict"],
+            "depends": depends,
+            "baseline": baseline,
+            "frame_swap": frame_swap,
+        }
+
+
+# a bundle's files (`kvasir export`): the fused model for onnxruntime, its weights, metadata.json (input, checks,
+# provenance), int8 and on-device models, and the model card with timm's config and the training-time weights
+ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
+INT8_NAME = "model.int8.onnx"
+PTE_NAME, PTE_INT8_NAME = "model.pte", "model.int8.pte"
+COREML_NAME = "model.mlpackage"
+CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
 
 
 def absolute(path: str | os.PathLike | None) -> str | None:

@@ -30,7 +30,7 @@ from kvasir_mobileone.evaluation.metrics import accuracy
 from kvasir_mobileone.images import box_mask, hide
 from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME, REPORT_NAME
+from kvasir_mobileone.runs import AuditFolder
 
 
 def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
@@ -45,7 +45,7 @@ def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
         view = derive_view(rows, trained.data_dir(), model_input.image_size, model_input.interpolation, VIEW_QUANTILE)
     except DataError as err:
         return {"reason": str(err)}
-    path = write_view_png(out_dir / FIELD_OF_VIEW_NAME, view.visible)
+    path = write_view_png(AuditFolder(out_dir).proposed_view, view.visible)
     return {"file": str(path), "fraction": view.fraction, "sha256": view.sha256, "quantile": view.quantile}
 
 
@@ -99,11 +99,11 @@ def audit(
     )
     labels = np.array([index[r["label"]] for r in rows])
     splits = np.array([r["split"] for r in rows])
-    out_dir = Path(out) if out else trained.home.audit_dir
+    out_dir = Path(out) if out else trained.home.audit.root
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_frame_maps(
         frame_maps(thumbs, labels, names),
-        out_dir / "frame_maps.png",
+        AuditFolder(out_dir).frame_maps_png,
         model_input.visible() if model_input.field_of_view else None,
     )
     result = {
@@ -139,5 +139,5 @@ def audit(
             f"({100 * result['proposed_view']['fraction']:.1f}% of the input); train with it: kvasir fit ... "
             f"--data.field_of_view {result['proposed_view']['file']} --data.manifest {trained.home.manifest}"
         )
-    print(f"Audit report: {out_dir / REPORT_NAME}")
+    print(f"Audit report: {AuditFolder(out_dir).report}")
     return result

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kvasir_mobileone.data.field_of_view import write_view_png
-from kvasir_mobileone.deploy.card import CARD_NAME, CONFIG_NAME, UNFUSED_NAME, write_card
+from kvasir_mobileone.deploy.card import write_card
 from kvasir_mobileone.deploy.export import (
     FORMATS,
     bundle_files,
@@ -33,12 +33,20 @@ from kvasir_mobileone.deploy.quantize import (
     latency_ms,
     session,
 )
-from kvasir_mobileone.deploy.runtime import INT8_NAME, METADATA_NAME, ONNX_NAME, WEIGHTS_NAME
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import markdown_table, update_json, write_json
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME
+from kvasir_mobileone.runs import (
+    CARD_NAME,
+    CONFIG_NAME,
+    FIELD_OF_VIEW_NAME,
+    INT8_NAME,
+    METADATA_NAME,
+    ONNX_NAME,
+    UNFUSED_NAME,
+    WEIGHTS_NAME,
+)
 
 
 def export(

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kvasir_mobileone.evaluation.features import FEATURES_NAME, extract_features, fit_classical
+from kvasir_mobileone.evaluation.features import extract_features, fit_classical
 from kvasir_mobileone.io import atomic_path, markdown_table, write_json
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.runs import RunError
+from kvasir_mobileone.runs import CLASSICAL_SUMMARY_NAME, FEATURES_NAME, RunError
 
 
 def features(
@@ -33,7 +33,7 @@ def features(
     print(f"{len(found['paths'])} embeddings of size {found['embeddings'].shape[1]} -> {out_dir / FEATURES_NAME}")
     if classical:
         summary = fit_classical(found, out_dir, found["model"])
-        write_json(out_dir / "classical_summary.json", summary)
+        write_json(out_dir / CLASSICAL_SUMMARY_NAME, summary)
         print(
             markdown_table(
                 ["model", "chosen on val", "val acc", "test acc", "test macro-F1"],

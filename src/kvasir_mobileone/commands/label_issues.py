@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-
-import numpy as np
 
 from kvasir_mobileone.data.check import check_folder
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.label_issues import join_conflicts, rank_label_issues, write_label_issues
-from kvasir_mobileone.io import read_csv
-from kvasir_mobileone.runs import REPORT_NAME, RunFolder, existing_data_dir
+from kvasir_mobileone.runs import FOLDS_KEY, REPORT_NAME, CvFolder, existing_data_dir
 
 
 def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = None) -> list[dict]:
@@ -19,9 +15,9 @@ def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = Non
     (cleanlab), joined by the check's near-duplicate label conflicts; writes CV_DIR/label_issues/{label_issues.csv,
     report.md, label_issues.png}. The CSV is a --data.exclude file as it is: `kvasir fit --data.exclude CSV`.
     --data_dir when the cv's data folder has moved."""
-    folder = RunFolder(Path(cv_dir))
+    folder = CvFolder(Path(cv_dir))
     config = folder.read_config()
-    if "folds" not in config:
+    if FOLDS_KEY not in config:
         raise UserError(
             f"{cv_dir} is not a `kvasir cv` folder: label-issues needs every image predicted by a model that did "
             "not train on it (out-of-fold). Run `kvasir cv` first, then `kvasir label-issues CV_DIR`."
@@ -29,12 +25,8 @@ def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = Non
     predictions = folder.test.predictions
     if not predictions.is_file():
         raise UserError(f"{predictions} not found: the cv in {cv_dir} did not finish. Run it again.")
-    rows = read_csv(predictions)
-    names = [k.removeprefix("p_") for k in rows[0] if k.startswith("p_")]
-    paths = [r["path"] for r in rows]
-    labels = np.array([names.index(r["label"]) for r in rows])
-    probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
-    issues = rank_label_issues(paths, labels, probs, names)
+    found = folder.test.read_predictions()
+    issues = rank_label_issues(found.paths, found.targets, found.probs, found.class_names)
     images = existing_data_dir(config["data"]["data_dir"], data_dir, cv_dir)
     data = config["data"]
     checked = check_folder(images, data.get("near_duplicate_bits", 2), cache_dir=data.get("cache_dir"))
@@ -46,17 +38,13 @@ def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = Non
         for member in group
     ]
     issues = join_conflicts(issues, conflicts)
-    leaking = sorted(
-        int(m.group(1))
-        for d in folder.root.iterdir()
-        if (m := re.fullmatch(r"fold(\d+)", d.name)) and RunFolder(d).leaks.is_file()
-    )
+    leaking = [k for k in folder.fold_ids() if folder.fold(k).leaks.is_file()]
     out_dir = Path(out) if out else folder.label_issues_dir
     csv_path = out_dir / folder.label_issues.name
-    write_label_issues(out_dir, csv_path, issues, Path(images), len(rows), leaking)
+    write_label_issues(out_dir, csv_path, issues, Path(images), len(found.paths), leaking)
     flagged = sum(1 for r in issues if r["given_label"])
     print(
-        f"{flagged} of {len(rows)} images have a label the out-of-fold predictions doubt (cleanlab); "
+        f"{flagged} of {len(found.paths)} images have a label the out-of-fold predictions doubt (cleanlab); "
         f"{len(issues) - flagged} near-duplicate label conflicts from the check."
     )
     for r in issues[:10]:

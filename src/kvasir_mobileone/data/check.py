@@ -310,6 +310,13 @@ def add_problems(path: Path, problems: list[Problem]) -> Path:
     return write_problems(path, [Problem(r["path"], r["kind"], r["message"], r["severity"]) for r in rows] + problems)
 
 
+def drop_excluded(report: FolderReport, exclude: frozenset[str]) -> list[str]:
+    """Leave the paths of --data.exclude out of a checked folder's items; the paths left out, sorted."""
+    removed = sorted(rel for rel, _ in report.items if rel in exclude)
+    report.items = [(rel, label) for rel, label in report.items if rel not in exclude]
+    return removed
+
+
 def check_split(
     data_dir: str | Path,
     manifest: str | None = None,
@@ -346,8 +353,7 @@ def check_split(
             )
     else:
         report = check_folder(data_dir, near_duplicate_bits, cache_dir=cache_dir)
-        removed = sorted(rel for rel, _ in report.items if rel in exclude)
-        report.items = [(rel, label) for rel, label in report.items if rel not in exclude]
+        removed = drop_excluded(report, exclude)
         if official_split:
             rows, official = apply_official_split(
                 report.items, official_split, fold, report.group_of(), val_fraction, seed

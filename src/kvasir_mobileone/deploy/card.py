@@ -11,8 +11,8 @@ import yaml
 from kvasir_mobileone.data.datasets import Dataset, identify
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, markdown_table, write_text
+from kvasir_mobileone.runs import CARD_NAME, CONFIG_NAME, UNFUSED_NAME
 
-CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
 INTENDED_USE = (
     "Research on the classification of gastrointestinal endoscopy images (Kvasir v2 classes or the classes of the "
     "training folder). Research use only: not a medical device, not for diagnosis or any clinical decision."

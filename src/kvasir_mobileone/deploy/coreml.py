@@ -18,8 +18,8 @@ import torch
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
+from kvasir_mobileone.runs import COREML_NAME
 
-COREML_NAME = "model.mlpackage"
 MOBILE_EXTRA = "pip install 'kvasir-mobileone[mobile]' (make install does it)"
 CHECK_ON_MAC = "kvasir predict IMAGES --model BUNDLE --runtime coreml (macOS; compare with --runtime onnxruntime)"
 

@@ -12,10 +12,11 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from tqdm import tqdm
 
-from kvasir_mobileone.deploy.runtime import METADATA_NAME, WEIGHTS_NAME, TorchCheckpoint
+from kvasir_mobileone.deploy.runtime import TorchCheckpoint
 from kvasir_mobileone.evaluation.stats import apply_temperature
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import pyplot, save_figure
+from kvasir_mobileone.runs import METADATA_NAME, WEIGHTS_NAME
 
 plt = pyplot()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, file_sha256
 from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun
-from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME
+from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME, ONNX_NAME, WEIGHTS_NAME
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 FORMATS = ("onnx", "executorch", "coreml")  # `kvasir export --format`: ONNX always, the others on request
@@ -159,7 +158,7 @@ def bundle_metadata(
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
         "temperature": trained.temperature,
         "test_metrics": _headline(test_metrics) if test_metrics else None,
-        "audit": audit_summary(trained),
+        "audit": trained.home.audit.summary(file_sha256(trained.ckpt)),
         "parity": checks | {"images": images, "tolerance_rel": tolerance},
         "sizes": sizes,
         "onnxruntime_ms_batch1": latency,
@@ -187,14 +186,14 @@ def bundle_files(metadata: dict) -> list[dict]:
     parity_note = f"parity with the trained model on {n} images"
     files = [
         {
-            "file": "model.onnx",
+            "file": ONNX_NAME,
             "precision": "fp32",
             "runtime": "onnxruntime",
             "input": tensor(),
             "checked": parity_note,
         },
         {
-            "file": "model.safetensors",
+            "file": WEIGHTS_NAME,
             "precision": "fp32",
             "runtime": "timm + PyTorch (fused model)",
             "input": tensor(),
@@ -219,38 +218,6 @@ def bundle_files(metadata: dict) -> list[dict]:
         coreml = metadata["coreml"]
         files.append({k: coreml[k] for k in ("file", "runtime", "input", "checked")} | {"precision": "fp32"})
     return files
-
-
-def audit_summary(trained: TrainedRun) -> dict:
-    """What `kvasir audit` found for this checkpoint (RUN/audit/audit.json): {status: audited, verdict, depends:
-    [region, drop, interval, Holm p], baseline}; status "not audited" when none was run, "stale" when the audit
-    was run on another checkpoint."""
-    path = trained.home.audit_dir / "audit.json"
-    if not path.is_file():
-        return {"status": "not audited"}
-    found = json.loads(path.read_text())
-    if found.get("checkpoint_sha256") != file_sha256(trained.ckpt):
-        return {"status": "stale"}
-    depends = [
-        {k: r[k] for k in ("region", "accuracy_drop", "accuracy_drop_ci", "p_holm")}
-        for r in found["regions"]
-        if r["depends"]
-    ]
-    baseline = {k: found["shortcut_baseline"][k] for k in ("accuracy", "accuracy_ci", "chance", "finding")}
-    swap = found.get("frame_swap") or {}
-    frame_swap = (
-        {k: swap[k] for k in ("n", "follow_donor", "donor_class_as_is", "p_value", "follows")}
-        if swap.get("status") == "measured"
-        else None
-    )
-    return {
-        "status": "audited",
-        "n": found["n"],
-        "verdict": found["verdict"],
-        "depends": depends,
-        "baseline": baseline,
-        "frame_swap": frame_swap,
-    }
 
 
 def _headline(metrics: dict) -> dict:

@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-meta = json.load(open("metadata.json"))
+with open("metadata.json") as f:
+    meta = json.load(f)
 spec = meta["input"]  # the network's input, exactly as in training
 size = spec["image_size"]
 resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[spec["interpolation"]]

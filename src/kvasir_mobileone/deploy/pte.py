@@ -18,8 +18,8 @@ import torch
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import atomic_path
+from kvasir_mobileone.runs import PTE_INT8_NAME, PTE_NAME
 
-PTE_NAME, PTE_INT8_NAME = "model.pte", "model.int8.pte"
 MAX_BATCH = 64  # the largest batch the programs accept (their batch axis is dynamic from 1)
 INT8_SCHEME = "pt2e-xnnpack-symmetric-per-channel"
 log = logging.getLogger(__name__)

@@ -10,9 +10,8 @@ import numpy as np
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
+from kvasir_mobileone.runs import INT8_NAME, METADATA_NAME, ONNX_NAME, PTE_INT8_NAME, PTE_NAME
 
-ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "metadata.json"
-INT8_NAME = "model.int8.onnx"
 RUNTIMES = ("onnxruntime", "executorch", "coreml")  # what runs a bundle (`kvasir predict --runtime`)
 
 
@@ -50,7 +49,7 @@ class ExecuTorchBundle:
     its int8 program when it has one (precision auto or int8)."""
 
     def __init__(self, bundle_dir: Path, precision: str = "auto"):
-        from kvasir_mobileone.deploy.pte import PTE_INT8_NAME, PTE_NAME, PteModel
+        from kvasir_mobileone.deploy.pte import PteModel
 
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
         self.model_input = ModelInput.from_dict(self.metadata["input"])

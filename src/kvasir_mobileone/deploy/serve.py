@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kvasir_mobileone.deploy.card import CARD_NAME
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
 from kvasir_mobileone.deploy.predict import probabilities, top_classes
 from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.images import ModelInput, load_rgb
+from kvasir_mobileone.runs import CARD_NAME
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font: nothing is fetched from outside
 MONO_FONTS = ["ui-monospace", "monospace"]

@@ -22,8 +22,8 @@ from kvasir_mobileone.evaluation.intervals import paired_difference
 from kvasir_mobileone.evaluation.metrics import macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar, wilson_interval
 from kvasir_mobileone.images import box_mask, decode_resized, hide
-from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_json, write_text
-from kvasir_mobileone.runs import REPORT_NAME
+from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_text
+from kvasir_mobileone.runs import AuditFolder
 
 plt = pyplot()
 ALPHA = 0.05
@@ -335,8 +335,9 @@ def verdict(result: dict) -> str:
 def write_audit(
     out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, regions, swap_examples
 ) -> None:
+    folder = AuditFolder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "audit.json", result)
+    folder.write_result(result)
     table = markdown_table(
         [
             "region",
@@ -377,7 +378,7 @@ def write_audit(
             name = f"examples_{r['region']}.png"
             plot_examples(pixels, r, targets, base_pred, names, regions[r["region"]], out_dir / name)
             examples.append(f"![{r['region']}]({name})")
-    plot_occlusion(maps, mean_images, names, out_dir / "occlusion.png")
+    plot_occlusion(maps, mean_images, names, folder.occlusion_png)
     swap = result["frame_swap"]
     swap_section = (
         "\n\n## Frame swap\n\nEach test image's tissue under the frame (near-black joined to the border) and "
@@ -385,12 +386,12 @@ def write_audit(
         f"{swap['follow_donor']} of {swap['n']} [{100 * swap['follow_donor_ci'][0]:.1f}%, "
         f"{100 * swap['follow_donor_ci'][1]:.1f}%] swapped, {swap['donor_class_as_is']} as is (McNemar p = "
         f"{swap['p_value']:.3g}); accuracy change {points(swap['accuracy_drop'], swap['accuracy_drop_ci'])} points "
-        "(as is minus swapped).\n\n![frame swap](frame_swap.png)"
+        f"(as is minus swapped).\n\n![frame swap]({folder.frame_swap_png.name})"
         if swap.get("status") == "measured"
         else ""
     )
     if swap.get("status") == "measured":
-        plot_swaps(swap_examples, out_dir / "frame_swap.png")
+        plot_swaps(swap_examples, folder.frame_swap_png)
     report = (
         f"# Shortcut audit: {result['run']}\n\n{result['verdict']}\n\n"
         f"n = {result['n']} test images; accuracy as is {100 * result['accuracy']:.2f}%."
@@ -412,7 +413,7 @@ def write_audit(
         + "\n".join(examples)
         + "\n\n## Occlusion sensitivity\n\nMean attribution inside each region ÷ mean over the image, per true class "
         "(captum Occlusion: a patch of the dataset-mean colour slid over the image; > 1: the region holds more than "
-        f"its share of the evidence).\n\n{share_table}\n![occlusion](occlusion.png)"
+        f"its share of the evidence).\n\n{share_table}\n![occlusion]({folder.occlusion_png.name})"
         + swap_section
         + "\n\n## Shortcut baseline\n\nOn the images as the model sees them, a logistic regression on where each "
         "image is frame, and on 16 × 16 colour thumbnails of the overlay places "
@@ -421,9 +422,9 @@ def write_audit(
         f"{100 * hi:.1f}] on the test split (macro-F1 {baseline['f1_macro']:.3f}); majority class "
         f"{100 * baseline['chance']:.1f}%.\n\n## Overlay census (all images of the split, as they are)\n\n"
         f"{census_table}\n\n## Frame maps (all images of the split, as they are)\n\n"
-        f"{describe_predictability(result['frame_maps'])}\n\n![frame maps](frame_maps.png)"
+        f"{describe_predictability(result['frame_maps'])}\n\n![frame maps]({folder.frame_maps_png.name})"
     )
-    write_text(out_dir / REPORT_NAME, report)
+    write_text(folder.report, report)
 
 
 def plot_examples(pixels, row, targets, base_pred, names, boxes, path) -> Path:

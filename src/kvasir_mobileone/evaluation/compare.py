@@ -10,7 +10,7 @@ import numpy as np
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import metric_intervals
 from kvasir_mobileone.evaluation.metrics import accuracy, balanced_accuracy, macro_f1, present_classes
-from kvasir_mobileone.io import markdown_table, pyplot, read_csv, save_figure, write_csv, write_json, write_text
+from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
 from kvasir_mobileone.runs import RunFolder, TestReport
 
 plt = pyplot()
@@ -26,10 +26,11 @@ def load_result(run: str | Path) -> dict:
     report = RunFolder(folder).test if RunFolder(folder).test.predictions.is_file() else TestReport(folder)
     if not report.predictions.is_file():
         raise UserError(f"{folder} has no test/predictions.csv: run `kvasir test {folder}` first.")
-    rows = read_csv(report.predictions)
+    found = report.read_predictions()
     metrics = json.loads(report.metrics.read_text())
     class_names = metrics["class_names"]
-    index = {c: i for i, c in enumerate(class_names)}
+    if found.class_names != class_names:
+        raise UserError(f"{report.predictions} predicts {found.class_names}, its metrics.json {class_names}.")
     info_path = RunFolder(folder).model_info  # written by fit and export
     extra = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {
@@ -37,9 +38,9 @@ def load_result(run: str | Path) -> dict:
         "model": metrics.get("model", ""),
         "metrics": metrics,
         "class_names": class_names,
-        "paths": [r["path"] for r in rows],
-        "targets": np.array([index[r["label"]] for r in rows]),
-        "predicted": np.array([index[r["predicted"]] for r in rows]),
+        "paths": found.paths,
+        "targets": found.targets,
+        "predicted": found.predicted,
         "info": extra,
     }
 

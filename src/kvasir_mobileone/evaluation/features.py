@@ -24,8 +24,6 @@ from kvasir_mobileone.evaluation.stats import softmax
 from kvasir_mobileone.io import write_json
 from kvasir_mobileone.runs import RunFolder
 
-FEATURES_NAME = "features.npz"
-
 # name -> (estimator factory, hyperparameter grid searched on val). Features are standardised first.
 CLASSICAL = {
     "logreg": (lambda **p: LogisticRegression(max_iter=2000, **p), {"C": [0.01, 0.1, 1.0, 10.0]}),

@@ -11,6 +11,7 @@ from PIL import Image
 from kvasir_mobileone.data.field_of_view import FrameMaps, frame_maps, frame_pixels
 from kvasir_mobileone.evaluation.stats import wilson_interval
 from kvasir_mobileone.io import pyplot, save_figure, write_json
+from kvasir_mobileone.runs import FRAME_MAPS_JSON, FRAME_MAPS_PNG
 
 plt = pyplot()
 GRID = 16  # the maps are pooled to GRID x GRID cells before a linear model reads them
@@ -134,6 +135,6 @@ def frame_report(thumbs: np.ndarray, labels: np.ndarray, class_names: list[str],
     }
     result["line"] = describe_predictability(result)
     if out_dir is not None:
-        plot_frame_maps(maps, Path(out_dir) / "frame_maps.png")
-        write_json(Path(out_dir) / "frame_maps.json", result)
+        plot_frame_maps(maps, Path(out_dir) / FRAME_MAPS_PNG)
+        write_json(Path(out_dir) / FRAME_MAPS_JSON, result)
     return result

@@ -67,7 +67,7 @@ def write_label_issues(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(csv_path, COLUMNS, [[row[c] for c in COLUMNS] for row in issues])
     drawn = [row for row in issues if row["given_label"]][:THUMBNAILS]
-    figure = plot_thumbnails(drawn, data_dir, out_dir / "label_issues.png") if drawn else None
+    figure = plot_thumbnails(drawn, data_dir, csv_path.with_suffix(".png")) if drawn else None
     flagged = sum(1 for row in issues if row["given_label"])
     table = markdown_table(
         ["rank", "image", "given", "suggested", "label quality", "flagged by"],

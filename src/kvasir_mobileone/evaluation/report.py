@@ -11,7 +11,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from kvasir_mobileone.evaluation.intervals import metric_intervals
 from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
-from kvasir_mobileone.runs import TestReport
+from kvasir_mobileone.runs import Predictions, TestReport
 
 plt = pyplot()
 
@@ -123,14 +123,7 @@ def write_report(
     plot_confusion_matrix(matrix, class_names, files.confusion_png, normalize=False)
     plot_confusion_matrix(matrix, class_names, files.confusion_rates_png, normalize=True)
     plot_reliability(metrics["calibration_bins"], metrics["ece"], files.reliability_png)
-    write_csv(
-        files.predictions,
-        ["path", "label", "predicted", *[f"p_{c}" for c in class_names]],
-        [
-            [p, class_names[t], class_names[y], *np.round(pr, 6)]
-            for p, t, y, pr in zip(paths, targets, predicted, probs, strict=True)
-        ],
-    )
+    files.write_predictions(Predictions(list(paths), list(class_names), targets, predicted, probs))
     summary = markdown_table(
         ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "balanced accuracy", "MCC", "ECE", "test images"],
         [
