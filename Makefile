@@ -1,4 +1,4 @@
-# Every target sets itself up from nothing: a ./.venv with the package, its dev extras and the on-device formats.
+# Every target sets itself up from nothing: a ./.venv with the package, every optional extra and the dev tools.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev,mobile]"
+	$(BIN)/python -m pip install -e ".[dev,all]"
 	touch $(STAMP)
 
 demo: install

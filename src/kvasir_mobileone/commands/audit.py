@@ -27,6 +27,7 @@ from kvasir_mobileone.evaluation.audit import (
 )
 from kvasir_mobileone.evaluation.frames import map_predictability, plot_frame_maps
 from kvasir_mobileone.evaluation.metrics import accuracy
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import box_mask, hide
 from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
@@ -63,6 +64,7 @@ def audit(
 
     --regions '[bottom-left-box, top-left-text, box:0.7,0,1,0.2]' (default: every named region); writes
     RUN/audit/report.md with the verdict at the top."""
+    require("captum", "explain")  # the occlusion maps, at the end: say so before the work
     trained = open_run(run, data_dir)
     rows, _ = trained.manifest_rows(manifest)
     module, model_input, names = trained.module, trained.model_input, trained.module.class_names

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.split import class_names_of
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import markdown_table
 from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, model_input_for
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
@@ -85,8 +86,7 @@ class UtilisationSampler:
     a window, sampled every 50 ms in a thread."""
 
     def __init__(self):
-        import pynvml
-
+        pynvml = require("pynvml", "gpu")
         pynvml.nvmlInit()
         self._nvml = pynvml
         self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())

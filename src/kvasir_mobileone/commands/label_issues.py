@@ -7,6 +7,7 @@ from pathlib import Path
 from kvasir_mobileone.data.check import check_folder
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.label_issues import join_conflicts, rank_label_issues, write_label_issues
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.runs import FOLDS_KEY, REPORT_NAME, CvFolder, existing_data_dir
 
 
@@ -15,6 +16,7 @@ def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = Non
     (cleanlab), joined by the check's near-duplicate label conflicts; writes CV_DIR/label_issues/{label_issues.csv,
     report.md, label_issues.png}. The CSV is a --data.exclude file as it is: `kvasir fit --data.exclude CSV`.
     --data_dir when the cv's data folder has moved."""
+    require("cleanlab", "label-issues")
     folder = CvFolder(Path(cv_dir))
     config = folder.read_config()
     if FOLDS_KEY not in config:

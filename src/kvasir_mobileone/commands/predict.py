@@ -11,6 +11,7 @@ from tqdm import tqdm
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.deploy.predict import probabilities, top_classes, write_predictions
 from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.extras import require
 
 
 def predict(
@@ -31,6 +32,8 @@ def predict(
     Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
     A bundle with an int8 model runs it unless --precision fp32. --runtime executorch runs the bundle's .pte
     programs in ExecuTorch's runtime (this imports torch); --runtime coreml its .mlpackage (macOS only)."""
+    if explain:
+        require("pytorch_grad_cam", "explain")
     predictor = load_predictor(model, precision, runtime)
     meta = predictor.metadata
     class_names = meta["class_names"]

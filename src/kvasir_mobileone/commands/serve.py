@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 from kvasir_mobileone.deploy.serve import build_app, page_style, upload_cap_mb
+from kvasir_mobileone.extras import require
 
 
 def serve(
@@ -26,6 +27,8 @@ def serve(
     Bound to 127.0.0.1 unless --host says otherwise; analytics off; nothing fetched from the internet. Requests
     arriving together are answered in one batch of up to --max_batch (1: one at a time). Uploads and heatmaps live
     in a folder of their own, cleared of files older than --keep_minutes and deleted when the server stops."""
+    require("gradio", "serve")  # both before the model is loaded
+    require("pytorch_grad_cam", "explain")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     files = tempfile.mkdtemp(prefix="kvasir-serve-")
     os.environ["GRADIO_TEMP_DIR"] = files  # read by Gradio when it saves an upload or an output image

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2 as T
 
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import ModelInput
 
 ROTATION_DEGREES = 15.0
@@ -21,7 +22,7 @@ def train_augmentations() -> T.Compose:
 
 def device_augmentations() -> torch.nn.Module:
     """The same augmentations for whole float batches on the accelerator, random per image (kornia)."""
-    import kornia.augmentation as K
+    K = require("kornia.augmentation", "gpu")
 
     return torch.nn.Sequential(
         K.RandomRotation(ROTATION_DEGREES, p=1.0),

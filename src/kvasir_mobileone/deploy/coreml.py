@@ -17,21 +17,15 @@ import numpy as np
 import torch
 
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.runs import COREML_NAME
 
-MOBILE_EXTRA = "pip install 'kvasir-mobileone[mobile]' (make install does it)"
 CHECK_ON_MAC = "kvasir predict IMAGES --model BUNDLE --runtime coreml (macOS; compare with --runtime onnxruntime)"
 
 
 def require_coremltools():
-    try:
-        import coremltools
-    except ImportError as err:
-        raise UserError(
-            f"coremltools is not installed: it comes with the optional extra 'mobile': {MOBILE_EXTRA}."
-        ) from err
-    return coremltools
+    return require("coremltools", "mobile")
 
 
 class WithPreprocessing(torch.nn.Module):

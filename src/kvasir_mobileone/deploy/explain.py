@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from tqdm import tqdm
 
 from kvasir_mobileone.deploy.runtime import TorchCheckpoint
 from kvasir_mobileone.evaluation.stats import apply_temperature
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import pyplot, save_figure
 from kvasir_mobileone.runs import METADATA_NAME, WEIGHTS_NAME
@@ -39,6 +38,11 @@ def load_torch_model(model: str) -> tuple[torch.nn.Module, dict]:
     return checkpoint.module.backbone.eval(), checkpoint.metadata
 
 
+def show_cam_on_image(*args, **kwargs) -> np.ndarray:
+    """pytorch-grad-cam's overlay of a heatmap on an image (the 'explain' extra)."""
+    return require("pytorch_grad_cam.utils.image", "explain").show_cam_on_image(*args, **kwargs)
+
+
 def target_layer(network: torch.nn.Module) -> torch.nn.Module:
     """The last feature stage (timm MobileOne, ByobNet, ...), else the last convolution."""
     stages = getattr(network, "stages", None)
@@ -61,7 +65,9 @@ class Explainer:
     def __init__(self, model: str):
         self.network, self.meta = load_torch_model(model)
         self.model_input = ModelInput.from_dict(self.meta["input"])
-        self.cam = GradCAM(model=self.network, target_layers=[target_layer(self.network)])
+        self.cam = require("pytorch_grad_cam", "explain").GradCAM(
+            model=self.network, target_layers=[target_layer(self.network)]
+        )
 
     def explain(self, array: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Grad-CAM overlay as HWC uint8 over the network's input image, class probabilities as predict reports

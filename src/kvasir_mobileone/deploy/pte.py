@@ -17,23 +17,18 @@ import numpy as np
 import torch
 
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import atomic_path
 from kvasir_mobileone.runs import PTE_INT8_NAME, PTE_NAME
 
 MAX_BATCH = 64  # the largest batch the programs accept (their batch axis is dynamic from 1)
 INT8_SCHEME = "pt2e-xnnpack-symmetric-per-channel"
 log = logging.getLogger(__name__)
-MOBILE_EXTRA = "pip install 'kvasir-mobileone[mobile]' (make install does it)"
 
 
 def require_executorch() -> None:
     """A one-line UserError naming the extra when ExecuTorch is not installed."""
-    try:
-        import executorch  # noqa: F401
-    except ImportError as err:
-        raise UserError(
-            f"ExecuTorch is not installed: it comes with the optional extra 'mobile': {MOBILE_EXTRA}."
-        ) from err
+    require("executorch", "mobile")
 
 
 def exported(model: torch.nn.Module, example: torch.Tensor):  # model in eval mode (PT2E graphs refuse .eval())

@@ -21,6 +21,7 @@ import numpy as np
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
 from kvasir_mobileone.deploy.predict import probabilities, top_classes
 from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import ModelInput, load_rgb
 from kvasir_mobileone.runs import CARD_NAME
 
@@ -179,7 +180,7 @@ def confusion_figure(meta: dict):
 def page_style() -> dict:
     """What `launch` takes for the page's look: system fonts, a primary colour with AA contrast, a visible focus
     ring, and the live region for announcements."""
-    import gradio as gr
+    gr = require("gradio", "serve")
 
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS).set(
         button_primary_background_fill=PRIMARY,
@@ -195,7 +196,7 @@ def page_style() -> dict:
 def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: int = 8, keep_minutes: float = 10):
     """The Gradio Blocks app (not launched). Uploads and heatmaps older than keep_minutes are deleted every
     keep_minutes, and all of them when the server stops."""
-    import gradio as gr
+    gr = require("gradio", "serve")
 
     page = PageModel(model, top_k)
     max_bytes = int(max_file_mb * 1e6)

@@ -21,6 +21,7 @@ from kvasir_mobileone.evaluation.frames import describe_predictability, frame_fe
 from kvasir_mobileone.evaluation.intervals import paired_difference
 from kvasir_mobileone.evaluation.metrics import macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar, wilson_interval
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import box_mask, decode_resized, hide
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_text
 from kvasir_mobileone.runs import AuditFolder
@@ -154,7 +155,7 @@ def occlusion_maps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(per-class mean occlusion attribution HxW, per-class mean image HxWx3): where the evidence for the true
     class comes from. captum's Occlusion slides a patch (the dataset-mean colour) over the image in batches."""
-    from captum.attr import Occlusion
+    Occlusion = require("captum.attr", "explain").Occlusion
 
     size = pixels.shape[1]
     patch = max(2, size // 8)

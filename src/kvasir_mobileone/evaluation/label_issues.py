@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_text
 from kvasir_mobileone.runs import REPORT_NAME
@@ -20,8 +21,8 @@ COLUMNS = ["rank", "path", "given_label", "suggested_label", "label_quality", "f
 def rank_label_issues(paths: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]) -> list[dict]:
     """cleanlab's label issues (find_label_issues: confident learning, prune_by_noise_rate), most doubtful first by
     the self-confidence score (the out-of-fold probability of the given label)."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+    find_label_issues = require("cleanlab.filter", "label-issues").find_label_issues
+    get_label_quality_scores = require("cleanlab.rank", "label-issues").get_label_quality_scores
 
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     flagged = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
