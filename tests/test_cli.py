@@ -176,9 +176,10 @@ def test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_wit
 
 
 def readme_command_lines() -> list[str]:
-    """Every `kvasir ...` command line of the README: in code blocks (continuations joined, `&&` chains split,
-    comments dropped) and in inline code that is a whole command (not a synopsis with [optional] parts or ...)."""
-    text = (ROOT / "README.md").read_text()
+    """Every `kvasir ...` command line of the README and its guides (docs/): in code blocks (continuations joined,
+    `&&` chains split, comments dropped) and in inline code that is a whole command (not a synopsis with [optional]
+    parts or ...)."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     lines, fenced, block = [], False, []
     for line in text.splitlines():
         if line.startswith("```"):

@@ -123,3 +123,20 @@ def test_the_formatter_decides_the_layout():
     assert not skipped, skipped
     ruff = (ROOT / "pyproject.toml").read_text()
     assert '"RUF100"' in ruff  # ruff check (in make test) refuses a noqa that silences nothing
+
+
+def test_the_readme_guides_and_the_architecture_page_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200, "the README is a guide: move detail to a page of docs/"
+    for page in re.findall(r"\]\((docs/[\w.]+\.md)\)", readme):
+        assert (ROOT / page).is_file(), page
+    drawing = (ROOT / "docs" / "architecture.md").read_text().split("```")[1]
+    unnamed = [
+        name
+        for name in modules()
+        if not name.endswith("__init__.py")
+        and name not in ("__main__.py", "cli.py")
+        and not name.startswith("commands/")
+        and not re.search(rf"\b{Path(name).stem}\b", drawing)
+    ]
+    assert not unnamed, f"docs/architecture.md does not draw {unnamed}"
