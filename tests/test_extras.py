@@ -45,3 +45,23 @@ def test_every_extra_is_in_pyproject_and_make_install_installs_them_all():
     assert set(EXTRAS) <= set(extras)
     assert set(EXTRAS) <= set(extras["all"][0].split("[")[1].rstrip("]").split(","))
     assert '".[dev,all]"' in (root / "Makefile").read_text()
+
+
+def test_every_module_of_the_package_imports_without_the_extras():
+    """The core installs alone: no module imports an extra's package when it is imported, only when it is used (in
+    a fresh interpreter where importing any extra's package fails)."""
+    import subprocess
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "src" / "kvasir_mobileone"
+    blocked = [m for modules, _ in EXTRAS.values() for m in modules]
+    names = [
+        ".".join(("kvasir_mobileone", *p.relative_to(package).with_suffix("").parts))
+        for p in sorted(package.rglob("*.py"))
+        if p.name not in ("__init__.py", "__main__.py", "onnxruntime_example.py")
+    ]
+    code = f"import importlib, sys\nsys.modules.update(dict.fromkeys({blocked!r}))\n"
+    code += f"for name in {names!r}:\n    importlib.import_module(name)\nprint(len({names!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == len(names) > 60

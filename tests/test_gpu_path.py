@@ -13,8 +13,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from fitflags import fit_flags
-from kvasir_mobileone.cli import main
-from kvasir_mobileone.commands.gpu_benchmark import (
+from kvasir_mobileone.bench.gpu import (
     CURRENT,
     compile_cost,
     copy_bandwidth_gbs,
@@ -23,6 +22,7 @@ from kvasir_mobileone.commands.gpu_benchmark import (
     profile_summary,
     render_gpu,
 )
+from kvasir_mobileone.cli import main
 from kvasir_mobileone.data import batch_augment as B
 from kvasir_mobileone.data import dataset as dataset_module
 from kvasir_mobileone.data.cache import build_cache

@@ -50,6 +50,58 @@ FV = "tests/test_field_of_view.py::"
 MO = "tests/test_mobile.py::"
 SE = "tests/test_serve.py::"
 MUTATIONS = [
+    # issue 31: one model-input object, every run file through runs.py, extras
+    Mutation(
+        "a checkpoint of 0.1.0 keeps the region names it recorded apart",
+        "models/classifier.py",
+        '        if hparams.get("mask_regions") and not model_input.mask_regions:',
+        "        if False:",
+        "tests/test_model.py::test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading",
+    ),
+    Mutation(
+        "a model input reads a frame as 0.1.0 did: hidden pixels black",
+        "images.py",
+        "        return hide(self.decode_raw(path), self.hidden())",
+        "        return self.decode_raw(path)",
+        "tests/test_model.py::test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading",
+    ),
+    Mutation(
+        "a field of view whose bits do not match their SHA-256 is refused",
+        "images.py",
+        "        if recorded and recorded != model_input.view_sha256:",
+        "        if False:",
+        "tests/test_model.py::test_the_model_input_description_round_trips_and_refuses_a_damaged_view",
+    ),
+    Mutation(
+        "a checkpoint without a model-input description is refused in words",
+        "models/classifier.py",
+        '        if "normalization" not in hparams:',
+        "        if False:",
+        "tests/test_model.py::test_a_checkpoint_without_a_model_input_description_is_refused_in_words",
+        expect="KeyError",  # the description is read without the check: a KeyError, not the sentence
+    ),
+    Mutation(
+        "no run file is spelled outside runs.py",
+        "commands/audit.py",
+        "        AuditFolder(out_dir).frame_maps_png,",
+        '        out_dir / "frame_maps.png",',
+        "tests/test_structure.py::test_run_files_are_spelled_in_runs_py_alone",
+    ),
+    Mutation(
+        "label-issues names its missing extra before any work",
+        "commands/label_issues.py",
+        '    require("cleanlab", "label-issues")\n',
+        "",
+        "tests/test_extras.py::test_a_missing_extra_is_named_in_one_line",
+        expect="RunError",  # without the early check, the missing folder is found first
+    ),
+    Mutation(
+        "no module imports an extra's package when it is imported",
+        "deploy/explain.py",
+        "from kvasir_mobileone.extras import require\n",
+        "from pytorch_grad_cam import GradCAM  # noqa: F401\nfrom kvasir_mobileone.extras import require\n",
+        "tests/test_extras.py::test_every_module_of_the_package_imports_without_the_extras",
+    ),
     # issue 36: a compiled training step with static shapes
     Mutation(
         "the last, smaller training batch runs eager (no recompile)",
@@ -97,7 +149,7 @@ MUTATIONS = [
     Mutation(
         "label-issues reads out-of-fold predictions only (a cv folder, not a run)",
         "commands/label_issues.py",
-        '    if "folds" not in config:',
+        "    if FOLDS_KEY not in config:",
         "    if False:",
         IM + "test_label_issues_needs_out_of_fold_predictions",
     ),
@@ -181,9 +233,9 @@ MUTATIONS = [
     ),
     Mutation(
         "a missing 'mobile' extra is named in one line",
-        "deploy/pte.py",
-        '        raise UserError(\n            f"ExecuTorch is not installed',
-        '        raise ImportError(\n            f"ExecuTorch is not installed',
+        "extras.py",
+        '        raise MissingExtraError(\n            f"{package} is not installed',
+        '        raise ImportError(\n            f"{package} is not installed',
         MO + "test_a_missing_mobile_extra_is_named",
         expect="ImportError",  # a traceback instead of the one-line message
     ),
@@ -284,8 +336,8 @@ MUTATIONS = [
     Mutation(
         "predict (bundle and run) applies the view",
         "images.py",
-        '    if model_input.get("field_of_view"):\n        hidden |=',
-        "    if False:\n        hidden |=",
+        "        if self.field_of_view:\n            hidden |=",
+        "        if False:\n            hidden |=",
         FV + "test_the_mask_travels_with_the_run_checkpoint_bundle_and_predict",
     ),
     Mutation(
@@ -304,8 +356,8 @@ MUTATIONS = [
     ),
     Mutation(
         "the model card's snippet applies the view",
-        "deploy/card.py",
-        '    pixels[np.asarray(Image.open("field_of_view.png").convert("L")) < 128] = 0',
+        "deploy/onnxruntime_example.py",
+        "    pixels[~seen] = 0",
         "    pass",
         "tests/test_deploy.py::test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included",
     ),
@@ -377,8 +429,8 @@ MUTATIONS = [
     Mutation(
         "--data.exclude leaves the images out of a new split",
         "data/check.py",
-        "        report.items = [(rel, label) for rel, label in report.items if rel not in exclude]",
-        "        report.items = list(report.items)",
+        "    report.items = [(rel, label) for rel, label in report.items if rel not in exclude]",
+        "    report.items = list(report.items)",
         IM + "test_label_issues_find_planted_flips_and_fit_leaves_them_out",
     ),
     # issue 23: tests that can fail, decisions made with statistics, options honoured
@@ -440,8 +492,8 @@ MUTATIONS = [
     ),
     Mutation(
         "an audit of another checkpoint is not quoted on the card",
-        "deploy/export.py",
-        'if found.get("checkpoint_sha256") != file_sha256(trained.ckpt):',
+        "runs.py",
+        'if found.get("checkpoint_sha256") != checkpoint_sha256:',
         "if False:",
         AU + "test_masking_the_region_in_training_removes_the_dependence",
     ),
@@ -591,9 +643,9 @@ MUTATIONS = [
     ),
     Mutation(
         "cv runs the official folds",
-        "commands/cv.py",
-        "    if data.official_split:\n        manifests = []",
-        "    if False:\n        manifests = []",
+        "data/folds.py",
+        "    if not data.official_split:\n        return fold_manifests(",
+        "    if True:\n        return fold_manifests(",
         HK + "test_cv_runs_the_official_folds",
     ),
     Mutation(
@@ -678,7 +730,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the model card's snippet masks as predict does",
-        "deploy/card.py",
+        "deploy/onnxruntime_example.py",
         'for x0, y0, x1, y1 in spec["mask"]:',
         "for x0, y0, x1, y1 in []:",
         "tests/test_deploy.py::test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included",
