@@ -175,6 +175,21 @@ def test_the_data_folder_is_data_dir_everywhere_and_the_old_flag_still_works_wit
         assert "data_dir" in inspect.signature(_command(command)).parameters, command
 
 
+def test_renamed_flags_keep_working_for_one_release_with_a_note(capsys):
+    from kvasir_mobileone.cli import renamed_flags
+
+    assert renamed_flags(["prepare", "--size", "64", "--data=d"]) == ["prepare", "--image_size", "64", "--data_dir=d"]
+    assert renamed_flags(["benchmark", "--images=8", "--workers", "2"]) == [
+        "benchmark",
+        "--num_images=8",
+        "--num_workers",
+        "2",
+    ]
+    err = capsys.readouterr().err
+    assert "note: --size is now --image_size" in err and "note: --workers is now --num_workers" in err
+    assert renamed_flags(["fit", "--data.image_size", "64"]) == ["fit", "--data.image_size", "64"]  # fit's own flags
+
+
 def readme_command_lines() -> list[str]:
     """Every `kvasir ...` command line of the README and its guides (docs/): in code blocks (continuations joined,
     `&&` chains split, comments dropped) and in inline code that is a whole command (not a synopsis with [optional]

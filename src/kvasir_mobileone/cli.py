@@ -43,9 +43,14 @@ COMMANDS = {
 
 
 LIST_COMMANDS = ("predict", "compare")  # their first argument is a list of paths given as plain words
-# The data folder is --data_dir in every command; check, eda and prepare took --data before this release, which still
-# works (with a note) until the next one.
-OLD_DATA_FLAG = ("check", "eda", "prepare")
+# Flags renamed so that one concept has one name in every command: the old name still works, with a note on stderr,
+# until the release after 0.2.0. command -> {old flag: new flag}
+RENAMED = {
+    "check": {"--data": "--data_dir"},
+    "eda": {"--data": "--data_dir"},
+    "prepare": {"--data": "--data_dir", "--size": "--image_size"},
+    "benchmark": {"--data": "--data_dir", "--images": "--num_images", "--workers": "--num_workers"},
+}
 
 
 def _command(name: str):
@@ -86,15 +91,20 @@ def show_notes() -> None:
         package.propagate = False
 
 
-def renamed_data_flag(args: list[str]) -> list[str]:
-    """`kvasir check --data DIR` -> `--data_dir DIR` (and --data=DIR), with a note on stderr."""
-    if not any(a in OLD_DATA_FLAG for a in args[:1]) or not any(a == "--data" or a.startswith("--data=") for a in args):
-        return args
-    print(
-        "note: --data is now --data_dir, as in every other command; --data works until the next release.",
-        file=sys.stderr,
-    )
-    return ["--data_dir" if a == "--data" else "--data_dir=" + a[7:] if a.startswith("--data=") else a for a in args]
+def renamed_flags(args: list[str]) -> list[str]:
+    """`kvasir benchmark --data DIR` -> `--data_dir DIR` (and --data=DIR), with one note on stderr per old flag."""
+    renamed = RENAMED.get(next((a for a in args if a in COMMANDS), ""), {})
+    out = []
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if flag in renamed:
+            print(
+                f"note: {flag} is now {renamed[flag]}, one name in every command; {flag} works until the next release.",
+                file=sys.stderr,
+            )
+            arg = renamed[flag] + equals + value
+        out.append(arg)
+    return out
 
 
 REGION_FLAGS = ("--regions", "--data.mask_regions")  # lists of region names and name:x0,y0,x1,y1 boxes
@@ -134,7 +144,7 @@ def main(args: list[str] | None = None):
         if command in args:
             args = _gather_positionals(args, command)
             break
-    args = quote_regions(renamed_data_flag(args))
+    args = quote_regions(renamed_flags(args))
     chosen = [a for a in args if a in COMMANDS][:1]
     names = chosen if chosen and not args[0].startswith("-") else list(COMMANDS)
     return auto_cli({name: _command(name) for name in names}, args=args, as_positional=True)

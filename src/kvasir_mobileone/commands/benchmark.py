@@ -27,9 +27,9 @@ from kvasir_mobileone.io import write_json, write_text
 
 def benchmark(
     out: str = "benchmarks/results",
-    data: str | None = None,
-    images: int = 160,
-    workers: int | None = None,
+    data_dir: str | None = None,
+    num_images: int = 160,
+    num_workers: int | None = None,
     train_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
     train_batch: int = 8,
     train_steps: int = 3,
@@ -51,12 +51,12 @@ def benchmark(
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
 
     --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
-    path (a Kvasir-sized split of synthetic images, or of --data), then one setting at a time for gpu_ablate,
+    path (a Kvasir-sized split of synthetic images, or of --data_dir), then one setting at a time for gpu_ablate,
     then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
     gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
     The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
     check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]')."""
-    workers = default_num_workers() if workers is None else workers
+    workers = default_num_workers() if num_workers is None else num_workers
     report: dict = {"machine": machine(), "workers": workers}
     report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,10 +66,10 @@ def benchmark(
                 raise UserError("--device cuda: no CUDA GPU is visible to torch here (torch.cuda.is_available()).")
             from kvasir_mobileone.bench.gpu import bench_gpu_training
 
-            data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=64, scale=0.3)
+            folder = Path(data_dir) if data_dir else synth(str(tmp_dir / "synth"), images_per_class=64, scale=0.3)
             report["gpu_training"] = bench_gpu_training(
                 gpu_models,
-                data_dir,
+                folder,
                 gpu_images,
                 gpu_ablate,
                 budget_s=gpu_budget_s,
@@ -79,8 +79,9 @@ def benchmark(
             )
             skip = ("data", "check", "training", "inference")
         if "data" not in skip:
-            data_dir = Path(data) if data else synth(str(tmp_dir / "synth"), images_per_class=max(2, images // 8))
-            report["data"] = bench_data(data_dir, workers)
+            per_class = max(2, num_images // 8)
+            folder = Path(data_dir) if data_dir else synth(str(tmp_dir / "synth"), images_per_class=per_class)
+            report["data"] = bench_data(folder, workers)
         if "check" not in skip:
             report["check"] = bench_check(check_images, check_scale, tmp_dir)
         if "training" not in skip:
