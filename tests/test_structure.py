@@ -140,3 +140,23 @@ def test_the_readme_guides_and_the_architecture_page_names_every_module():
         and not re.search(rf"\b{Path(name).stem}\b", drawing)
     ]
     assert not unnamed, f"docs/architecture.md does not draw {unnamed}"
+
+
+def test_the_pixel_colour_rules_live_in_data_pixels_alone():
+    """Frame black, overlay green and grey are decided in data/pixels.py: no other module compares a channel with
+    another plus a margin, or takes a channel spread (synth draws them, it does not detect them)."""
+    found = []
+    for name, tree in modules().items():
+        if name in ("data/pixels.py", "data/synth.py"):
+            continue
+        for node in ast.walk(tree):
+            margin = (
+                isinstance(node, ast.Compare)
+                and isinstance(node.comparators[0], ast.BinOp)
+                and isinstance(node.comparators[0].op, ast.Add)
+                and isinstance(node.comparators[0].right, ast.Constant)
+            )
+            spread = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and "max(axis" in ast.unparse(node)
+            if margin or (spread and "min(axis" in ast.unparse(node)):
+                found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert not found, found

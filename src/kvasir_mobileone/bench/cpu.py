@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import platform
 import tempfile
@@ -32,6 +33,8 @@ from kvasir_mobileone.models.backbone import flops_per_image
 
 MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
 NORM = ModelInput(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+log = logging.getLogger(__name__)
 
 
 def machine() -> dict:
@@ -267,7 +270,7 @@ def executorch_programs(fused: torch.nn.Module, calibration: np.ndarray, stem: P
     try:
         pte.require_executorch()
     except UserError as missing:
-        print(f"No ExecuTorch rows: {missing}")
+        log.info("No ExecuTorch rows: %s", missing)
         return {}
     example = torch.from_numpy(calibration[:2])
     programs = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import shutil
 import threading
 import time
@@ -23,6 +24,8 @@ from kvasir_mobileone.io import markdown_table
 from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, model_input_for
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 from kvasir_mobileone.models.trainer import GPU_COMPILE
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,7 +402,7 @@ def bench_gpu_training(
                 row["min_bandwidth_fraction"] = row["min_bandwidth_gbs"] / copy_gbs
         except Exception as err:  # one failing configuration is reported, the others still run
             row["error"] = one_line(err)
-        print(row, flush=True)
+        log.info("%s", row)
         results.append(row)
     for row in results:
         before = next((r for r in results if r["model"] == row["model"] and r["path"] == "previous"), None)
@@ -413,7 +416,7 @@ def bench_gpu_training(
                 continue
             cache = compile_cache / f"{name}-{mode}" if compile_cache else None
             compiled.append(compile_cost(name, mode, data_dir, rows, warmup, steps, cache_dir=cache))
-            print(compiled[-1], flush=True)
+            log.info("%s", compiled[-1])
     try:  # the measurements above stand whatever the profiler does
         profile = profile_summary(profile_model, CURRENT, data_dir, rows, warmup, 5) if profile_model else ""
     except Exception as err:

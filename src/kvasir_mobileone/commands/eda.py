@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kvasir_mobileone.data.eda import overlay_census, plot_class_counts, plot_resolutions, plot_sample_grid, thumbnails
+from kvasir_mobileone.data.eda import (
+    plot_class_counts,
+    plot_resolutions,
+    plot_sample_grid,
+    thumbnails,
+    write_overlay_census,
+)
 from kvasir_mobileone.data.folder import find_class_folders, scan_image_folder
 from kvasir_mobileone.data.split import read_manifest, split_counts
 from kvasir_mobileone.evaluation.frames import frame_report
@@ -57,7 +63,7 @@ def eda(
     print(table)
     if census:
         thumbs = thumbnails(data_dir, items)
-        print(overlay_census(data_dir, items, out_dir, thumbs)[1])
+        print(write_overlay_census(data_dir, items, out_dir, thumbs)[1])
         names = sorted(counts)
         print(frame_report(thumbs, np.array([names.index(label) for _, label in items]), names, out_dir)["line"])
     extra = ", overlay_census, frame_maps" if census else ""

@@ -30,9 +30,10 @@ from kvasir_mobileone.deploy.quantize import (
     Int8Images,
     Int8Refused,
     int8_for_run,
-    latency_ms,
     session,
+    session_logits,
 )
+from kvasir_mobileone.deploy.runtime import latency_ms
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import markdown_table, update_json, write_json
@@ -122,7 +123,7 @@ def export(
         )
     )
     latency = latency_ms(
-        session(out_dir / ONNX_NAME), (1, 3, model_input.image_size, model_input.image_size), repeats=30
+        session_logits(session(out_dir / ONNX_NAME)), (1, 3, model_input.image_size, model_input.image_size), repeats=30
     )
     print(f"onnxruntime, batch 1, {model_input.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
     if trained.run:  # what `kvasir compare` shows beside the run's metrics
@@ -184,7 +185,7 @@ def executorch_fp32(fused: torch.nn.Module, batch: torch.Tensor, out_dir: Path, 
     program = pte.PteModel(out_dir / pte.PTE_NAME)
     with torch.no_grad():
         checks["fused_torch_vs_executorch"] = parity(fused(batch).numpy(), program.logits(batch.numpy()))
-    ms = pte.latency_ms(program, (1, *batch.shape[1:]), repeats=30)
+    ms = latency_ms(program.logits, (1, *batch.shape[1:]), repeats=30)
     print(f"ExecuTorch (XNNPACK), batch 1: {ms:.2f} ms per image (median of 30, this machine)")
     return {
         "file": pte.PTE_NAME,

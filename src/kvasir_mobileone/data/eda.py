@@ -79,7 +79,9 @@ def thumbnails(data_dir: Path, items: list[tuple[str, str]]) -> np.ndarray:
     return np.stack([decode_resized(data_dir / rel, CENSUS_SIZE) for rel, _ in tqdm(items, desc="census", unit="img")])
 
 
-def overlay_census(data_dir: Path, items: list[tuple[str, str]], out_dir: Path, thumbs: np.ndarray) -> tuple[dict, str]:
+def write_overlay_census(
+    data_dir: Path, items: list[tuple[str, str]], out_dir: Path, thumbs: np.ndarray
+) -> tuple[dict, str]:
     """Per class, the share of images with a green box bottom-left, a black box there, text top-left."""
     names = sorted({label for _, label in items})
     found = census_by_class(thumbs, np.array([names.index(label) for _, label in items]), names)

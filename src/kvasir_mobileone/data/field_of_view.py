@@ -27,13 +27,11 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from kvasir_mobileone.data import pixels as pixel_rules
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.images import VIEW_PNG_SEEN, decode_resized, view_sha256
 from kvasir_mobileone.io import atomic_path
 
-DARK = 35  # a pixel whose brightest channel is below this is near-black (JPEG noise keeps a black frame under ~20)
-OVERLAY_GREY = 150  # text and icons: every channel at least this bright ...
-OVERLAY_SPREAD = 40  # ... and the channels within this of each other (tissue is saturated red, pink, blue)
 VIEW_QUANTILE = 0.95  # default: a pixel is in the view when it shows tissue in >= 95% of each class's training frames
 MIN_VIEW = 0.25  # a common view covering less of the network input than this is refused
 EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
@@ -41,7 +39,7 @@ EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 
 def frame_pixels(pixels: np.ndarray) -> np.ndarray:
     """HxW bool: near-black pixels connected (8-neighbour) to the image border, of an HWC uint8 image."""
-    dark = pixels.max(axis=-1) < DARK
+    dark = pixel_rules.near_black(pixels)
     labels, _ = ndimage.label(dark, structure=EIGHT_NEIGHBOURS)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     return np.isin(labels, border[border > 0])
@@ -49,11 +47,7 @@ def frame_pixels(pixels: np.ndarray) -> np.ndarray:
 
 def overlay_pixels(pixels: np.ndarray) -> np.ndarray:
     """HxW bool: overlay-coloured pixels, green (a position box) or bright grey and white (text, icons)."""
-    rgb = pixels.astype(np.int32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    green = (g > r + 40) & (g > b + 40)
-    grey = (rgb.min(axis=-1) >= OVERLAY_GREY) & (rgb.max(axis=-1) - rgb.min(axis=-1) < OVERLAY_SPREAD)
-    return green | grey
+    return pixel_rules.overlay(pixels)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kvasir_mobileone.data import pixels as pixel_rules
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.images import black_out, box_mask
 
@@ -48,7 +49,7 @@ def parse_regions(specs: list[str] | tuple[str, ...] | None) -> dict[str, tuple[
 def tissue_colour(pixels: np.ndarray, outside: np.ndarray) -> np.ndarray:
     """Mean colour of the pixels outside the mask that are not frame black (a grey when there are none)."""
     candidates = pixels[outside]
-    tissue = candidates[candidates.max(axis=1) > 40]
+    tissue = candidates[candidates.max(axis=1) > pixel_rules.TISSUE]
     return tissue.mean(axis=0) if len(tissue) else np.full(3, 128.0)
 
 
@@ -66,16 +67,14 @@ def overlay_census(pixels: np.ndarray) -> dict[str, bool]:
     """Which overlays a frame (HWC uint8, any size) carries: a green box bottom-left (ScopeGuide), a black box
     there instead (the box covered), and text in the top-left band (many bright, grey pixels on dark)."""
     height, width = pixels.shape[:2]
-    rgb = pixels.astype(np.int32)
     box = box_mask(REGIONS["bottom-left-box"], height, width)
     inner = box_mask(((0.03, 0.68, 0.28, 0.96),), height, width)  # inside the box, away from the frame's edge
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    green = (g > r + 40) & (g > b + 40)
+    green = pixel_rules.green(pixels)
     text_band = box_mask(REGIONS["top-left-text"], height, width)
-    bright_grey = (rgb.min(axis=2) > 170) & (rgb.max(axis=2) - rgb.min(axis=2) < 40)
+    bright_grey = pixel_rules.grey(pixels, pixel_rules.TEXT_GREY + 1)
     return {
         "green_box": bool(green[box].mean() > 0.10),
-        "black_box": bool(rgb[inner].max(axis=1).mean() < 25),
+        "black_box": bool(pixels[inner].max(axis=1).astype(np.int32).mean() < pixel_rules.COVERED_BOX),
         "text_top_left": bool(bright_grey[text_band].mean() > 0.02),
     }
 

@@ -10,12 +10,12 @@ not)."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from kvasir_mobileone.deploy.runtime import latency_ms
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import atomic_path
@@ -98,19 +98,6 @@ class PteModel:
         return np.concatenate(chunks)
 
 
-def latency_ms(model: PteModel, shape: tuple[int, ...], repeats: int = 20) -> float:
-    """Median ms per image of one batch through ExecuTorch's runtime, after warm-up."""
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    for _ in range(3):
-        model.logits(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.logits(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000 / shape[0])
-
-
 def pte_int8_for_run(fused: torch.nn.Module, images, out_dir: Path, max_accuracy_drop: float, force: bool) -> dict:
     """model.int8.pte: calibrated on the same training images as the ONNX int8 model, checked on the run's test
     images against model.pte (agreement, max logit difference, accuracy change with its interval, McNemar) and
@@ -128,8 +115,8 @@ def pte_int8_for_run(fused: torch.nn.Module, images, out_dir: Path, max_accuracy
         "config": INT8_SCHEME,
         "fp32_layers": [],
         "calibration_images": int(len(images.calibration)),
-        "fp32_ms_batch1": latency_ms(fp32, shape),
-        "int8_ms_batch1": latency_ms(int8, shape),
+        "fp32_ms_batch1": latency_ms(fp32.logits, shape),
+        "int8_ms_batch1": latency_ms(int8.logits, shape),
     } | images.provenance()
     figures["speedup_batch1"] = figures["fp32_ms_batch1"] / figures["int8_ms_batch1"]
     del int8

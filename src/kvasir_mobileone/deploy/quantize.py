@@ -10,12 +10,12 @@ agreement rate that one image can cross."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from kvasir_mobileone.deploy.runtime import latency_ms
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import paired_difference
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval
@@ -105,18 +105,10 @@ def logits(sess, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     )
 
 
-def latency_ms(sess, shape: tuple[int, ...], repeats: int = 20) -> float:
-    """Median ms per image of one batch, after warm-up."""
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+def session_logits(sess):
+    """An onnxruntime session as a function of its one input (what runtime.latency_ms times)."""
     name = sess.get_inputs()[0].name
-    for _ in range(3):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000 / shape[0])
+    return lambda x: sess.run(None, {name: x})[0]
 
 
 def check(fp32_logits: np.ndarray, int8_logits: np.ndarray, targets: np.ndarray | None) -> dict:
@@ -168,8 +160,8 @@ def build_int8(
             "config": config,
             "fp32_layers": kept,
             "calibration_images": int(len(calibration)),
-            "fp32_ms_batch1": latency_ms(fp32_sess, shape),
-            "int8_ms_batch1": latency_ms(int8_sess, shape),
+            "fp32_ms_batch1": latency_ms(session_logits(fp32_sess), shape),
+            "int8_ms_batch1": latency_ms(session_logits(int8_sess), shape),
         }
         figures["speedup_batch1"] = figures["fp32_ms_batch1"] / figures["int8_ms_batch1"]
         final.replace(out_path)

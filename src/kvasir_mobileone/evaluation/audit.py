@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kvasir_mobileone.data import pixels as pixel_rules
 from kvasir_mobileone.data.field_of_view import swap_frame
 from kvasir_mobileone.data.regions import FILLS, REGIONS, mask_pixels
 from kvasir_mobileone.data.transforms import normalize
@@ -197,9 +198,7 @@ OVERLAY_PLACES = ("bottom-left-box", "top-left-text")  # where devices draw boxe
 def overlay_like(thumbs: np.ndarray) -> np.ndarray:
     """Pixels that look like an overlay rather than tissue: green (a position box), or grey, white or black (text,
     covered boxes, the frame). Tissue, dye and blood are saturated reds, pinks and blues."""
-    rgb = thumbs.astype(np.int32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return ((g > r + 40) & (g > b + 40)) | (rgb.max(axis=-1) - rgb.min(axis=-1) < 40)
+    return pixel_rules.overlay_or_frame(thumbs)
 
 
 def baseline_places(regions: dict) -> dict:
