@@ -52,6 +52,20 @@ SE = "tests/test_serve.py::"
 MUTATIONS = [
     # issue 31: one model-input object, every run file through runs.py, extras
     Mutation(
+        "the overlay colour rules live in data/pixels.py alone",
+        "data/regions.py",
+        "    green = pixel_rules.green(pixels)",
+        "    green = (pixels[..., 1] > pixels[..., 0] + 40) & (pixels[..., 1] > pixels[..., 2] + 40)",
+        "tests/test_structure.py::test_the_pixel_colour_rules_live_in_data_pixels_alone",
+    ),
+    Mutation(
+        "a renamed flag works for one release, with a note",
+        "cli.py",
+        "            arg = renamed[flag] + equals + value",
+        "            pass",
+        "tests/test_cli.py::test_renamed_flags_keep_working_for_one_release_with_a_note",
+    ),
+    Mutation(
         "a checkpoint of 0.1.0 keeps the region names it recorded apart",
         "models/classifier.py",
         '        if hparams.get("mask_regions") and not model_input.mask_regions:',
