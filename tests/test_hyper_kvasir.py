@@ -13,6 +13,7 @@ from PIL import Image
 
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.check import DataCheckError, check_folder, check_split
+from kvasir_mobileone.data.config import DataConfig
 from kvasir_mobileone.data.datasets import HYPER_KVASIR, OFFICIAL_SPLITS
 from kvasir_mobileone.data.folder import DataError, find_class_folders, scan_image_folder
 from kvasir_mobileone.data.official import apply_official_split, read_official_split
@@ -116,7 +117,7 @@ def test_an_official_split_maps_names_and_reports_rows_without_files_and_files_w
 
 def test_the_leak_free_subset_is_the_test_images_without_a_planted_near_duplicate(hk):
     dest, root = hk
-    rows, report, _ = check_split(root, official_split="hyper-kvasir-2fold", fold=0)
+    rows, report, _ = check_split(DataConfig(str(root), official_split="hyper-kvasir-2fold", fold=0))
     assert len(report.duplicate_groups) == PLANTED_PAIRS
     leaky = planted_in_test(dest, rows)
     assert len(leaky) == PLANTED_PAIRS  # each planted pair straddles fold 0 and fold 1
@@ -148,7 +149,7 @@ def test_a_manifest_is_checked_like_a_folder(hk, tmp_path, capsys):
     dest, root = hk
     data = tmp_path / "labeled-images"
     shutil.copytree(root, data)
-    rows, _, _ = check_split(data, official_split="hyper-kvasir-2fold", fold=0)
+    rows, _, _ = check_split(DataConfig(str(data), official_split="hyper-kvasir-2fold", fold=0))
     write_manifest(tmp_path / "m.csv", [{k: r[k] for k in ("path", "label", "split")} for r in rows])  # no groups
     main(["check", "--data_dir", str(data), "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c")])
     out = capsys.readouterr().out

@@ -302,7 +302,8 @@ def bench_check(images: int, scale: float, workdir: Path) -> list[dict]:
     for what in ("official split, empty cache", "official split, cached", "manifest, cached"):
         manifest = write_manifest(workdir / "manifest.csv", split_rows) if what.startswith("manifest") else None
         start = time.perf_counter()
-        split_rows, report, _ = check_split(root, manifest, None if manifest else "hyper-kvasir-2fold")
+        split = DataConfig(str(root), manifest, official_split=None if manifest else "hyper-kvasir-2fold")
+        split_rows, report, _ = check_split(split)
         rows.append({"check": what, "images": len(report.items), "seconds": time.perf_counter() - start})
         rows[-1]["scale"] = scale
     for r in rows:

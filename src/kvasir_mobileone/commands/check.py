@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,7 @@ from kvasir_mobileone.data.check import (
     problem_summary,
     write_problems,
 )
+from kvasir_mobileone.data.config import DataConfig
 from kvasir_mobileone.data.eda import thumbnails
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.split import describe_gaps, describe_leaks, make_split, split_gaps, write_leaks
@@ -37,9 +39,8 @@ def check(
     --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it. With
     --frames (default) also how well the frame's outline alone predicts the class (OUT/frame_maps.png)."""
     if manifest or official_split:
-        rows, report, official = check_split(
-            data_dir, manifest, official_split, fold, near_duplicate_bits=near_duplicate_bits
-        )
+        data = DataConfig(data_dir, manifest, official_split=official_split, fold=fold)
+        rows, report, official = check_split(dataclasses.replace(data, near_duplicate_bits=near_duplicate_bits))
     else:
         report, rows, official = check_folder(data_dir, near_duplicate_bits), None, None
     print(f"Found a {report.layout}." if not manifest else f"Checked the {report.layout}.")

@@ -85,18 +85,7 @@ def prepare_split(data: DataConfig, strict: bool, run: RunFolder) -> list[dict[s
     """The checked split with every image's near-duplicate group; problems and leaks recorded in the run folder and
     named on the console; --data.on_leak refuse stops on a split whose near-duplicates straddle it."""
     exclude = read_exclusions(data.exclude, data.data_dir) if data.exclude else frozenset()
-    rows, report, official = check_split(
-        data.data_dir,
-        data.manifest,
-        data.official_split,
-        data.fold,
-        data.val_fraction,
-        data.test_fraction,
-        data.seed,
-        data.near_duplicate_bits,
-        data.cache_dir,
-        exclude,
-    )
+    rows, report, official = check_split(data, exclude)
     if exclude and is_rank_zero():
         found = report.excluded_by_request  # the images actually taken out of the split
         write_csv(run.excluded, ["path"], [[p] for p in found])

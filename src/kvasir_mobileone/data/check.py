@@ -17,6 +17,7 @@ from PIL import Image, ImageFile
 from tqdm import tqdm
 
 from kvasir_mobileone.data.cache import CACHE_DIR_NAME, stamp
+from kvasir_mobileone.data.config import DataConfig
 from kvasir_mobileone.data.folder import (
     SYSTEM_FILES,
     DataError,
@@ -318,22 +319,16 @@ def drop_excluded(report: FolderReport, exclude: frozenset[str]) -> list[str]:
 
 
 def check_split(
-    data_dir: str | Path,
-    manifest: str | None = None,
-    official_split: str | None = None,
-    fold: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 42,
-    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
-    cache_dir: str | Path | None = None,
-    exclude: frozenset[str] = frozenset(),
+    data: DataConfig, exclude: frozenset[str] = frozenset()
 ) -> tuple[list[dict[str, str]], FolderReport, OfficialSplit | None]:
     """A split and the check of its images, whoever made it, with every image's near-duplicate group: a manifest
     (its files checked as a folder's are, and used as it is, so an unreadable val/test image stops here), an
     official split of a checked folder, or a new stratified split of a checked folder (unreadable files excluded,
     near-duplicates kept together). Paths in `exclude` (--data.exclude) are left out of every split before it is
-    made, or dropped from a manifest's."""
+    made, or dropped from a manifest's. `data`: the data folder, the split settings (manifest, official_split,
+    fold, val/test fractions, seed), near_duplicate_bits and cache_dir."""
+    data_dir, manifest, official_split, seed = data.data_dir, data.manifest, data.official_split, data.seed
+    near_duplicate_bits, cache_dir, val_fraction = data.near_duplicate_bits, data.cache_dir, data.val_fraction
     official = None
     if manifest:
         listed = read_manifest(manifest)
@@ -356,13 +351,13 @@ def check_split(
         removed = drop_excluded(report, exclude)
         if official_split:
             rows, official = apply_official_split(
-                report.items, official_split, fold, report.group_of(), val_fraction, seed
+                report.items, official_split, data.fold, report.group_of(), val_fraction, seed
             )
             report.problems += [
                 Problem(rel, "not-in-split", f"not listed in the official split {official.name}: left out", "error")
                 for rel in official.files_without_row
             ]
         else:
-            rows = make_split(report.items, val_fraction, test_fraction, seed, report.group_of())
+            rows = make_split(report.items, val_fraction, data.test_fraction, seed, report.group_of())
     report.excluded_by_request = removed
     return with_groups(rows, report.group_of()), report, official
