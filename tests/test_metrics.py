@@ -67,3 +67,16 @@ def test_report_metrics_and_compare_use_the_same_functions(tmp_path):
     m = evaluate(probs, targets, ["a", "b", "c"])
     assert m["accuracy_ci"] == pytest.approx(wilson_interval(8, 10))
     assert m["f1_macro_ci"][0] <= m["f1_macro"] <= m["f1_macro_ci"][1]
+
+
+def test_two_models_that_agree_everywhere_get_an_honest_interval_not_a_point():
+    """No disagreement on 16 images does not prove equal accuracy: the interval of A - B keeps a width."""
+    from kvasir_mobileone.evaluation.intervals import paired_difference
+
+    targets = np.arange(16) % 4
+    low, high = paired_difference(targets, targets, targets)["accuracy_difference_ci"]
+    assert low < 0 < high and high - low > 0.1
+    wrong = targets.copy()
+    wrong[:3] = (wrong[:3] + 1) % 4  # B misses three that A gets right: the bootstrap interval, above 0
+    low, high = paired_difference(targets, targets, wrong)["accuracy_difference_ci"]
+    assert 0 < low < 3 / 16 < high

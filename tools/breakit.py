@@ -52,6 +52,13 @@ SE = "tests/test_serve.py::"
 MUTATIONS = [
     # issue 31: one model-input object, every run file through runs.py, extras
     Mutation(
+        "two models that agree on every image get an interval with a width, not a point",
+        "evaluation/intervals.py",
+        "    if only_a == only_b == 0:",
+        "    if False:",
+        "tests/test_metrics.py::test_two_models_that_agree_everywhere_get_an_honest_interval_not_a_point",
+    ),
+    Mutation(
         "the overlay colour rules live in data/pixels.py alone",
         "data/regions.py",
         "    green = pixel_rules.green(pixels)",

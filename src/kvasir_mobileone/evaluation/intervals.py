@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from kvasir_mobileone.evaluation.metrics import accuracy, balanced_accuracy, macro_f1, present_classes
-from kvasir_mobileone.evaluation.stats import bootstrap_interval, mcnemar, wilson_interval
+from kvasir_mobileone.evaluation.stats import bootstrap_interval, matched_pairs_interval, mcnemar, wilson_interval
 
 
 def metric_intervals(targets: np.ndarray, predicted: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict:
@@ -36,7 +36,10 @@ def metric_intervals(targets: np.ndarray, predicted: np.ndarray, n_resamples: in
 def paired_difference(
     targets: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray, n_resamples: int = 2000, seed: int = 0
 ) -> dict:
-    """A − B in accuracy and macro-F1 with paired BCa bootstrap intervals, and McNemar's exact test."""
+    """A − B in accuracy and macro-F1 with paired BCa bootstrap intervals, and McNemar's exact test. When the two
+    models agree on every image, a bootstrap over images is a point ([0, 0]) that claims certainty the test set
+    cannot give: the accuracy interval is then Agresti and Min's for matched proportions, which stays honest with no
+    disagreement."""
     targets, a, b = np.asarray(targets), np.asarray(predicted_a), np.asarray(predicted_b)
     labels = present_classes(targets)
 
@@ -46,9 +49,13 @@ def paired_difference(
     def f1_diff(t, x, y, axis):
         return macro_f1(t, x, labels, axis) - macro_f1(t, y, labels, axis)
 
+    accuracy_ci = bootstrap_interval(acc_diff, (targets, a, b), n_resamples, seed=seed)
+    only_a, only_b = int(np.sum((a == targets) & (b != targets))), int(np.sum((b == targets) & (a != targets)))
+    if only_a == only_b == 0:
+        accuracy_ci = matched_pairs_interval(0, 0, len(targets))
     return {
         "accuracy_difference": float(acc_diff(targets, a, b, -1)),
-        "accuracy_difference_ci": bootstrap_interval(acc_diff, (targets, a, b), n_resamples, seed=seed),
+        "accuracy_difference_ci": accuracy_ci,
         "f1_macro_difference": float(f1_diff(targets, a, b, -1)),
         "f1_macro_difference_ci": bootstrap_interval(f1_diff, (targets, a, b), n_resamples, seed=seed),
         **mcnemar(a == targets, b == targets),
