@@ -34,14 +34,8 @@ from kvasir_mobileone.evaluation.stats import matched_pairs_interval
 from kvasir_mobileone.images import ModelInput, black_out
 from kvasir_mobileone.models import trainer as trainer_module
 from kvasir_mobileone.models.backbone import model_input_for
-from kvasir_mobileone.models.classifier import (
-    MobileOneClassifier,
-    ModelConfig,
-    build_lr_scheduler,
-    build_optimizer,
-    scaled_lr,
-    warmup_epochs,
-)
+from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.optim import build_lr_scheduler, build_optimizer, scaled_lr, warmup_epochs
 from kvasir_mobileone.runs import read_checkpoint
 
 NORM = ModelInput(24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -20,13 +20,8 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.metrics import balanced_accuracy, macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar
 from kvasir_mobileone.io import read_csv
-from kvasir_mobileone.models.classifier import (
-    MobileOneClassifier,
-    ModelConfig,
-    PresentClassesF1,
-    PresentClassesRecall,
-    balanced_class_weights,
-)
+from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig, balanced_class_weights
+from kvasir_mobileone.models.metrics import PresentClassesF1, PresentClassesRecall
 
 BIG = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
 SMALL = "polyps"

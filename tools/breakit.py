@@ -385,7 +385,7 @@ MUTATIONS = [
     # issue 21: imbalanced classes and doubtful labels
     Mutation(
         "val/f1_macro averages the classes present, as the report does",
-        "models/classifier.py",
+        "models/metrics.py",
         "        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)\n        present = (tp + fn) > 0",
         "        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)\n        present = (tp + fn + fp) > 0",
         IM + "test_val_macro_f1_is_the_reports_macro_f1",

@@ -23,6 +23,7 @@ from kvasir_mobileone.deploy.export import (
     require_parity,
     save_weights,
 )
+from kvasir_mobileone.deploy.latency import latency_ms
 from kvasir_mobileone.deploy.quantize import (
     CONFIGS,
     DEFAULT_CONFIG,
@@ -33,7 +34,6 @@ from kvasir_mobileone.deploy.quantize import (
     session,
     session_logits,
 )
-from kvasir_mobileone.deploy.runtime import latency_ms
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import markdown_table, update_json, write_json

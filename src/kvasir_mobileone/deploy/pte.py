@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kvasir_mobileone.deploy.runtime import latency_ms
+from kvasir_mobileone.deploy.latency import latency_ms
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import atomic_path

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kvasir_mobileone.deploy.runtime import latency_ms
+from kvasir_mobileone.deploy.latency import latency_ms
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import paired_difference
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval

@@ -15,22 +15,6 @@ from kvasir_mobileone.runs import INT8_NAME, METADATA_NAME, ONNX_NAME, PTE_INT8_
 RUNTIMES = ("onnxruntime", "executorch", "coreml")  # what runs a bundle (`kvasir predict --runtime`)
 
 
-def latency_ms(logits, shape: tuple[int, ...], repeats: int = 20) -> float:
-    """Median ms per image of one batch of `shape` through `logits` (any runtime's function of its input), after
-    three warm-up calls."""
-    import time
-
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    for _ in range(3):
-        logits(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        logits(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000 / shape[0])
-
-
 def is_bundle(path: Path) -> bool:
     return (path / ONNX_NAME).is_file() and (path / METADATA_NAME).is_file()
 

@@ -1,5 +1,6 @@
-"""The LightningModule: a timm classifier with one step shared by train, val and test, an injected optimizer and
-LR scheduler, and a checkpoint that stands alone (model, classes, input size, mean/std, evaluation precision)."""
+"""The LightningModule: a timm classifier with one step shared by train, val and test, the optimizer and schedule of
+models/optim.py, the metrics of models/metrics.py, and a checkpoint that stands alone (model, classes, the model
+input, evaluation precision)."""
 
 from __future__ import annotations
 
@@ -7,65 +8,30 @@ import contextlib
 import dataclasses
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import instantiate_class
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.backbone import create_backbone, model_input_for
+from kvasir_mobileone.models.metrics import stage_metrics
+from kvasir_mobileone.models.optim import (
+    ModelConfig,
+    build_lr_scheduler,
+    build_optimizer,
+    lr_factor,
+    scheduler_interval,
+    warmup_epochs,
+)
 from kvasir_mobileone.runs import read_checkpoint
 
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
 log = logging.getLogger(__name__)
-
-# Epochs of warmup when the learning rate is scaled up for a larger batch and --model.warmup_epochs is not given
-# (the linear scaling rule needs a warmup: Goyal et al. 2017, "Accurate, Large Minibatch SGD").
-SCALED_WARMUP_EPOCHS = 3
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The backbone and how it is optimised.
-
-    Args:
-        name: any timm model name; mobileone_s0 ... mobileone_s4
-        pretrained: ImageNet weights from the Hugging Face hub through timm
-        weights: local timm checkpoint or .safetensors file, for offline machines
-        optimizer: a torch.optim class (Adam, torch.optim.SGD, any dotted path) or {class_path, init_args}
-        lr: learning rate at lr_reference_batch images per step (init_args may override it)
-        weight_decay: weight decay of the optimizer (init_args may override it)
-        lr_scheduler: None, a torch.optim.lr_scheduler class or {class_path, init_args, interval: epoch|step}
-        warmup_epochs: epochs of linear learning-rate warmup, before the lr_scheduler; None: 3 when lr_scaling
-            raises the learning rate, else 0
-        lr_scaling: how the learning rate follows the batch (images per optimizer step over all devices):
-            linear (lr x batch / lr_reference_batch), sqrt, or none
-        lr_reference_batch: the batch size `lr` is meant for (the original workflow's 32)
-        label_smoothing: cross-entropy label smoothing (0 to 1)
-        class_weights: none, or balanced: the training loss weights each class by N / (K x its training images),
-            so that every class weighs as much in total (scikit-learn's "balanced"); val and test losses unweighted
-    """
-
-    name: str = "mobileone_s3"
-    pretrained: bool = True
-    weights: str | None = None
-    optimizer: str | dict[str, Any] = "Adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_scheduler: str | dict[str, Any] | None = None
-    warmup_epochs: int | None = None
-    label_smoothing: float = 0.0
-    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
-    lr_reference_batch: int = 32
-    class_weights: Literal["none", "balanced"] = "none"
 
 
 def inductor_cache_dir() -> Path:
@@ -80,123 +46,6 @@ def balanced_class_weights(counts: list[int]) -> list[float]:
     """N / (K x n_c) per class (0 for a class without training images)."""
     total, present = sum(counts), sum(1 for n in counts if n)
     return [total / (present * n) if n else 0.0 for n in counts]
-
-
-def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
-    """{class_path, init_args} as LightningCLI injects classes; a bare class name is looked up in `package`."""
-    if isinstance(spec, str):
-        spec = {"class_path": spec}
-    if "class_path" not in spec:
-        raise UserError(f"{spec} names no class: give a class name or {{class_path: ..., init_args: {{...}}}}.")
-    path = spec["class_path"] if "." in spec["class_path"] else f"{package}.{spec['class_path']}"
-    return {"class_path": path, "init_args": dict(spec.get("init_args") or {})} | (
-        {"interval": spec["interval"]} if "interval" in spec else {}
-    )
-
-
-def lr_factor(cfg: ModelConfig, batch_size: int | None) -> float:
-    """What cfg.lr_scaling multiplies the learning rate by at `batch_size` images per optimizer step."""
-    if not batch_size:
-        return 1.0
-    ratio = batch_size / cfg.lr_reference_batch
-    return {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[cfg.lr_scaling]
-
-
-def scaled_lr(cfg: ModelConfig, batch_size: int) -> float:
-    """The learning rate for `batch_size` images per optimizer step under cfg.lr_scaling."""
-    return cfg.lr * lr_factor(cfg, batch_size)
-
-
-def warmup_epochs(cfg: ModelConfig, batch_size: int) -> int:
-    if cfg.warmup_epochs is not None:
-        return cfg.warmup_epochs
-    return SCALED_WARMUP_EPOCHS if lr_factor(cfg, batch_size) > 1 else 0
-
-
-def build_optimizer(cfg: ModelConfig, parameters, batch_size: int | None = None) -> torch.optim.Optimizer:
-    """The configured optimizer, its learning rate (--model.lr, or an init_args lr) scaled to `batch_size` images
-    per step."""
-    spec = class_spec(cfg.optimizer, "torch.optim")
-    init_args = {"lr": cfg.lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
-    spec["init_args"] = init_args | {"lr": init_args["lr"] * lr_factor(cfg, batch_size)}
-    try:
-        return instantiate_class(parameters, spec)
-    except (ImportError, AttributeError, TypeError) as err:
-        raise UserError(
-            f"--model.optimizer {cfg.optimizer!r} could not be made ({err}): name a torch.optim class, "
-            "e.g. Adam or torch.optim.SGD, with init_args it accepts."
-        ) from err
-
-
-def scheduler_interval(cfg: ModelConfig) -> str:
-    return (
-        class_spec(cfg.lr_scheduler, "torch.optim.lr_scheduler").get("interval", "epoch")
-        if cfg.lr_scheduler
-        else "epoch"
-    )
-
-
-def build_lr_scheduler(
-    cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0, steps_per_epoch: int = 1
-) -> dict | None:
-    """The configured scheduler, after warmup_epochs of linear warmup; stepped per epoch by default (per
-    optimizer step with interval: step, when the warmup counts steps_per_epoch steps per epoch)."""
-    from torch.optim.lr_scheduler import LinearLR, SequentialLR
-
-    scheduler, interval = None, "epoch"
-    if cfg.lr_scheduler:
-        spec = class_spec(cfg.lr_scheduler, "torch.optim.lr_scheduler")
-        interval = spec.pop("interval", "epoch")
-        try:
-            scheduler = instantiate_class(optimizer, spec)
-        except (ImportError, AttributeError, TypeError) as err:
-            raise UserError(
-                f"--model.lr_scheduler {cfg.lr_scheduler!r} could not be made ({err}): name a "
-                "torch.optim.lr_scheduler class with init_args it accepts."
-            ) from err
-    warmup = min(warmup_epochs(cfg, batch_size or cfg.lr_reference_batch), max_epochs)
-    if warmup:
-        warmup *= steps_per_epoch if interval == "step" else 1
-        ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
-        scheduler = SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup]) if scheduler else ramp
-    return {"scheduler": scheduler, "interval": interval} if scheduler else None
-
-
-class PresentClassesF1(MulticlassStatScores):
-    """Macro-F1 as the test report defines it (evaluation.metrics.macro_f1): the mean F1 over the classes that have
-    images among the targets. torchmetrics' macro average also counts a class that is predicted but absent as 0,
-    which on small imbalanced val sets picks checkpoints by another number than the one published."""
-
-    def __init__(self, num_classes: int, **kwargs):
-        super().__init__(num_classes, average=None, **kwargs)
-
-    def compute(self) -> torch.Tensor:
-        tp, fp, _, fn = self._final_state()
-        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
-        present = (tp + fn) > 0
-        return f1[present].float().mean() if present.any() else torch.tensor(0.0, device=tp.device)
-
-
-class PresentClassesRecall(MulticlassStatScores):
-    """Balanced accuracy as the test report defines it: the mean recall over the classes that have images."""
-
-    def __init__(self, num_classes: int, **kwargs):
-        super().__init__(num_classes, average=None, **kwargs)
-
-    def compute(self) -> torch.Tensor:
-        tp, _, _, fn = self._final_state()
-        present = (tp + fn) > 0
-        return (tp[present] / (tp + fn)[present]).float().mean() if present.any() else torch.tensor(0.0)
-
-
-def stage_metrics(num_classes: int, stage: str) -> MetricCollection:
-    """Running metrics logged per epoch (the test report computes its own from the gathered predictions, with the
-    same definitions)."""
-    metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
-    if stage in ("val", "test"):
-        metrics["f1_macro"] = PresentClassesF1(num_classes)
-        metrics["balanced_acc"] = PresentClassesRecall(num_classes)
-    return MetricCollection(metrics, prefix=f"{stage}/")
 
 
 class MobileOneClassifier(L.LightningModule):
