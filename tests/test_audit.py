@@ -12,7 +12,8 @@ from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.regions import REGIONS, mask_pixels, overlay_census, parse_regions
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.evaluation.audit import BASELINE_FINDINGS, baseline_finding, load_pixels, predict_pixels
+from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
+from kvasir_mobileone.evaluation.audit_report import BASELINE_FINDINGS, baseline_finding
 from kvasir_mobileone.evaluation.stats import mcnemar
 from kvasir_mobileone.images import black_out, decode_resized
 from kvasir_mobileone.io import read_csv

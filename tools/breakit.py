@@ -492,7 +492,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the shortcut baseline is judged by its interval, not its point value",
-        "evaluation/audit.py",
+        "evaluation/audit_report.py",
         'above, reaches = low > baseline["chance"], high >= network_accuracy',
         'above, reaches = baseline["accuracy"] > baseline["chance"], high >= network_accuracy',
         AU + "test_the_shortcut_baseline_is_judged_by_its_interval",

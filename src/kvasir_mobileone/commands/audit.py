@@ -14,7 +14,6 @@ from kvasir_mobileone.data.regions import REGIONS, census_by_class, parse_region
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import (
     baseline_features,
-    baseline_finding,
     baseline_places,
     frame_swap,
     load_pixels,
@@ -22,9 +21,8 @@ from kvasir_mobileone.evaluation.audit import (
     region_masking,
     region_share,
     shortcut_baseline,
-    verdict,
-    write_audit,
 )
+from kvasir_mobileone.evaluation.audit_report import baseline_finding, verdict, write_audit
 from kvasir_mobileone.evaluation.frames import map_predictability, plot_frame_maps
 from kvasir_mobileone.evaluation.metrics import accuracy
 from kvasir_mobileone.extras import require
