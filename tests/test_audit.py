@@ -15,7 +15,7 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
 from kvasir_mobileone.evaluation.audit_report import BASELINE_FINDINGS, baseline_finding
 from kvasir_mobileone.evaluation.stats import mcnemar
-from kvasir_mobileone.images import black_out, decode_resized
+from kvasir_mobileone.images import decode_resized
 from kvasir_mobileone.io import read_csv
 from kvasir_mobileone.models.loading import open_run
 
@@ -117,7 +117,7 @@ def test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the
     rows = [r for r in read_csv(runs["masked"] / "split_manifest.csv") if r["split"] == "test"]
     targets = np.array([CLASSES.index(r["label"]) for r in rows])
     pixels = load_pixels(masked.data_dir(), [r["path"] for r in rows], 32, "bilinear", "test")
-    pixels = np.stack([black_out(p, masked.model_input.mask) for p in pixels])
+    pixels = np.stack([mask_pixels(p, masked.model_input.mask) for p in pixels])
     right = {
         name: predict_pixels(trained.module, pixels, trained.model_input).argmax(axis=1) == targets
         for name, trained in (("planted", planted), ("masked", masked))

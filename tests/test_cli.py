@@ -187,6 +187,7 @@ def test_renamed_flags_keep_working_for_one_release_with_a_note(capsys):
     ]
     err = capsys.readouterr().err
     assert "note: --size is now --image_size" in err and "note: --workers is now --num_workers" in err
+    assert renamed_flags(["audit", "r", "--regions", "[a]"]) == ["audit", "r", "--mask_regions", "[a]"]
     assert renamed_flags(["fit", "--data.image_size", "64"]) == ["fit", "--data.image_size", "64"]  # fit's own flags
 
 

@@ -59,7 +59,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def audits(runs):
-    light = ["--regions", "[bottom-left-box]", "--occlusion_per_class", "2", "--n_resamples", "300"]
+    light = ["--mask_regions", "[bottom-left-box]", "--occlusion_per_class", "2", "--n_resamples", "300"]
     return {name: main(["audit", str(runs[name]), *light]) for name in ("plain", "fov")}
 
 

@@ -28,10 +28,11 @@ from kvasir_mobileone.data import dataset as dataset_module
 from kvasir_mobileone.data.cache import build_cache
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
+from kvasir_mobileone.data.regions import mask_pixels
 from kvasir_mobileone.data.resident import DEVICE_SHARE, ImageBank, ResidentBatches, placement
 from kvasir_mobileone.data.split import make_split
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval
-from kvasir_mobileone.images import ModelInput, black_out
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models import trainer as trainer_module
 from kvasir_mobileone.models.backbone import model_input_for
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
@@ -177,7 +178,7 @@ def test_resident_masking_is_the_workers_black_out_pixel_for_pixel(tiny_data):
     box = (0.13, 0.21, 0.57, 0.83)  # edges where rounding decides
     datamodule = resident_module(tiny_data, rows, dataclasses.replace(NORM, mask=(box,)))
     for k, row in enumerate(rows[:12]):
-        expected = black_out(datamodule.cache.get(row["path"]), (box,))
+        expected = mask_pixels(datamodule.cache.get(row["path"]), (box,))
         assert np.array_equal(np.asarray(datamodule.bank.images[k]), expected), row["path"]
 
 

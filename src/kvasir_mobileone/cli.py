@@ -50,6 +50,7 @@ RENAMED = {
     "eda": {"--data": "--data_dir"},
     "prepare": {"--data": "--data_dir", "--size": "--image_size"},
     "benchmark": {"--data": "--data_dir", "--images": "--num_images", "--workers": "--num_workers"},
+    "audit": {"--regions": "--mask_regions"},  # the regions the audit masks, named as fit's --data.mask_regions
 }
 
 
@@ -107,7 +108,11 @@ def renamed_flags(args: list[str]) -> list[str]:
     return out
 
 
-REGION_FLAGS = ("--regions", "--data.mask_regions")  # lists of region names and name:x0,y0,x1,y1 boxes
+REGION_FLAGS = (
+    "--mask_regions",
+    "--regions",
+    "--data.mask_regions",
+)  # lists of region names and name:x0,y0,x1,y1 boxes
 
 
 def _region_list(value: str) -> str:

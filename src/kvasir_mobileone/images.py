@@ -214,12 +214,3 @@ def box_mask(boxes, height: int, width: int) -> np.ndarray:
     for x0, y0, x1, y1 in boxes:
         mask[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)] = True
     return mask
-
-
-def black_out(pixels: np.ndarray, boxes) -> np.ndarray:
-    """A copy with the boxes set to black; the image itself when there are none."""
-    if not len(boxes):
-        return pixels
-    masked = pixels.copy()
-    masked[box_mask(boxes, *pixels.shape[:2])] = 0
-    return masked

@@ -50,7 +50,7 @@ def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
 
 def audit(
     run: str,
-    regions: list[str] | None = None,
+    mask_regions: list[str] | None = None,
     out: str | None = None,
     occlusion_per_class: int = 16,
     manifest: str | None = None,
@@ -60,15 +60,15 @@ def audit(
 ) -> dict:
     """Audit a run on its test images for shortcuts: region masking, occlusion, a shortcut baseline, a census.
 
-    --regions '[bottom-left-box, top-left-text, box:0.7,0,1,0.2]' (default: every named region); writes
+    --mask_regions '[bottom-left-box, top-left-text, box:0.7,0,1,0.2]' (default: every named region); writes
     RUN/audit/report.md with the verdict at the top."""
     require("captum", "explain")  # the occlusion maps, at the end: say so before the work
     trained = open_run(run, data_dir)
     rows, _ = trained.manifest_rows(manifest)
     module, model_input, names = trained.module, trained.model_input, trained.module.class_names
-    chosen = parse_regions(regions or list(REGIONS))
+    chosen = parse_regions(mask_regions or list(REGIONS))
     if not chosen:
-        raise UserError("No region to audit: give --regions names or name:x0,y0,x1,y1 boxes.")
+        raise UserError("No region to audit: give --mask_regions names or name:x0,y0,x1,y1 boxes.")
     data = trained.data_dir()
     index = {c: i for i, c in enumerate(names)}
     test_rows = [r for r in rows if r["split"] == "test"]

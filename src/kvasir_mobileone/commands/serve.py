@@ -8,7 +8,8 @@ import signal
 import sys
 import tempfile
 
-from kvasir_mobileone.deploy.serve import build_app, page_style, upload_cap_mb
+from kvasir_mobileone.deploy.page_style import page_style
+from kvasir_mobileone.deploy.serve import build_app, upload_cap_mb
 from kvasir_mobileone.extras import require
 
 

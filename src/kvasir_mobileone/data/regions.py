@@ -10,7 +10,7 @@ import numpy as np
 
 from kvasir_mobileone.data import pixels as pixel_rules
 from kvasir_mobileone.data.folder import DataError
-from kvasir_mobileone.images import black_out, box_mask
+from kvasir_mobileone.images import box_mask, hide
 
 Box = tuple[float, float, float, float]
 
@@ -56,7 +56,7 @@ def tissue_colour(pixels: np.ndarray, outside: np.ndarray) -> np.ndarray:
 def mask_pixels(pixels: np.ndarray, boxes, fill: str = "black") -> np.ndarray:
     """A copy of an HWC uint8 image with the boxes filled with black or the image's mean tissue colour."""
     if fill == "black" or not len(boxes):
-        return black_out(pixels, boxes)
+        return hide(pixels, box_mask(boxes, *pixels.shape[:2])) if len(boxes) else pixels
     mask = box_mask(boxes, *pixels.shape[:2])
     masked = pixels.copy()
     masked[mask] = tissue_colour(pixels, ~mask).round().astype(np.uint8)
