@@ -173,7 +173,6 @@ class RunFolder:
     last = property(lambda self: self.root / "checkpoints" / "last.ckpt")
     test_dir = property(lambda self: self.root / "test")
     test = property(lambda self: TestReport(self.root / "test"))
-    audit_dir = property(lambda self: self.root / "audit")
     model_info = property(lambda self: self.root / "model_info.json")
     temperature = property(lambda self: self.root / "temperature.json")
     features_dir = property(lambda self: self.root / "features")
@@ -243,9 +242,6 @@ class CvFolder(RunFolder):
         pattern = re.compile(rf"{FOLD_PREFIX}(\d+)")
         return sorted(int(m.group(1)) for d in self.root.iterdir() if d.is_dir() and (m := pattern.fullmatch(d.name)))
 
-    def is_cv(self) -> bool:
-        return self.config.is_file() and FOLDS_KEY in (self.read_config() or {})
-
 
 @dataclass(frozen=True)
 class AuditFolder:
@@ -260,7 +256,6 @@ class AuditFolder:
     report = property(lambda self: self.root / REPORT_NAME)
     result = property(lambda self: self.root / "audit.json")
     frame_maps_png = property(lambda self: self.root / FRAME_MAPS_PNG)
-    frame_maps_json = property(lambda self: self.root / FRAME_MAPS_JSON)
     occlusion_png = property(lambda self: self.root / "occlusion.png")
     frame_swap_png = property(lambda self: self.root / "frame_swap.png")
     proposed_view = property(lambda self: self.root / FIELD_OF_VIEW_NAME)
