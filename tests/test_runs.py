@@ -116,6 +116,7 @@ LAYERS = {
     "images": 0,
     "runs": 0,
     "extras": 0,
+    "answers": 0,
     "data": 1,
     "models": 2,
     "evaluation": 3,

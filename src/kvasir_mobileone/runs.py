@@ -47,12 +47,14 @@ LAYOUT = {
     ),
     "`checkpoints/best.ckpt`": (
         "best by `--trainer.monitor` (val macro-F1 by default); stands alone (model name, classes, input size, "
-        "mean/std, interpolation, evaluation precision, the run's config)"
+        "mean/std, interpolation, evaluation precision, the run's config, the fitted out-of-distribution detector, "
+        "abstention threshold and conformal quantile)"
     ),
     "`checkpoints/last.ckpt`": "end of the last epoch, for `--resume`",
     "`test/`": (
         "`report.md`, `metrics.json`, `predictions.csv`, per-class tables, confusion matrices, reliability "
-        "diagram; metrics on all test images and on the leak-free ones"
+        "diagram; metrics on all test images and on the leak-free ones; out-of-distribution scores, "
+        "risk-coverage curves and prediction-set coverage"
     ),
     "`model_info.json`": (
         "parameters before/after fusing; the field of view's SHA-256 and share of the input; after `kvasir export`: "
@@ -89,6 +91,8 @@ class TestReport:
     confusion_rates_png = property(lambda self: self.root / "confusion_matrix_normalized.png")
     reliability_png = property(lambda self: self.root / "reliability.png")
     model_input_png = property(lambda self: self.root / "model_input.png")
+    risk_coverage_png = property(lambda self: self.root / "risk_coverage.png")
+    ood_scores_png = property(lambda self: self.root / "ood_scores.png")
 
     def write_predictions(self, predictions: Predictions) -> Path:
         return write_predictions(self.predictions, predictions)
@@ -303,6 +307,7 @@ ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "met
 INT8_NAME = "model.int8.onnx"
 PTE_NAME, PTE_INT8_NAME = "model.pte", "model.int8.pte"
 COREML_NAME = "model.mlpackage"
+UNCERTAINTY_NAME = "uncertainty.npz"  # the out-of-distribution detector's arrays (answers.Uncertainty.arrays)
 CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
 
 

@@ -13,6 +13,7 @@ from kvasir_mobileone.data.field_of_view import write_view_png
 from kvasir_mobileone.deploy.card import write_card
 from kvasir_mobileone.deploy.export import (
     FORMATS,
+    LogitsAndFeatures,
     bundle_files,
     bundle_metadata,
     bundle_sizes,
@@ -36,7 +37,7 @@ from kvasir_mobileone.deploy.quantize import (
 )
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
-from kvasir_mobileone.io import markdown_table, update_json, write_json
+from kvasir_mobileone.io import atomic_path, markdown_table, update_json, write_json
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import (
     CARD_NAME,
@@ -45,6 +46,7 @@ from kvasir_mobileone.runs import (
     INT8_NAME,
     METADATA_NAME,
     ONNX_NAME,
+    UNCERTAINTY_NAME,
     UNFUSED_NAME,
     WEIGHTS_NAME,
 )
@@ -96,6 +98,7 @@ def export(
     fused, checks = fused_onnx(unfused, batch, out_dir / ONNX_NAME, opset)
     if "executorch" in formats:
         pte = executorch_fp32(fused, batch, out_dir, checks)
+    agreement = uncertainty_files(module, fused, batch, out_dir)
     rows = [
         [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
         for name, c in checks.items()
@@ -133,6 +136,8 @@ def export(
     metrics_path = trained.run.test.metrics if trained.run else None
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path and metrics_path.is_file() else None
     metadata = bundle_metadata(trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
+    if agreement:
+        metadata["uncertainty_parity"] = agreement
     if trained.precision != "32-true":
         metadata["parity_at_eval_precision"] = checks_eval | {"precision": trained.precision}
     metadata["how"] = (
@@ -176,12 +181,42 @@ def export(
     return out_dir
 
 
+def uncertainty_files(module, fused: torch.nn.Module, batch: torch.Tensor, out_dir: Path) -> dict | None:
+    """uncertainty.npz beside the model, and how the bundle's answers agree with the checkpoint's on the parity
+    images (the ONNX graph's features against the trained model's); None when the checkpoint has no detector."""
+    found = module.uncertainty
+    if found is None:
+        print("No out-of-distribution detector in this checkpoint: `kvasir test RUN` fits one; export again after.")
+        return None
+    with atomic_path(out_dir / UNCERTAINTY_NAME) as tmp, tmp.open("wb") as f:
+        np.savez(f, **found.arrays)
+    with torch.no_grad():
+        logits, features = (t.numpy() for t in module.logits_and_features(batch))
+    names = module.class_names
+    reference = found.judge(logits, features, names)
+    sess = session(out_dir / ONNX_NAME)
+    onnx_out = found.judge(*sess.run(None, {sess.get_inputs()[0].name: batch.numpy()}), names)
+    same = [
+        a["answer"] == b["answer"] and a["prediction_set"] == b["prediction_set"]
+        for a, b in zip(reference, onnx_out, strict=True)
+    ]
+    agreement = {"images": len(same), "answers_agree": float(np.mean(same))}
+    if found.ood_scores(logits, features) is not None:
+        diff = np.abs(np.array([a["ood_score"] for a in reference]) - np.array([b["ood_score"] for b in onnx_out]))
+        agreement["max_ood_score_diff"] = float(diff.max())
+    print(
+        f"Uncertainty ({found.detector}): the ONNX model's answers agree with the checkpoint's on "
+        f"{100 * agreement['answers_agree']:.1f}% of {len(same)} images."
+    )
+    return agreement
+
+
 def executorch_fp32(fused: torch.nn.Module, batch: torch.Tensor, out_dir: Path, checks: dict) -> dict:
     """model.pte beside the ONNX model; its parity with the fused model joins `checks` (the same tolerance)."""
     from kvasir_mobileone.deploy import pte
 
     print("ExecuTorch: export and lowering to XNNPACK (a minute on a small CPU) ...")
-    pte.export_pte(fused, batch, out_dir / pte.PTE_NAME)
+    pte.export_pte(LogitsAndFeatures(fused), batch, out_dir / pte.PTE_NAME)
     program = pte.PteModel(out_dir / pte.PTE_NAME)
     with torch.no_grad():
         checks["fused_torch_vs_executorch"] = parity(fused(batch).numpy(), program.logits(batch.numpy()))
@@ -249,7 +284,7 @@ def quantize_all(
         from kvasir_mobileone.deploy.pte import pte_int8_for_run
 
         try:
-            figures = pte_int8_for_run(fused, images, out_dir, max_drop, force)
+            figures = pte_int8_for_run(LogitsAndFeatures(fused), images, out_dir, max_drop, force)
             print("ExecuTorch " + figures.pop("summary"))
             metadata["executorch"]["int8"] = figures
         except Int8Refused as err:

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
+from kvasir_mobileone.answers import UncertaintyConfig
 from kvasir_mobileone.data.check import DataCheckError, Problem, add_problems, check_split, write_problems
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
 from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
@@ -27,11 +28,17 @@ from kvasir_mobileone.data.split import (
     write_leaks,
     write_manifest,
 )
+from kvasir_mobileone.evaluation.outputs import calibrate
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
 from kvasir_mobileone.images import ModelInput, encode_view, view_sha256
 from kvasir_mobileone.io import markdown_table, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import model_input_for, parameter_info
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig, inductor_cache_dir
+from kvasir_mobileone.models.classifier import (
+    MobileOneClassifier,
+    ModelConfig,
+    inductor_cache_dir,
+    store_uncertainty,
+)
 from kvasir_mobileone.models.trainer import (
     MONITOR_MODES,
     TrainerConfig,
@@ -227,6 +234,7 @@ def fit(
     strict: bool = False,
     resume: str | None = None,
     data_dir: str | None = None,
+    uncertainty: UncertaintyConfig = UncertaintyConfig(),
 ) -> Path:
     """Train a classifier; writes a run folder (config, split manifest, checkpoints, logs, test report).
 
@@ -234,13 +242,13 @@ def fit(
     last checkpoint with the run's own configuration (--data_dir when its data folder has moved)."""
     inherited = os.environ.get(RUN_DIR_ENV)  # set for the processes Lightning launches for DDP
     try:
-        return _fit(data, model, trainer, test_after, strict, resume, data_dir)
+        return _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty)
     finally:
         if inherited is None:  # the next fit in this process gets a run folder of its own
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
+def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty) -> Path:
     ckpt_path = None
     if resume:
         run = RunFolder(Path(resume).resolve())
@@ -250,6 +258,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
             ModelConfig(**config["model"]),
             TrainerConfig(**config["trainer"]),
         )
+        uncertainty = UncertaintyConfig(**config.get("uncertainty", {}))
         data = dataclasses.replace(data, data_dir=str(existing_data_dir(data.data_dir, data_dir, str(run.root))))
         # last.ckpt holds every weight: downloading ImageNet weights only to overwrite them would fail offline
         model = dataclasses.replace(model, pretrained=False, weights=None)
@@ -263,7 +272,8 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         data, trainer = resolved(data, trainer)
         run = create_run(trainer.runs_dir, trainer.run_name, model.name)
         rows = prepare_split(data, strict, run)
-    config = {k: dataclasses.asdict(v) for k, v in (("data", data), ("model", model), ("trainer", trainer))}
+    parts = (("data", data), ("model", model), ("trainer", trainer), ("uncertainty", uncertainty))
+    config = {k: dataclasses.asdict(v) for k, v in parts}
     if not resume and is_rank_zero():
         run.write_config(config)
         write_manifest(run.manifest, rows)
@@ -322,6 +332,11 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir) -> Path:
         if best is None:  # no validation: no best checkpoint
             print("No best checkpoint was saved (no validation ran): testing the weights in memory.")
         lightning_trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        if lightning_trainer.world_size == 1:  # the detector and thresholds, fitted and kept in the checkpoint
+            module.uncertainty = calibrate(lightning_trainer, module, data, rows, uncertainty, datamodule.skipped)
+            store_uncertainty(run.checkpoint(), module.uncertainty)
+        else:
+            print("The out-of-distribution detector and thresholds are fitted on one device: `kvasir test RUN`.")
         if lightning_trainer.is_global_zero:
             metrics = report_test_predictions(
                 module, rows, run.test_dir, precision=evaluation_precision(trainer), excluded=run.excluded_count()

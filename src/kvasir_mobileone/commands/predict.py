@@ -8,8 +8,9 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from kvasir_mobileone.answers import NOT_SURE
 from kvasir_mobileone.data.folder import expand_inputs
-from kvasir_mobileone.deploy.predict import probabilities, top_classes, write_predictions
+from kvasir_mobileone.deploy.predict import classify, top_classes, write_predictions
 from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.extras import require
 
@@ -50,10 +51,10 @@ def predict(
                 results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
         if not good:
             continue
-        probs = probabilities(predictor, np.stack(arrays), tta)
+        probs, judged = classify(predictor, np.stack(arrays), tta)
         results += [
-            {"path": str(path), "error": ""} | top_classes(p, class_names, top_k)
-            for path, p in zip(good, probs, strict=True)
+            {"path": str(path), "error": ""} | j | top_classes(p, class_names, top_k)
+            for path, p, j in zip(good, probs, judged, strict=True)
         ]
     results.sort(key=lambda r: r["path"])
     _print_table(results, top_k)
@@ -71,9 +72,22 @@ def _print_table(results: list[dict], top_k: int, limit: int = 20) -> None:
     bad = [r for r in results if r["error"]]
     for r in [r for r in results if not r["error"]][:limit]:
         guesses = ", ".join(f"{r[f'top{i + 1}']} {r[f'p{i + 1}']:.3f}" for i in range(top_k))
-        print(f"{r['path']:<60}  {guesses}")
+        answer = r["answer"] if r["answer"] != r["top1"] else ""
+        extra = f"  [{answer}]" if answer else ""
+        extra += f"  set: {r['prediction_set']}" if r.get("prediction_set") else ""
+        print(f"{r['path']:<60}  {guesses}{extra}")
     if len(results) - len(bad) > limit:
         print(f"... {len(results) - len(bad) - limit} more")
     for r in bad:
         print(f"UNREADABLE {r['path']}: {r['error']}")
-    print(f"{len(results) - len(bad)} images classified, {len(bad)} unreadable.")
+    outside = sum(1 for r in results if r.get("outside") is True)
+    unsure = sum(1 for r in results if r.get("answer") == NOT_SURE)
+    print(
+        f"{len(results) - len(bad)} images classified, {len(bad)} unreadable"
+        + (
+            f"; {outside} outside the training data, {unsure} not sure"
+            if any(r.get("prediction_set") for r in results)
+            else ""
+        )
+        + "."
+    )

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from kvasir_mobileone.answers import UncertaintyConfig
 from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.evaluation.outputs import calibrate as calibrate_uncertainty
 from kvasir_mobileone.evaluation.stats import fit_temperature
 from kvasir_mobileone.evaluation.testing import eval_trainer_config, report_test_predictions, test_summary
-from kvasir_mobileone.io import write_json
+from kvasir_mobileone.io import read_csv, write_json
+from kvasir_mobileone.models.classifier import store_uncertainty
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, on_gpu, speed_settings
 
@@ -25,6 +28,8 @@ def test(
     precision: str | None = None,
     tta: bool = False,
     calibrate: bool = False,
+    refit_uncertainty: bool = False,
+    uncertainty: UncertaintyConfig = UncertaintyConfig(),
 ) -> dict:
     """Evaluate a run folder or checkpoint on its split manifest's test images; writes RUN/test/report.md.
 
@@ -32,7 +37,9 @@ def test(
     reproduces the test at the end of `fit` exactly. A lone checkpoint needs --manifest; --data_dir points to the
     images when the recorded data folder has moved. --tta true averages in the horizontally flipped image;
     --calibrate true fits a softmax temperature on the val split, saves it as RUN/temperature.json (export and
-    predict use it) and reports calibration before and after."""
+    predict use it) and reports calibration before and after. A checkpoint without an out-of-distribution detector
+    (trained with --test_after false, or by an older release) gets one fitted with --uncertainty.* and written into
+    it; --refit_uncertainty true fits it again."""
     trained = open_run(run, data_dir)
     rows, manifest_path = trained.manifest_rows(manifest)
     module = trained.module
@@ -71,6 +78,18 @@ def test(
         if trained.run:
             write_json(trained.run.temperature, fitted)
     trainer.test(module, datamodule=datamodule, verbose=False)
+    if refit_uncertainty or module.uncertainty is None:
+        skip = (
+            [r["path"] for r in read_csv(trained.run.problems)]
+            if trained.run and trained.run.problems.is_file()
+            else []
+        )
+        module.uncertainty = calibrate_uncertainty(trainer, module, data_cfg, rows, uncertainty, skip)
+        store_uncertainty(trained.ckpt, module.uncertainty)
+        print(
+            "Out-of-distribution detector, abstention threshold and prediction sets fitted; written into "
+            f"{trained.ckpt}."
+        )
     excluded = trained.run.excluded_count() if trained.run and manifest is None else 0
     metrics = report_test_predictions(module, rows, out_dir, temperature, config.precision, excluded)
     print(test_summary(metrics))

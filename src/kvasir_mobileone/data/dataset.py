@@ -307,3 +307,7 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self.loader("test")
+
+    def predict_dataloader(self):
+        """The "test" rows, unaugmented (the uncertainty passes serve train and val images relabelled as test)."""
+        return self.loader("test")

@@ -267,6 +267,7 @@ def synth(
     split: str = "hyper-kvasir-2fold",
     flip_fraction: float = 0.0,
     frames: Literal["same", "per-class"] = "same",
+    foreign: bool = False,
 ) -> Path:
     """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
     dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
@@ -282,7 +283,14 @@ def synth(
     drawn class, given label): what `kvasir label-issues` must find. `frames per-class` gives each class its own
     frame outline (round, octagonal, narrow round, rounded rectangle, in turn) and a small icon at its own height on
     the right edge, as frames from different endoscopes differ: a shortcut in the frame itself (what
-    `--data.field_of_view common` removes)."""
+    `--data.field_of_view common` removes). `foreign true` writes instead images that are not endoscopy into dest
+    (scikit-learn's temple and flower photos, white, black and grey frames, noise, crops of the photos:
+    data/foreign.py), to see a model say "outside the training data"."""
+    if foreign:
+        from kvasir_mobileone.data.foreign import write_foreign
+
+        write_foreign(dest)
+        return Path(dest)
     dataset = HYPER_KVASIR if layout == "hyper-kvasir" else KVASIR_V2
     classes = tuple(classes or dataset.classes)
     unknown = [c for c in classes if layout == "hyper-kvasir" and c not in dataset.classes]

@@ -109,6 +109,10 @@ class CoreMLBundle:
         self.metadata, self.precision = metadata, "fp32"
         self.model_input = ModelInput.from_dict(metadata["input"])
         self.model = ct.models.MLModel(str(path))
+        self.uncertainty = None  # the Core ML graph gives probabilities only: no out-of-distribution flag
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.logits(batch), None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Network inputs turned back into pixels (the graph does its own preprocessing), as log-probabilities

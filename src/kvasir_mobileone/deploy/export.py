@@ -19,7 +19,7 @@ from kvasir_mobileone.models.backbone import fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun
 from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME, ONNX_NAME, WEIGHTS_NAME
 
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
+INPUT_NAME, OUTPUT_NAME, FEATURES_OUTPUT = "image", "logits", "features"
 FORMATS = ("onnx", "executorch", "coreml")  # `kvasir export --format`: ONNX always, the others on request
 LIBRARIES = ("torch", "torchvision", "timm", "lightning", "onnx", "onnxruntime", "safetensors")
 
@@ -38,20 +38,33 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     }
 
 
+class LogitsAndFeatures(torch.nn.Module):
+    """A timm network with two outputs, as the bundle's graphs have them: logits, and the pooled pre-logits features
+    the out-of-distribution detector reads (answers.py). One pass: forward_head with and without the classifier."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.network.forward_features(images)
+        return self.network.forward_head(maps), self.network.forward_head(maps, pre_logits=True)
+
+
 def weights_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> Path:
-    """ONNX with a dynamic batch axis, written whole or not at all."""
+    """ONNX with a dynamic batch axis and two outputs (logits, features), written whole or not at all."""
     with atomic_path(path) as tmp:
         torch.onnx.export(
-            model,
+            LogitsAndFeatures(model),
             (example,),
             str(tmp),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[OUTPUT_NAME, FEATURES_OUTPUT],
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, OUTPUT_NAME, FEATURES_OUTPUT)},
             opset_version=opset,
             dynamo=False,  # the TorchScript exporter: plain CNNs export cleanly, with no onnxscript rewrite
         )
@@ -155,6 +168,13 @@ def bundle_metadata(
             "field_of_view_png": FIELD_OF_VIEW_NAME if trained.model_input.field_of_view else None,
         },
         "output": {"name": OUTPUT_NAME, "meaning": "logits in class_names order; softmax gives probabilities"},
+        "features_output": {
+            "name": FEATURES_OUTPUT,
+            "meaning": "pooled pre-logits features: the out-of-distribution detector's input (uncertainty)",
+        },
+        # the detector, its threshold, abstention and the conformal quantile (answers.Uncertainty; arrays in
+        # uncertainty.npz); None when the checkpoint has none (`kvasir test RUN` fits it)
+        "uncertainty": trained.module.uncertainty.plain() if trained.module.uncertainty else None,
         # fitted on val by `kvasir test --calibrate true`: softmax(logits / temperature) is better calibrated
         "temperature": trained.temperature,
         "test_metrics": _headline(test_metrics) if test_metrics else None,

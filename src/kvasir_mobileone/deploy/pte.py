@@ -89,13 +89,18 @@ class PteModel:
         self.method = Runtime.get().load_program(path).load_method("forward")
         self.max_batch = int(self.method.metadata.input_tensor_meta(0).sizes()[0])  # the plan's upper bound
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, features); features None for a program exported before it had them."""
         step = self.max_batch
         chunks = [
-            self.method.execute([torch.from_numpy(np.ascontiguousarray(batch[i : i + step]))])[0].numpy()
+            self.method.execute([torch.from_numpy(np.ascontiguousarray(batch[i : i + step]))])
             for i in range(0, len(batch), step)
         ]
-        return np.concatenate(chunks)
+        logits = np.concatenate([c[0].numpy() for c in chunks])
+        return logits, np.concatenate([c[1].numpy() for c in chunks]) if len(chunks[0]) > 1 else None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[0]
 
 
 def pte_int8_for_run(fused: torch.nn.Module, images, out_dir: Path, max_accuracy_drop: float, force: bool) -> dict:

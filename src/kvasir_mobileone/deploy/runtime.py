@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kvasir_mobileone.answers import Uncertainty
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
-from kvasir_mobileone.runs import INT8_NAME, METADATA_NAME, ONNX_NAME, PTE_INT8_NAME, PTE_NAME
+from kvasir_mobileone.runs import INT8_NAME, METADATA_NAME, ONNX_NAME, PTE_INT8_NAME, PTE_NAME, UNCERTAINTY_NAME
 
 RUNTIMES = ("onnxruntime", "executorch", "coreml")  # what runs a bundle (`kvasir predict --runtime`)
 
@@ -26,6 +27,21 @@ def chosen_precision(precision: str, has_int8: bool, missing: str, how: str) -> 
     return "int8" if has_int8 and precision != "fp32" else "fp32"
 
 
+def bundle_uncertainty(bundle_dir: Path, metadata: dict) -> Uncertainty | None:
+    """The bundle's detector and thresholds (metadata.json "uncertainty" and uncertainty.npz); None when it has
+    none (exported before a detector was fitted, or by an older release)."""
+    plain = metadata.get("uncertainty")
+    if not plain:
+        return None
+    arrays_path = bundle_dir / UNCERTAINTY_NAME
+    if plain["detector"] != "energy" and not arrays_path.is_file():
+        raise UserError(f"{arrays_path} is missing: the bundle is incomplete; export it again.")
+    if not arrays_path.is_file():  # energy reads the logits alone
+        return Uncertainty.from_parts(plain, {})
+    with np.load(arrays_path) as arrays:
+        return Uncertainty.from_parts(plain, {k: arrays[k] for k in arrays.files})
+
+
 class OnnxBundle:
     """An exported bundle, run with onnxruntime: its int8 model when it has one (precision auto or int8)."""
 
@@ -39,9 +55,15 @@ class OnnxBundle:
         model = bundle_dir / (INT8_NAME if self.precision == "int8" else ONNX_NAME)
         self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.uncertainty = bundle_uncertainty(bundle_dir, self.metadata)
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, features); features None for a graph exported before it had them."""
+        found = self.session.run(None, {self.input_name: batch})
+        return found[0], found[1] if len(found) > 1 else None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.outputs(batch)[0]
 
 
 class ExecuTorchBundle:
@@ -59,6 +81,10 @@ class ExecuTorchBundle:
         missing = f"{bundle_dir} has no int8 ExecuTorch program"
         self.precision = chosen_precision(precision, has_int8, missing, "--format executorch --quantize int8")
         self.program = PteModel(bundle_dir / (PTE_INT8_NAME if self.precision == "int8" else PTE_NAME))
+        self.uncertainty = bundle_uncertainty(bundle_dir, self.metadata)
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.program.outputs(batch)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.program.logits(batch)
@@ -84,6 +110,12 @@ class TorchCheckpoint:
             "precision": trained.precision,
         }
         self._torch = torch
+        self.uncertainty = self.module.uncertainty
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.trained.evaluating():
+            logits, features = self.module.logits_and_features(self._torch.from_numpy(batch))
+        return logits.float().numpy(), features.float().numpy()
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         with self.trained.evaluating():

@@ -10,6 +10,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, bootstrap, norm
 
+from kvasir_mobileone.answers import softmax
+
 LEVEL = 0.95
 
 
@@ -94,11 +96,6 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
                 }
             )
     return {"ece": float(ece), "bins": rows}
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:

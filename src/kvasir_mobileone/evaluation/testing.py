@@ -9,8 +9,11 @@ import numpy as np
 
 from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
+from kvasir_mobileone.evaluation.outputs import foreign_outputs, test_outputs
 from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature
+from kvasir_mobileone.evaluation.uncertainty import measure
+from kvasir_mobileone.evaluation.uncertainty_report import uncertainty_section
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure
 from kvasir_mobileone.models.loading import TrainedRun
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision
@@ -127,6 +130,11 @@ def report_test_predictions(
             "the run's excluded.csv): these figures are on the remaining images.\n"
         )
     extra += model_input_section(module.model_input, out_dir)
+    if module.uncertainty is not None:
+        test, foreign = test_outputs(module), foreign_outputs(module)
+        measured = measure(module.uncertainty, test, foreign, names)
+        extra += uncertainty_section(measured, module.uncertainty, test, foreign, out_dir)
+        metrics["uncertainty"] = {k: v for k, v in measured.items() if k != "curves"}
     metrics["report"] = str(
         write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
     )

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kvasir_mobileone.answers import Uncertainty
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
+from kvasir_mobileone.io import atomic_path
 from kvasir_mobileone.models.backbone import create_backbone, model_input_for
 from kvasir_mobileone.models.metrics import stage_metrics
 from kvasir_mobileone.models.optim import (
@@ -30,6 +32,8 @@ from kvasir_mobileone.models.optim import (
 )
 from kvasir_mobileone.runs import read_checkpoint
 
+UNCERTAINTY_KEY = "uncertainty"  # the checkpoint's: {plain: Uncertainty.plain(), arrays: {name: tensor}}
+
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,16 @@ def inductor_cache_dir() -> Path:
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvasir-mobileone" / "inductor"
+
+
+def store_uncertainty(ckpt_path: str | Path, uncertainty: Uncertainty) -> Path:
+    """Write `uncertainty` into a checkpoint (whole or not at all): every command that opens it then has it."""
+    ckpt = read_checkpoint(ckpt_path)
+    arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in uncertainty.arrays.items()}
+    ckpt[UNCERTAINTY_KEY] = {"plain": uncertainty.plain(), "arrays": arrays}
+    with atomic_path(ckpt_path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(ckpt_path)
 
 
 def balanced_class_weights(counts: list[int]) -> list[float]:
@@ -94,6 +108,7 @@ class MobileOneClassifier(L.LightningModule):
         self._test_batches: list[tuple[torch.Tensor, ...]] = []
         self.tta = False  # test-time augmentation: also average in the horizontally flipped image
         self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
+        self.uncertainty: Uncertainty | None = None  # fitted after training (store_uncertainty), in the checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> MobileOneClassifier:
@@ -121,6 +136,11 @@ class MobileOneClassifier(L.LightningModule):
             hparams.get("class_counts"),
         )
         module.load_state_dict(ckpt["state_dict"])
+        found = ckpt.get(UNCERTAINTY_KEY)
+        if found:
+            module.uncertainty = Uncertainty.from_parts(
+                found["plain"], {k: v.numpy() for k, v in found["arrays"].items()}
+            )
         return module.eval()
 
     def accelerate(
@@ -143,6 +163,14 @@ class MobileOneClassifier(L.LightningModule):
         if self.compiled:
             self.backbone.compile(mode=compile_mode, dynamic=False)
 
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pooled pre-logits features) from one pass: timm's forward_features, then its head with and
+        without the classifier (forward_head(forward_features(x)) is what timm's forward computes). Eager."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        maps = self.backbone.forward_features(images)
+        return self.backbone.forward_head(maps), self.backbone.forward_head(maps, pre_logits=True)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -162,7 +190,7 @@ class MobileOneClassifier(L.LightningModule):
             return None
         if stage == "test":
             with self.evaluation_context(images.device):
-                logits = self(images.float()).float()
+                logits, features = (t.float() for t in self.logits_and_features(images.float()))
         else:
             logits = self(images)
         training = stage == "train"
@@ -191,7 +219,7 @@ class MobileOneClassifier(L.LightningModule):
                     flipped = self(torch.flip(images.float(), dims=[3])).detach().float().softmax(dim=1)
             else:
                 flipped = probs
-            self._test_batches.append((indices, targets, probs, (probs + flipped) / 2))
+            self._test_batches.append((indices, targets, probs, (probs + flipped) / 2, logits.detach(), features))
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -222,16 +250,27 @@ class MobileOneClassifier(L.LightningModule):
         # Gather every rank's predictions; DistributedSampler pads ranks with repeats, so keep each index once.
         gathered = [self.all_gather(torch.cat(parts)) for parts in zip(*self._test_batches, strict=True)]
         indices, targets = (t.reshape(-1) for t in gathered[:2])
-        probs, probs_tta = (t.reshape(-1, len(self.class_names)).float() for t in gathered[2:])
+        probs, probs_tta, logits = (t.reshape(-1, len(self.class_names)).float() for t in gathered[2:5])
+        features = gathered[5].reshape(len(indices), -1).float()
         order = np.unique(indices.cpu().numpy(), return_index=True)[1]
         self.test_predictions = {
             "index": indices.cpu().numpy()[order],
             "targets": targets.cpu().numpy()[order],
             "probs": probs.cpu().numpy()[order],
+            "logits": logits.cpu().numpy()[order],  # for the uncertainty figures (evaluation/uncertainty.py)
+            "features": features.cpu().numpy()[order],
         }
         if self.tta:
             self.test_predictions["probs_tta"] = probs_tta.cpu().numpy()[order]
         self._test_batches.clear()
+
+    def predict_step(self, batch, batch_idx):
+        """(indices, targets, logits, features) of a batch at the evaluation precision: the passes over train and
+        val images that fit the model's Uncertainty (evaluation/outputs.py)."""
+        images, targets, indices = batch
+        with self.evaluation_context(images.device):
+            logits, features = self.logits_and_features(images.float())
+        return indices.cpu(), targets.cpu(), logits.float().cpu(), features.float().cpu()
 
     def step_batch_size(self) -> int | None:
         """Images per optimizer step over every device: what the learning rate is scaled to."""

@@ -1,0 +1,65 @@
+"""The network's logits and pooled features on a split's images (a Lightning predict pass at the evaluation
+precision) and on the foreign images, and the fitting of its Uncertainty from them: what `fit` (at the end of
+training) and `kvasir test` (for a checkpoint without one) run."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import numpy as np
+import torch
+
+from kvasir_mobileone.answers import Uncertainty, UncertaintyConfig
+from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.foreign import write_foreign
+from kvasir_mobileone.evaluation.uncertainty import Outputs, fit_uncertainty
+
+log = logging.getLogger(__name__)
+
+
+def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None = None, skip=()) -> Outputs:
+    """Outputs on a split's images (a seeded sample of `limit` of them; `skip`: paths training could not read),
+    served unaugmented through the test loader."""
+    chosen = [r for r in rows if r["split"] == split and r["path"] not in set(skip)]
+    if limit and len(chosen) > limit:
+        keep = np.sort(np.random.default_rng(0).permutation(len(chosen))[:limit])
+        chosen = [chosen[i] for i in keep]
+    if not chosen:
+        width = module.backbone.num_features
+        return Outputs(
+            np.zeros((0, len(module.class_names)), np.float32), np.zeros((0, width), np.float32), np.zeros(0, int)
+        )
+    datamodule = ImageFolderDataModule(data_cfg, [r | {"split": "test"} for r in chosen], module.model_input)
+    batches = trainer.predict(module, datamodule=datamodule)
+    index, targets, logits, features = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
+    order = np.argsort(index)
+    return Outputs(logits[order], features[order], targets[order])
+
+
+def foreign_outputs(module) -> Outputs:
+    """Outputs on data/foreign.py's images, read as `predict` reads a file (written as PNG, then ModelInput.read)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = np.stack([module.model_input.read(p)[0] for p in write_foreign(tmp)])
+    module.eval()
+    device = module.device
+    with torch.no_grad(), module.evaluation_context(device):
+        logits, features = module.logits_and_features(torch.from_numpy(batch).to(device))
+    return Outputs(logits.float().cpu().numpy(), features.float().cpu().numpy())
+
+
+def test_outputs(module) -> Outputs:
+    """The outputs the last trainer.test gathered (every test image once, in index order)."""
+    found = module.test_predictions
+    return Outputs(found["logits"], found["features"], found["targets"])
+
+
+def calibrate(trainer, module, data_cfg, rows, config: UncertaintyConfig, skip=()) -> Uncertainty:
+    """The module's Uncertainty: the detector fitted on (a sample of) the training images, thresholds on val, every
+    detector compared on test against the foreign images. Needs trainer.test to have run on the test split."""
+    log.info(
+        f"Uncertainty: {config.detector} detector on up to {config.fit_images} training images, thresholds on val."
+    )
+    train = split_outputs(trainer, module, data_cfg, rows, "train", config.fit_images, skip)
+    val = split_outputs(trainer, module, data_cfg, rows, "val")
+    return fit_uncertainty(train, val, config, (test_outputs(module), foreign_outputs(module)))

@@ -1,0 +1,139 @@
+"""The test report's "I don't know" section: out-of-distribution figures, risk-coverage curves with AURC and the
+abstention threshold's check, the prediction sets' coverage per class, and where the guarantees do not hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kvasir_mobileone.answers import Uncertainty
+from kvasir_mobileone.evaluation.uncertainty import Outputs
+from kvasir_mobileone.io import markdown_table, pyplot, save_figure
+from kvasir_mobileone.runs import TestReport
+
+plt = pyplot()
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def rate_text(r: dict | None) -> str:
+    if not r or not r["n"]:
+        return "— (no images)"
+    return f"{pct(r['rate'])} [{pct(r['ci'][0])}, {pct(r['ci'][1])}] ({r['count']} of {r['n']})"
+
+
+def plot_risk_coverage(curves: dict, selective: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, c in curves.items():
+        ax.plot(c["coverage"], c["risk"], label=f"by {name} (AURC {c['aurc']:.4f})")
+    if selective["threshold"] is not None and selective["error_answered"]:
+        ax.plot(selective["coverage"]["rate"], selective["error_answered"]["rate"], "ko", label="abstention threshold")
+        ax.axhline(selective["target_error"], color="grey", ls="--", label=f"target error {selective['target_error']}")
+    ax.set_xlabel("coverage: share of test images answered")
+    ax.set_ylabel("risk: error among the answered images")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_title("Risk-coverage on the test images")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_ood_scores(inside: np.ndarray, foreign: np.ndarray, threshold: float | None, detector: str, path: Path):
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    bins = np.histogram_bin_edges(np.r_[inside, foreign], bins=30)
+    ax.hist(inside, bins=bins, alpha=0.6, density=True, label=f"test images ({len(inside)})")
+    ax.hist(foreign, bins=bins, alpha=0.6, density=True, label=f"not endoscopy ({len(foreign)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", label="threshold (set on val)")
+    ax.set_xlabel(f"out-of-distribution score ({detector}; higher = less like training)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def uncertainty_section(
+    measured: dict, uncertainty: Uncertainty, test: Outputs, foreign: Outputs, out_dir: Path
+) -> str:
+    files = TestReport(out_dir)
+    ood, sel, conf = measured["ood"], measured["selective"], measured["conformal"]
+    plot_risk_coverage(measured["curves"], sel, files.risk_coverage_png)
+    plot_ood_scores(
+        uncertainty.ood_scores(test.logits, test.features),
+        uncertainty.ood_scores(foreign.logits, foreign.features),
+        uncertainty.ood_threshold,
+        uncertainty.detector,
+        files.ood_scores_png,
+    )
+    fitted = uncertainty.fitted
+    detectors = markdown_table(
+        ["detector", "AUROC [95% CI], test vs not endoscopy", "test images flagged", "not-endoscopy images flagged"],
+        [
+            [
+                f"**{name}**" if name == uncertainty.detector else name,
+                f"{d['auroc']:.3f} [{d['auroc_ci'][0]:.3f}, {d['auroc_ci'][1]:.3f}]",
+                rate_text(d["false_alarm"]),
+                rate_text(d["foreign_flagged"]),
+            ]
+            for name, d in ood["detectors"].items()
+        ],
+    )
+    threshold_note = (
+        f"set on {fitted['val_images']} val images so that at most {pct(uncertainty.false_alarm)} of images like "
+        "them are flagged (a conformal quantile)"
+        if uncertainty.ood_threshold is not None
+        else f"**not set**: {fitted['val_images']} val images are too few for a {pct(uncertainty.false_alarm)} "
+        "false-alarm rate (nothing is flagged)"
+    )
+    val = sel["val"]
+    abstain = (
+        f'The model answers "not sure" below a top-class probability of {sel["threshold"]:.4f}, chosen on '
+        f"{val['val_images']} val images as the lowest threshold whose {pct(fitted['confidence'])} binomial upper "
+        f"bound on the error among the answered is at most {pct(sel['target_error'])} (Geifman and El-Yaniv 2017; "
+        f"on val: {pct(val['val_coverage'])} answered, error {pct(val['val_error'])}, bound "
+        f"{pct(val['val_error_bound'])}). On the test images: {rate_text(sel['coverage'])} answered, error among "
+        f"them {rate_text(sel['error_answered'])}.\n"
+        if sel["threshold"] is not None
+        else f"No threshold reaches a {pct(sel['target_error'])} error bound on the {val['val_images']} val images: "
+        "the model never abstains by confidence (a larger val split, or a higher --uncertainty.target_error).\n"
+    )
+    per_class = markdown_table(
+        ["class", "test images", "coverage [95% CI]", "mean set size"],
+        [[c, r["n"], rate_text(r), f"{r['mean_size']:.2f}"] for c, r in conf["per_class"].items()],
+    )
+    sizes = ", ".join(f"{n} image{'s' if n != 1 else ''} of {s}" for s, n in conf["size_counts"].items())
+    sets_note = (
+        f"calibrated on {fitted['val_images']} val images (APS score quantile {conf['qhat']:.4f})"
+        if conf["qhat"] is not None
+        else f"**not calibrated**: {fitted['val_images']} val images are too few for {pct(conf['coverage_target'])} "
+        "coverage, so every set holds every class"
+    )
+    return (
+        "\n## I don't know: out-of-distribution, abstention, prediction sets\n\n"
+        f"Every answer below reads {fitted['probabilities']}; `kvasir predict`, the page and the bundle apply the "
+        "same rules (answers.py).\n\n"
+        f"### Outside the training data\n\nDetector **{uncertainty.detector}** (fitted on the pooled features of "
+        f"{fitted['train_images']} training images"
+        + (f", k = {uncertainty.k}" if uncertainty.detector == "knn" else "")
+        + f"); threshold {threshold_note}. Measured on the {ood['false_alarm']['n']} test images and "
+        f"{ood['foreign_flagged']['n']} images that are not endoscopy (scikit-learn's two photos whole and cropped, "
+        "blank frames, noise; data/foreign.py), every detector side by side:\n\n"
+        + detectors
+        + "\n![out-of-distribution scores](ood_scores.png)\n\n"
+        "### Abstention (selective prediction)\n\n"
+        + abstain
+        + "\n"
+        + markdown_table(["ranked by", "AURC (lower is better)"], [[k, f"{v:.4f}"] for k, v in sel["aurc"].items()])
+        + "\n![risk-coverage](risk_coverage.png)\n\n"
+        f"### Prediction sets at {pct(conf['coverage_target'])} coverage\n\nSplit-conformal adaptive prediction "
+        f"sets (APS, Romano et al. 2020), {sets_note}. On the test images: coverage {rate_text(conf['coverage'])}, "
+        f"mean set size {conf['mean_size']:.2f} ({sizes}).\n\n"
+        + per_class
+        + "\nThe guarantee is on average over images like the val split (exchangeable with it): per class it is not "
+        "guaranteed (the table shows each), and it does **not** hold for another hospital, another endoscope or "
+        "processor, another patient population or a changed protocol — calibrate again on val images from there. "
+        "The false-alarm rate holds likewise only for images like the val split; what the detector flags outside "
+        "it is measured above, not guaranteed.\n"
+    )
