@@ -132,7 +132,39 @@ def int8_mobile_bundle(trained_run, tmp_path_factory):
     return shared("int8_mobile_bundle", build)
 
 
-SHARED_FIXTURES = ("tiny_data", "trained_run", "resnet_run", "bundle", "int8_mobile_bundle")
+@pytest.fixture(scope="session")
+def ood_data(tmp_path_factory):
+    """The "I don't know" tests' data: 4 synthetic classes x 80 JPEGs to train on (val and test 20% each: enough
+    val images to set a 5% false-alarm threshold), and the other 4 synthetic classes held out (30 each)."""
+
+    def build():
+        root = tmp_path_factory.mktemp("ood")
+        synth(str(root / "train"), images_per_class=80, seed=2, scale=0.1, classes=TINY_CLASSES)
+        synth(str(root / "held_out"), images_per_class=30, seed=3, scale=0.1, classes=KVASIR_CLASSES[4:])
+        return root
+
+    return shared("ood_data", build)
+
+
+@pytest.fixture(scope="session")
+def ood_run(ood_data, tmp_path_factory):
+    """resnet10t fitted on ood_data/train (tested at the end of fit, so its checkpoint holds the detector), then
+    exported: (run folder, bundle)."""
+
+    def build():
+        from kvasir_mobileone.cli import main
+
+        runs = tmp_path_factory.mktemp("ood_runs")
+        flags = fit_flags(epochs=8) + ["--data.val_fraction", "0.2", "--data.test_fraction", "0.2"]
+        run = fit_run(ood_data / "train", runs, "ood", flags=flags)
+        main(["export", str(run), "--out", str(runs / "bundle")])
+        return runs
+
+    runs = shared("ood_run", build)
+    return runs / "ood", runs / "bundle"
+
+
+SHARED_FIXTURES = ("tiny_data", "trained_run", "resnet_run", "bundle", "int8_mobile_bundle", "ood_data", "ood_run")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -186,6 +186,7 @@ def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(b
             .replace('"model.onnx"', repr(str(folder / "model.onnx")))
             .replace('"image.jpg"', repr(str(image)))
             .replace('"field_of_view.png"', repr(str(folder / "field_of_view.png")))
+            .replace('"uncertainty.npz"', repr(str(folder / "uncertainty.npz")))
         )
         scope: dict = {}
         exec(code, scope)
@@ -203,3 +204,5 @@ def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(b
         probs = apply_temperature(probs, meta["temperature"])
     assert answer["top1"] == meta["class_names"][int(probs.argmax())]
     assert answer["p1"] == pytest.approx(float(probs.max()), abs=1e-5)
+    # and the same "I don't know" answer: class, "not sure" or "outside the training data", and the same set
+    assert (answer["answer"], answer["prediction_set"]) == (card["answer"], card["answer_set"])

@@ -35,7 +35,13 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(bundle):
+def page_bundle(ood_run):
+    """A bundle whose detector has a threshold (ood_run's val split is large enough to set it)."""
+    return ood_run[1]
+
+
+@pytest.fixture(scope="module")
+def server(page_bundle):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -46,7 +52,7 @@ def server(bundle):
             "kvasir_mobileone.cli",
             "serve",
             "--model",
-            str(bundle),
+            str(page_bundle),
             "--port",
             str(port),
             "--max_file_mb",
@@ -91,7 +97,11 @@ def images(tiny_data, tmp_path_factory):
     (folder / "empty.jpg").write_bytes(b"")
     Image.new("1", (16000, 16000)).save(folder / "bomb.png")  # 256 Mpx in a few kB
     noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(folder / "big.png")  # 2.4 MB of noise: over the server's --max_file_mb 1
+    Image.fromarray(noise).save(folder / "big.png")  # 2.3 MB (2.4e6 bytes) of noise: over the server's limit, 1 MB
+    from kvasir_mobileone.data.foreign import write_foreign
+
+    temple = next(p for p in write_foreign(tmp_path_factory.mktemp("foreign"), crops=0) if p.stem == "temple")
+    shutil.copy(temple, folder / "temple.png")  # not an endoscopy frame
     return folder
 
 
@@ -100,12 +110,12 @@ def expected_top_class(bundle, image) -> str:
 
 
 # Accessibility violations axe finds in Gradio's own widgets, not in what this page puts on it: a drop zone that is a
-# button holding the hidden file input (its aria-label is an untranslated "common.upload"). Listed in the README.
-GRADIO_INTERNALS = {("nested-interactive", 'button[aria-label="common.upload"]')}
+# button holding the hidden file input (Gradio's aria-label, the untranslated "common.upload", the page replaces).
+GRADIO_INTERNALS = {("nested-interactive", 'button[aria-label="Upload images"]')}
 
 
 @pytest.mark.slow
-def test_the_page_in_a_browser(server, bundle, images, tmp_path):
+def test_the_page_in_a_browser(server, page_bundle, images, tmp_path):
     from axe_playwright_python.sync_playwright import Axe
     from playwright.sync_api import expect, sync_playwright
 
@@ -118,14 +128,24 @@ def test_the_page_in_a_browser(server, bundle, images, tmp_path):
         page.goto(url)
         expect(page.locator("#card")).to_contain_text("not a medical device")
         expect(page.locator("#message")).to_have_attribute("aria-live", "polite")  # results are announced
-        # a mixed upload: two frames with the same name, one file over --max_file_mb 1, refused alone
+        expect(page.locator("#images")).to_contain_text("Drop images here")  # not Gradio's "Drop File Here"
+        assert page.locator('button[aria-label="common.upload"]').count() == 0  # a name, not Gradio's raw key
+        # a mixed upload: two frames with the same name, a photo, one file over the 1 MB limit, refused alone
         page.locator("#images input[type=file]").set_input_files(
-            [str(images / "frame.jpg"), str(images / "again" / "frame.jpg"), str(images / "big.png")]
+            [str(images / f) for f in ("frame.jpg", "again/frame.jpg", "temple.png", "big.png")]
         )
+        # said at once, before Classify, in the upload list's own units and without a command-line flag
+        expect(page.locator("#message")).to_contain_text("big.png will not be classified: the file is 2.3 MB")
+        assert "--max_file_mb" not in page.locator("#message").inner_text()
         page.locator("#classify").click()
-        expect(page.locator("#message")).to_contain_text("Classified 2 of 3 images", timeout=60_000)
-        expect(page.locator("#message")).to_contain_text("big.png: the file is 2.4 MB, over the 1 MB limit")
-        expect(page.locator("#results")).to_contain_text(expected_top_class(bundle, images / "frame.jpg"))
+        expect(page.locator("#message")).to_contain_text("Classified 3 of 4 images", timeout=60_000)
+        expect(page.locator("#message")).to_contain_text("big.png: the file is 2.3 MB, over the 1 MB limit")
+        expected = main(["predict", str(images / "frame.jpg"), "--model", str(page_bundle)])[0]
+        # the live region reads every answer out, and the table shows the answer and its prediction set
+        expect(page.locator("#message")).to_contain_text(f"frame.jpg: {expected['answer']}")
+        expect(page.locator("#message")).to_contain_text("temple.png: outside the training data")
+        expect(page.locator("#results")).to_contain_text(expected["top1"])
+        expect(page.locator("#results")).to_contain_text(expected["prediction_set"])
         expect(page.locator("#results")).to_contain_text("frame.jpg (2)")  # repeated names are numbered
         assert any(files.rglob("*")), "uploads and heatmaps should be in the server's own folder while it runs"
         # the heatmap lies over the frame as taken: its size and aspect ratio, not the network's square input
@@ -166,6 +186,22 @@ def test_the_page_in_a_browser(server, bundle, images, tmp_path):
         page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
         if os.environ.get("KVASIR_SCREENSHOT"):  # how the README's picture is made
             page.screenshot(path=os.environ["KVASIR_SCREENSHOT"], full_page=True)
+        # at phone width: the gallery's label above the first heatmap, no word broken in the table, the card's code
+        # scrolls (and takes keyboard focus to do so)
+        page.set_viewport_size({"width": 390, "height": 844})
+        label = page.locator('#heatmaps label[data-testid="block-label"]').bounding_box()
+        assert label["y"] + label["height"] <= page.locator("#heatmaps img").first.bounding_box()["y"] + 1
+        cells = page.evaluate(
+            """[...document.querySelectorAll('#results .cell-wrap')].map(w => [w.innerText,
+               getComputedStyle(w).wordBreak, getComputedStyle(w).overflowWrap, w.scrollWidth <= w.clientWidth])"""
+        )
+        assert all(c[1:] == ["normal", "normal", True] for c in cells), cells
+        code = page.evaluate(
+            "[...document.querySelectorAll('#card pre')].map(p => [getComputedStyle(p).overflowX, p.tabIndex])"
+        )
+        assert code and all(c == ["auto", 0] for c in code), code
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        page.set_viewport_size({"width": 1366, "height": 900})
         page.locator("#images button[aria-label='Clear']").first.click()
         page.locator("#images input[type=file]").set_input_files(str(images / "notes.jpg"))
         page.locator("#classify").click()
@@ -176,7 +212,7 @@ def test_the_page_in_a_browser(server, bundle, images, tmp_path):
     assert not outside, f"the page fetched from outside 127.0.0.1: {outside}"
 
 
-def test_the_page_through_gradio_client(server, bundle, images):
+def test_the_page_through_gradio_client(server, page_bundle, images):
     from gradio_client import Client, handle_file
 
     client = Client(server[0], verbose=False)
@@ -185,12 +221,14 @@ def test_the_page_through_gradio_client(server, bundle, images):
         api_name="/classify",
     )
     assert len(overlays) == len(frames) == 1 and table["data"][0][0] == "frame.jpg"
-    assert table["data"][0][1].startswith(expected_top_class(bundle, images / "frame.jpg") + " (")
-    assert message.startswith("Classified 1 of 5 images.")
+    expected = main(["predict", str(images / "frame.jpg"), "--model", str(page_bundle)])[0]
+    assert table["data"][0][3].startswith(expected["top1"] + " (")
+    assert table["data"][0][2] == expected["prediction_set"]
+    assert message.startswith("Classified 1 of 5 images.\n- frame.jpg: ")
     assert "notes.jpg**: not an image that can be read: its contents are not JPEG" in message
     assert "empty.jpg**: the file is empty" in message
     assert "bomb.png**: refused: a decompression bomb" in message
-    assert "big.png**: the file is 2.4 MB, over the 1 MB limit (--max_file_mb)" in message  # refused alone
+    assert "big.png**: the file is 2.3 MB, over the 1 MB limit" in message  # refused alone, in the page's units
 
 
 def test_requests_arriving_together_are_answered_in_one_batch(bundle, images):

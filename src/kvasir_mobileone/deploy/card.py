@@ -108,8 +108,9 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
         f"(`{UNFUSED_NAME}`, `{CONFIG_NAME}`), and `metadata.json` (the input, checks and provenance).\n",
         files_section(metadata),
         f"## Intended use\n\n{INTENDED_USE}\n\n**Out of scope**: clinical use; images that are not endoscopy "
-        "frames; classes other than those above (the model always answers one of them); devices and hospitals "
-        "unlike those of the training data without a new evaluation.\n",
+        "frames; classes other than those above (the model's top class is always one of them: read its "
+        "out-of-distribution flag below); devices and hospitals unlike those of the training data without a new "
+        "evaluation.\n",
         "## Training data and preprocessing\n\n"
         + dataset_sentence(dataset, data)
         + f"Input: RGB resized to {size} × {size} "
@@ -125,6 +126,7 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
         + f". Training: {'ImageNet-pretrained' if pretrained else 'from scratch'}, optimizer "
         f"{model.get('optimizer', '—')}, learning rate {model.get('lr', '—')}.\n",
         evaluation_section(test_metrics, names),
+        uncertainty_card_section(metadata.get("uncertainty"), (test_metrics or {}).get("uncertainty")),
     ]
     if metadata.get("int8"):
         int8 = metadata["int8"]
@@ -223,6 +225,57 @@ def evaluation_section(test_metrics: dict | None, names: list[str]) -> str:
         f"## Evaluation\n\nOn the {test_metrics.get('n')} images of the run's test split (fp32). Accuracy "
         f"interval: Wilson; macro-F1: BCa bootstrap.\n\n{table}{confusion}\n"
     )
+
+
+def uncertainty_card_section(found: dict | None, measured: dict | None) -> str:
+    """What the bundle says besides its class, how each threshold was set and what the test measured."""
+    head = "## I don't know: out-of-distribution flag, abstention, prediction sets\n\n"
+    if not found:
+        return head + "This bundle has no out-of-distribution detector: run `kvasir test RUN`, then export again.\n"
+    fitted = found["fitted"]
+    detector = found["detector"] + (f" (k = {found['k']})" if found["detector"] == "knn" else "")
+    lines = [
+        f'`predict`, the page and the code below answer each image with its class, **"not sure"** or **"outside '
+        f'the training data"**, and a prediction set. Out-of-distribution detector: {detector} on the pooled '
+        f"features (the ONNX and ExecuTorch graphs' second output, `features`; its arrays in `uncertainty.npz`), "
+        f"fitted on {fitted['train_images']} training images. "
+        + (
+            f"Its threshold ({found['ood_threshold']:.6g}) was set on {fitted['val_images']} val images for a "
+            f"{_pct(found['false_alarm'])} false-alarm rate."
+            if found["ood_threshold"] is not None
+            else f"No threshold: {fitted['val_images']} val images are too few for a {_pct(found['false_alarm'])} "
+            "false-alarm rate, so nothing is flagged."
+        ),
+        (
+            f'Abstention: "not sure" below a top-class probability of {found["confidence_threshold"]:.4f}, the '
+            f"lowest threshold whose binomial upper bound on the error of the answered val images is "
+            f"{_pct(found['target_error'])} (selection with guaranteed risk)."
+            if found["confidence_threshold"] is not None
+            else f"Abstention: none (no threshold reached a {_pct(found['target_error'])} error bound on val)."
+        ),
+        f"Prediction sets: split-conformal APS at {_pct(found['coverage'])} coverage, calibrated on the val images.",
+    ]
+    if measured:
+        ood, conf, sel = measured["ood"], measured["conformal"], measured["selective"]
+        lines.append(
+            f"Measured on the {ood['false_alarm']['n']} test images: flagged {_pct(ood['false_alarm']['rate'])} "
+            f"{_interval(ood['false_alarm']['ci'])} (false alarms); of {ood['foreign_flagged']['n']} images that are "
+            f"not endoscopy (photos, blank frames, noise) it flagged {_pct(ood['foreign_flagged']['rate'])} "
+            f"{_interval(ood['foreign_flagged']['ci'])} (AUROC {ood['auroc']:.3f}); sets covered the true class of "
+            f"{_pct(conf['coverage']['rate'])} {_interval(conf['coverage']['ci'])}, mean size {conf['mean_size']:.2f}"
+            + (
+                f"; the answered images ({_pct(sel['coverage']['rate'])}) had an error of "
+                f"{_pct(sel['error_answered']['rate'])} {_interval(sel['error_answered']['ci'])}."
+                if sel["threshold"] is not None and sel["error_answered"]
+                else "."
+            )
+        )
+    lines.append(
+        "These guarantees hold for images like the val split only: another hospital, endoscope or protocol needs "
+        "calibrating again, and no detector catches every foreign image. Core ML's graph gives probabilities alone "
+        "(no flag)."
+    )
+    return head + "\n".join(lines) + "\n"
 
 
 LIMITATIONS = """## Limitations

@@ -12,20 +12,39 @@ PRIMARY, PRIMARY_HOVER, FOCUS = "#9a3412", "#7c2d12", "#1d4ed8"  # white on #9a3
 CSS = f"""
 :focus-visible {{ outline: 3px solid {FOCUS} !important; outline-offset: 2px !important; }}
 #results table {{ width: 100%; }}
-#results td, #results th {{ white-space: normal; overflow-wrap: anywhere; }}
+#results td, #results th {{ width: auto !important; min-width: 0 !important; max-width: none !important; }}
+#results td .cell-wrap, #results th .header, #results th span {{ white-space: normal !important;
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important; }}
+#results .table-wrap, #results .table-container {{ overflow-x: auto !important; }}
+#heatmaps label[data-testid="block-label"], #frames label[data-testid="block-label"] {{ position: static !important; }}
 #heatmaps, #frames, #heatmaps .grid-wrap, #frames .grid-wrap {{ height: auto !important; max-height: none !important;
   overflow: visible !important; }}
 #heatmaps .thumbnail-item, #frames .thumbnail-item {{ height: auto !important; aspect-ratio: auto !important; }}
 #heatmaps .thumbnail-item img, #frames .thumbnail-item img {{ height: auto !important; object-fit: contain; }}
 #heatmaps .caption-label, #frames .caption-label {{ position: static; white-space: normal; overflow: visible;
   text-overflow: clip; max-width: none; }}
-#card pre {{ white-space: pre-wrap !important; overflow: visible !important; }}
+#card pre {{ overflow-x: auto !important; max-width: 100%; }}
+#card pre, #card pre code {{ white-space: pre !important; }}
 footer .run-history, footer .show-api, footer .built-with, footer .settings {{ color: #374151 !important; }}
 #card pre .token {{ color: inherit !important; }}
 """
-# results and problems are read out by screen readers when they change (Gradio's Markdown has no live region)
+# results and problems are read out by screen readers when they change (Gradio's Markdown has no live region); the
+# drop zone says what it takes (Gradio writes "Drop File Here" even for several files) and its button gets a name
+# (Gradio leaves the untranslated key "common.upload" as its aria-label), kept so when Gradio draws them again
 ANNOUNCE = """() => { for (const id of ["message"]) { const el = document.getElementById(id);
-  if (el) { el.setAttribute("role", "status"); el.setAttribute("aria-live", "polite"); } } }"""
+  if (el) { el.setAttribute("role", "status"); el.setAttribute("aria-live", "polite"); } }
+  const mend = () => {
+    document.querySelectorAll('button[aria-label="common.upload"]')
+      .forEach(b => b.setAttribute("aria-label", "Upload images"));
+    document.querySelectorAll("#card pre:not([tabindex])").forEach(p => p.setAttribute("tabindex", "0"));
+    const zone = document.getElementById("images");
+    if (!zone) return;
+    const walk = document.createTreeWalker(zone, NodeFilter.SHOW_TEXT);
+    for (let n; (n = walk.nextNode()); ) if (n.nodeValue.trim() === "Drop File Here") n.nodeValue = "Drop images here";
+  };
+  mend();
+  new MutationObserver(mend).observe(document.body, { subtree: true, childList: true, characterData: true,
+    attributes: true, attributeFilter: ["aria-label"] }); }"""
 
 
 def page_style() -> dict:

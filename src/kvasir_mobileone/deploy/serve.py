@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kvasir_mobileone.answers import NOT_SURE, OUTSIDE
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
-from kvasir_mobileone.deploy.predict import probabilities, top_classes
+from kvasir_mobileone.deploy.predict import classify, top_classes
 from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import ModelInput, load_rgb
@@ -30,9 +31,17 @@ FRAME_DISPLAY_PX = 960  # frames are shown at most this wide or tall (the heatma
 DISCLAIMER = "**Research use only, not a medical device.** Do not use it for diagnosis or any clinical decision."
 
 
+MB = 2**20  # a megabyte as the page's upload list counts it (Gradio's file list divides by 1024 twice)
+
+
 def upload_cap_mb(max_file_mb: float) -> float:
     """Gradio's own upload limit: far above --max_file_mb, so that one file over it is refused alone, on the page."""
     return max(UPLOAD_CAP_MB, 10 * max_file_mb)
+
+
+def size_text(size: int) -> str:
+    """A file size as the page's upload list shows it (one decimal, MB of 1024 x 1024 bytes)."""
+    return f"{size / MB:.1f} MB"
 
 
 def unreadable(err: Exception) -> str:
@@ -65,6 +74,8 @@ class PageModel:
         self.explainer = Explainer(model)
         self.meta = self.predictor.metadata
         self.top_k = min(top_k, len(self.meta["class_names"]))
+        found = self.predictor.uncertainty
+        self.coverage = found.coverage if found and found.qhat is not None else None
         card = Path(model) / CARD_NAME
         self.card = card.read_text().split("---", 2)[-1] if card.is_file() else card_summary(self.meta)
 
@@ -74,8 +85,7 @@ class PageModel:
         if size == 0:
             return {"file": name, "error": "the file is empty (0 bytes)"}
         if size > max_bytes:
-            limit = f"{max_bytes / 1e6:g} MB limit (--max_file_mb)"
-            return {"file": name, "error": f"the file is {size / 1e6:.1f} MB, over the {limit}"}
+            return {"file": name, "error": f"the file is {size_text(size)}, over the {max_bytes / MB:g} MB limit"}
         from PIL import Image
 
         try:
@@ -102,10 +112,10 @@ class PageModel:
         good = [a for request in answers for a in request if not a["error"]]
         if good:
             batch = np.stack([a["array"] for a in good])
-            probs = probabilities(self.predictor, batch)
+            probs, judged = classify(self.predictor, batch)
             heat = self.explainer.heatmaps(batch)
-            for a, p, h in zip(good, probs, heat, strict=True):
-                a |= top_classes(p, self.meta["class_names"], self.top_k) | {"overlay": over_frame(a["frame"], h)}
+            for a, p, j, h in zip(good, probs, judged, heat, strict=True):
+                a |= top_classes(p, self.meta["class_names"], self.top_k) | j | {"overlay": over_frame(a["frame"], h)}
             ms = 1000 * (time.perf_counter() - start) / len(good)
             for a in good:
                 a["ms"] = ms
@@ -163,7 +173,7 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: 
     gr = require("gradio", "serve")
 
     page = PageModel(model, top_k)
-    max_bytes = int(max_file_mb * 1e6)
+    max_bytes = int(max_file_mb * MB)
 
     def classify(batches):
         """Gradio's batched call: one list of uploaded files per request; one list per output back."""
@@ -174,7 +184,20 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: 
                 out.append(value)
         return outputs
 
-    headers = ["file", *("top class" if i == 0 else f"class {i + 1}" for i in range(page.top_k)), "ms/image"]
+    def check_uploads(files):
+        """As soon as files are dropped: those that will not be classified, and why (before Classify)."""
+        paths = [f if isinstance(f, str) else f.name for f in files or []]
+        found = [
+            page.read(p, n, max_bytes) for p, n in zip(paths, numbered([Path(p).name for p in paths]), strict=True)
+        ]
+        bad = [a for a in found if a["error"]]
+        if not paths:
+            return ""
+        text = f"{len(paths) - len(bad)} of {len(paths)} files ready to classify."
+        return text + "".join(f"\n- **{a['file']}** will not be classified: {a['error']}" for a in bad)
+
+    headers = ["file", "answer", "prediction set", "top class"]
+    headers += [f"class {i + 1}" for i in range(1, page.top_k)] + ["ms/image"]
     keep = max(60, int(keep_minutes * 60))
     with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone", delete_cache=(keep, keep)) as app:
         gr.Markdown(f"# Endoscopy image classifier: {page.meta['model_name']}\n\n{DISCLAIMER}")
@@ -187,8 +210,16 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: 
                 )
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
                 message = gr.Markdown(elem_id="message")
+                files.change(check_uploads, files, message, queue=False)
                 table = gr.Dataframe(
-                    headers=headers, label="Top classes (probability)", elem_id="results", interactive=False, wrap=True
+                    headers=headers,
+                    label=f"Answers: a class, {NOT_SURE!r} or {OUTSIDE!r}; the prediction set holds the true class "
+                    f"{round(100 * page.coverage)}% of the time"
+                    if page.coverage
+                    else "Answers and top classes",
+                    elem_id="results",
+                    interactive=False,
+                    wrap=True,
                 )
                 show = gr.Checkbox(value=True, label="Show the heatmap over each frame", elem_id="show-heatmap")
                 overlays = gr.Gallery(
@@ -227,19 +258,38 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: 
     return app
 
 
+def answer_text(a: dict) -> str:
+    """One image's answer as the page writes it: its class with the probability, or "not sure" with the set, or
+    "outside the training data"."""
+    if a["answer"] == OUTSIDE:
+        return OUTSIDE
+    if a["answer"] == NOT_SURE:
+        return f"{NOT_SURE}: {a['prediction_set'] or a['top1']} (top {a['p1']:.0%})"
+    return f"{a['answer']} ({a['p1']:.0%})"
+
+
 def respond(answers: list[dict], top_k: int) -> tuple:
-    """(heatmap gallery, frame gallery, table rows, message) of one request."""
+    """(heatmap gallery, frame gallery, table rows, message) of one request. The message (a live region) says every
+    answer, so that a screen reader reads the results, not only their count."""
     good = [a for a in answers if not a["error"]]
-    overlays = [(a["overlay"], f"{a['file']}: {a['top1']} ({a['p1']:.3f})") for a in good]
+    overlays = [(a["overlay"], f"{a['file']}: {answer_text(a)}") for a in good]
     frames = [(a["path"], a["file"]) for a in good]  # the upload itself: nothing to encode
     table = [
-        [a["file"], *(f"{a[f'top{i + 1}']} ({a[f'p{i + 1}']:.3f})" for i in range(top_k)), round(a["ms"])] for a in good
+        [
+            a["file"],
+            answer_text(a),
+            "—" if a["answer"] == OUTSIDE else a["prediction_set"],
+            *(f"{a[f'top{i + 1}']} ({a[f'p{i + 1}']:.3f})" for i in range(top_k)),
+            round(a["ms"]),
+        ]
+        for a in good
     ]
     problems = "\n".join(f"- **{a['file']}**: {a['error']}" for a in answers if a["error"])
     if not answers:
         message = "Drop one or several images first."
     else:
         message = f"Classified {len(good)} of {len(answers)} images."
+        message += "".join(f"\n- {a['file']}: {answer_text(a)}" for a in good)
         if problems:
-            message += f" Could not classify:\n{problems}"
+            message += f"\n\nCould not classify:\n{problems}"
     return overlays, frames, table, message

@@ -37,10 +37,12 @@ def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None
     return Outputs(logits[order], features[order], targets[order])
 
 
-def foreign_outputs(module) -> Outputs:
-    """Outputs on data/foreign.py's images, read as `predict` reads a file (written as PNG, then ModelInput.read)."""
+def foreign_outputs(module, selection: bool = False) -> Outputs:
+    """Outputs on data/foreign.py's images, read as `predict` reads a file (written as PNG, then ModelInput.read):
+    the report's set, or (selection) the crops and noise of another seed that --uncertainty.detector auto reads."""
     with tempfile.TemporaryDirectory() as tmp:
-        batch = np.stack([module.model_input.read(p)[0] for p in write_foreign(tmp)])
+        paths = write_foreign(tmp, seed=1, whole=False) if selection else write_foreign(tmp)
+        batch = np.stack([module.model_input.read(p)[0] for p in paths])
     module.eval()
     device = module.device
     with torch.no_grad(), module.evaluation_context(device):

@@ -14,6 +14,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from kvasir_mobileone.answers import (
+    AUTO,
     DETECTORS,
     Uncertainty,
     UncertaintyConfig,
@@ -107,32 +108,45 @@ def selective_threshold(confidence: np.ndarray, correct: np.ndarray, target: flo
     }
 
 
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    return float(roc_auc_score(np.r_[np.zeros(len(inside)), np.ones(len(outside))], np.r_[inside, outside]))
+
+
 def fit_uncertainty(
-    train: Outputs, val: Outputs, config: UncertaintyConfig, compare: tuple[Outputs, Outputs] | None = None
+    train: Outputs,
+    val: Outputs,
+    config: UncertaintyConfig,
+    selection: Outputs | None = None,
+    compare: tuple[Outputs, Outputs] | None = None,
 ) -> Uncertainty:
-    """The configured detector fitted on `train` with every threshold set on `val`; with `compare` = (test,
-    foreign), every detector's AUROC side by side on them (recorded, never used to decide)."""
-    detectors = {}
-    chosen = None
+    """The detector fitted on `train` with every threshold set on `val`. --uncertainty.detector auto takes the one
+    whose val images stand apart best from `selection` (foreign images; energy without them); with `compare` =
+    (test, foreign), every detector's figures side by side on them (recorded, never used to decide)."""
+    drafts, thresholds, detectors, chosen_by = {}, {}, {}, {}
     for name in DETECTORS:
-        if name != config.detector and compare is None:
-            continue
         arrays, k = fit_detector(name, train)
         draft = Uncertainty(
             name, config.ood_false_alarm, None, config.target_error, None, config.coverage, None, k, arrays
         )
-        threshold = conformal_quantile(draft.ood_scores(val.logits, val.features), 1 - config.ood_false_alarm)
+        val_scores = draft.ood_scores(val.logits, val.features)
+        drafts[name] = draft
+        thresholds[name] = conformal_quantile(val_scores, 1 - config.ood_false_alarm)
+        if selection is not None and len(val):
+            chosen_by[name] = auroc(val_scores, draft.ood_scores(selection.logits, selection.features))
         if compare is not None:
-            detectors[name] = ood_figures(draft, threshold, *compare)
-        if name == config.detector:
-            chosen = draft, threshold
-    draft, threshold = chosen
+            detectors[name] = ood_figures(draft, thresholds[name], *compare)
+    best = max(chosen_by, key=chosen_by.get) if chosen_by else "energy"  # ties: the first, the simplest
+    name = best if config.detector == AUTO else config.detector
+    draft, threshold = drafts[name], thresholds[name]
     probs = val.probs
     selective = selective_threshold(probs.max(axis=1), val.correct, config.target_error, config.confidence)
     true_scores = aps_scores(probs)[np.arange(len(val)), val.targets]
     fitted = {
         "train_images": len(train),
         "val_images": len(val),
+        "chosen": "asked for" if config.detector != AUTO else "auto",
+        "selection_auroc": chosen_by,  # val against foreign images of another seed than the report's
+        "selection_images": len(selection) if selection is not None else 0,
         "selective": selective,
         "confidence": config.confidence,
         "detectors": detectors,
@@ -171,8 +185,7 @@ def ood_figures(uncertainty: Uncertainty, threshold: float | None, inside: Outpu
     """AUROC of in-distribution (test) against foreign images, with its interval; the share of each flagged."""
     scores_in = uncertainty.ood_scores(inside.logits, inside.features)
     scores_out = uncertainty.ood_scores(foreign.logits, foreign.features)
-    labels = np.r_[np.zeros(len(scores_in)), np.ones(len(scores_out))]
-    auc = float(roc_auc_score(labels, np.r_[scores_in, scores_out]))
+    auc = auroc(scores_in, scores_out)
     flagged = (lambda s: s > threshold) if threshold is not None else (lambda s: np.zeros(len(s), dtype=bool))
     return {
         "auroc": auc,

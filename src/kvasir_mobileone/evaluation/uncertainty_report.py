@@ -117,7 +117,16 @@ def uncertainty_section(
         f"### Outside the training data\n\nDetector **{uncertainty.detector}** (fitted on the pooled features of "
         f"{fitted['train_images']} training images"
         + (f", k = {uncertainty.k}" if uncertainty.detector == "knn" else "")
-        + f"); threshold {threshold_note}. Measured on the {ood['false_alarm']['n']} test images and "
+        + ")"
+        + (
+            f", chosen by `--uncertainty.detector auto` for the highest AUROC of the val images against "
+            f"{fitted['selection_images']} other images that are not endoscopy (crops and noise of another seed: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in fitted["selection_auroc"].items())
+            + ")"
+            if fitted.get("chosen") == "auto" and fitted.get("selection_auroc")
+            else ""
+        )
+        + f"; threshold {threshold_note}. Measured on the {ood['false_alarm']['n']} test images and "
         f"{ood['foreign_flagged']['n']} images that are not endoscopy (scikit-learn's two photos whole and cropped, "
         "blank frames, noise; data/foreign.py), every detector side by side:\n\n"
         + detectors
