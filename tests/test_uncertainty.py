@@ -131,7 +131,10 @@ def test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_ima
     run, _ = ood_run
     predictor = load_predictor(str(run))
     found = predictor.uncertainty
-    assert found is not None and found.detector == "knn" and found.ood_threshold is not None
+    assert found is not None and found.ood_threshold is not None
+    assert found.fitted["chosen"] == "auto" and found.detector == max(
+        found.fitted["selection_auroc"], key=found.fitted["selection_auroc"].get
+    )
     data = ood_data / "train"
     test = [data / r["path"] for r in read_csv(RunFolder(run).manifest) if r["split"] == "test"]
     held_out = sorted((ood_data / "held_out").rglob("*.jpg"))
@@ -203,5 +206,31 @@ def test_a_checkpoint_without_a_detector_gets_one_from_kvasir_test(bundle):
     """trained_run was fitted with --test_after false: `kvasir test` (the bundle fixture runs it) fitted the
     detector and wrote it into the checkpoint, and export carried it."""
     meta = json.loads((bundle / METADATA_NAME).read_text())
-    assert meta["uncertainty"]["detector"] == "knn"
+    assert meta["uncertainty"]["detector"] in DETECTORS
     assert (bundle / UNCERTAINTY_NAME).is_file()
+
+
+def test_the_cards_plain_onnxruntime_code_answers_as_predict(ood_run, tmp_path):
+    """The model card's snippet (numpy, Pillow, onnxruntime) gives predict's answer and set: a photo outside the
+    training data, a test frame answered."""
+    from kvasir_mobileone.cli import main
+
+    run, bundle = ood_run
+    snippet = (bundle / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    temple = next(p for p in write_foreign(tmp_path, crops=0) if p.stem == "temple")
+    frame = next(
+        RunFolder(run).read_config()["data"]["data_dir"] + "/" + r["path"]
+        for r in read_csv(RunFolder(run).manifest)
+        if r["split"] == "test"
+    )
+    for image in (temple, frame):
+        code = snippet.replace('"image.jpg"', repr(str(image)))
+        for name in ("metadata.json", "model.onnx", "uncertainty.npz", "field_of_view.png"):
+            code = code.replace(f'"{name}"', repr(str(bundle / name)))
+        scope: dict = {}
+        exec(code, scope)
+        expected = main(["predict", str(image), "--model", str(bundle)])[0]
+        assert (scope["answer"], scope["answer_set"]) == (expected["answer"], expected["prediction_set"]), image
+    assert (
+        expected["answer"] != OUTSIDE and main(["predict", str(temple), "--model", str(bundle)])[0]["answer"] == OUTSIDE
+    )

@@ -49,7 +49,94 @@ IM = "tests/test_imbalance.py::"
 FV = "tests/test_field_of_view.py::"
 MO = "tests/test_mobile.py::"
 SE = "tests/test_serve.py::"
+UN = "tests/test_uncertainty.py::"
 MUTATIONS = [
+    # issue 33: "I don't know": out-of-distribution flags, abstention, prediction sets
+    Mutation(
+        "conformal sets hold as many classes as the coverage needs, not the top class alone",
+        "answers.py",
+        "        sets.append([int(c) for c in order if qhat is None or s[c] <= qhat])",
+        "        sets.append([int(order[0])])",
+        UN + "test_conformal_sets_cover_as_promised_within_their_interval",
+    ),
+    Mutation(
+        "a confident model gets sets of one: a class's APS score leaves out its own probability",
+        "answers.py",
+        "    before = np.cumsum(ranked, axis=1) - ranked",
+        "    before = np.cumsum(ranked, axis=1)",
+        UN + "test_a_confident_right_model_gets_sets_of_one_class",
+    ),
+    Mutation(
+        "too few calibration images give no quantile, said so, not an index error",
+        "evaluation/uncertainty.py",
+        "    return None if rank > n or n == 0 else float(np.sort(scores)[rank - 1])",
+        "    return None if n == 0 else float(np.sort(scores)[rank - 1])",
+        UN + "test_too_few_val_images_set_no_threshold_and_say_so",
+        expect="IndexError",
+    ),
+    Mutation(
+        "abstention bounds the error of the answered images, not their observed error",
+        "evaluation/uncertainty.py",
+        "    per_step = 1 - (1 - level) / steps",
+        "    per_step = 0.5",
+        UN + "test_abstention_keeps_the_error_of_the_answered_below_its_target",
+    ),
+    Mutation(
+        "kNN compares directions: features are L2-normalized before the cosine similarity",
+        "answers.py",
+        "    similarity = normalized(features) @ np.asarray(bank, np.float64).T",
+        "    similarity = np.asarray(features, np.float64) @ np.asarray(bank, np.float64).T",
+        UN + "test_each_detector_scores_far_points_above_near_ones",
+    ),
+    Mutation(
+        "an image scoring above the threshold is flagged outside the training data (not below it)",
+        "answers.py",
+        "        return np.asarray(scores) > self.ood_threshold",
+        "        return np.asarray(scores) < self.ood_threshold",
+        UN + "test_predict_flags_the_five_inputs_and_the_bundle_answers_as_the_run",
+    ),
+    Mutation(
+        "the bundle's ONNX graph gives predict the features the detector reads",
+        "deploy/runtime.py",
+        "        return found[0], found[1] if len(found) > 1 else None",
+        "        return found[0], None",
+        UN + "test_predict_flags_the_five_inputs_and_the_bundle_answers_as_the_run",
+    ),
+    Mutation(
+        "the card's plain-onnxruntime code flags what predict flags",
+        "deploy/onnxruntime_example.py",
+        '    if rule["ood_threshold"] is not None and score > rule["ood_threshold"]:',
+        '    if rule["ood_threshold"] is not None and score < rule["ood_threshold"]:',
+        UN + "test_the_cards_plain_onnxruntime_code_answers_as_predict",
+    ),
+    Mutation(
+        "the page's live region reads every answer out, not only their count",
+        "deploy/serve.py",
+        '        message += "".join(f"\\n- {a[\'file\']}: {answer_text(a)}" for a in good)\n',
+        "",
+        SE + "test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "the page gives file sizes in the upload list's units (MB of 1024 x 1024 bytes)",
+        "deploy/serve.py",
+        '    return f"{size / MB:.1f} MB"',
+        '    return f"{size / 1e6:.1f} MB"',
+        SE + "test_the_page_through_gradio_client",
+    ),
+    Mutation(
+        "the page says which files will not be classified as soon as they are dropped",
+        "deploy/serve.py",
+        "                files.change(check_uploads, files, message, queue=False)\n",
+        "",
+        SE + "test_the_page_in_a_browser",
+    ),
+    Mutation(
+        "the gallery's label sits above the heatmaps at phone width, not over them",
+        "deploy/page_style.py",
+        '#heatmaps label[data-testid="block-label"], #frames label[data-testid="block-label"] {{ position: static !important; }}',
+        "",
+        SE + "test_the_page_in_a_browser",
+    ),
     # issue 31: one model-input object, every run file through runs.py, extras
     Mutation(
         "two models that agree on every image get an interval with a width, not a point",
@@ -212,8 +299,8 @@ MUTATIONS = [
     Mutation(
         "answers batched together are each request's own (as one at a time)",
         "deploy/serve.py",
-        "            for a, p, h in zip(good, probs, heat, strict=True):",
-        "            for a, p, h in zip(good, probs[::-1], heat[::-1], strict=True):",
+        "            for a, p, j, h in zip(good, probs, judged, heat, strict=True):",
+        "            for a, p, j, h in zip(good, probs[::-1], judged[::-1], heat[::-1], strict=True):",
         SE + "test_requests_arriving_together_are_answered_in_one_batch",
     ),
     Mutation(

@@ -60,8 +60,9 @@ def calibrate(trainer, module, data_cfg, rows, config: UncertaintyConfig, skip=(
     """The module's Uncertainty: the detector fitted on (a sample of) the training images, thresholds on val, every
     detector compared on test against the foreign images. Needs trainer.test to have run on the test split."""
     log.info(
-        f"Uncertainty: {config.detector} detector on up to {config.fit_images} training images, thresholds on val."
+        f"Uncertainty: detector ({config.detector}) on up to {config.fit_images} training images, thresholds on val."
     )
     train = split_outputs(trainer, module, data_cfg, rows, "train", config.fit_images, skip)
     val = split_outputs(trainer, module, data_cfg, rows, "val")
-    return fit_uncertainty(train, val, config, (test_outputs(module), foreign_outputs(module)))
+    selection = foreign_outputs(module, selection=True)
+    return fit_uncertainty(train, val, config, selection, (test_outputs(module), foreign_outputs(module)))
