@@ -20,6 +20,7 @@ EXTRAS = {
     ),
     "mobile": (("executorch", "torchao", "coremltools"), "ExecuTorch and Core ML (kvasir export --format)"),
     "gpu": (("kornia", "pynvml"), "--data.augment_on kornia and the GPU benchmark's utilisation"),
+    "video": (("av",), "examination videos (kvasir predict VIDEO, kvasir synth --video true)"),
 }
 
 

@@ -157,6 +157,11 @@ class ModelInput:
         """HWC uint8 -> CHW float32 scaled to [0, 1] and normalized with mean/std (pixels hidden already)."""
         return network_input(pixels, self.mean, self.std)
 
+    def from_resized(self, pixels: np.ndarray) -> np.ndarray:
+        """CHW float32 network input of a frame already resized to the input size (a video frame the decoder scaled:
+        deploy/video.py): hidden pixels black, then mean/std, as `read` does after its resize."""
+        return self.normalized(hide(np.asarray(pixels, dtype=np.uint8), self.hidden()))
+
     def read(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """(CHW float32 network input, HWC uint8 image as the model sees it), exactly as in training."""
         pixels = self.decode(path)

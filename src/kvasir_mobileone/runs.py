@@ -82,7 +82,7 @@ class TestReport:
         object.__setattr__(self, "root", Path(self.root))
 
     metrics = property(lambda self: self.root / "metrics.json")
-    predictions = property(lambda self: self.root / "predictions.csv")
+    predictions = property(lambda self: self.root / PREDICTIONS_NAME)
     report = property(lambda self: self.root / REPORT_NAME)
     per_class_csv = property(lambda self: self.root / "per_class.csv")
     per_class_md = property(lambda self: self.root / "per_class.md")
@@ -142,6 +142,7 @@ def read_predictions(path: Path) -> Predictions:
     )
 
 
+PREDICTIONS_NAME = "predictions.csv"  # a test report's, and `kvasir predict --out DIR`'s for still images
 REPORT_NAME = "report.md"  # every report folder's main page: a test report's, an audit's
 FIELD_OF_VIEW_NAME = "field_of_view.png"  # in a run folder and in a bundle
 LEAKS_NAME = "split_leaks.csv"  # in a run folder, and in `kvasir check --out DIR`
@@ -307,6 +308,9 @@ ONNX_NAME, WEIGHTS_NAME, METADATA_NAME = "model.onnx", "model.safetensors", "met
 INT8_NAME = "model.int8.onnx"
 PTE_NAME, PTE_INT8_NAME = "model.pte", "model.int8.pte"
 COREML_NAME = "model.mlpackage"
+# `kvasir predict VIDEO --out DIR`: every classified frame, the smoothed segments, the timeline, the run's summary
+VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME = "frames.csv", "segments.csv"
+VIDEO_TIMELINE_NAME, VIDEO_SUMMARY_NAME = "timeline.png", "summary.json"
 UNCERTAINTY_NAME = "uncertainty.npz"  # the out-of-distribution detector's arrays (answers.Uncertainty.arrays)
 CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
 

@@ -10,9 +10,13 @@ from tqdm import tqdm
 
 from kvasir_mobileone.answers import NOT_SURE
 from kvasir_mobileone.data.folder import expand_inputs
+from kvasir_mobileone.deploy.examination import run_video
 from kvasir_mobileone.deploy.predict import classify, top_classes, write_predictions
 from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.video import VideoError, is_video
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
+from kvasir_mobileone.runs import PREDICTIONS_NAME
 
 
 def predict(
@@ -27,21 +31,33 @@ def predict(
     explain_dir: str = "explanations",
     precision: Literal["auto", "fp32", "int8"] = "auto",
     runtime: Literal["onnxruntime", "executorch", "coreml"] = "onnxruntime",
+    every: int = 1,
+    fps: float | None = None,
+    stay: float = 0.5,
+    min_segment: float = 1.0,
 ) -> list[dict]:
     """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
+    Exits non-zero when not one input could be classified.
 
     Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
     A bundle with an int8 model runs it unless --precision fp32. --runtime executorch runs the bundle's .pte
-    programs in ExecuTorch's runtime (this imports torch); --runtime coreml its .mlpackage (macOS only)."""
+    programs in ExecuTorch's runtime (this imports torch); --runtime coreml its .mlpackage (macOS only).
+
+    A video (MP4, AVI, MKV, MOV ...) is classified frame by frame (--every N keeps one frame in N, --fps F about F
+    per second) and smoothed over time: an HMM whose state persists over one second with probability --stay, and
+    segments shorter than --min_segment seconds merged; --out DIR gets frames.csv, segments.csv, timeline.png and
+    summary.json (DIR/<video name>/ for several videos; <video name>_video/ without --out)."""
     if explain:
         require("pytorch_grad_cam", "explain")
     predictor = load_predictor(model, precision, runtime)
     meta = predictor.metadata
     class_names = meta["class_names"]
-    paths = expand_inputs(inputs)
+    videos = [Path(i) for i in inputs if is_video(i) and not Path(i).is_dir()]
+    stills = [i for i in inputs if Path(i) not in videos]
+    paths = expand_inputs(stills) if stills else []
     top_k = min(top_k, len(class_names))
     results: list[dict] = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
+    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not paths):
         arrays, good = [], []
         for path in paths[start : start + batch_size]:
             try:
@@ -57,15 +73,50 @@ def predict(
             for path, p, j in zip(good, probs, judged, strict=True)
         ]
     results.sort(key=lambda r: r["path"])
-    _print_table(results, top_k)
-    if out:
-        write_predictions(Path(out), results, top_k, output_format)
+    if paths:
+        _print_table(results, top_k)
+    if out and paths:
+        target = Path(out) if Path(out).suffix else Path(out) / PREDICTIONS_NAME
+        write_predictions(target, results, top_k, output_format)
+    watched = [
+        _video(predictor, v, _video_dir(v, out, len(videos)), every, fps, batch_size, stay, min_segment) for v in videos
+    ]
+    if not any(not r["error"] for r in results) and not any(w.get("frames_classified") for w in watched):
+        raise UserError(f"Not one of the {len(paths) + len(videos)} inputs could be classified (see above).")
     if explain:  # torch, only when asked for
         from kvasir_mobileone.deploy.explain import explain_images
 
         written = explain_images([Path(r["path"]) for r in results if not r["error"]], model, Path(explain_dir))
         print(f"{len(written)} Grad-CAM images written to {explain_dir}/")
-    return results
+    return results + watched
+
+
+def _video_dir(video: Path, out: str | None, count: int) -> Path:
+    if out and not Path(out).suffix:
+        return Path(out) if count == 1 else Path(out) / video.stem
+    base = Path(out).parent if out else Path(".")
+    return base / f"{video.stem}_video"
+
+
+def _video(predictor, video: Path, out_dir: Path, every, fps, batch_size, stay, min_segment) -> dict:
+    """One video's outputs; an unreadable one is said in one line and counted, never a traceback."""
+    try:
+        summary = run_video(predictor, video, out_dir, every, fps, batch_size, stay, min_segment)
+    except VideoError as err:
+        print(f"UNREADABLE {err}")
+        return {"video": str(video), "error": str(err), "frames_classified": 0}
+    if summary["stopped"]:
+        print(f"NOTE {video}: {summary['stopped']}")
+    if summary["frames_classified"]:
+        print(
+            f"{video}: {summary['frames_classified']} frames classified ({summary['fps']:.2f} fps video, "
+            f"{summary['realtime_factor']:.1f}x real time), {summary['segments']} segments, "
+            f"{summary['switches_raw']} switches per frame, {summary['switches_smoothed']} smoothed. Written to "
+            f"{out_dir}/ (frames.csv, segments.csv, timeline.png)"
+        )
+    else:
+        print(f"UNREADABLE {video}: no frame could be classified.")
+    return summary | {"error": summary["stopped"] if not summary["frames_classified"] else ""}
 
 
 def _print_table(results: list[dict], top_k: int, limit: int = 20) -> None:

@@ -268,6 +268,7 @@ def synth(
     flip_fraction: float = 0.0,
     frames: Literal["same", "per-class"] = "same",
     foreign: bool = False,
+    video: bool = False,
 ) -> Path:
     """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
     dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
@@ -285,7 +286,18 @@ def synth(
     the right edge, as frames from different endoscopes differ: a shortcut in the frame itself (what
     `--data.field_of_view common` removes). `foreign true` writes instead images that are not endoscopy into dest
     (scikit-learn's temple and flower photos, white, black and grey frames, noise, crops of the photos:
-    data/foreign.py), to see a model say "outside the training data"."""
+    data/foreign.py), to see a model say "outside the training data". `video true` writes instead a synthetic
+    examination, dest/examination.mp4 (H.264, 25 fps, 1280 x 720 times `scale`): 6 s of each of `classes` in
+    order with camera drift, a blurred stretch and a flash, black frames between them, and
+    dest/examination_truth.csv (label, start, end in seconds)."""
+    if video:
+        from kvasir_mobileone.data.synth_video import write_examination
+
+        size = (max(64, round(1280 * scale)), max(48, round(720 * scale)))
+        mp4, _ = write_examination(
+            Path(dest) / "examination.mp4", tuple(classes or KVASIR_CLASSES), synth_image, seed, size
+        )
+        return mp4.parent
     if foreign:
         from kvasir_mobileone.data.foreign import write_foreign
 

@@ -1,0 +1,93 @@
+"""Synthetic examinations (`kvasir synth --video true`): an MP4 whose segments are the synthetic classes in a
+scripted order, with camera motion (the view drifts), a blurred stretch and a flash (white frames) inside each
+segment, and black frames between segments, beside a ground-truth CSV of the segments (start, end, label in seconds;
+the black gaps are labelled as outside the training data). Not endoscopy: a test of the video pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from kvasir_mobileone.extras import require
+from kvasir_mobileone.io import atomic_path, write_csv
+
+GAP = "outside the training data"  # the truth's label of the black frames between segments (timeline.OUTSIDE_STATE)
+
+
+def examination_script(classes: tuple[str, ...], segment_seconds: float, gap_seconds: float) -> list[tuple]:
+    """(label, start, end) of every segment and gap, in seconds."""
+    rows, t = [], 0.0
+    for i, name in enumerate(classes):
+        if i:
+            rows.append((GAP, t, t + gap_seconds))
+            t += gap_seconds
+        rows.append((name, t, t + segment_seconds))
+        t += segment_seconds
+    return rows
+
+
+def write_examination(
+    path: str | Path,
+    classes: tuple[str, ...],
+    draw,
+    seed: int = 0,
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 25,
+    segment_seconds: float = 6.0,
+    gap_seconds: float = 0.6,
+    codec: str = "libx264",
+) -> tuple[Path, Path]:
+    """(the MP4, its truth CSV). H.264 (yuv420p, moov first); the views drawn by `draw(class, (w, h), rng,
+    classes=...)` (data/synth.py's synth_image, which passes itself: no import back)."""
+    av = require("av", "video")
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    width, height = size[0] // 2 * 2, size[1] // 2 * 2  # yuv420p wants even sides
+    script = examination_script(classes, segment_seconds, gap_seconds)
+    margin = max(4, width // 40)
+    grain = [rng.normal(0, 3, (height, width, 1)).astype(np.int16) for _ in range(4)]
+    with atomic_path(path) as tmp:
+        container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast", "crf": "20"}
+        frame_index = 0
+        for label, start, end in script:
+            count = round(end * fps) - round(start * fps)
+            if label == GAP:
+                pictures = [np.zeros((height, width, 3), np.uint8)] * count
+            else:
+                pictures = segment_frames(draw, label, classes, count, fps, (width, height), margin, rng, grain)
+            for picture in pictures:
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+                frame.pts = frame_index
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                frame_index += 1
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+    truth = write_csv(path.with_name(path.stem + "_truth.csv"), ["label", "start", "end"], script)
+    return path, truth
+
+
+def segment_frames(draw, label, classes, count, fps, size, margin, rng, grain):
+    """One segment's frames, one at a time: a few views of the class drawn larger than the frame, drifting, with a
+    0.4 s blurred stretch and a 2-frame flash at random places."""
+    width, height = size
+    views = [np.asarray(draw(label, (width + 2 * margin, height + 2 * margin), rng, classes=classes)) for _ in range(3)]
+    blur_start = int(rng.integers(fps, max(fps + 1, count - fps)))
+    flash = int(rng.integers(0, count - 2))
+    for i in range(count):
+        view = views[min(2, 3 * i // max(count, 1))]
+        phase = 2 * np.pi * i / (4 * fps)
+        dx, dy = (int(margin * (1 + np.sin(phase + k))) for k in (0.0, 1.3))
+        picture = view[dy : dy + height, dx : dx + width]
+        if blur_start <= i < blur_start + int(0.4 * fps):
+            picture = np.asarray(Image.fromarray(picture).filter(ImageFilter.GaussianBlur(max(2, width // 80))))
+        if flash <= i < flash + 2:
+            picture = np.full_like(picture, 250)
+        yield np.clip(picture.astype(np.int16) + grain[i % len(grain)], 0, 255).astype(np.uint8)
