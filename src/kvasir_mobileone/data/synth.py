@@ -287,13 +287,13 @@ def synth(
     `--data.field_of_view common` removes). `foreign true` writes instead images that are not endoscopy into dest
     (scikit-learn's temple and flower photos, white, black and grey frames, noise, crops of the photos:
     data/foreign.py), to see a model say "outside the training data". `video true` writes instead a synthetic
-    examination, dest/examination.mp4 (H.264, 25 fps, 1280 x 720 times `scale`): 6 s of each of `classes` in
+    examination, dest/examination.mp4 (H.264, 25 fps, 720 x 576 times `scale`): 6 s of each of `classes` in
     order with camera drift, a blurred stretch and a flash, black frames between them, and
     dest/examination_truth.csv (label, start, end in seconds)."""
     if video:
         from kvasir_mobileone.data.synth_video import write_examination
 
-        size = (max(64, round(1280 * scale)), max(48, round(720 * scale)))
+        size = (max(64, round(720 * scale)), max(48, round(576 * scale)))  # Kvasir's most common frame
         mp4, _ = write_examination(
             Path(dest) / "examination.mp4", tuple(classes or KVASIR_CLASSES), synth_image, seed, size
         )

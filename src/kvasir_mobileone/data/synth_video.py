@@ -1,7 +1,8 @@
 """Synthetic examinations (`kvasir synth --video true`): an MP4 whose segments are the synthetic classes in a
-scripted order, with camera motion (the view drifts), a blurred stretch and a flash (white frames) inside each
-segment, and black frames between segments, beside a ground-truth CSV of the segments (start, end, label in seconds;
-the black gaps are labelled as outside the training data). Not endoscopy: a test of the video pipeline."""
+scripted order, with camera motion (cross-fades between views of the class), a blurred stretch and a flash (white
+frames) inside each segment, and black frames between segments, beside a ground-truth CSV of the segments (start,
+end, label in seconds; the black gaps are labelled as outside the training data). Not endoscopy: a test of the
+video pipeline."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def write_examination(
     classes: tuple[str, ...],
     draw,
     seed: int = 0,
-    size: tuple[int, int] = (1280, 720),
+    size: tuple[int, int] = (720, 576),
     fps: int = 25,
     segment_seconds: float = 6.0,
     gap_seconds: float = 0.6,
@@ -46,7 +47,6 @@ def write_examination(
     rng = np.random.default_rng(seed)
     width, height = size[0] // 2 * 2, size[1] // 2 * 2  # yuv420p wants even sides
     script = examination_script(classes, segment_seconds, gap_seconds)
-    margin = max(4, width // 40)
     grain = [rng.normal(0, 3, (height, width, 1)).astype(np.int16) for _ in range(4)]
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
@@ -60,7 +60,7 @@ def write_examination(
             if label == GAP:
                 pictures = [np.zeros((height, width, 3), np.uint8)] * count
             else:
-                pictures = segment_frames(draw, label, classes, count, fps, (width, height), margin, rng, grain)
+                pictures = segment_frames(draw, label, classes, count, fps, (width, height), rng, grain)
             for picture in pictures:
                 frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
                 frame.pts = frame_index
@@ -74,18 +74,21 @@ def write_examination(
     return path, truth
 
 
-def segment_frames(draw, label, classes, count, fps, size, margin, rng, grain):
-    """One segment's frames, one at a time: a few views of the class drawn larger than the frame, drifting, with a
-    0.4 s blurred stretch and a 2-frame flash at random places."""
+def segment_frames(draw, label, classes, count, fps, size, rng, grain):
+    """One segment's frames, one at a time: three views of the class (the frame's outline and overlay stay where
+    they are, as an endoscope's do) that the camera moves between, each passage a 0.5 s cross-fade, with a 0.4 s
+    blurred stretch and a 2-frame flash at random places."""
     width, height = size
-    views = [np.asarray(draw(label, (width + 2 * margin, height + 2 * margin), rng, classes=classes)) for _ in range(3)]
+    views = [np.asarray(draw(label, (width, height), rng, classes=classes)).astype(np.float32) for _ in range(3)]
     blur_start = int(rng.integers(fps, max(fps + 1, count - fps)))
     flash = int(rng.integers(0, count - 2))
+    fade = max(1, fps // 2)
     for i in range(count):
-        view = views[min(2, 3 * i // max(count, 1))]
-        phase = 2 * np.pi * i / (4 * fps)
-        dx, dy = (int(margin * (1 + np.sin(phase + k))) for k in (0.0, 1.3))
-        picture = view[dy : dy + height, dx : dx + width]
+        position = 3 * i / max(count, 1)
+        k = min(2, int(position))
+        into = (i - k * count / 3) / fade  # frames into the passage towards the next view
+        w = 0.0 if k == 2 or into < (count / 3 - fade) / fade else min(1.0, into - (count / 3 - fade) / fade)
+        picture = ((1 - w) * views[k] + w * views[min(2, k + 1)]).astype(np.uint8)
         if blur_start <= i < blur_start + int(0.4 * fps):
             picture = np.asarray(Image.fromarray(picture).filter(ImageFilter.GaussianBlur(max(2, width // 80))))
         if flash <= i < flash + 2:
