@@ -147,9 +147,9 @@ def ood_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ood_run(ood_data, tmp_path_factory):
+def ood_runs(ood_data, tmp_path_factory):
     """resnet10t fitted on ood_data/train (tested at the end of fit, so its checkpoint holds the detector), then
-    exported: (run folder, bundle)."""
+    exported: the folder holding ood/ (the run) and bundle/."""
 
     def build():
         from kvasir_mobileone.cli import main
@@ -160,11 +160,16 @@ def ood_run(ood_data, tmp_path_factory):
         main(["export", str(run), "--out", str(runs / "bundle")])
         return runs
 
-    runs = shared("ood_run", build)
-    return runs / "ood", runs / "bundle"
+    return shared("ood_runs", build)
 
 
-SHARED_FIXTURES = ("tiny_data", "trained_run", "resnet_run", "bundle", "int8_mobile_bundle", "ood_data", "ood_run")
+@pytest.fixture(scope="session")
+def ood_run(ood_runs):
+    """(run folder, bundle) of ood_runs."""
+    return ood_runs / "ood", ood_runs / "bundle"
+
+
+SHARED_FIXTURES = ("tiny_data", "trained_run", "resnet_run", "bundle", "int8_mobile_bundle", "ood_data", "ood_runs")
 
 
 def pytest_collection_modifyitems(config, items):

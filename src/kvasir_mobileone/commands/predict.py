@@ -33,8 +33,8 @@ def predict(
     runtime: Literal["onnxruntime", "executorch", "coreml"] = "onnxruntime",
     every: int = 1,
     fps: float | None = None,
-    stay: float = 0.5,
-    min_segment: float = 1.0,
+    stay: float = 0.99,
+    min_segment: float = 0.5,
 ) -> list[dict]:
     """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
     Exits non-zero when not one input could be classified.

@@ -25,8 +25,8 @@ def run_video(
     every: int = 1,
     fps: float | None = None,
     batch_size: int = 32,
-    stay: float = 0.5,
-    min_segment: float = 1.0,
+    stay: float = 0.99,
+    min_segment: float = 0.5,
 ) -> dict:
     """Classify every kept frame, smooth, write the outputs; the summary (also summary.json)."""
     names = list(predictor.metadata["class_names"])

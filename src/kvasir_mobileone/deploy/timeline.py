@@ -91,8 +91,8 @@ def smooth(
     probs: np.ndarray,
     outside: np.ndarray,
     times: np.ndarray,
-    stay_per_second: float = 0.5,
-    min_segment: float = 1.0,
+    stay_per_second: float = 0.99,
+    min_segment: float = 0.5,
 ) -> dict:
     """{filtered: T x S causal posteriors, live: their argmax, offline: Viterbi then min_segment}. The analysed
     frame rate is read from the times."""
