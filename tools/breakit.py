@@ -133,7 +133,8 @@ MUTATIONS = [
     Mutation(
         "the gallery's label sits above the heatmaps at phone width, not over them",
         "deploy/page_style.py",
-        '#heatmaps label[data-testid="block-label"], #frames label[data-testid="block-label"] {{ position: static !important; }}',
+        '#heatmaps label[data-testid="block-label"], #frames label[data-testid="block-label"] '
+        "{{ position: static !important; }}",
         "",
         SE + "test_the_page_in_a_browser",
     ),
