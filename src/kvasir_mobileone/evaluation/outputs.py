@@ -4,6 +4,7 @@ training) and `kvasir test` (for a checkpoint without one) run."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 
@@ -37,12 +38,19 @@ def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None
     return Outputs(logits[order], features[order], targets[order])
 
 
-def foreign_outputs(module, selection: bool = False) -> Outputs:
-    """Outputs on data/foreign.py's images, read as `predict` reads a file (written as PNG, then ModelInput.read):
-    the report's set, or (selection) the crops and noise of another seed that --uncertainty.detector auto reads."""
+@functools.lru_cache(maxsize=4)
+def foreign_inputs(model_input, selection: bool = False) -> np.ndarray:
+    """data/foreign.py's images as network inputs, read as `predict` reads a file (written as PNG, then
+    ModelInput.read): the report's set, or (selection) the crops and noise of another seed that
+    --uncertainty.detector auto reads. Made once per model input (fit's calibration and its report share them)."""
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_foreign(tmp, seed=1, whole=False) if selection else write_foreign(tmp)
-        batch = np.stack([module.model_input.read(p)[0] for p in paths])
+        return np.stack([model_input.read(p)[0] for p in paths])
+
+
+def foreign_outputs(module, selection: bool = False) -> Outputs:
+    """The module's outputs on foreign_inputs."""
+    batch = foreign_inputs(module.model_input, selection)
     module.eval()
     device = module.device
     with torch.no_grad(), module.evaluation_context(device):
