@@ -121,6 +121,18 @@ class Uncertainty:
             return np.zeros(len(scores), dtype=bool)
         return np.asarray(scores) > self.ood_threshold
 
+    def outside_odds(self, scores: np.ndarray | None, count: int) -> np.ndarray:
+        """Graded evidence (the video timeline's): the odds that each image is outside the training data, 1 at
+        the threshold and growing with the score — score / threshold for the distances (Mahalanobis, kNN),
+        exp(score - threshold) for energy (a ratio of the logits' partition functions). All 1 (no evidence
+        either way) without a threshold or scores."""
+        if scores is None or self.ood_threshold is None:
+            return np.ones(count)
+        scores = np.asarray(scores, np.float64)
+        if self.detector == "energy":
+            return np.exp(np.clip(scores - self.ood_threshold, -50, 50))
+        return np.maximum(scores, 1e-12) / max(self.ood_threshold, 1e-12)
+
     def judge(self, logits: np.ndarray, features: np.ndarray | None, class_names: list[str]) -> list[dict]:
         """Per image: answer (the top class, NOT_SURE, or OUTSIDE), ood_score, outside, not_sure and the prediction
         set as class names joined by " or "."""

@@ -311,6 +311,7 @@ COREML_NAME = "model.mlpackage"
 # `kvasir predict VIDEO --out DIR`: every classified frame, the smoothed segments, the timeline, the run's summary
 VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME = "frames.csv", "segments.csv"
 VIDEO_TIMELINE_NAME, VIDEO_SUMMARY_NAME = "timeline.png", "summary.json"
+VIDEO_ANNOTATED_NAME = "annotated.mp4"  # with --annotate true: the video with its smoothed label drawn on
 UNCERTAINTY_NAME = "uncertainty.npz"  # the out-of-distribution detector's arrays (answers.Uncertainty.arrays)
 CARD_NAME, CONFIG_NAME, UNFUSED_NAME = "README.md", "config.json", "model_unfused.safetensors"
 

@@ -13,6 +13,7 @@ from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.deploy.examination import run_video
 from kvasir_mobileone.deploy.predict import classify, top_classes, write_predictions
 from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.timeline import MIN_SEGMENT, OOD_WEIGHT, STAY, check_smoothing
 from kvasir_mobileone.deploy.video import VideoError, is_video
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
@@ -33,8 +34,10 @@ def predict(
     runtime: Literal["onnxruntime", "executorch", "coreml"] = "onnxruntime",
     every: int = 1,
     fps: float | None = None,
-    stay: float = 0.99,
-    min_segment: float = 0.5,
+    stay: float = STAY,
+    min_segment: float = MIN_SEGMENT,
+    ood_weight: float = OOD_WEIGHT,
+    annotate: bool = False,
 ) -> list[dict]:
     """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
     Exits non-zero when not one input could be classified.
@@ -44,11 +47,15 @@ def predict(
     programs in ExecuTorch's runtime (this imports torch); --runtime coreml its .mlpackage (macOS only).
 
     A video (MP4, AVI, MKV, MOV ...) is classified frame by frame (--every N keeps one frame in N, --fps F about F
-    per second) and smoothed over time: an HMM whose state persists over one second with probability --stay, and
-    segments shorter than --min_segment seconds merged; --out DIR gets frames.csv, segments.csv, timeline.png and
-    summary.json (DIR/<video name>/ for several videos; <video name>_video/ without --out)."""
+    per second) and smoothed over time: an HMM whose state persists over one second with probability --stay, in
+    which a frame is outside the training data with odds (its detector score over the threshold) ** --ood_weight
+    (0: the detector ignored) and a blank frame (black, flushed: no picture) all but surely, and segments shorter
+    than --min_segment seconds merged; --out DIR gets frames.csv, segments.csv, timeline.png and summary.json
+    (DIR/<video name>/ for several videos; <video name>_video/ without --out), and with --annotate true
+    annotated.mp4, the video with its labels."""
     if explain:
         require("pytorch_grad_cam", "explain")
+    check_smoothing(stay, min_segment, ood_weight)
     predictor = load_predictor(model, precision, runtime)
     meta = predictor.metadata
     class_names = meta["class_names"]
@@ -78,9 +85,8 @@ def predict(
     if out and paths:
         target = Path(out) if Path(out).suffix else Path(out) / PREDICTIONS_NAME
         write_predictions(target, results, top_k, output_format)
-    watched = [
-        _video(predictor, v, _video_dir(v, out, len(videos)), every, fps, batch_size, stay, min_segment) for v in videos
-    ]
+    smoothing = {"stay": stay, "min_segment": min_segment, "ood_weight": ood_weight, "annotate": annotate}
+    watched = [_video(predictor, v, _video_dir(v, out, len(videos)), every, fps, batch_size, smoothing) for v in videos]
     if not any(not r["error"] for r in results) and not any(w.get("frames_classified") for w in watched):
         raise UserError(f"Not one of the {len(paths) + len(videos)} inputs could be classified (see above).")
     if explain:  # torch, only when asked for
@@ -98,21 +104,22 @@ def _video_dir(video: Path, out: str | None, count: int) -> Path:
     return base / f"{video.stem}_video"
 
 
-def _video(predictor, video: Path, out_dir: Path, every, fps, batch_size, stay, min_segment) -> dict:
+def _video(predictor, video: Path, out_dir: Path, every, fps, batch_size, smoothing: dict) -> dict:
     """One video's outputs; an unreadable one is said in one line and counted, never a traceback."""
     try:
-        summary = run_video(predictor, video, out_dir, every, fps, batch_size, stay, min_segment)
+        summary = run_video(predictor, video, out_dir, every, fps, batch_size, **smoothing)
     except VideoError as err:
         print(f"UNREADABLE {err}")
         return {"video": str(video), "error": str(err), "frames_classified": 0}
     if summary["stopped"]:
         print(f"NOTE {video}: {summary['stopped']}")
     if summary["frames_classified"]:
+        written = ", annotated.mp4" if summary.get("annotated") else ""
         print(
             f"{video}: {summary['frames_classified']} frames classified ({summary['fps']:.2f} fps video, "
             f"{summary['realtime_factor']:.1f}x real time), {summary['segments']} segments, "
             f"{summary['switches_raw']} switches per frame, {summary['switches_smoothed']} smoothed. Written to "
-            f"{out_dir}/ (frames.csv, segments.csv, timeline.png)"
+            f"{out_dir}/ (frames.csv, segments.csv, timeline.png{written})"
         )
     else:
         print(f"UNREADABLE {video}: no frame could be classified.")

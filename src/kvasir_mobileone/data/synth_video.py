@@ -1,8 +1,9 @@
 """Synthetic examinations (`kvasir synth --video true`): an MP4 whose segments are the synthetic classes in a
 scripted order, with camera motion (cross-fades between views of the class), a blurred stretch and a flash (white
-frames) inside each segment, and black frames between segments, beside a ground-truth CSV of the segments (start,
-end, label in seconds; the black gaps are labelled as outside the training data). Not endoscopy: a test of the
-video pipeline."""
+frames) inside each segment, black frames between segments and, halfway, a stretch where the camera pans across a
+photo that is no endoscopy (the scope out of the patient), beside a ground-truth CSV of the segments (start, end,
+label in seconds; the black gaps and the photo are labelled as outside the training data). Not endoscopy: a test of
+the video pipeline."""
 
 from __future__ import annotations
 
@@ -11,19 +12,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from kvasir_mobileone.data.foreign import foreign_images
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import atomic_path, write_csv
 
 GAP = "outside the training data"  # the truth's label of the black frames between segments (timeline.OUTSIDE_STATE)
+FOREIGN = "foreign"  # the script's name of the photo stretch; its truth label is GAP
 
 
-def examination_script(classes: tuple[str, ...], segment_seconds: float, gap_seconds: float) -> list[tuple]:
-    """(label, start, end) of every segment and gap, in seconds."""
+def examination_script(
+    classes: tuple[str, ...], segment_seconds: float, gap_seconds: float, foreign_seconds: float = 0.0
+) -> list[tuple]:
+    """(label, start, end) of every segment and gap, in seconds; the foreign stretch after the middle segment's
+    gap."""
     rows, t = [], 0.0
     for i, name in enumerate(classes):
         if i:
             rows.append((GAP, t, t + gap_seconds))
             t += gap_seconds
+        if i == len(classes) // 2 and i and foreign_seconds:
+            rows += [(FOREIGN, t, t + foreign_seconds), (GAP, t + foreign_seconds, t + foreign_seconds + gap_seconds)]
+            t += foreign_seconds + gap_seconds
         rows.append((name, t, t + segment_seconds))
         t += segment_seconds
     return rows
@@ -38,6 +47,7 @@ def write_examination(
     fps: int = 25,
     segment_seconds: float = 6.0,
     gap_seconds: float = 0.6,
+    foreign_seconds: float = 2.0,
     codec: str = "libx264",
 ) -> tuple[Path, Path]:
     """(the MP4, its truth CSV). H.264 (yuv420p, moov first); the views drawn by `draw(class, (w, h), rng,
@@ -46,7 +56,7 @@ def write_examination(
     path = Path(path)
     rng = np.random.default_rng(seed)
     width, height = size[0] // 2 * 2, size[1] // 2 * 2  # yuv420p wants even sides
-    script = examination_script(classes, segment_seconds, gap_seconds)
+    script = examination_script(classes, segment_seconds, gap_seconds, foreign_seconds)
     grain = [rng.normal(0, 3, (height, width, 1)).astype(np.int16) for _ in range(4)]
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
@@ -59,6 +69,8 @@ def write_examination(
             count = round(end * fps) - round(start * fps)
             if label == GAP:
                 pictures = [np.zeros((height, width, 3), np.uint8)] * count
+            elif label == FOREIGN:
+                pictures = pan_frames(count, (width, height))
             else:
                 pictures = segment_frames(draw, label, classes, count, fps, (width, height), rng, grain)
             for picture in pictures:
@@ -70,7 +82,8 @@ def write_examination(
         for packet in stream.encode():
             container.mux(packet)
         container.close()
-    truth = write_csv(path.with_name(path.stem + "_truth.csv"), ["label", "start", "end"], script)
+    rows = [(GAP if label == FOREIGN else label, start, end) for label, start, end in script]
+    truth = write_csv(path.with_name(path.stem + "_truth.csv"), ["label", "start", "end"], rows)
     return path, truth
 
 
@@ -94,3 +107,13 @@ def segment_frames(draw, label, classes, count, fps, size, rng, grain):
         if flash <= i < flash + 2:
             picture = np.full_like(picture, 250)
         yield np.clip(picture.astype(np.int16) + grain[i % len(grain)], 0, 255).astype(np.uint8)
+
+
+def pan_frames(count: int, size: tuple[int, int]):
+    """The camera panning across scikit-learn's temple photo (data/foreign.py): no endoscopy in sight."""
+    photo = foreign_images(crops=0)["temple"]
+    h, w = photo.shape[:2]
+    side = h * 3 // 4
+    for i in range(count):
+        x = int((w - side) * i / max(1, count - 1))
+        yield np.asarray(Image.fromarray(photo[h - side :, x : x + side]).resize(size, Image.BILINEAR))

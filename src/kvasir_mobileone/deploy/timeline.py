@@ -1,27 +1,50 @@
 """An examination's timeline from per-frame answers: a hidden Markov model over the classes plus one state for
-frames outside the training data (black, flushed, foreign: not forced into a class), with one parameter a user can
-reason about — the chance of staying in the same state over one second —, forward filtering for the live (causal)
-answer and Viterbi for the offline one, then segments shorter than --min_segment seconds merged into their
-neighbours. numpy only."""
+frames outside the training data (blank: black or flushed, no picture; foreign: not forced into a class), with
+parameters a user can reason about — the chance of staying in the same state over one second (--stay), how much
+the out-of-distribution detector's score counts (--ood_weight) —, forward filtering for the live (causal) answer
+and Viterbi for the offline one, then segments shorter than --min_segment seconds merged into their neighbours.
+numpy only."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from kvasir_mobileone.errors import UserError
+
 OUTSIDE_STATE = "outside the training data"
 FLOOR = 1e-3  # the emission every state keeps, so that one frame can never make a state impossible
 
 
-def emissions(probs: np.ndarray, outside: np.ndarray) -> np.ndarray:
-    """T x (classes + 1): the class probabilities for an answered frame, the outside state for a flagged one."""
+STAY, MIN_SEGMENT, OOD_WEIGHT = 0.99, 0.5, 0.5  # the defaults benchmarks/video_smoothing.py chose
+
+
+def check_smoothing(stay: float, min_segment: float, ood_weight: float) -> None:
+    """The settings' ranges, said before a video is decoded."""
+    if not 0 < stay < 1:
+        raise UserError(f"--stay is the chance of keeping a state over one second: in (0, 1), not {stay}.")
+    if min_segment < 0:
+        raise UserError(f"--min_segment is in seconds: 0 or more, not {min_segment}.")
+    if not 0 <= ood_weight <= 10:
+        raise UserError(f"--ood_weight is an exponent in [0, 10] (0 ignores the detector), not {ood_weight}.")
+
+
+def emissions(
+    probs: np.ndarray, odds: np.ndarray, blank: np.ndarray | None = None, ood_weight: float = OOD_WEIGHT
+) -> np.ndarray:
+    """T x (classes + 1). A frame is outside with chance q, whose odds are the detector's (answers.Uncertainty.
+    outside_odds: 1 at its threshold) to the power `ood_weight` — all but certainly when it is blank (no picture) —,
+    and in the outside state its class probabilities say nothing (uniform): emission(class c) = (1 - q) p_c,
+    emission(outside) = q / classes. So a score far past the threshold outweighs a sure class, one just past it only
+    an unsure class, and ood_weight 0 ignores the detector."""
     probs = np.asarray(probs, np.float64)
     t, k = probs.shape
+    powered = np.asarray(odds, np.float64) ** ood_weight
+    q = powered / (1 + powered)
+    if blank is not None:
+        q = np.where(np.asarray(blank, bool), 1 - FLOOR, q)
     e = np.empty((t, k + 1))
-    e[:, :k] = probs * (1 - FLOOR) + FLOOR / (k + 1)
-    e[:, k] = FLOOR / (k + 1)
-    flagged = np.asarray(outside, bool)
-    e[flagged, :k] = FLOOR / (k + 1)
-    e[flagged, k] = 1 - FLOOR
+    e[:, :k] = (probs * (1 - FLOOR) + FLOOR / k) * (1 - q)[:, None]
+    e[:, k] = q / k
     return e / e.sum(axis=1, keepdims=True)
 
 
@@ -89,16 +112,19 @@ def merge_short(labels: np.ndarray, times: np.ndarray, min_seconds: float, frame
 
 def smooth(
     probs: np.ndarray,
-    outside: np.ndarray,
+    odds: np.ndarray,
     times: np.ndarray,
-    stay_per_second: float = 0.99,
-    min_segment: float = 0.5,
+    stay_per_second: float = STAY,
+    min_segment: float = MIN_SEGMENT,
+    blank: np.ndarray | None = None,
+    ood_weight: float = OOD_WEIGHT,
 ) -> dict:
     """{filtered: T x S causal posteriors, live: their argmax, offline: Viterbi then min_segment}. The analysed
     frame rate is read from the times."""
+    check_smoothing(stay_per_second, min_segment, ood_weight)
     times = np.asarray(times, np.float64)
     frame_seconds = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-    e = emissions(probs, outside)
+    e = emissions(probs, odds, blank, ood_weight)
     matrix = transitions(e.shape[1], stay_per_second, 1 / frame_seconds)
     filtered = forward(e, matrix)
     offline = merge_short(viterbi(e, matrix), times, min_segment, frame_seconds) if len(e) else np.zeros(0, int)

@@ -1,6 +1,8 @@
 """How a video's timeline (`kvasir predict VIDEO`) compares with a ground truth of segments (`kvasir synth --video
 true` writes one): boundaries found within a tolerance, frame accuracy of the smoothed labels against the raw
-per-frame top class with a paired interval, and how much less often the label switches."""
+per-frame answer (top class, or outside when flagged or blank) with a paired interval — over every frame, the gaps
+between segments included (their truth is the outside state) —, and how much less often the label switches than
+raw, beside the truth's own switches (no smoothing can go below them)."""
 
 from __future__ import annotations
 
@@ -47,9 +49,8 @@ def compare_timeline(frames_csv, truth_csv, tolerance: float = 0.5) -> dict:
     found = boundaries(smoothed, times, step)
     errors = [min((abs(b - f) for f in found), default=float("inf")) for b in truth_bounds]
     within = int(sum(e <= tolerance for e in errors))
-    graded = expected != GAP
-    right_s, right_r = smoothed[graded] == expected[graded], raw[graded] == expected[graded]
-    n = int(graded.sum())
+    right_s, right_r = smoothed == expected, raw == expected
+    n = len(expected)
     only_s, only_r = int((right_s & ~right_r).sum()), int((right_r & ~right_s).sum())
     return {
         "boundaries": len(truth_bounds),
@@ -59,8 +60,11 @@ def compare_timeline(frames_csv, truth_csv, tolerance: float = 0.5) -> dict:
         "frames": n,
         "accuracy_smoothed": float(right_s.mean()),
         "accuracy_raw": float(right_r.mean()),
+        "only_smoothed_right": only_s,
+        "only_raw_right": only_r,
         "accuracy_difference": (only_s - only_r) / n,
         "accuracy_difference_ci": matched_pairs_interval(only_s, only_r, n),
         "switches_raw": int(np.count_nonzero(raw[1:] != raw[:-1])),
         "switches_smoothed": int(np.count_nonzero(smoothed[1:] != smoothed[:-1])),
+        "switches_truth": int(np.count_nonzero(expected[1:] != expected[:-1])),
     }

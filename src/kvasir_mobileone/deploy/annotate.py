@@ -1,0 +1,59 @@
+"""`kvasir predict VIDEO --annotate true`: the video again, each frame with its smoothed label (and the frame's
+own answer and top probability) drawn in a band along the top, as H.264 MP4 at the video's frame rate, at most
+720 pixels high. Frames that were not classified (--every, --fps) carry the label of the last one that was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from kvasir_mobileone.deploy.video import clock, open_video
+from kvasir_mobileone.extras import require
+from kvasir_mobileone.io import atomic_path
+
+MAX_HEIGHT = 720
+
+
+def annotate_video(
+    path: Path, target: Path, indices: np.ndarray, labels: list[str], captions: list[str], colours: list[tuple]
+) -> Path:
+    """Write `target`: decoded frame i shows labels[j] (and captions[j]) of the last classified frame j with
+    indices[j] <= i, in colours[j]."""
+    av = require("av", "video")
+    container, stream = open_video(path)
+    rate = stream.average_rate or stream.guessed_rate or 25
+    width, height = stream.codec_context.width, stream.codec_context.height
+    scale = min(1.0, MAX_HEIGHT / height)
+    width, height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
+    font = ImageFont.load_default(size=max(12, height // 24))
+    band = max(18, height // 14)
+    indices = np.asarray(indices)
+    with atomic_path(target) as tmp:
+        out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
+        encoder = out.add_stream("libx264", rate=rate)
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+        encoder.options = {"preset": "veryfast", "crf": "23"}
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                j = max(0, int(np.searchsorted(indices, i, side="right")) - 1)
+                picture = Image.fromarray(frame.to_ndarray(width=width, height=height, format="rgb24"))
+                draw = ImageDraw.Draw(picture)
+                draw.rectangle((0, 0, width, band), fill=(0, 0, 0))
+                draw.rectangle((0, band - 4, width, band), fill=colours[j])
+                t = float(frame.time) if frame.time is not None else i / float(rate)
+                draw.text((6, 2), f"{clock(t)}  {labels[j]}", fill=(255, 255, 255), font=font)
+                draw.text((width - 6, 2), captions[j], fill=(200, 200, 200), font=font, anchor="ra")
+                out_frame = av.VideoFrame.from_ndarray(np.asarray(picture), format="rgb24")
+                out_frame.pts = i
+                for packet in encoder.encode(out_frame):
+                    out.mux(packet)
+        except (av.error.FFmpegError, ValueError):
+            pass  # a truncated video: annotated as far as it could be read (the summary says where it stopped)
+        finally:
+            container.close()
+        for packet in encoder.encode():
+            out.mux(packet)
+        out.close()
+    return target
