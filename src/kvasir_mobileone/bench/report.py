@@ -90,6 +90,28 @@ def render(report: dict) -> str:
                 ],
             )
         )
+    if "video" in report:
+        parts.append(
+            "\n## Video (`kvasir predict VIDEO` end to end at 224 px: decode, scale, model, smoothing, outputs; "
+            "real-time factor = the video's duration ÷ wall time)\n\n"
+        )
+        parts.append(
+            markdown_table(
+                ["model", "precision", "video", "frames", "s", "frames/s", "× real time"],
+                [
+                    [
+                        r["model"],
+                        r["precision"],
+                        r["video"],
+                        r["frames"],
+                        f"{r['seconds']:.1f}",
+                        f"{r['frames_per_s']:.1f}",
+                        f"{r['realtime_factor']:.2f}",
+                    ]
+                    for r in report["video"]
+                ],
+            )
+        )
     if "gpu_training" in report:
         from kvasir_mobileone.bench.gpu import render_gpu
 

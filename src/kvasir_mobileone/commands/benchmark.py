@@ -47,6 +47,7 @@ def benchmark(
     gpu_compile_cache: str | None = None,
     check_images: int = 10662,
     check_scale: float = 0.5,
+    video_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
 ) -> Path:
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
 
@@ -55,7 +56,9 @@ def benchmark(
     then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
     gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
     The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
-    check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]')."""
+    check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]'). The
+    video section runs `kvasir predict VIDEO` end to end on a synthetic 1080p 25 fps examination for each of
+    video_models, fp32 and int8, beside decoding alone: frames per second and the real-time factor."""
     workers = default_num_workers() if num_workers is None else num_workers
     report: dict = {"machine": machine(), "workers": workers}
     report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9
@@ -77,7 +80,7 @@ def benchmark(
                 compile_modes=gpu_compile_modes,
                 compile_cache=Path(gpu_compile_cache) if gpu_compile_cache else None,
             )
-            skip = ("data", "check", "training", "inference")
+            skip = ("data", "check", "training", "inference", "video")
         if "data" not in skip:
             per_class = max(2, num_images // 8)
             folder = Path(data_dir) if data_dir else synth(str(tmp_dir / "synth"), images_per_class=per_class)
@@ -90,6 +93,10 @@ def benchmark(
             report["inference"] = bench_inference(
                 inference_models, inference_batches, report["matmul_gflops_fp32"] * 1e9, tmp_dir
             )
+        if "video" not in skip:
+            from kvasir_mobileone.bench.video import bench_video
+
+            report["video"] = bench_video(video_models, tmp_dir)
     out_dir = Path(out)
     write_json(out_dir / "benchmark.json", report)
     text = render(report)

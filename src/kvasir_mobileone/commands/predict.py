@@ -14,7 +14,7 @@ from kvasir_mobileone.deploy.examination import run_video
 from kvasir_mobileone.deploy.predict import classify, top_classes, write_predictions
 from kvasir_mobileone.deploy.runtime import load_predictor
 from kvasir_mobileone.deploy.timeline import MIN_SEGMENT, OOD_WEIGHT, STAY, check_smoothing
-from kvasir_mobileone.deploy.video import VideoError, is_video
+from kvasir_mobileone.deploy.video import VideoError, is_video, model_threads
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.runs import PREDICTIONS_NAME
@@ -56,11 +56,11 @@ def predict(
     if explain:
         require("pytorch_grad_cam", "explain")
     check_smoothing(stay, min_segment, ood_weight)
-    predictor = load_predictor(model, precision, runtime)
-    meta = predictor.metadata
-    class_names = meta["class_names"]
     videos = [Path(i) for i in inputs if is_video(i) and not Path(i).is_dir()]
     stills = [i for i in inputs if Path(i) not in videos]
+    predictor = load_predictor(model, precision, runtime, model_threads() if videos and not stills else None)
+    meta = predictor.metadata
+    class_names = meta["class_names"]
     paths = expand_inputs(stills) if stills else []
     top_k = min(top_k, len(class_names))
     results: list[dict] = []

@@ -45,7 +45,7 @@ def bundle_uncertainty(bundle_dir: Path, metadata: dict) -> Uncertainty | None:
 class OnnxBundle:
     """An exported bundle, run with onnxruntime: its int8 model when it has one (precision auto or int8)."""
 
-    def __init__(self, bundle_dir: Path, precision: str = "auto"):
+    def __init__(self, bundle_dir: Path, precision: str = "auto", threads: int | None = None):
         import onnxruntime as ort
 
         self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
@@ -53,7 +53,10 @@ class OnnxBundle:
         has_int8 = bool(self.metadata.get("int8")) and (bundle_dir / INT8_NAME).is_file()
         self.precision = chosen_precision(precision, has_int8, f"{bundle_dir} has no int8 model", "--quantize int8")
         model = bundle_dir / (INT8_NAME if self.precision == "int8" else ONNX_NAME)
-        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads:  # a video: the decoder's thread works beside the model's (deploy/video.model_threads)
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.uncertainty = bundle_uncertainty(bundle_dir, self.metadata)
 
@@ -122,8 +125,9 @@ class TorchCheckpoint:
             return self.module(self._torch.from_numpy(batch)).float().numpy()
 
 
-def load_predictor(model: str, precision: str = "auto", runtime: str = "onnxruntime"):
-    """A bundle on `runtime` (its int8 model unless precision is fp32) or a run folder / checkpoint (PyTorch)."""
+def load_predictor(model: str, precision: str = "auto", runtime: str = "onnxruntime", threads: int | None = None):
+    """A bundle on `runtime` (its int8 model unless precision is fp32) or a run folder / checkpoint (PyTorch);
+    `threads`: onnxruntime's intra-op threads (its own choice when None)."""
     path = Path(model)
     if is_bundle(path):
         if runtime == "executorch":
@@ -132,7 +136,7 @@ def load_predictor(model: str, precision: str = "auto", runtime: str = "onnxrunt
             from kvasir_mobileone.deploy.coreml import CoreMLBundle
 
             return CoreMLBundle(path, json.loads((path / METADATA_NAME).read_text()))
-        return OnnxBundle(path, precision)
+        return OnnxBundle(path, precision, threads)
     if not path.exists():
         raise UserError(f"--model {model}: no such bundle, run folder or checkpoint.")
     if runtime != "onnxruntime":

@@ -5,9 +5,12 @@ get a sentence, and what was read before a break is kept and said."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Queue
+from threading import Thread
 
 import numpy as np
 
@@ -25,6 +28,12 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as the decod
 
 class VideoError(UserError):
     """Not a video, no video track, or nothing decodable in it."""
+
+
+def model_threads() -> int:
+    """onnxruntime's threads while a video decodes beside it: half the cores (on 2 cores one thread each was
+    fastest, `kvasir benchmark`'s video rows: the two no longer fight over the same cores)."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def is_video(path: str | Path) -> bool:
@@ -57,7 +66,7 @@ class VideoInfo:
 def blank(pixels: np.ndarray, visible: np.ndarray) -> bool:
     """Whether an HxWx3 uint8 frame at the network size shows no picture inside the model's view (BLANK_RANGE):
     overlays (a timestamp on a black frame) fill too few pixels to count."""
-    luma = pixels[visible].astype(np.float32) @ LUMA
+    luma = pixels[::4, ::4][visible[::4, ::4]].astype(np.float32) @ LUMA  # every 4th pixel: plenty, and fast
     low, high = np.percentile(luma, [5, 95])
     return bool(high - low < BLANK_RANGE)
 
@@ -91,8 +100,12 @@ def frames(
 ) -> tuple[VideoInfo, Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
     """(info, batches of (frame indices, times in seconds, network inputs N x 3 x S x S, blank flags)). `every`
     keeps one frame in N; `fps` keeps frames at about that rate instead. A decoding error ends the batches early:
-    info.stopped says where and why, and the frames before it are kept."""
+    info.stopped says where and why, and the frames before it are kept. Decoding runs in a thread of its own, a
+    few batches ahead, so that the model classifies one batch while the next is decoded (PyAV lets go of the GIL
+    while FFmpeg works)."""
     av = require("av", "video")
+    from av.video.reformatter import VideoReformatter
+
     container, stream = open_video(path)
     rate = float(stream.average_rate or stream.guessed_rate or 25)
     duration = float(stream.duration * stream.time_base) if stream.duration else None
@@ -105,6 +118,8 @@ def frames(
     step = 1 / fps if fps else None
     hidden = model_input.hidden()
     visible = ~hidden if hidden is not None else np.ones((size, size), bool)
+
+    scaler = VideoReformatter()  # one scaling context for every frame (a new one per frame costs a third)
 
     def batches():
         indices, times, inputs, blanks = [], [], [], []
@@ -121,7 +136,7 @@ def frames(
                     next_time += step * max(1, int((t - next_time) // step) + 1)
                 elif index % every:
                     continue
-                pixels = frame.to_ndarray(width=size, height=size, format="rgb24", interpolation=flag)
+                pixels = scaler.reformat(frame, size, size, "rgb24", interpolation=flag).to_ndarray()
                 indices.append(index)
                 times.append(t)
                 inputs.append(model_input.from_resized(pixels))
@@ -149,4 +164,24 @@ def frames(
         if info.decoded == 0 and info.stopped is None:
             info.stopped = "no frame could be decoded: the video track is empty or damaged"
 
-    return info, batches()
+    return info, ahead(batches())
+
+
+def ahead(items: Iterator, depth: int = 3) -> Iterator:
+    """The items of `items`, produced in a thread up to `depth` ahead; its error is raised here, in order."""
+    queue: Queue = Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                queue.put(item)
+        except BaseException as err:  # handed to the consumer, which raises it
+            queue.put(err)
+        queue.put(done)
+
+    Thread(target=produce, daemon=True, name="video-decoder").start()
+    while (item := queue.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

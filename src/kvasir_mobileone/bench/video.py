@@ -1,0 +1,91 @@
+"""`kvasir benchmark`'s video section: `kvasir predict VIDEO` end to end — decode (PyAV, threads on, the decoder
+scaling to 224 px), the model on onnxruntime, smoothing, frames.csv, segments.csv and timeline.png written — on a
+synthetic 1080p 25 fps H.264 examination, for each model fp32 and int8, beside decoding alone; each row's real-time
+factor is the video's duration over the wall time. Random-init models: speed only, the labels mean nothing."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.utils.model import reparameterize_model
+
+from kvasir_mobileone.bench.cpu import NORM, calibrated
+from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth_image
+from kvasir_mobileone.data.synth_video import write_examination
+from kvasir_mobileone.deploy.examination import run_video
+from kvasir_mobileone.deploy.export import export_onnx
+from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
+from kvasir_mobileone.deploy.video import frames, model_threads
+
+CLASSES = ("dyed-lifted-polyps", "esophagitis", "normal-cecum", "polyps")
+
+
+class SpeedPredictor:
+    """The least a predictor needs for run_video: metadata, the model input, outputs(); no detector."""
+
+    def __init__(self, session, class_names):
+        self.session, self.model_input, self.uncertainty = session, NORM, None
+        self.metadata = {"class_names": list(class_names), "temperature": None}
+
+    def outputs(self, batch: np.ndarray):
+        return self.session.run(None, {"image": batch})[0], None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[0]
+
+
+def examination_1080p(path: Path, seconds_per_class: float = 6.0) -> Path:
+    """A 1920 x 1080 25 fps H.264 synthetic examination (about 26 s)."""
+    return write_examination(path, CLASSES, synth_image, 0, (1920, 1080), 25, seconds_per_class, 0.6, 0.0)[0]
+
+
+def bench_video(models: tuple[str, ...], workdir: Path, batch_size: int = 16, repeats: int = 2) -> list[dict]:
+    """One row per model and precision, and decoding alone; each the fastest of `repeats` runs."""
+    import onnxruntime as ort
+
+    video = examination_1080p(workdir / "examination_1080p.mp4")
+    decode_s = []
+    for _ in range(repeats):
+        info, batches = frames(video, NORM, batch_size=batch_size)
+        start = time.perf_counter()
+        decoded = sum(len(b[0]) for b in batches)
+        decode_s.append(time.perf_counter() - start)
+    decode_s = min(decode_s)
+    duration = decoded / info.fps
+    rows = [_row("decoding alone (PyAV, scaled to 224)", "—", decoded, duration, decode_s, info)]
+    for name in models:
+        fused = reparameterize_model(calibrated(name))
+        onnx_path = export_onnx(fused, torch.rand(1, 3, 224, 224), workdir / f"{name}.onnx", 17)
+        calibration = np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype(np.float32)
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            prepared = preprocess(onnx_path, Path(tmp) / "prepared.onnx")
+            int8_path = quantize(prepared, workdir / f"{name}.int8.onnx", calibration, "image", DEFAULT_CONFIG)
+        for precision, model_path in (("fp32", onnx_path), ("int8", int8_path)):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = model_threads()  # as `kvasir predict VIDEO` runs a bundle
+            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            predictor = SpeedPredictor(session, KVASIR_CLASSES)  # calibrated(): 8 outputs
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                summary = run_video(predictor, video, workdir / f"{name}-{precision}", batch_size=batch_size)
+                seconds.append(time.perf_counter() - start)
+            seconds = min(seconds)
+            rows.append(_row(name, precision, summary["frames_classified"], duration, seconds, info))
+    return rows
+
+
+def _row(model: str, precision: str, frames_done: int, duration: float, seconds: float, info) -> dict:
+    return {
+        "model": model,
+        "precision": precision,
+        "video": f"{info.width}x{info.height} {info.codec} {info.fps:g} fps, {duration:.1f} s",
+        "frames": frames_done,
+        "seconds": seconds,
+        "frames_per_s": frames_done / seconds,
+        "realtime_factor": duration / seconds,
+    }
