@@ -35,6 +35,8 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
             "60",
             "--check_scale",
             "0.05",
+            "--video_models",
+            "[mobileone_s0]",
         ]
     )
     report = json.loads((tmp_path / "benchmark.json").read_text())
@@ -71,3 +73,8 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     assert [r["check"] for r in checks] == ["official split, empty cache", "official split, cached", "manifest, cached"]
     assert len({r["images"] for r in checks}) == 1 and checks[0]["images"] >= 46  # every class at least 2 images
     assert all(r["speedup_vs_cold"] == pytest.approx(checks[0]["seconds"] / r["seconds"]) for r in checks)
+    video = report["video"]  # predict VIDEO end to end on 1080p, each row's real-time factor its own
+    assert [(r["model"], r["precision"]) for r in video][1:] == [("mobileone_s0", "fp32"), ("mobileone_s0", "int8")]
+    assert len({r["frames"] for r in video}) == 1 and video[0]["frames"] == 645  # every frame, decoded and classified
+    assert all(r["realtime_factor"] == pytest.approx(645 / 25 / r["seconds"]) for r in video)
+    assert "1920x1080 h264 25 fps" in video[0]["video"] and "× real time" in (tmp_path / "benchmark.md").read_text()

@@ -111,7 +111,42 @@ def expected_top_class(bundle, image) -> str:
 
 # Accessibility violations axe finds in Gradio's own widgets, not in what this page puts on it: a drop zone that is a
 # button holding the hidden file input (Gradio's aria-label, the untranslated "common.upload", the page replaces).
-GRADIO_INTERNALS = {("nested-interactive", 'button[aria-label="Upload images"]')}
+GRADIO_INTERNALS = {
+    ("nested-interactive", 'button[aria-label="Upload images"]'),
+    ("nested-interactive", 'button[aria-label="Upload a video"]'),
+}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 26-s synthetic examination (under the page's 60 s: it comes back annotated) and its truth."""
+    folder = tmp_path_factory.mktemp("clip")
+    classes = "[dyed-lifted-polyps, dyed-resection-margins, esophagitis, normal-cecum]"
+    main(["synth", "--video", "true", "--dest", str(folder), "--scale", "0.25", "--classes", classes, "--seed", "4"])
+    return folder / "examination.mp4"
+
+
+def test_the_video_tab_through_gradio_client(server, page_bundle, clip, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from kvasir_mobileone.io import read_csv
+
+    client = Client(server[0], verbose=False)
+    timeline, segments, message, annotated = client.predict(handle_file(str(clip)), api_name="/watch")
+    main(["predict", str(clip), "--model", str(page_bundle), "--out", str(tmp_path / "watched")])
+    expected = read_csv(tmp_path / "watched" / "segments.csv")
+    assert [r[0] for r in segments["data"]] == [r["class"] for r in expected]  # as `kvasir predict VIDEO` finds
+    frames = sum(int(r["frames"]) for r in expected)
+    assert message.startswith(f"Watched **examination.mp4**: {frames} frames")
+    assert f"- 00:00.0 to 00:06.0: {expected[0]['class']}" in message  # the live region reads the segments
+    assert "- 00:21.8 to 00:22.4: outside the training data" in message  # a 0.6 s gap, in tenths
+    annotated = annotated if isinstance(annotated, str) else annotated["video"]
+    assert Path(timeline).stat().st_size > 10_000 and Path(annotated).stat().st_size > 10_000
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    _, rows, message, clip_back = client.predict(handle_file(str(notes)), api_name="/watch")
+    assert "notes.mp4** cannot be watched: not a video that can be read" in message and clip_back is None
+    assert "Error" not in message
 
 
 @pytest.mark.slow
@@ -210,6 +245,35 @@ def test_the_page_in_a_browser(server, page_bundle, images, tmp_path):
         browser.close()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
     assert not outside, f"the page fetched from outside 127.0.0.1: {outside}"
+
+
+@pytest.mark.slow
+def test_the_video_tab_in_a_browser(server, clip, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url = server[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), headless=True)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.get_by_role("tab", name="Video").click()
+        expect(page.locator("#video")).to_contain_text("Drop a video here")
+        expect(page.locator("#video-message")).to_have_attribute("aria-live", "polite")
+        page.locator("#video input[type=file]").set_input_files(str(clip))
+        page.locator("#watch").click()
+        expect(page.locator("#video-message")).to_contain_text("Watched examination.mp4: 710 frames", timeout=90_000)
+        expect(page.locator("#segments")).to_contain_text("dyed-resection-margins")
+        expect(page.locator("#segments")).to_contain_text("outside the training data")
+        timeline = page.locator("#timeline img")
+        expect(timeline).to_be_visible()
+        assert timeline.evaluate("i => i.naturalWidth") > 600
+        video = page.locator("#annotated video")
+        expect(video).to_be_attached()
+        assert video.evaluate("v => v.currentSrc || v.src").startswith(url)
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "video.png").stat().st_size > 10_000
 
 
 def test_the_page_through_gradio_client(server, page_bundle, images):

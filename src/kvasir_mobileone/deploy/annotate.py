@@ -1,6 +1,7 @@
 """`kvasir predict VIDEO --annotate true`: the video again, each frame with its smoothed label (and the frame's
-own answer and top probability) drawn in a band along the top, as H.264 MP4 at the video's frame rate, at most
-720 pixels high. Frames that were not classified (--every, --fps) carry the label of the last one that was."""
+own answer and top probability) drawn in a band along the top, as H.264 MP4 at the video's frame rate, 360 to 720
+pixels high (a small video is enlarged, so that the words stay legible). Frames that were not classified (--every,
+--fps) carry the label of the last one that was."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kvasir_mobileone.deploy.video import clock, open_video
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import atomic_path
 
-MAX_HEIGHT = 720
+MIN_HEIGHT, MAX_HEIGHT = 360, 720
 
 
 def annotate_video(
@@ -25,10 +26,11 @@ def annotate_video(
     container, stream = open_video(path)
     rate = stream.average_rate or stream.guessed_rate or 25
     width, height = stream.codec_context.width, stream.codec_context.height
-    scale = min(1.0, MAX_HEIGHT / height)
+    scale = min(MAX_HEIGHT, max(MIN_HEIGHT, height)) / height
     width, height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
-    font = ImageFont.load_default(size=max(12, height // 24))
-    band = max(18, height // 14)
+    big, small = height // 20, height // 30
+    font, caption_font = ImageFont.load_default(size=big), ImageFont.load_default(size=small)
+    band = big + small + 14
     indices = np.asarray(indices)
     with atomic_path(target) as tmp:
         out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
@@ -43,8 +45,8 @@ def annotate_video(
                 draw.rectangle((0, 0, width, band), fill=(0, 0, 0))
                 draw.rectangle((0, band - 4, width, band), fill=colours[j])
                 t = float(frame.time) if frame.time is not None else i / float(rate)
-                draw.text((6, 2), f"{clock(t)}  {labels[j]}", fill=(255, 255, 255), font=font)
-                draw.text((width - 6, 2), captions[j], fill=(200, 200, 200), font=font, anchor="ra")
+                draw.text((8, 3), f"{clock(t)}  {labels[j]}", fill=(255, 255, 255), font=font)
+                draw.text((8, big + 6), captions[j], fill=(200, 200, 200), font=caption_font)
                 out_frame = av.VideoFrame.from_ndarray(np.asarray(picture), format="rgb24")
                 out_frame.pts = i
                 for packet in encoder.encode(out_frame):

@@ -27,20 +27,26 @@ CSS = f"""
 #card pre, #card pre code {{ white-space: pre !important; }}
 footer .run-history, footer .show-api, footer .built-with, footer .settings {{ color: #374151 !important; }}
 #card pre .token {{ color: inherit !important; }}
+#annotated video {{ max-height: 480px; }}
 """
 # results and problems are read out by screen readers when they change (Gradio's Markdown has no live region); the
 # drop zone says what it takes (Gradio writes "Drop File Here" even for several files) and its button gets a name
 # (Gradio leaves the untranslated key "common.upload" as its aria-label), kept so when Gradio draws them again
-ANNOUNCE = """() => { for (const id of ["message"]) { const el = document.getElementById(id);
-  if (el) { el.setAttribute("role", "status"); el.setAttribute("aria-live", "polite"); } }
+ANNOUNCE = """() => {
+  const zones = { images: ["Upload images", "Drop images here"], video: ["Upload a video", "Drop a video here"] };
   const mend = () => {
-    document.querySelectorAll('button[aria-label="common.upload"]')
-      .forEach(b => b.setAttribute("aria-label", "Upload images"));
+    for (const id of ["message", "video-message"]) {  // the video tab is drawn when first opened: mended then
+      const el = document.getElementById(id);
+      if (el && el.getAttribute("aria-live") !== "polite") {
+        el.setAttribute("role", "status"); el.setAttribute("aria-live", "polite"); } }
     document.querySelectorAll("#card pre:not([tabindex])").forEach(p => p.setAttribute("tabindex", "0"));
-    const zone = document.getElementById("images");
-    if (!zone) return;
-    const walk = document.createTreeWalker(zone, NodeFilter.SHOW_TEXT);
-    for (let n; (n = walk.nextNode()); ) if (n.nodeValue.trim() === "Drop File Here") n.nodeValue = "Drop images here";
+    for (const [id, [name, drop]] of Object.entries(zones)) {
+      const zone = document.getElementById(id);
+      if (!zone) continue;
+      zone.querySelectorAll('button[aria-label="common.upload"]').forEach(b => b.setAttribute("aria-label", name));
+      const walk = document.createTreeWalker(zone, NodeFilter.SHOW_TEXT);
+      for (let n; (n = walk.nextNode()); ) if (n.nodeValue.trim() === "Drop File Here") n.nodeValue = drop;
+    }
   };
   mend();
   new MutationObserver(mend).observe(document.body, { subtree: true, childList: true, characterData: true,

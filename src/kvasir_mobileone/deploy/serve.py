@@ -34,9 +34,13 @@ DISCLAIMER = "**Research use only, not a medical device.** Do not use it for dia
 MB = 2**20  # a megabyte as the page's upload list counts it (Gradio's file list divides by 1024 twice)
 
 
-def upload_cap_mb(max_file_mb: float) -> float:
-    """Gradio's own upload limit: far above --max_file_mb, so that one file over it is refused alone, on the page."""
-    return max(UPLOAD_CAP_MB, 10 * max_file_mb)
+ANNOTATE_SECONDS = 60  # the video tab draws the labels on clips up to this long (longer ones: the timeline only)
+
+
+def upload_cap_mb(max_file_mb: float, max_video_mb: float = 0) -> float:
+    """Gradio's own upload limit: far above --max_file_mb (and --max_video_mb), so that one file over it is refused
+    alone, on the page."""
+    return max(UPLOAD_CAP_MB, 10 * max_file_mb, 2 * max_video_mb)
 
 
 def size_text(size: int) -> str:
@@ -167,9 +171,16 @@ def confusion_figure(meta: dict):
     return fig
 
 
-def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: int = 8, keep_minutes: float = 10):
-    """The Gradio Blocks app (not launched). Uploads and heatmaps older than keep_minutes are deleted every
-    keep_minutes, and all of them when the server stops."""
+def build_app(
+    model: str,
+    max_file_mb: float = 10.0,
+    top_k: int = 3,
+    max_batch: int = 8,
+    keep_minutes: float = 10,
+    max_video_mb: float = 200.0,
+):
+    """The Gradio Blocks app (not launched): a tab for images, a tab for a video. Uploads, heatmaps and video
+    outputs older than keep_minutes are deleted every keep_minutes, and all of them when the server stops."""
     gr = require("gradio", "serve")
 
     page = PageModel(model, top_k)
@@ -196,53 +207,85 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: 
         text = f"{len(paths) - len(bad)} of {len(paths)} files ready to classify."
         return text + "".join(f"\n- **{a['file']}** will not be classified: {a['error']}" for a in bad)
 
+    def watch(file):
+        """The video tab: the timeline, the segments, a summary (a live region) and, for a short clip, the clip
+        with its labels."""
+        if not file:
+            return None, [], "Drop a video first.", None
+        path = Path(file if isinstance(file, str) else file.name)
+        return watch_video(page.predictor, path, int(max_video_mb * MB))
+
     headers = ["file", "answer", "prediction set", "top class"]
     headers += [f"class {i + 1}" for i in range(1, page.top_k)] + ["ms/image"]
     keep = max(60, int(keep_minutes * 60))
     with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone", delete_cache=(keep, keep)) as app:
         gr.Markdown(f"# Endoscopy image classifier: {page.meta['model_name']}\n\n{DISCLAIMER}")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=480):
-                files = gr.File(
-                    file_count="multiple",
-                    label=f"Images (JPEG, PNG ...), up to {max_file_mb:g} MB each",
-                    elem_id="images",
+        with gr.Tabs():
+            with gr.Tab("Images", elem_id="images-tab"), gr.Row(equal_height=False):
+                with gr.Column(scale=3, min_width=480):
+                    files = gr.File(
+                        file_count="multiple",
+                        label=f"Images (JPEG, PNG ...), up to {max_file_mb:g} MB each",
+                        elem_id="images",
+                    )
+                    button = gr.Button("Classify", variant="primary", elem_id="classify")
+                    message = gr.Markdown(elem_id="message")
+                    files.change(check_uploads, files, message, queue=False)
+                    table = gr.Dataframe(
+                        headers=headers,
+                        label=f"Answers: a class, {NOT_SURE!r} or {OUTSIDE!r}; the prediction set holds the true "
+                        f"class {round(100 * page.coverage)}% of the time"
+                        if page.coverage
+                        else "Answers and top classes",
+                        elem_id="results",
+                        interactive=False,
+                        wrap=True,
+                    )
+                    show = gr.Checkbox(value=True, label="Show the heatmap over each frame", elem_id="show-heatmap")
+                    overlays = gr.Gallery(
+                        label="Grad-CAM over the frame: red where the evidence for the top class is",
+                        elem_id="heatmaps",
+                        columns=2,
+                        height="auto",
+                        object_fit="contain",
+                        format="jpeg",  # far faster to encode than WebP or PNG
+                    )
+                    frames = gr.Gallery(
+                        label="The frames as taken",
+                        elem_id="frames",
+                        columns=2,
+                        height="auto",
+                        visible=False,
+                        format="jpeg",
+                    )
+                with gr.Column(scale=2, min_width=320), gr.Accordion("Model card", open=True):
+                    gr.Markdown(f"{DISCLAIMER}\n\n{without_confusion_table(page.card)}", elem_id="card")
+                    figure = confusion_figure(page.meta)
+                    if figure is not None:
+                        gr.Plot(figure, label="Confusion matrix", show_label=False, elem_id="confusion")
+            with gr.Tab("Video", elem_id="video-tab"):
+                gr.Markdown(
+                    "A whole examination: every frame classified, then smoothed over time into segments (an "
+                    "HMM with a state for frames outside the training data; `kvasir predict VIDEO` does the same). "
+                    f"Clips up to {ANNOTATE_SECONDS} s come back with their labels drawn on."
                 )
-                button = gr.Button("Classify", variant="primary", elem_id="classify")
-                message = gr.Markdown(elem_id="message")
-                files.change(check_uploads, files, message, queue=False)
-                table = gr.Dataframe(
-                    headers=headers,
-                    label=f"Answers: a class, {NOT_SURE!r} or {OUTSIDE!r}; the prediction set holds the true class "
-                    f"{round(100 * page.coverage)}% of the time"
-                    if page.coverage
-                    else "Answers and top classes",
-                    elem_id="results",
+                clip = gr.File(
+                    file_count="single",
+                    file_types=["video"],
+                    label=f"Video (MP4, MOV, AVI, MKV ...), up to {max_video_mb:g} MB",
+                    elem_id="video",
+                )
+                watch_button = gr.Button("Watch", variant="primary", elem_id="watch")
+                video_message = gr.Markdown(elem_id="video-message")
+                timeline = gr.Image(label="Timeline", type="filepath", elem_id="timeline", interactive=False)
+                segments_table = gr.Dataframe(
+                    headers=list(SEGMENT_HEADERS),
+                    label="Segments after smoothing",
+                    elem_id="segments",
                     interactive=False,
                     wrap=True,
                 )
-                show = gr.Checkbox(value=True, label="Show the heatmap over each frame", elem_id="show-heatmap")
-                overlays = gr.Gallery(
-                    label="Grad-CAM over the frame: red where the evidence for the top class is",
-                    elem_id="heatmaps",
-                    columns=2,
-                    height="auto",
-                    object_fit="contain",
-                    format="jpeg",  # far faster to encode than WebP or PNG
-                )
-                frames = gr.Gallery(
-                    label="The frames as taken",
-                    elem_id="frames",
-                    columns=2,
-                    height="auto",
-                    visible=False,
-                    format="jpeg",
-                )
-            with gr.Column(scale=2, min_width=320), gr.Accordion("Model card", open=True):
-                gr.Markdown(f"{DISCLAIMER}\n\n{without_confusion_table(page.card)}", elem_id="card")
-                figure = confusion_figure(page.meta)
-                if figure is not None:
-                    gr.Plot(figure, label="Confusion matrix", show_label=False, elem_id="confusion")
+                annotated = gr.Video(label="The clip with its labels", elem_id="annotated", interactive=False)
         button.click(
             classify,
             inputs=files,
@@ -251,9 +294,18 @@ def build_app(model: str, max_file_mb: float = 10.0, top_k: int = 3, max_batch: 
             batch=True,
             max_batch_size=max_batch,
             concurrency_limit=1,  # one worker: the model and Grad-CAM's hooks are never shared between threads
+            concurrency_id="model",  # ... and the video tab waits its turn for the same model
         )
         show.change(
             lambda on: (gr.update(visible=on), gr.update(visible=not on)), show, [overlays, frames], queue=False
+        )
+        watch_button.click(
+            watch,
+            inputs=clip,
+            outputs=[timeline, segments_table, video_message, annotated],
+            api_name="watch",
+            concurrency_limit=1,
+            concurrency_id="model",
         )
     return app
 
@@ -293,3 +345,58 @@ def respond(answers: list[dict], top_k: int) -> tuple:
         if problems:
             message += f"\n\nCould not classify:\n{problems}"
     return overlays, frames, table, message
+
+
+SEGMENT_HEADERS = ("class", "start", "end", "duration (s)", "frames", "mean probability")
+
+
+def watch_video(predictor, path: Path, max_bytes: int) -> tuple:
+    """(timeline PNG, segment rows, message, annotated MP4 or None) of one uploaded video, through the same
+    run_video as `kvasir predict VIDEO`; a file that cannot be read gets its sentence, never a traceback."""
+    import tempfile
+
+    from kvasir_mobileone.deploy.examination import run_video
+    from kvasir_mobileone.deploy.video import VideoError, clock
+
+    size = path.stat().st_size
+    if size > max_bytes:
+        return None, [], f"**{path.name}** is {size_text(size)}, over the {max_bytes / MB:g} MB limit.", None
+    out = Path(tempfile.mkdtemp(prefix="video-"))  # inside GRADIO_TEMP_DIR under `kvasir serve`: cleared with it
+    try:
+        from kvasir_mobileone.deploy.video import open_video
+
+        container, stream = open_video(path)
+        seconds = float(stream.duration * stream.time_base) if stream.duration else None
+        container.close()
+        short = seconds is not None and seconds <= ANNOTATE_SECONDS
+        summary = run_video(predictor, path, out, annotate=short)
+    except VideoError as err:
+        return None, [], f"**{path.name}** cannot be watched: {str(err).removeprefix(str(path) + ': ')}", None
+    if not summary["frames_classified"]:
+        return None, [], f"**{path.name}**: no frame could be classified ({summary['stopped']}).", None
+    from kvasir_mobileone.io import read_csv
+    from kvasir_mobileone.runs import VIDEO_ANNOTATED_NAME, VIDEO_SEGMENTS_NAME, VIDEO_TIMELINE_NAME
+
+    rows = read_csv(out / VIDEO_SEGMENTS_NAME)
+    table = [
+        [
+            r["class"],
+            clock(float(r["start"]), True),
+            clock(float(r["end"]), True),
+            f"{float(r['duration']):.1f}",
+            r["frames"],
+            r["mean_probability"],
+        ]
+        for r in rows
+    ]
+    message = (
+        f"Watched **{path.name}**: {summary['frames_classified']} frames in {summary['seconds']:.1f} s "
+        f"({summary['realtime_factor']:.1f}x real time), {len(rows)} segments."
+    )
+    message += "".join(
+        f"\n- {clock(float(r['start']), True)} to {clock(float(r['end']), True)}: {r['class']}" for r in rows
+    )
+    if summary["stopped"]:
+        message += f"\n\nNote: {summary['stopped']}."
+    clip = str(out / VIDEO_ANNOTATED_NAME) if summary.get("annotated") else None
+    return str(out / VIDEO_TIMELINE_NAME), table, message, clip

@@ -40,8 +40,12 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def clock(seconds: float) -> str:
-    """mm:ss (h:mm:ss past an hour), as the timeline and the segments table write time."""
+def clock(seconds: float, tenths: bool = False) -> str:
+    """mm:ss (h:mm:ss past an hour), as the timeline and the segments table write time; mm:ss.s with tenths."""
+    if tenths:
+        t = round(seconds, 1)
+        whole = clock(t - t % 60)[:-2]  # the minutes (and hours) part, "mm:"
+        return f"{whole}{t % 60:04.1f}"
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
