@@ -50,9 +50,90 @@ FV = "tests/test_field_of_view.py::"
 MO = "tests/test_mobile.py::"
 SE = "tests/test_serve.py::"
 UN = "tests/test_uncertainty.py::"
+VI = "tests/test_video.py::"
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
 MUTATIONS = [
+    # issue 35: examination videos
+    Mutation(
+        "a blank frame (no picture) is outside the training data",
+        "deploy/video.py",
+        "    return bool(high - low < BLANK_RANGE)",
+        "    return False",
+        VI + "test_blank_frames_are_outside_and_the_annotated_video_shows_every_frame",
+    ),
+    Mutation(
+        "the timeline puts a blank frame in the outside state whatever its class probabilities",
+        "deploy/timeline.py",
+        "        q = np.where(np.asarray(blank, bool), 1 - FLOOR, q)",
+        "        q = q",
+        VI + "test_flagged_frames_are_a_state_of_their_own_and_short_runs_merge",
+    ),
+    Mutation(
+        "--ood_weight is the exponent of the detector's odds (0 ignores the detector)",
+        "deploy/timeline.py",
+        "    powered = np.asarray(odds, np.float64) ** ood_weight",
+        "    powered = np.asarray(odds, np.float64)",
+        VI + "test_flagged_frames_are_a_state_of_their_own_and_short_runs_merge",
+    ),
+    Mutation(
+        "in the outside state the class probabilities say nothing (a score just past the threshold keeps a sure class)",
+        "deploy/timeline.py",
+        "    e[:, k] = q / k",
+        "    e[:, k] = q",
+        VI + "test_flagged_frames_are_a_state_of_their_own_and_short_runs_merge",
+    ),
+    Mutation(
+        "Viterbi weighs the transitions: noisy frames do not split a segment",
+        "deploy/timeline.py",
+        "        candidates = score[:, None] + log_m",
+        "        candidates = score[:, None] + 0 * log_m",
+        VI + "test_the_hmm_recovers_noisy_segments_and_filters_causally",
+    ),
+    Mutation(
+        "the detector's score counts as graded odds: a photo stretch in a video is outside",
+        "answers.py",
+        "        return np.maximum(scores, 1e-12) / max(self.ood_threshold, 1e-12)",
+        "        return np.ones(len(scores))",
+        VI + "test_the_smoothed_timeline_finds_the_boundaries_and_switches_less_at_no_cost",
+    ),
+    Mutation(
+        "a video that ends before its stated duration is said to be truncated",
+        "deploy/video.py",
+        "        if info.stopped is None and duration and info.decoded and last < duration - 3 / rate:",
+        "        if False:",
+        VI + "test_videos_that_cannot_be_read_are_said_in_words",
+    ),
+    Mutation(
+        "the annotated video has every frame of the video, not only the classified ones",
+        "deploy/annotate.py",
+        '                j = max(0, int(np.searchsorted(indices, i, side="right")) - 1)',
+        '                j = max(0, int(np.searchsorted(indices, i, side="right")) - 1)\n'
+        "                if i not in indices:\n"
+        "                    continue",
+        VI + "test_blank_frames_are_outside_and_the_annotated_video_shows_every_frame",
+    ),
+    Mutation(
+        "--ood_weight out of range is refused before a video is decoded",
+        "deploy/timeline.py",
+        "    if not 0 <= ood_weight <= 10:",
+        "    if ood_weight > 10:",
+        VI + "test_blank_frames_are_outside_and_the_annotated_video_shows_every_frame",
+    ),
+    Mutation(
+        "the video tab's live region reads every segment",
+        "deploy/serve.py",
+        "{r['class']}\" for r in rows",
+        "{r['class']}\" for r in rows[:0]",
+        SE + "test_the_video_tab_through_gradio_client",
+    ),
+    Mutation(
+        "the video tab's summary is a live region (set when the tab is first drawn)",
+        "deploy/page_style.py",
+        '    for (const id of ["message", "video-message"]) {',
+        '    for (const id of ["message"]) {',
+        SE + "test_the_video_tab_in_a_browser",
+    ),
     # issue 33: "I don't know": out-of-distribution flags, abstention, prediction sets
     Mutation(
         "conformal sets hold as many classes as the coverage needs, not the top class alone",
