@@ -87,7 +87,8 @@ def test_blank_frames_are_outside_and_the_annotated_video_shows_every_frame(exam
     with av.open(str(out / VIDEO_ANNOTATED_NAME)) as container:
         pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert summary["annotated"] == VIDEO_ANNOTATED_NAME and len(pictures) == summary["frames_decoded"]
-    band = pictures[len(pictures) // 2][:8]  # the label band along the top: dark, with white text on it
+    picture = pictures[len(pictures) // 2]
+    band = picture[: len(picture) // 10]  # the label band along the top: dark, with white text on it
     assert band.mean() < 90 and band.max() > 200
     with pytest.raises(UserError, match="--ood_weight is an exponent in"):
         main(["predict", str(examination[0]), "--model", str(ood_run[1]), "--ood_weight", "-1"])
@@ -106,7 +107,7 @@ def noisy_sequence(seed=0, n=300, classes=3, right=0.55):
 
 def test_the_hmm_recovers_noisy_segments_and_filters_causally():
     truth, probs, times = noisy_sequence()
-    result = smooth(probs, np.ones(len(truth)) * 0.1, times)
+    result = smooth(probs, np.ones(len(truth)) * 0.1, times, min_segment=0)  # the HMM alone, no merging
     raw = probs.argmax(axis=1)
     assert switches(raw) >= 10 * max(1, switches(result["offline"])), (switches(raw), switches(result["offline"]))
     assert (result["offline"] == truth).mean() > (raw == truth).mean() + 0.1
@@ -178,5 +179,5 @@ def test_videos_that_cannot_be_read_are_said_in_words(examination, ood_run, tmp_
     cut.write_bytes(data[: len(data) // 2])
     summary = main(["predict", str(cut), "--model", bundle, "--out", str(tmp_path / "z")])[0]
     assert 0 < summary["frames_classified"] < summary["duration"] * 25 - 25  # a second or more is missing
-    assert "truncated" in summary["stopped"] and "truncated" in capsys.readouterr().out
+    assert summary["stopped"] and "truncated" in summary["stopped"] and "truncated" in capsys.readouterr().out
     assert len(read_csv(tmp_path / "z" / VIDEO_FRAMES_NAME)) == summary["frames_classified"]
