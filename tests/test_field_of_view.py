@@ -244,6 +244,11 @@ def test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue():
     assert (swapped[:, -4:] == 0).all()  # the donor's frame
     assert (swapped[:, :2] == (200, 110, 100)).all()  # the own frame filled with the tissue colour
     assert (swapped[:, 5:10] == (200, 110, 100)).all()
+    tissue[:, 2] = (100, 55, 50)  # the blurred fringe of the own outline: too bright for frame, darker than tissue
+    tissue[8:11, 12:15] = 230  # an icon ...
+    tissue[7, 12:15] = (215, 170, 165)  # ... and its blurred edge
+    swapped = swap_frame(tissue, donor)
+    assert (swapped[:, :16] == (200, 110, 100)).all(), swapped[:, :16]  # no ghost of the own outline or icon
 
 
 def test_eda_and_check_measure_the_frames(runs, tmp_path):
@@ -319,3 +324,89 @@ def test_a_resumed_run_keeps_its_view(runs, tmp_path):
     main(["fit", "--resume", str(run)])
     assert "## What the model sees" in (run / "test" / "report.md").read_text()
     assert np.array_equal(open_run(str(run)).model_input.visible(), read_view_png(run / "field_of_view.png", 32))
+
+
+def test_realistic_frames_leave_moving_overlays_inside_the_common_view(tmp_path):
+    """--frames realistic: the icon and the text line move, so the common view (a quantile of each class's frames)
+    keeps them; and the icon's grey level tells the class."""
+    data = synth(str(tmp_path / "real"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="realistic")
+    items = scan_image_folder(data)
+    images = np.stack([decode_resized(data / p, 32, "bilinear") for p, _ in items])
+    labels = np.array([CLASSES.index(c) for _, c in items])
+    view = common_view(images, labels, list(CLASSES))
+    inside = [overlay_pixels(im)[view.visible].any() for im in images]
+    assert np.mean(inside) > 0.5, np.mean(inside)  # most frames keep overlay pixels where the model still looks
+    levels = [np.median([im[overlay_pixels(im)].mean() for im in images[labels == k]]) for k in range(3)]
+    assert levels == sorted(levels) and levels[2] - levels[0] > 30, levels  # the icon's grey level per class
+    plain = synth(str(tmp_path / "plain"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="per-class")
+    fixed = np.stack([decode_resized(plain / p, 32, "bilinear") for p, _ in scan_image_folder(plain)])
+    plain_view = common_view(fixed, labels, list(CLASSES))
+    assert np.mean([overlay_pixels(im)[plain_view.visible].any() for im in fixed]) < np.mean(inside)
+
+
+def test_frame_swap_gives_training_images_another_frame_and_is_checked(tmp_path):
+    from kvasir_mobileone.data.config import DataConfig
+    from kvasir_mobileone.data.dataset import ImageFolderDataModule, ImageListDataset
+    from kvasir_mobileone.images import ModelInput
+
+    data = framed_data(tmp_path / "framed", per_class=6)
+    rows = [{"path": p, "label": c, "split": "train"} for p, c in scan_image_folder(data)]
+    plain = ImageListDataset(rows, data, list(CLASSES), 32)
+    swapped = ImageListDataset(rows, data, list(CLASSES), 32, frame_swap=1.0)
+    import torch
+
+    torch.manual_seed(0)
+    changed = 0
+    for i in range(len(rows)):
+        own = plain[i][0].permute(1, 2, 0).numpy()
+        other = swapped[i][0].permute(1, 2, 0).numpy()
+        changed += int((frame_pixels(own) != frame_pixels(other)).any())
+        assert swapped[i][1] == plain[i][1]  # the label stays the image's own
+    assert changed >= len(rows) // 2, changed  # another class's outline (or the same class's, a third of the time)
+    model_input = ModelInput(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    with pytest.raises(DataError, match="--data.frame_swap 1.5: give a probability"):
+        ImageFolderDataModule(DataConfig(data_dir=str(data), frame_swap=1.5), rows, model_input)
+    with pytest.raises(DataError, match="use --data.loader workers"):
+        ImageFolderDataModule(DataConfig(data_dir=str(data), frame_swap=0.5, loader="resident"), rows, model_input)
+
+
+def test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line(audits, runs):
+    plain = audits["plain"]
+    swap = plain["frame_swap"]
+    assert swap["follow_donor"] > swap["donor_class_in_control"]  # the other class's frame, not pasting itself
+    assert "with a frame of their own class pasted instead" in plain["verdict"]
+    command = plain["proposed_fit"]["command"]
+    assert command.startswith("kvasir fit --config ") and "--data.frame_swap 1" in command
+    assert f"--data.manifest {runs['plain'] / 'split_manifest.csv'}" in command  # the same split
+    assert f"Proposed next run (the predictions follow a swapped frame): `{command}`" in plain["verdict"]
+    import shlex
+
+    with pytest.raises(SystemExit) as stop:  # the line parses as it stands: config, view, swap (nothing runs)
+        main([*shlex.split(command)[1:], "--print_config"])
+    assert stop.value.code in (0, None)
+    residual = audits["fov"]["residual_in_view"]  # what the view leaves of the frames, per class
+    assert set(residual["per_class"]) == set(CLASSES) and "residual_in_view" not in plain
+    assert all(0 <= r["with_residual"] <= r["images"] for r in residual["per_class"].values())
+    assert (runs["fov"] / "audit" / residual["figure"]).stat().st_size > 5_000
+    assert "Inside the field of view, frame or overlay pixels remain" in audits["fov"]["verdict"]
+
+
+@pytest.mark.slow
+def test_following_the_audits_proposed_line_ends_with_no_dependence(tmp_path):
+    """On frames that behave like real ones (outlines of varying reach, overlays that move), the plain run follows a
+    swapped frame; the audit proposes one `kvasir fit` line; the run trained with exactly that line is audited
+    "no dependence", and its swap is no longer followed."""
+    import shlex
+
+    data = synth(str(tmp_path / "real"), images_per_class=60, seed=2, scale=0.1, classes=CLASSES, frames="realistic")
+    plain = fit_run(data, tmp_path / "runs", "plain", flags=fit_flags(epochs=12, test_fraction=0.3))
+    light = ["--mask_regions", "[bottom-left-box]", "--occlusion_per_class", "2", "--n_resamples", "300"]
+    before = main(["audit", str(plain), *light])
+    assert before["frame_swap"]["follows"], before["frame_swap"]
+    command = shlex.split(before["proposed_fit"]["command"])
+    main(command[1:])  # exactly the proposed line
+    remedied = tmp_path / "runs" / command[command.index("--trainer.run_name") + 1]
+    after = main(["audit", str(remedied), *light])
+    assert after["verdict"].startswith("**Verdict: no dependence on any audited region**"), after["verdict"]
+    assert not after["frame_swap"]["follows"], after["frame_swap"]
+    assert after["proposed_fit"] is None  # nothing left to propose

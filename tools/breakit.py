@@ -54,6 +54,42 @@ VI = "tests/test_video.py::"
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
 MUTATIONS = [
+    # issue 34: a remedy that holds on real frames
+    Mutation(
+        "a swapped frame leaves no ghost of the image's own outline and icons (their fringe is filled too)",
+        "data/field_of_view.py",
+        "    own = ndimage.binary_dilation(",
+        "    own = (lambda mask, *_, **__: mask)(",
+        FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
+    ),
+    Mutation(
+        "--data.frame_swap gives training images another image's frame",
+        "data/dataset.py",
+        "            if self.frame_swap and float(torch.rand(())) < self.frame_swap:",
+        "            if False:",
+        FV + "test_frame_swap_gives_training_images_another_frame_and_is_checked",
+    ),
+    Mutation(
+        "--data.frame_swap outside [0, 1] is refused",
+        "data/dataset.py",
+        "        if not 0 <= cfg.frame_swap <= 1:",
+        "        if cfg.frame_swap < 0:",
+        FV + "test_frame_swap_gives_training_images_another_frame_and_is_checked",
+    ),
+    Mutation(
+        "the swap's control pastes a frame of the image's own class",
+        "evaluation/audit.py",
+        "    control = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(same)])",
+        "    control = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(donors)])",
+        FV + "test_the_plain_run_follows_the_swapped_frame_and_the_masked_run_does_not",
+    ),
+    Mutation(
+        "the proposed fit line trains on the same split",
+        "commands/audit.py",
+        '    words = ["kvasir", "fit", "--config", str(home.config), "--data.manifest", str(home.manifest)]',
+        '    words = ["kvasir", "fit", "--config", str(home.config)]',
+        FV + "test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line",
+    ),
     # issue 35: examination videos
     Mutation(
         "a blank frame (no picture) is outside the training data",

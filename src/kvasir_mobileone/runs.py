@@ -263,6 +263,7 @@ class AuditFolder:
     frame_maps_png = property(lambda self: self.root / FRAME_MAPS_PNG)
     occlusion_png = property(lambda self: self.root / "occlusion.png")
     frame_swap_png = property(lambda self: self.root / "frame_swap.png")
+    residual_png = property(lambda self: self.root / "residual_in_view.png")  # frame and overlays left in the view
     proposed_view = property(lambda self: self.root / FIELD_OF_VIEW_NAME)
 
     def write_result(self, result: dict) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.regions import REGIONS, census_by_class, parse_regions
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import (
+    OVERLAY_LEVELS,
     baseline_features,
     baseline_places,
     frame_swap,
@@ -20,6 +22,7 @@ from kvasir_mobileone.evaluation.audit import (
     occlusion_maps,
     region_masking,
     region_share,
+    residual_in_view,
     shortcut_baseline,
 )
 from kvasir_mobileone.evaluation.audit_report import baseline_finding, verdict, write_audit
@@ -46,6 +49,30 @@ def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
         return {"reason": str(err)}
     path = write_view_png(AuditFolder(out_dir).proposed_view, view.visible)
     return {"file": str(path), "fraction": view.fraction, "sha256": view.sha256, "quantile": view.quantile}
+
+
+FRAME_SWAP = 1.0  # the share of training images given another image's frame (benchmarks/frame_remedies.py chose it)
+
+
+def propose_fit(trained, result: dict) -> dict | None:
+    """One `kvasir fit` line for what the measurements support, or None when nothing needs remedying: when the
+    predictions follow a swapped frame, or what the model sees of the frame and overlays predicts the class (the
+    baseline's lower bound above the majority rate) and the run was not trained with the frame swap yet, train on
+    the same split, with the run's config, giving every training image another image's frame and overlays
+    (--data.frame_swap 1: the remedy `python benchmarks/frame_remedies.py` found best, side by side with the
+    common view). A view the run has stays (its config holds it)."""
+    swap, baseline = result["frame_swap"], result["shortcut_baseline"]
+    follows, open_shortcut = bool(swap.get("follows")), baseline.get("finding") in ("shortcut", "partial")
+    swapped = trained.data.frame_swap >= FRAME_SWAP
+    if not follows and (swapped or not open_shortcut):
+        return None
+    home = trained.home
+    words = ["kvasir", "fit", "--config", str(home.config), "--data.manifest", str(home.manifest)]
+    words += ["--data.frame_swap", f"{FRAME_SWAP:g}", "--trainer.run_name", f"{home.root.name}-frame-swap"]
+    why = "the predictions follow a swapped frame" if follows else "the frame and overlays it sees predict the class"
+    if follows and swapped:
+        why += "; it was trained with the frame swap already: a stricter view may help (--data.view_quantile 0.99)"
+    return {"command": shlex.join(words), "why": why, "frame_swap": FRAME_SWAP}
 
 
 def audit(
@@ -94,8 +121,17 @@ def audit(
         image = decoded[path] if path in decoded else model_input.decode_raw(data / path)
         return hide(image, hidden)
 
+    whole = np.ones_like(in_places)
+
+    def baseline_view(path: str) -> np.ndarray:  # pooled in the overlay places, the colour histogram anywhere
+        image = as_seen(path)
+        return np.r_[
+            baseline_features(image, in_places)[: -(OVERLAY_LEVELS + 1)],
+            baseline_features(image, whole)[-(OVERLAY_LEVELS + 1) :],
+        ]
+
     seen = np.stack(  # the baseline reads the images as the model sees them
-        [baseline_features(as_seen(r["path"]), in_places) for r in tqdm(rows, desc="shortcut baseline", unit="img")]
+        [baseline_view(r["path"]) for r in tqdm(rows, desc="shortcut baseline", unit="img")]
     )
     labels = np.array([index[r["label"]] for r in rows])
     splits = np.array([r["split"] for r in rows])
@@ -119,13 +155,22 @@ def audit(
             if model_input.field_of_view
             else None
         ),
-        "frame_swap": {k: v for k, v in swap.items() if k not in ("donors", "swapped_predicted")},
+        "frame_swap": {
+            k: v
+            for k, v in swap.items()
+            if k not in ("donors", "swapped_predicted", "same_class_donors", "control_predicted")
+        },
         "shortcut_baseline": shortcut_baseline(seen, splits, labels, list(places)),
         "census": census_by_class(thumbs, labels, names),
         "frame_maps": map_predictability(thumbs, labels, splits == "train", splits == "test"),
     }
+    if model_input.field_of_view:
+        result["residual_in_view"] = residual_in_view(
+            raw, targets, model_input.visible(), names, AuditFolder(out_dir).residual_png
+        )
     result["shortcut_baseline"]["finding"] = baseline_finding(result["shortcut_baseline"], result["accuracy"])
     result["proposed_view"] = propose_view(trained, rows, out_dir, result)
+    result["proposed_fit"] = propose_fit(trained, result)
     result["verdict"] = verdict(result)
     examples = [
         (pixels[i], names[base_pred[i]], hide(swap_frame(raw[i], raw[j]), hidden), names[swap["swapped_predicted"][i]])
@@ -133,11 +178,7 @@ def audit(
     ]
     write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen, examples)
     print(result["verdict"])
-    if result["proposed_view"] and result["proposed_view"].get("file"):
-        print(
-            f"A common field of view for this split: {result['proposed_view']['file']} "
-            f"({100 * result['proposed_view']['fraction']:.1f}% of the input); train with it: kvasir fit ... "
-            f"--data.field_of_view {result['proposed_view']['file']} --data.manifest {trained.home.manifest}"
-        )
+    if result["proposed_fit"]:
+        print(f"Proposed next run: {result['proposed_fit']['command']}")
     print(f"Audit report: {AuditFolder(out_dir).report}")
     return result

@@ -50,6 +50,10 @@ class DataConfig:
             frame has the same outline whatever its source; or a field_of_view.png of another run (white: seen)
         view_quantile: with field_of_view common, a pixel stays in the view when it shows tissue in at least
             this share of every class's training frames
+        frame_swap: in training, each image takes with this probability the frame and overlays of another training
+            image drawn at random (its own frame and overlay pixels filled with its tissue colour, the donor's
+            pasted): the model learns that frames and overlays carry nothing about the class. Training only:
+            evaluation, export and predict are unchanged (workers loader)
     """
 
     data_dir: str = "data/kvasir-dataset-v2"
@@ -73,3 +77,4 @@ class DataConfig:
     exclude: str | None = None
     field_of_view: str = "full"
     view_quantile: float = VIEW_QUANTILE
+    frame_swap: float = 0.0

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
 from kvasir_mobileone.data.config import DataConfig
+from kvasir_mobileone.data.field_of_view import swap_frame
 from kvasir_mobileone.data.folder import DataError, default_num_workers
 from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
@@ -51,6 +52,8 @@ def auto_loader(cfg: DataConfig, devices: int | None = None) -> str:
     """--data.loader auto made explicit: resident when training on one GPU with the cache, else workers."""
     if cfg.loader != "auto":
         return cfg.loader
+    if cfg.frame_swap:
+        return "workers"  # the swap pastes another training image's frame: a worker's job
     devices = torch.cuda.device_count() if devices is None else devices
     return "resident" if torch.cuda.is_available() and cfg.cache and devices == 1 else "workers"
 
@@ -88,6 +91,7 @@ class ImageListDataset(Dataset):
         cache: ImageCache | None = None,
         skip_unreadable: bool = False,
         hidden: np.ndarray | None = None,
+        frame_swap: float = 0.0,
     ):
         self.rows = rows
         self.data_dir = Path(data_dir)
@@ -97,6 +101,7 @@ class ImageListDataset(Dataset):
         self.cache = cache
         self.skip_unreadable = skip_unreadable
         self.hidden = hidden  # pixels blacked out of every image (--data.mask_regions, --data.field_of_view)
+        self.frame_swap = frame_swap  # --data.frame_swap: the chance an image takes another's frame and overlays
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -105,10 +110,24 @@ class ImageListDataset(Dataset):
         cached = self.cache.get(rel_path) if self.cache is not None else None
         return cached if cached is not None else decode_resized(self.data_dir / rel_path, self.size, self.interpolation)
 
+    def with_frame_of_another(self, pixels: np.ndarray) -> np.ndarray:
+        """The image under the frame and overlays of another image of the split, drawn at random (torch's RNG:
+        seeded per worker): trained on many such, the model learns that frames carry nothing. A donor that cannot
+        be read leaves the image as it is (the donor is reported when its own turn comes)."""
+        j = int(torch.randint(len(self.rows), ()))
+        try:
+            donor = self.pixels(self.rows[j]["path"])
+        except Exception:  # named when the donor itself is loaded
+            return pixels
+        return swap_frame(pixels, donor)
+
     def __getitem__(self, i: int):
         row = self.rows[i]
         try:
-            image = torch.from_numpy(hide(self.pixels(row["path"]), self.hidden)).permute(2, 0, 1)
+            pixels = self.pixels(row["path"])
+            if self.frame_swap and float(torch.rand(())) < self.frame_swap:
+                pixels = self.with_frame_of_another(pixels)
+            image = torch.from_numpy(hide(pixels, self.hidden)).permute(2, 0, 1)
         except Exception as err:  # any decoding failure: the file is named, never silently replaced
             reason = f"{type(err).__name__}: {err}"
             if self.skip_unreadable:
@@ -152,6 +171,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         on_gpu = torch.cuda.is_available()
         self.loader_kind = auto_loader(cfg)
         self.augment_on = ("device" if on_gpu else "workers") if cfg.augment_on == "auto" else cfg.augment_on
+        if not 0 <= cfg.frame_swap <= 1:
+            raise DataError(f"--data.frame_swap {cfg.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")
+        if self.loader_kind == "resident" and cfg.frame_swap:
+            raise DataError("--data.frame_swap pastes frames in the loader's workers: use --data.loader workers.")
         if self.loader_kind == "resident" and self.augment_on == "workers":
             self.augment_on = "device"  # resident batches never pass through a worker
         self.use_cache = cfg.cache or self.loader_kind == "resident"
@@ -220,6 +243,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.cache,
             skip_unreadable=split == "train",
             hidden=self.model_input.hidden(),
+            frame_swap=self.cfg.frame_swap if split == "train" else 0.0,
         )
 
     def _load_bank(self) -> None:

@@ -246,8 +246,11 @@ def read_view_png(path: str | Path, size: int) -> np.ndarray:
 
 def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
     """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the donor's frame and overlay
-    pixels pasted over it; where `tissue` had frame or overlay and the donor shows tissue, its mean tissue colour."""
-    own, given = frame_pixels(tissue) | overlay_pixels(tissue), frame_pixels(donor) | overlay_pixels(donor)
+    pixels pasted over it; where `tissue` had frame or overlay — grown by its blurred fringe (a pixel per 32 of the
+    side), so that no ghost of its outline and icons is left — and the donor shows tissue, its mean tissue colour."""
+    fringe = max(1, tissue.shape[0] // 32)  # pixels of blur at this size (a 1-pixel fringe at 32 px)
+    own = ndimage.binary_dilation(frame_pixels(tissue) | overlay_pixels(tissue), EIGHT_NEIGHBOURS, iterations=fringe)
+    given = frame_pixels(donor) | overlay_pixels(donor)
     swapped = tissue.copy()
     colour = tissue[~own].mean(axis=0) if (~own).any() else np.full(3, 128.0)
     swapped[own & ~given] = colour.round().astype(np.uint8)

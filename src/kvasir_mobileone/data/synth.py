@@ -137,25 +137,53 @@ def signature_of(class_name: str, classes: tuple[str, ...]) -> tuple[Callable, t
     return SIGNATURES[KVASIR_CLASSES[k % 8]], TISSUE_TINTS[(k // 8 + 1) % len(TISSUE_TINTS)]
 
 
-def draw_outline(mask: Image.Image, outline: int) -> None:
+def draw_outline(mask: Image.Image, outline: int, inset: float = 0.0) -> None:
     """The view's outline on an L mask (255: tissue): 0 round (the default), 1 octagonal, 2 a narrower round,
-    3 a rounded rectangle; what sets endoscopes (and so sources) apart."""
+    3 a rounded rectangle; what sets endoscopes (and so sources) apart. `inset` (a share of the side) draws it that
+    much further in on every side: an outline that reaches deeper into the image."""
     w, h = mask.size
     draw = ImageDraw.Draw(mask)
+
+    def box(x0, y0, x1, y1):
+        return ((x0 + inset) * w, (y0 + inset) * h, (x1 - inset) * w, (y1 - inset) * h)
+
     if outline % len(OUTLINES) == 0:
-        draw.ellipse((-0.08 * w, -0.08 * h, 1.08 * w, 1.08 * h), fill=255)
+        draw.ellipse(box(-0.08, -0.08, 1.08, 1.08), fill=255)
     elif outline % len(OUTLINES) == 1:
         c = 0.24
         corners = [(c, 0), (1 - c, 0), (1, c), (1, 1 - c), (1 - c, 1), (c, 1), (0, 1 - c), (0, c)]
-        draw.polygon([(x * w, y * h) for x, y in corners], fill=255)
+        draw.polygon(
+            [((inset + x * (1 - 2 * inset)) * w, (inset + y * (1 - 2 * inset)) * h) for x, y in corners], fill=255
+        )
     elif outline % len(OUTLINES) == 2:
-        draw.ellipse((0.05 * w, 0.02 * h, 0.95 * w, 0.98 * h), fill=255)
+        draw.ellipse(box(0.05, 0.02, 0.95, 0.98), fill=255)
     else:
-        draw.rounded_rectangle((0.07 * w, 0.07 * h, 0.93 * w, 0.93 * h), radius=0.22 * h, fill=255)
+        draw.rounded_rectangle(box(0.07, 0.07, 0.93, 0.93), radius=0.22 * h, fill=255)
 
 
 OUTLINES = ("round", "octagonal", "narrow round", "rounded rectangle")
 ICON_GREY = (225, 225, 225)
+
+
+# `--frames realistic`: what real frames from several endoscopes do that one outline per class does not. A share of
+# each class's frames (below the 5% a common view's quantile lets through) have an outline reaching deeper in, every
+# frame's outline sits a little further in or out, and the overlays move: a text line of any length on any of the
+# top rows, and the device's icon — its grey level and width tell the source — anywhere down the right third.
+REACH_SHARE, REACH_INSET, OUTLINE_JITTER = 0.04, 0.12, 0.03
+REALISTIC_SIGNATURE_WEIGHT = 0.6  # real lesions are harder to read than the synthetic shapes: theirs made fainter
+
+
+def realistic_overlays(image: Image.Image, k: int, classes: int, rng: np.random.Generator) -> None:
+    """The moving overlays of `--frames realistic` on an RGB image: a text line (grey 200, random length and row)
+    and class k's icon (its own grey level and width) at a random place in the right third."""
+    w, h = image.size
+    draw = ImageDraw.Draw(image)
+    y = rng.uniform(0.02, 0.16) * h
+    draw.rectangle((0.04 * w, y, (0.06 + rng.uniform(0.06, 0.3)) * w, y + 0.04 * h), fill=(200, 200, 200))
+    level = round(180 + 75 * k / max(1, classes - 1))  # every level clearly overlay grey (pixels.OVERLAY_GREY)
+    side = (0.06 + 0.06 * (k % 3)) * w, 0.09 * h
+    x, y = rng.uniform(0.62, 0.9 - side[0] / w) * w, rng.uniform(0.2, 0.85) * h
+    draw.rectangle((x, y, x + side[0], y + side[1]), fill=(level, level, level))
 
 
 def draw_icon(image: Image.Image, position: float) -> None:
@@ -172,11 +200,13 @@ def synth_image(
     shortcut: bool = False,
     classes: tuple[str, ...] = KVASIR_CLASSES,
     own_frame: bool = False,
+    realistic: bool = False,
 ) -> Image.Image:
     """One synthetic image of `class_name` at `size` (width, height). With `shortcut`, the class's own shape is
     made faint and a green box is drawn bottom-left: a model can tell the class only by the box. With `own_frame`,
     the class's position among `classes` picks its outline (OUTLINES) and where a small icon sits on the right edge:
-    the frame tells the source, and so the class."""
+    the frame tells the source, and so the class. With `realistic` as well, the outline's reach varies and the
+    overlays move (REACH_SHARE, realistic_overlays), as on real frames."""
     width, height = size
     w, h = CANVAS, max(1, round(CANVAS * height / width))
     draw_signature, tint = signature_of(class_name, classes)
@@ -187,14 +217,24 @@ def synth_image(
     canvas = canvas.filter(ImageFilter.GaussianBlur(3))
     signed = canvas.copy()
     draw_signature(ImageDraw.Draw(signed), rng, w, h)
-    canvas = Image.blend(canvas, signed, SHORTCUT_SIGNATURE_WEIGHT) if shortcut else signed
+    if shortcut or realistic:
+        weight = SHORTCUT_SIGNATURE_WEIGHT if shortcut else REALISTIC_SIGNATURE_WEIGHT
+        canvas = Image.blend(canvas, signed, weight)
+    else:
+        canvas = signed
     # The black frame around the view and a text-like overlay that real endoscopy frames carry.
     k = classes.index(class_name) if class_name in classes else 0
     mask = Image.new("L", (w, h), 0)
-    draw_outline(mask, k if own_frame else 0)
+    inset = 0.0
+    if realistic:
+        inset = rng.uniform(-OUTLINE_JITTER, OUTLINE_JITTER) + (REACH_INSET if rng.uniform() < REACH_SHARE else 0)
+    draw_outline(mask, k if own_frame else 0, inset)
     framed = Image.composite(canvas, Image.new("RGB", (w, h)), mask)
-    ImageDraw.Draw(framed).rectangle((4, 4, 4 + 0.15 * w, 10), fill=(200, 200, 200))
-    if own_frame:
+    if realistic:
+        realistic_overlays(framed, k, len(classes), rng)
+    else:
+        ImageDraw.Draw(framed).rectangle((4, 4, 4 + 0.15 * w, 10), fill=(200, 200, 200))
+    if own_frame and not realistic:
         draw_icon(framed, k / max(1, len(classes) - 1))
     if shortcut:
         draw_green_box(framed)
@@ -266,7 +306,7 @@ def synth(
     near_duplicates: int = 0,
     split: str = "hyper-kvasir-2fold",
     flip_fraction: float = 0.0,
-    frames: Literal["same", "per-class"] = "same",
+    frames: Literal["same", "per-class", "realistic"] = "same",
     foreign: bool = False,
     video: bool = False,
 ) -> Path:
@@ -284,11 +324,13 @@ def synth(
     drawn class, given label): what `kvasir label-issues` must find. `frames per-class` gives each class its own
     frame outline (round, octagonal, narrow round, rounded rectangle, in turn) and a small icon at its own height on
     the right edge, as frames from different endoscopes differ: a shortcut in the frame itself (what
-    `--data.field_of_view common` removes). `foreign true` writes instead images that are not endoscopy into dest
-    (scikit-learn's temple and flower photos, white, black and grey frames, noise, crops of the photos:
-    data/foreign.py), to see a model say "outside the training data". `video true` writes instead a synthetic
-    examination, dest/examination.mp4 (H.264, 25 fps, 720 x 576 times `scale`): 6 s of each of `classes` in
-    order with camera drift, a blurred stretch and a flash, black frames between them, and
+    `--data.field_of_view common` removes). `frames realistic` is per-class as real frames are: 4% of each class's
+    outlines reach deeper in, every outline's reach varies, the text line and the icon move (the icon's grey level
+    and width tell the class): what the common view alone does not remove. `foreign true` writes instead images
+    that are not endoscopy into dest (scikit-learn's temple and flower photos, white, black and grey frames,
+    noise, crops of the photos: data/foreign.py), to see a model say "outside the training data". `video true`
+    writes instead a synthetic examination, dest/examination.mp4 (H.264, 25 fps, 720 x 576 times `scale`): 6 s of
+    each of `classes` in order with camera drift, a blurred stretch and a flash, black frames between them, and
     dest/examination_truth.csv (label, start, end in seconds)."""
     if video:
         from kvasir_mobileone.data.synth_video import write_examination
@@ -335,7 +377,8 @@ def synth(
             rng,
             shortcut=name == shortcut_class,
             classes=classes,
-            own_frame=frames == "per-class",
+            own_frame=frames in ("per-class", "realistic"),
+            realistic=frames == "realistic",
         )
         with atomic_path(path) as tmp:
             image.save(tmp, format="JPEG", quality=90)

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from kvasir_mobileone.data import pixels as pixel_rules
-from kvasir_mobileone.data.field_of_view import swap_frame
+from kvasir_mobileone.data.field_of_view import frame_pixels, overlay_pixels, swap_frame
 from kvasir_mobileone.data.regions import FILLS, REGIONS, mask_pixels
 from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.evaluation.frames import frame_features, pooled
@@ -24,7 +24,7 @@ from kvasir_mobileone.evaluation.metrics import macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar, wilson_interval
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import box_mask, decode_resized, hide
-from kvasir_mobileone.io import pyplot
+from kvasir_mobileone.io import pyplot, save_figure
 
 plt = pyplot()
 ALPHA = 0.05
@@ -117,36 +117,53 @@ def frame_swap(
     module, model_input, raw: np.ndarray, targets: np.ndarray, base_pred, n_resamples: int, seed: int
 ) -> dict:
     """Each test image's tissue under the frame and overlays of a test image of another class (chosen at random,
-    seeded), then the model's own mask: do the predictions follow the donor's class? McNemar on "predicts the
-    donor's class", swapped against as is; the accuracy change with its paired interval."""
+    seeded), then the model's own mask: do the predictions follow the donor's class? The control swaps in the frame
+    of another image of the image's own class: pasting alone (seams, fills) may disturb the model, but it carries
+    no other class. McNemar on "predicts the other donor's class", the other-class swap against the control (and
+    against the images as they are); the accuracy change of each with its paired interval."""
     present = np.unique(targets)
     if len(present) < 2:
         return {"status": "too few", "n": int(len(targets))}
     rng = np.random.default_rng(seed)
-    donors = []
-    for target in targets:
+    donors, same = [], []
+    for i, target in enumerate(targets):
         other = rng.choice(present[present != target])
         donors.append(int(rng.choice(np.flatnonzero(targets == other))))
-    donors = np.array(donors)
+        own = np.flatnonzero(targets == target)
+        own = own[own != i] if len(own) > 1 else own
+        same.append(int(rng.choice(own)))
+    donors, same = np.array(donors), np.array(same)
     hidden = model_input.hidden()
     swapped = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(donors)])
+    control = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(same)])
     predicted = predict_pixels(module, swapped, model_input).argmax(axis=1)
+    control_pred = predict_pixels(module, control, model_input).argmax(axis=1)
     donor_class = targets[donors]
-    follow = mcnemar(predicted == donor_class, base_pred == donor_class)  # A = swapped, B = as is
+    follow = mcnemar(predicted == donor_class, control_pred == donor_class)  # A = other class's frame, B = own
+    as_is = mcnemar(predicted == donor_class, base_pred == donor_class)
     diff = paired_difference(targets, base_pred, predicted, n_resamples, seed)
+    disturb = paired_difference(targets, base_pred, control_pred, n_resamples, seed)
     follows = int(np.sum(predicted == donor_class))
+    in_control = int(np.sum(control_pred == donor_class))
     return {
         "status": "measured",
         "n": int(len(targets)),
         "follow_donor": follows,
         "follow_donor_ci": wilson_interval(follows, len(targets)),
         "donor_class_as_is": int(np.sum(base_pred == donor_class)),
+        "donor_class_in_control": in_control,
         "p_value": follow["p_value"],
-        "follows": bool(follow["p_value"] < ALPHA and follows > int(np.sum(base_pred == donor_class))),
+        "p_value_as_is": as_is["p_value"],
+        "follows": bool(follow["p_value"] < ALPHA and follows > in_control),
         "accuracy_drop": diff["accuracy_difference"],
         "accuracy_drop_ci": diff["accuracy_difference_ci"],
+        "control_accuracy_drop": disturb["accuracy_difference"],
+        "control_accuracy_drop_ci": disturb["accuracy_difference_ci"],
+        "pasting_disturbs": bool(disturb["p_value"] < ALPHA and disturb["accuracy_difference"] > 0),
         "donors": donors.tolist(),
+        "same_class_donors": same.tolist(),
         "swapped_predicted": predicted.tolist(),
+        "control_predicted": control_pred.tolist(),
     }
 
 
@@ -191,6 +208,45 @@ def region_share(maps: np.ndarray, regions: dict) -> dict[str, list[float]]:
     return shares
 
 
+def residual_in_view(raw: np.ndarray, targets: np.ndarray, visible: np.ndarray, names: list[str], path) -> dict:
+    """What the field of view leaves of the frames: per class, the share of its test images with any frame or
+    overlay pixel inside the view (Wilson interval), and residual_in_view.png — per class, where those pixels
+    are (share of its images), frame and overlay apart, and the difference between classes."""
+    frame = np.stack([frame_pixels(r) & visible for r in raw])
+    overlay = np.stack([overlay_pixels(r) & visible & ~frame_pixels(r) for r in raw])
+    rows = {}
+    maps = []
+    for k, name in enumerate(names):
+        members = targets == k
+        if not members.any():
+            continue
+        hit = int(np.sum((frame[members] | overlay[members]).any(axis=(1, 2))))
+        rows[name] = {
+            "images": int(members.sum()),
+            "with_residual": hit,
+            "ci": wilson_interval(hit, int(members.sum())),
+        }
+        maps.append((name, frame[members].mean(axis=0), overlay[members].mean(axis=0)))
+    fig, axes = plt.subplots(
+        2, len(maps) + 1, figsize=(2.2 * (len(maps) + 1), 4.6), squeeze=False, layout="constrained"
+    )
+    for col, (name, f, o) in enumerate(maps):
+        for row, (values, what) in enumerate(((f, "frame"), (o, "overlay"))):
+            axes[row, col].imshow(values, vmin=0, vmax=max(0.05, float(values.max())), cmap="magma")
+            axes[row, col].set_title(f"{name}: {what}", fontsize=7)
+    both = np.stack([f + o for _, f, o in maps])
+    axes[0, -1].imshow(both.max(axis=0) - both.min(axis=0), cmap="viridis")
+    axes[0, -1].set_title("largest difference\nbetween classes", fontsize=7)
+    axes[1, -1].imshow(visible, cmap="gray", vmin=0, vmax=1)
+    axes[1, -1].set_title("the field of view", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Frame and overlay pixels left inside the field of view (share of each class's test images)")
+    save_figure(fig, path)
+    return {"per_class": rows, "figure": Path(path).name}
+
+
 OVERLAY_PLACES = ("bottom-left-box", "top-left-text")  # where devices draw boxes and text (strips hold tissue)
 
 
@@ -201,17 +257,26 @@ def overlay_like(thumbs: np.ndarray) -> np.ndarray:
 
 
 def baseline_places(regions: dict) -> dict:
-    """The overlay places among the audited regions (and boxes of the user's own) the baseline looks into."""
+    """The overlay places among the audited regions (and boxes of the user's own) the baseline looks into, pooled
+    by place; its histogram of overlay colours looks at the whole view."""
     return {n: b for n, b in regions.items() if n in OVERLAY_PLACES or n not in REGIONS} or regions
+
+
+OVERLAY_LEVELS = 16  # the baseline's histogram of overlay grey levels (and green), wherever they fall
 
 
 def baseline_features(pixels: np.ndarray, places: np.ndarray) -> np.ndarray:
     """One HWC image as the shortcut baseline sees it: where it is frame (and frame or overlay), and its
-    overlay-coloured pixels inside `places` (HxW bool), tissue blanked, each pooled to a coarse grid."""
+    overlay-coloured pixels inside `places` (HxW bool), tissue blanked, each pooled to a coarse grid; and, for
+    overlays that move (text, icons at varying places), the share of the image in each overlay colour wherever it
+    falls: bright grey and white by level, green."""
     keep = places & overlay_like(pixels)
     only_overlays = (pixels * keep[..., None]).astype(np.float32)[None]
     colour = np.concatenate([pooled(only_overlays[..., c]) for c in range(3)], axis=1)
-    return np.concatenate([colour, frame_features(pixels[None])], axis=1)[0]
+    bright = places & pixel_rules.grey(pixels, pixel_rules.OVERLAY_GREY)
+    levels = np.histogram(pixels[bright].mean(axis=-1), OVERLAY_LEVELS, (pixel_rules.OVERLAY_GREY, 256))[0]
+    anywhere = np.r_[levels, (places & pixel_rules.green(pixels)).sum()] / places.size
+    return np.concatenate([colour, frame_features(pixels[None]), anywhere[None]], axis=1)[0]
 
 
 def shortcut_baseline(features: np.ndarray, splits: np.ndarray, labels: np.ndarray, places: list[str]) -> dict:

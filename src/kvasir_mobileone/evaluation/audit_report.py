@@ -76,9 +76,8 @@ def verdict(result: dict) -> str:
     proposed = result.get("proposed_view") or {}
     if proposed.get("file"):
         lines.append(
-            f"Proposed: a common field of view of this run's training images, {proposed['file']} "
-            f"({100 * proposed['fraction']:.1f}% of the input): `kvasir fit ... --data.field_of_view "
-            f"{proposed['file']}`."
+            f"A common field of view of this run's training images: {proposed['file']} "
+            f"({100 * proposed['fraction']:.1f}% of the input; the proposed next run below takes it)."
         )
     elif proposed.get("reason"):
         lines.append(f"No common field of view could be proposed: {proposed['reason']}")
@@ -90,16 +89,37 @@ def verdict(result: dict) -> str:
         )
     swap = result.get("frame_swap", {})
     if swap.get("status") == "measured":
+        control = swap.get("donor_class_in_control")
         lines.append(
             f"Frame swap (another class's frame and overlays pasted over each test image's tissue): "
-            f"{swap['follow_donor']} of {swap['n']} predictions take the donor's class (as is: "
-            f"{swap['donor_class_as_is']}), McNemar p = {swap['p_value']:.2g}: "
+            f"{swap['follow_donor']} of {swap['n']} predictions take the donor's class (with a frame of their own "
+            f"class pasted instead: {control}; as is: {swap['donor_class_as_is']}), McNemar p = "
+            f"{swap['p_value']:.2g} against the own-class paste: "
             + (
-                "**the predictions follow the frame** (`--data.field_of_view common` gives every frame the same "
-                "outline)."
+                "**the predictions follow the frame**."
                 if swap["follows"]
                 else "the predictions do not follow the frame."
             )
+        )
+        if swap.get("pasting_disturbs"):
+            lines.append(
+                "Pasting a frame of the image's own class lowers accuracy by "
+                f"{points(swap['control_accuracy_drop'], swap['control_accuracy_drop_ci'])} points: the paste "
+                "itself disturbs the model (seams, fills), whatever class the frame carries."
+            )
+    remedy = result.get("proposed_fit") or {}
+    if remedy.get("command"):
+        lines.append(f"Proposed next run ({remedy['why']}): `{remedy['command']}`")
+    residual = (result.get("residual_in_view") or {}).get("per_class")
+    if residual:
+        shares = ", ".join(
+            f"{name} {100 * r['with_residual'] / r['images']:.0f}% [{100 * r['ci'][0]:.0f}, {100 * r['ci'][1]:.0f}]"
+            for name, r in residual.items()
+        )
+        lines.append(
+            f"Inside the field of view, frame or overlay pixels remain in these shares of each class's test images: "
+            f"{shares} ({result['residual_in_view']['figure']} shows where): what the inputs still allow, beside "
+            "what the model uses (the regions and the swap above)."
         )
     lines.append(
         "Shortcut baseline (frame and overlays only, tissue blanked): "
