@@ -90,6 +90,16 @@ def test_blank_frames_are_outside_and_the_annotated_video_shows_every_frame(exam
     picture = pictures[len(pictures) // 2]
     band = picture[: len(picture) // 10]  # the label band along the top: dark, with white text on it
     assert band.mean() < 90 and band.max() > 200
+    explained = main(
+        ["predict", str(examination[0]), "--model", str(ood_run[1]), "--out", str(tmp_path / "heat")]
+        + ["--annotate", "true", "--every", "5", "--explain", "true"]
+    )[0]
+    with av.open(str(tmp_path / "heat" / VIDEO_ANNOTATED_NAME)) as container:
+        heated = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(heated) == explained["frames_decoded"] == len(pictures)
+    middle = len(picture) // 2  # below the band: the heatmap's colours over the same frame
+    difference = np.abs(heated[len(heated) // 2][middle:].astype(int) - picture[middle:].astype(int)).mean()
+    assert difference > 10, difference
     with pytest.raises(UserError, match="--ood_weight is an exponent in"):
         main(["predict", str(examination[0]), "--model", str(ood_run[1]), "--ood_weight", "-1"])
 

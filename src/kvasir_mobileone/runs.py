@@ -63,7 +63,7 @@ LAYOUT = {
     "`temperature.json`": "softmax temperature fitted on val by `kvasir test --calibrate true`",
     "`audit/`": (
         "`kvasir audit`'s report, figures and verdict; when the frame tells the class, a proposed "
-        "`field_of_view.png` for `fit`"
+        "`field_of_view.png` and, in the report, one `kvasir fit` line"
     ),
     "`features/`": "`kvasir features`' embeddings and the classical models' results",
     "`wandb/`, `tensorboard/`, `csv_logs/`": (

@@ -52,7 +52,7 @@ def predict(
     (0: the detector ignored) and a blank frame (black, flushed: no picture) all but surely, and segments shorter
     than --min_segment seconds merged; --out DIR gets frames.csv, segments.csv, timeline.png and summary.json
     (DIR/<video name>/ for several videos; <video name>_video/ without --out), and with --annotate true
-    annotated.mp4, the video with its labels."""
+    annotated.mp4, the video with its labels (with --explain true as well, each frame's Grad-CAM heatmap)."""
     if explain:
         require("pytorch_grad_cam", "explain")
     check_smoothing(stay, min_segment, ood_weight)
@@ -86,10 +86,14 @@ def predict(
         target = Path(out) if Path(out).suffix else Path(out) / PREDICTIONS_NAME
         write_predictions(target, results, top_k, output_format)
     smoothing = {"stay": stay, "min_segment": min_segment, "ood_weight": ood_weight, "annotate": annotate}
+    if explain and annotate and videos:  # torch, only when asked for: the heatmap on every annotated frame
+        from kvasir_mobileone.deploy.explain import Explainer
+
+        smoothing["explainer"] = Explainer(model)
     watched = [_video(predictor, v, _video_dir(v, out, len(videos)), every, fps, batch_size, smoothing) for v in videos]
     if not any(not r["error"] for r in results) and not any(w.get("frames_classified") for w in watched):
         raise UserError(f"Not one of the {len(paths) + len(videos)} inputs could be classified (see above).")
-    if explain:  # torch, only when asked for
+    if explain and paths:  # torch, only when asked for
         from kvasir_mobileone.deploy.explain import explain_images
 
         written = explain_images([Path(r["path"]) for r in results if not r["error"]], model, Path(explain_dir))

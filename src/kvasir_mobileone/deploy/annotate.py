@@ -1,7 +1,7 @@
 """`kvasir predict VIDEO --annotate true`: the video again, each frame with its smoothed label (and the frame's
-own answer and top probability) drawn in a band along the top, as H.264 MP4 at the video's frame rate, 360 to 720
-pixels high (a small video is enlarged, so that the words stay legible). Frames that were not classified (--every,
---fps) carry the label of the last one that was."""
+own answer and top probability) drawn in a band along the top — with --explain true as well, its Grad-CAM
+heatmap —, as H.264 MP4 at the video's frame rate, 360 to 720 pixels high (a small video is enlarged, so that the
+words stay legible). Frames that were not classified (--every, --fps) carry the label of the last one that was."""
 
 from __future__ import annotations
 
@@ -18,10 +18,16 @@ MIN_HEIGHT, MAX_HEIGHT = 360, 720
 
 
 def annotate_video(
-    path: Path, target: Path, indices: np.ndarray, labels: list[str], captions: list[str], colours: list[tuple]
+    path: Path,
+    target: Path,
+    indices: np.ndarray,
+    labels: list[str],
+    captions: list[str],
+    colours: list[tuple],
+    heat: list[np.ndarray] | None = None,
 ) -> Path:
     """Write `target`: decoded frame i shows labels[j] (and captions[j]) of the last classified frame j with
-    indices[j] <= i, in colours[j]."""
+    indices[j] <= i, in colours[j], and with `heat` that frame's Grad-CAM heatmap laid over the picture."""
     av = require("av", "video")
     container, stream = open_video(path)
     rate = stream.average_rate or stream.guessed_rate or 25
@@ -40,7 +46,12 @@ def annotate_video(
         try:
             for i, frame in enumerate(container.decode(stream)):
                 j = max(0, int(np.searchsorted(indices, i, side="right")) - 1)
-                picture = Image.fromarray(frame.to_ndarray(width=width, height=height, format="rgb24"))
+                pixels = frame.to_ndarray(width=width, height=height, format="rgb24")
+                if heat is not None:
+                    from kvasir_mobileone.deploy.explain import over_frame
+
+                    pixels = over_frame(pixels, heat[j].astype(np.float32))
+                picture = Image.fromarray(pixels)
                 draw = ImageDraw.Draw(picture)
                 draw.rectangle((0, 0, width, band), fill=(0, 0, 0))
                 draw.rectangle((0, band - 4, width, band), fill=colours[j])

@@ -47,12 +47,16 @@ def run_video(
     min_segment: float = MIN_SEGMENT,
     ood_weight: float = OOD_WEIGHT,
     annotate: bool = False,
+    explainer=None,
 ) -> dict:
-    """Classify every kept frame, smooth, write the outputs; the summary (also summary.json)."""
+    """Classify every kept frame, smooth, write the outputs; the summary (also summary.json). With an `explainer`
+    (deploy/explain.Explainer) and `annotate`, each frame of annotated.mp4 carries the Grad-CAM heatmap of the last
+    classified frame (kept at HEAT_SIDE px, so that a long video's maps fit in memory)."""
     names = list(predictor.metadata["class_names"])
     info, batches = frames(path, predictor.model_input, every, fps, batch_size)
     times, indices, probs, outside, blanks, scores, odds, answers = [], [], [], [], [], [], [], []
     uncertainty = getattr(predictor, "uncertainty", None)
+    heat = [] if explainer is not None and annotate else None
     start = time.perf_counter()
     total = int(info.duration * info.fps / (every if not fps else max(1.0, info.fps / fps))) if info.duration else None
     with tqdm(total=total, desc=f"video {path.name}", unit="frame") as bar:
@@ -68,6 +72,8 @@ def run_video(
             graded = uncertainty.outside_odds(known, len(t)) if uncertainty and len(known) == len(t) else None
             odds += list(graded if graded is not None else np.ones(len(t)))
             answers += [OUTSIDE if b else j["answer"] for j, b in zip(judged, blank, strict=True)]
+            if heat is not None:
+                heat += list(small_heatmaps(explainer.heatmaps(batch)))
             bar.update(len(t))
             seconds = time.perf_counter() - start
             bar.set_postfix(realtime=f"{(t[-1] + 1 / info.fps) / max(seconds, 1e-9):.1f}x")
@@ -167,6 +173,7 @@ def run_video(
             labels,
             captions,
             [colours[k] for k in smoothed["offline"]],
+            heat,
         )
         summary["annotated"] = VIDEO_ANNOTATED_NAME
     write_json(out_dir / VIDEO_SUMMARY_NAME, summary)
@@ -195,6 +202,21 @@ def plot_timeline(times, probs, labels, names, path: Path, title: str) -> Path:
     band.set_xlabel("time (mm:ss); black: outside the training data")
     band.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(max(x, 0))))
     return save_figure(fig, path)
+
+
+HEAT_SIDE = 56  # the side a frame's heatmap is kept at for annotated.mp4 (stretched back over the frame)
+
+
+def small_heatmaps(maps: np.ndarray) -> np.ndarray:
+    """N x S x S heatmaps in [0, 1] as N x HEAT_SIDE x HEAT_SIDE float16 (block means, or as they are if smaller)."""
+    n, side = maps.shape[:2]
+    if side <= HEAT_SIDE:
+        return maps.astype(np.float16)
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((HEAT_SIDE,) * 2, Image.BOX)) for m in maps]
+    ).astype(np.float16)
 
 
 def class_colour(k: int, classes: int) -> tuple[float, float, float]:
