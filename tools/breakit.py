@@ -707,8 +707,8 @@ MUTATIONS = [
     Mutation(
         "training applies the mask (not only evaluation)",
         "data/dataset.py",
-        "            hidden=self.model_input.hidden(),\n        )",
-        '            hidden=self.model_input.hidden() if split != "train" else None,\n        )',
+        "            hidden=self.model_input.hidden(),\n            frame_swap=",
+        '            hidden=self.model_input.hidden() if split != "train" else None,\n            frame_swap=',
         AU + "test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box",
     ),
     Mutation(
@@ -742,8 +742,8 @@ MUTATIONS = [
     Mutation(
         "Gradio's own cap does not discard a whole upload for one large file",
         "commands/serve.py",
-        "max_file_size=int(upload_cap_mb(max_file_mb) * 1e6)",
-        "max_file_size=int(max_file_mb * 1e6)",
+        "                upload_cap_mb(max_file_mb, max_video_mb) * 1e6",
+        "                max_file_mb * 1e6",
         "tests/test_serve.py::test_the_page_through_gradio_client",
         expect="ValueError",  # Gradio refuses the whole upload ("exceeds the maximum file size"): the breakage itself
     ),
