@@ -236,19 +236,33 @@ def test_view_encoding_png_and_errors(tmp_path):
 
 
 def test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue():
-    tissue = np.full((20, 20, 3), (200, 110, 100), np.uint8)
+    colour = np.array((200, 110, 100))
+
+    def tissue_coloured(pixels):  # inpainted from the tissue around it: its colour, to a few grey levels
+        return bool(np.all(np.abs(pixels.astype(int) - colour) <= 8))
+
+    tissue = np.full((20, 20, 3), colour, np.uint8)
     tissue[:, :2] = 0
     donor = np.full((20, 20, 3), (90, 60, 170), np.uint8)
     donor[:, -4:] = 0
     swapped = swap_frame(tissue, donor)
-    assert (swapped[:, -4:] == 0).all()  # the donor's frame
-    assert (swapped[:, :2] == (200, 110, 100)).all()  # the own frame filled with the tissue colour
-    assert (swapped[:, 5:10] == (200, 110, 100)).all()
+    assert (swapped[:, -4:] == 0).all()  # the donor's frame ...
+    assert (swapped[:, -5] == (90, 60, 170)).all()  # ... with its fringe, as it looks in the donor
+    assert tissue_coloured(swapped[:, :2])  # the own frame filled from the tissue
+    assert (swapped[:, 5:10] == colour).all()
     tissue[:, 2] = (100, 55, 50)  # the blurred fringe of the own outline: too bright for frame, darker than tissue
-    tissue[8:11, 12:15] = 230  # an icon ...
-    tissue[7, 12:15] = (215, 170, 165)  # ... and its blurred edge
+    tissue[8:11, 12:14] = 230  # an icon ...
+    tissue[7, 12:14] = (215, 170, 165)  # ... and its blurred edge
     swapped = swap_frame(tissue, donor)
-    assert (swapped[:, :16] == (200, 110, 100)).all(), swapped[:, :16]  # no ghost of the own outline or icon
+    assert tissue_coloured(swapped[:, :15]), swapped[:, :15]  # no ghost of the own outline or icon
+    big = np.full((224, 224, 3), colour, np.uint8)
+    big[:, :20] = 0  # a frame, grown by its 7-pixel fringe at this size
+    big[100:140, 150:190] = 230  # an icon (40 x 40): grown too
+    big[60:62, 100:102] = 250  # a highlight on the mucosa (2 x 2): one pixel only
+    big[60:62, 103:105] = (160, 90, 80)  # tissue two pixels beside it
+    swapped = swap_frame(big, np.full_like(big, (90, 60, 170)))
+    assert tissue_coloured(swapped[:, :27]) and tissue_coloured(swapped[94:146, 144:196])
+    assert (swapped[60:62, 103:105] == (160, 90, 80)).all()  # the tissue around a highlight stays as it is
 
 
 def test_eda_and_check_measure_the_frames(runs, tmp_path):
@@ -377,6 +391,7 @@ def test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line(a
     assert "with a frame of their own class pasted instead" in plain["verdict"]
     command = plain["proposed_fit"]["command"]
     assert command.startswith("kvasir fit --config ") and "--data.frame_swap 1" in command
+    assert "--data.field_of_view common" in command  # the view and the swap: the remedy that held
     assert f"--data.manifest {runs['plain'] / 'split_manifest.csv'}" in command  # the same split
     assert f"Proposed next run (the predictions follow a swapped frame): `{command}`" in plain["verdict"]
     import shlex
@@ -391,19 +406,58 @@ def test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line(a
     assert "Inside the field of view, frame or overlay pixels remain" in audits["fov"]["verdict"]
 
 
+def test_the_proposal_follows_what_the_run_already_had(tmp_path):
+    """No view: the view and the swap; a view already: its config keeps it, the swap is added; both and still
+    followed: a stricter view; both at the stricter view: nothing more; a resident loader: the workers the swap
+    needs; nothing followed and nothing open: no proposal."""
+    from types import SimpleNamespace
+
+    from kvasir_mobileone.commands.audit import propose_fit
+    from kvasir_mobileone.runs import RunFolder
+
+    def trained(view="", swap=0.0, quantile=0.95, loader="auto"):
+        return SimpleNamespace(
+            model_input=SimpleNamespace(field_of_view=view),
+            data=SimpleNamespace(frame_swap=swap, view_quantile=quantile, loader=loader),
+            home=RunFolder(tmp_path / "run"),
+        )
+
+    def result(follows=True, finding="shortcut"):
+        return {"frame_swap": {"follows": follows}, "shortcut_baseline": {"finding": finding}}
+
+    plain = propose_fit(trained(), result())["command"]
+    assert "--data.field_of_view common --data.frame_swap 1 --trainer.run_name run-view-swap" in plain
+    viewed = propose_fit(trained(view="bits"), result())["command"]
+    assert "--data.field_of_view" not in viewed and "--data.frame_swap 1" in viewed
+    stricter = propose_fit(trained(view="bits", swap=1.0), result())
+    assert "--data.field_of_view common --data.frame_swap 1 --data.view_quantile 0.99" in stricter["command"]
+    assert "a stricter view" in stricter["why"]
+    assert propose_fit(trained(view="bits", swap=1.0, quantile=0.99), result()) is None
+    assert propose_fit(trained(view="bits", swap=1.0), result(follows=False)) is None  # open, but not used
+    assert "--data.loader workers" in propose_fit(trained(loader="resident"), result())["command"]
+    assert propose_fit(trained(), result(follows=False, finding="no evidence")) is None
+
+
 @pytest.mark.slow
-def test_following_the_audits_proposed_line_ends_with_no_dependence(tmp_path):
-    """On frames that behave like real ones (outlines of varying reach, overlays that move), the plain run follows a
-    swapped frame; the audit proposes one `kvasir fit` line; the run trained with exactly that line is audited
-    "no dependence", and its swap is no longer followed."""
+def test_following_the_audits_proposed_line_ends_with_no_dependence_where_the_view_alone_does_not(tmp_path):
+    """On frames that behave like real ones (outlines of varying reach, icons that move and tell the class), the
+    plain run follows a swapped frame, and so does the run trained inside the common view alone (the moving icons
+    stay where it looks); the plain run's audit proposes one `kvasir fit` line; the run trained with exactly that
+    line is audited "no dependence", its swap no longer followed, and nothing more is proposed."""
     import shlex
 
-    data = synth(str(tmp_path / "real"), images_per_class=60, seed=2, scale=0.1, classes=CLASSES, frames="realistic")
-    plain = fit_run(data, tmp_path / "runs", "plain", flags=fit_flags(epochs=12, test_fraction=0.3))
+    data = synth(str(tmp_path / "real"), images_per_class=80, seed=2, scale=0.1, classes=CLASSES, frames="realistic")
+    flags = fit_flags(epochs=12, test_fraction=0.3, image_size=64)  # as benchmarks/frame_remedies.py trains
+    plain = fit_run(data, tmp_path / "runs", "plain", flags=flags)
     light = ["--mask_regions", "[bottom-left-box]", "--occlusion_per_class", "2", "--n_resamples", "300"]
     before = main(["audit", str(plain), *light])
     assert before["frame_swap"]["follows"], before["frame_swap"]
+    same_split = ("--data.manifest", str(plain / "split_manifest.csv"))
+    viewed = fit_run(data, tmp_path / "runs", "view", "--data.field_of_view", "common", *same_split, flags=flags)
+    view_alone = main(["audit", str(viewed), *light])
+    assert view_alone["frame_swap"]["follows"], view_alone["frame_swap"]  # the view alone leaves the icons
     command = shlex.split(before["proposed_fit"]["command"])
+    assert command[command.index("--data.field_of_view") + 1] == "common" and "--data.frame_swap" in command
     main(command[1:])  # exactly the proposed line
     remedied = tmp_path / "runs" / command[command.index("--trainer.run_name") + 1]
     after = main(["audit", str(remedied), *light])

@@ -151,6 +151,52 @@ def test_flagged_frames_are_a_state_of_their_own_and_short_runs_merge():
     assert (merged == 0).all()
 
 
+def test_without_a_detector_an_unsure_model_is_never_outside():
+    """No detector (odds 0): a frame is outside only when blank, however unsure the model (a 2-class model whose
+    answers flicker between 0.6 and 0.4 stays in its classes), at any --ood_weight."""
+    times = np.arange(100) / 25
+    probs = np.where((np.arange(100) // 3 % 2 == 0)[:, None], [0.6, 0.4], [0.4, 0.6])
+    for weight in (0, 0.5, 2):
+        assert (smooth(probs, np.zeros(100), times, ood_weight=weight)["offline"] < 2).all()
+    blank = np.zeros(100, bool)
+    blank[40:60] = True
+    assert (smooth(probs, np.zeros(100), times, blank=blank)["offline"][42:58] == 2).all()
+
+
+def test_the_decoder_thread_stops_when_its_reader_does():
+    """ahead(): items in order and the producer's error raised in the reader; when the reader stops early, the
+    thread ends and the source is closed (its `finally` runs: a video file is closed)."""
+    import threading
+    import time
+
+    from kvasir_mobileone.deploy.video import ahead
+
+    closed = []
+
+    def source():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    assert list(ahead(iter(range(5)))) == [0, 1, 2, 3, 4]
+    items = ahead(source())
+    assert next(items) == 0
+    items.close()  # the reader gives up (or raised) after one item
+    for _ in range(50):
+        if closed and not any(t.name == "video-decoder" for t in threading.enumerate()):
+            break
+        time.sleep(0.1)
+    assert closed and not any(t.name == "video-decoder" for t in threading.enumerate())
+
+    def broken():
+        yield 1
+        raise ValueError("damaged at frame 2")
+
+    with pytest.raises(ValueError, match="damaged at frame 2"):
+        list(ahead(broken()))
+
+
 def test_every_nth_frame_and_a_frame_rate(examination, ood_run, tmp_path):
     every = main(
         ["predict", str(examination[0]), "--model", str(ood_run[1]), "--out", str(tmp_path / "a")] + ["--every", "5"]

@@ -58,9 +58,44 @@ MUTATIONS = [
     Mutation(
         "a swapped frame leaves no ghost of the image's own outline and icons (their fringe is filled too)",
         "data/field_of_view.py",
-        "    own = ndimage.binary_dilation(",
-        "    own = (lambda mask, *_, **__: mask)(",
+        "    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)",
+        "    grown = frame | large[labels]",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
+    ),
+    Mutation(
+        "a swap leaves the tissue around a highlight as it is (small overlay marks grow by one pixel only)",
+        "data/field_of_view.py",
+        "    large = np.bincount(labels.ravel(), minlength=n + 1) >= fringe * fringe",
+        "    large = np.bincount(labels.ravel(), minlength=n + 1) >= 0",
+        FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
+    ),
+    Mutation(
+        "a swap pastes the donor's outline with its blurred fringe, as it looks in the donor",
+        "data/field_of_view.py",
+        "    own, given = marks(tissue), marks(donor)",
+        "    own, given = marks(tissue), frame_pixels(donor) | overlay_pixels(donor)",
+        FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
+    ),
+    Mutation(
+        "a run without a view is proposed the common view with the swap",
+        "commands/audit.py",
+        '    words += ["--data.field_of_view", "common"] if stricter or not viewed else []  # else its config holds',
+        "    words += [] if stricter or not viewed else []  # else its config holds",
+        FV + "test_the_proposal_follows_what_the_run_already_had",
+    ),
+    Mutation(
+        "a run that had the view and the swap and still follows is proposed a stricter view",
+        "commands/audit.py",
+        '    words += ["--data.view_quantile", f"{STRICTER_QUANTILE:g}"] if stricter else []',
+        "    words += []",
+        FV + "test_the_proposal_follows_what_the_run_already_had",
+    ),
+    Mutation(
+        "a run with a resident loader is proposed the workers the swap needs",
+        "commands/audit.py",
+        '    words += ["--data.loader", "workers"] if trained.data.loader == "resident" else []',
+        "    words += []",
+        FV + "test_the_proposal_follows_what_the_run_already_had",
     ),
     Mutation(
         "--data.frame_swap gives training images another image's frame",
@@ -91,6 +126,20 @@ MUTATIONS = [
         FV + "test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line",
     ),
     # issue 35: examination videos
+    Mutation(
+        "the decoder thread stops, and closes the video, when its reader stops early",
+        "deploy/video.py",
+        "        stop.set()",
+        "        pass",
+        VI + "test_the_decoder_thread_stops_when_its_reader_does",
+    ),
+    Mutation(
+        "without a detector a frame is outside only when blank",
+        "deploy/timeline.py",
+        "    powered = np.where(odds > 0, np.maximum(odds, 1e-300) ** ood_weight, 0.0)",
+        "    powered = np.maximum(odds, 1e-300) ** ood_weight",
+        VI + "test_without_a_detector_an_unsure_model_is_never_outside",
+    ),
     Mutation(
         "a blank frame (no picture) is outside the training data",
         "deploy/video.py",

@@ -52,26 +52,37 @@ def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
 
 
 FRAME_SWAP = 1.0  # the share of training images given another image's frame (benchmarks/frame_remedies.py chose it)
+STRICTER_QUANTILE = 0.99  # the view proposed to a run that follows the frame with the view and the swap already
 
 
 def propose_fit(trained, result: dict) -> dict | None:
     """One `kvasir fit` line for what the measurements support, or None when nothing needs remedying: when the
     predictions follow a swapped frame, or what the model sees of the frame and overlays predicts the class (the
-    baseline's lower bound above the majority rate) and the run was not trained with the frame swap yet, train on
-    the same split, with the run's config, giving every training image another image's frame and overlays
-    (--data.frame_swap 1: the remedy `python benchmarks/frame_remedies.py` found best, side by side with the
-    common view). A view the run has stays (its config holds it)."""
+    baseline's lower bound above the majority rate), train on the same split, with the run's config, inside the
+    common field of view and giving every training image another image's frame and overlays (--data.field_of_view
+    common --data.frame_swap 1: the remedy `python benchmarks/frame_remedies.py` found to hold, side by side with
+    either alone). A run that had both and still follows is proposed a stricter view (--data.view_quantile 0.99);
+    one that had both and only leaves the shortcut open is not proposed anything more."""
     swap, baseline = result["frame_swap"], result["shortcut_baseline"]
     follows, open_shortcut = bool(swap.get("follows")), baseline.get("finding") in ("shortcut", "partial")
-    swapped = trained.data.frame_swap >= FRAME_SWAP
-    if not follows and (swapped or not open_shortcut):
+    viewed, swapped = bool(trained.model_input.field_of_view), trained.data.frame_swap >= FRAME_SWAP
+    remedied = viewed and swapped
+    if not follows and (remedied or not open_shortcut):
         return None
+    stricter = follows and remedied
+    if stricter and trained.data.view_quantile >= STRICTER_QUANTILE:
+        return None  # nothing stricter to propose: the report says the model follows the frame
     home = trained.home
     words = ["kvasir", "fit", "--config", str(home.config), "--data.manifest", str(home.manifest)]
-    words += ["--data.frame_swap", f"{FRAME_SWAP:g}", "--trainer.run_name", f"{home.root.name}-frame-swap"]
+    words += ["--data.field_of_view", "common"] if stricter or not viewed else []  # else its config holds its view
+    words += ["--data.frame_swap", f"{FRAME_SWAP:g}"]
+    words += ["--data.view_quantile", f"{STRICTER_QUANTILE:g}"] if stricter else []
+    words += ["--data.loader", "workers"] if trained.data.loader == "resident" else []  # the swap runs in workers
+    suffix = "stricter-view" if stricter else "view-swap"
+    words += ["--trainer.run_name", f"{home.root.name}-{suffix}"]
     why = "the predictions follow a swapped frame" if follows else "the frame and overlays it sees predict the class"
-    if follows and swapped:
-        why += "; it was trained with the frame swap already: a stricter view may help (--data.view_quantile 0.99)"
+    if stricter:
+        why += "; it was trained inside the common view with the frame swap already: a stricter view"
     return {"command": shlex.join(words), "why": why, "frame_swap": FRAME_SWAP}
 
 

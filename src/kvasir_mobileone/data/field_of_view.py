@@ -244,15 +244,30 @@ def read_view_png(path: str | Path, size: int) -> np.ndarray:
     return visible
 
 
+def marks(pixels: np.ndarray) -> np.ndarray:
+    """HxW bool: an image's frame and overlay pixels with their blurred fringe (a pixel per 32 of the side, so that
+    no ghost of an outline or icon is left outside it): its frame and its overlay marks of at least a fringe's square
+    (text, boxes, icons) grown by the fringe, smaller marks (a highlight on the mucosa is overlay-coloured too) by
+    one pixel, so that the tissue around highlights stays as it is."""
+    fringe = max(1, pixels.shape[0] // 32)
+    frame, overlay = frame_pixels(pixels), overlay_pixels(pixels)
+    labels, n = ndimage.label(overlay & ~frame, structure=EIGHT_NEIGHBOURS)
+    large = np.bincount(labels.ravel(), minlength=n + 1) >= fringe * fringe
+    large[0] = False
+    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)
+    return grown | ndimage.binary_dilation(overlay, EIGHT_NEIGHBOURS)
+
+
 def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
-    """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the donor's frame and overlay
-    pixels pasted over it; where `tissue` had frame or overlay — grown by its blurred fringe (a pixel per 32 of the
-    side), so that no ghost of its outline and icons is left — and the donor shows tissue, its mean tissue colour."""
-    fringe = max(1, tissue.shape[0] // 32)  # pixels of blur at this size (a 1-pixel fringe at 32 px)
-    own = ndimage.binary_dilation(frame_pixels(tissue) | overlay_pixels(tissue), EIGHT_NEIGHBOURS, iterations=fringe)
-    given = frame_pixels(donor) | overlay_pixels(donor)
-    swapped = tissue.copy()
-    colour = tissue[~own].mean(axis=0) if (~own).any() else np.full(3, 128.0)
-    swapped[own & ~given] = colour.round().astype(np.uint8)
+    """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the image's own marks (frame and
+    overlays with their fringe) filled from the tissue around them (OpenCV's inpainting), then the donor's marks,
+    fringe and all, pasted over it: the outline and icons look as they do in the donor's own image."""
+    import cv2
+
+    own, given = marks(tissue), marks(donor)
+    if own.all():
+        swapped = np.full_like(tissue, 128)
+    else:
+        swapped = cv2.inpaint(np.ascontiguousarray(tissue), own.astype(np.uint8), 3, cv2.INPAINT_TELEA)
     swapped[given] = donor[given]
     return swapped

@@ -168,21 +168,22 @@ ICON_GREY = (225, 225, 225)
 # `--frames realistic`: what real frames from several endoscopes do that one outline per class does not. A share of
 # each class's frames (below the 5% a common view's quantile lets through) have an outline reaching deeper in, every
 # frame's outline sits a little further in or out, and the overlays move: a text line of any length on any of the
-# top rows, and the device's icon — its grey level and width tell the source — anywhere down the right third.
+# top rows, and the device's icon — its grey level and width tell the source — anywhere in the right half: it moves
+# too much for the common view's overlay test to hide it, so the view alone leaves it where the model looks.
 REACH_SHARE, REACH_INSET, OUTLINE_JITTER = 0.04, 0.12, 0.03
-REALISTIC_SIGNATURE_WEIGHT = 0.6  # real lesions are harder to read than the synthetic shapes: theirs made fainter
+REALISTIC_SIGNATURE_WEIGHT = 0.3  # real lesions are harder to read than the synthetic shapes: theirs made fainter
 
 
 def realistic_overlays(image: Image.Image, k: int, classes: int, rng: np.random.Generator) -> None:
     """The moving overlays of `--frames realistic` on an RGB image: a text line (grey 200, random length and row)
-    and class k's icon (its own grey level and width) at a random place in the right third."""
+    and class k's icon (its own grey level and width) at a random place in the right half."""
     w, h = image.size
     draw = ImageDraw.Draw(image)
     y = rng.uniform(0.02, 0.16) * h
     draw.rectangle((0.04 * w, y, (0.06 + rng.uniform(0.06, 0.3)) * w, y + 0.04 * h), fill=(200, 200, 200))
     level = round(180 + 75 * k / max(1, classes - 1))  # every level clearly overlay grey (pixels.OVERLAY_GREY)
-    side = (0.06 + 0.06 * (k % 3)) * w, 0.09 * h
-    x, y = rng.uniform(0.62, 0.9 - side[0] / w) * w, rng.uniform(0.2, 0.85) * h
+    side = (0.08 + 0.07 * (k % 3)) * w, 0.12 * h
+    x, y = rng.uniform(0.55, 0.92 - side[0] / w) * w, rng.uniform(0.15, 0.85) * h
     draw.rectangle((x, y, x + side[0], y + side[1]), fill=(level, level, level))
 
 

@@ -38,13 +38,20 @@ def annotate_video(
     font, caption_font = ImageFont.load_default(size=big), ImageFont.load_default(size=small)
     band = big + small + 14
     indices = np.asarray(indices)
+
+    def readable():  # a truncated video: annotated as far as it can be read (the summary says where it stopped)
+        try:
+            yield from container.decode(stream)
+        except (av.error.FFmpegError, ValueError):
+            return
+
     with atomic_path(target) as tmp:
         out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
-        encoder = out.add_stream("libx264", rate=rate)
-        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
-        encoder.options = {"preset": "veryfast", "crf": "23"}
         try:
-            for i, frame in enumerate(container.decode(stream)):
+            encoder = out.add_stream("libx264", rate=rate)
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+            encoder.options = {"preset": "veryfast", "crf": "23"}
+            for i, frame in enumerate(readable()):
                 j = max(0, int(np.searchsorted(indices, i, side="right")) - 1)
                 pixels = frame.to_ndarray(width=width, height=height, format="rgb24")
                 if heat is not None:
@@ -62,11 +69,9 @@ def annotate_video(
                 out_frame.pts = i
                 for packet in encoder.encode(out_frame):
                     out.mux(packet)
-        except (av.error.FFmpegError, ValueError):
-            pass  # a truncated video: annotated as far as it could be read (the summary says where it stopped)
+            for packet in encoder.encode():
+                out.mux(packet)
         finally:
             container.close()
-        for packet in encoder.encode():
-            out.mux(packet)
-        out.close()
+            out.close()
     return target

@@ -70,7 +70,7 @@ def run_video(
             scores += [j["ood_score"] for j in judged]
             known = [j["ood_score"] for j in judged if j["ood_score"] is not None]
             graded = uncertainty.outside_odds(known, len(t)) if uncertainty and len(known) == len(t) else None
-            odds += list(graded if graded is not None else np.ones(len(t)))
+            odds += list(graded if graded is not None else np.zeros(len(t)))  # no detector: outside only when blank
             answers += [OUTSIDE if b else j["answer"] for j, b in zip(judged, blank, strict=True)]
             if heat is not None:
                 heat += list(small_heatmaps(explainer.heatmaps(batch)))
@@ -130,7 +130,7 @@ def run_video(
     header = ["time", "frame", *[f"p_{c}" for c in names], "top", "outside", "blank", "ood_score", "ood_odds", "answer"]
     header += ["live", "smoothed"]
     write_csv(out_dir / VIDEO_FRAMES_NAME, header, rows)
-    found = segments(smoothed["offline"], times, probs, outside, names, smoothed["frame_seconds"])
+    found = segments(smoothed["offline"], times, probs, outside | blanks, names, smoothed["frame_seconds"])
     write_csv(
         out_dir / VIDEO_SEGMENTS_NAME,
         ["class", "start", "end", "duration", "frames", "mean_probability", "start_clock", "end_clock"],

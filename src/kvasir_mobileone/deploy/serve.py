@@ -363,10 +363,10 @@ def watch_video(predictor, path: Path, max_bytes: int) -> tuple:
         return None, [], f"**{path.name}** is {size_text(size)}, over the {max_bytes / MB:g} MB limit.", None
     out = Path(tempfile.mkdtemp(prefix="video-"))  # inside GRADIO_TEMP_DIR under `kvasir serve`: cleared with it
     try:
-        from kvasir_mobileone.deploy.video import open_video
+        from kvasir_mobileone.deploy.video import duration_of, open_video
 
         container, stream = open_video(path)
-        seconds = float(stream.duration * stream.time_base) if stream.duration else None
+        seconds = duration_of(container, stream)
         container.close()
         short = seconds is not None and seconds <= ANNOTATE_SECONDS
         summary = run_video(predictor, path, out, annotate=short)

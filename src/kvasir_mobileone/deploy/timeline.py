@@ -35,10 +35,12 @@ def emissions(
     outside_odds: 1 at its threshold) to the power `ood_weight` — all but certainly when it is blank (no picture) —,
     and in the outside state its class probabilities say nothing (uniform): emission(class c) = (1 - q) p_c,
     emission(outside) = q / classes. So a score far past the threshold outweighs a sure class, one just past it only
-    an unsure class, and ood_weight 0 ignores the detector."""
+    an unsure class, and ood_weight 0 ignores the detector. Odds of 0 (a model without a detector) make a frame
+    outside only when it is blank."""
     probs = np.asarray(probs, np.float64)
     t, k = probs.shape
-    powered = np.asarray(odds, np.float64) ** ood_weight
+    odds = np.asarray(odds, np.float64)
+    powered = np.where(odds > 0, np.maximum(odds, 1e-300) ** ood_weight, 0.0)
     q = powered / (1 + powered)
     if blank is not None:
         q = np.where(np.asarray(blank, bool), 1 - FLOOR, q)
@@ -140,7 +142,7 @@ def segments(
     frame_seconds: float,
 ) -> list[dict]:
     """One row per run of the smoothed labels: state, start, end, duration, frames, and the mean probability of that
-    class over its frames (for the outside state: the share of its frames the detector flagged)."""
+    class over its frames (for the outside state: the share of its frames that are blank or the detector flagged)."""
     rows = []
     states = [*names, OUTSIDE_STATE]
     for state, s, e in runs(labels):

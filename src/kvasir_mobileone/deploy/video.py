@@ -9,8 +9,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
-from threading import Thread
+from queue import Full, Queue
+from threading import Event, Thread
 
 import numpy as np
 
@@ -112,9 +112,7 @@ def frames(
 
     container, stream = open_video(path)
     rate = float(stream.average_rate or stream.guessed_rate or 25)
-    duration = float(stream.duration * stream.time_base) if stream.duration else None
-    if duration is None and container.duration:
-        duration = container.duration / 1_000_000
+    duration = duration_of(container, stream)
     info = VideoInfo(
         str(path), rate, duration, stream.codec_context.width, stream.codec_context.height, stream.codec_context.name
     )
@@ -171,21 +169,51 @@ def frames(
     return info, ahead(batches())
 
 
+def duration_of(container, stream) -> float | None:
+    """Seconds the video says it lasts: its stream's duration, else the container's (MKV and WebM often give only
+    that); None when neither says."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1_000_000 if container.duration else None
+
+
 def ahead(items: Iterator, depth: int = 3) -> Iterator:
-    """The items of `items`, produced in a thread up to `depth` ahead; its error is raised here, in order."""
+    """The items of `items`, produced in a thread up to `depth` ahead; its error is raised here, in order. When the
+    consumer stops early (it raises, or closes this generator), the thread stops too and closes `items` (so a
+    decoder's `finally` runs: the video file is closed)."""
     queue: Queue = Queue(maxsize=depth)
-    done = object()
+    done, stop = object(), Event()
+
+    def put(item) -> bool:  # False once the consumer has gone
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
 
     def produce():
         try:
             for item in items:
-                queue.put(item)
+                if not put(item):
+                    return
         except BaseException as err:  # handed to the consumer, which raises it
-            queue.put(err)
-        queue.put(done)
+            put(err)
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put(done)
 
-    Thread(target=produce, daemon=True, name="video-decoder").start()
-    while (item := queue.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    thread = Thread(target=produce, daemon=True, name="video-decoder")
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
