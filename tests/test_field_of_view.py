@@ -247,7 +247,7 @@ def test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue():
     donor[:, -4:] = 0
     swapped = swap_frame(tissue, donor)
     assert (swapped[:, -4:] == 0).all()  # the donor's frame ...
-    assert (swapped[:, -5] == (90, 60, 170)).all()  # ... with its fringe, as it looks in the donor
+    assert (swapped[:, -5] == (90, 60, 170)).all()  # ... with the one pixel of blur of its edge
     assert tissue_coloured(swapped[:, :2])  # the own frame filled from the tissue
     assert (swapped[:, 5:10] == colour).all()
     tissue[:, 2] = (100, 55, 50)  # the blurred fringe of the own outline: too bright for frame, darker than tissue
@@ -263,6 +263,11 @@ def test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue():
     swapped = swap_frame(big, np.full_like(big, (90, 60, 170)))
     assert tissue_coloured(swapped[:, :27]) and tissue_coloured(swapped[94:146, 144:196])
     assert (swapped[60:62, 103:105] == (160, 90, 80)).all()  # the tissue around a highlight stays as it is
+    framed_donor = np.full_like(big, (90, 60, 170))
+    framed_donor[:, -20:] = 0
+    swapped = swap_frame(big, framed_donor)
+    assert (swapped[:, -20:] == 0).all() and (swapped[:, -21] == (90, 60, 170)).all()  # its frame and edge
+    assert tissue_coloured(swapped[:, 150:-21])  # not the donor's tissue beyond: it may tell the donor's class
 
 
 def test_eda_and_check_measure_the_frames(runs, tmp_path):

@@ -51,7 +51,7 @@ class DataConfig:
         view_quantile: with field_of_view common, a pixel stays in the view when it shows tissue in at least
             this share of every class's training frames
         frame_swap: in training, each image takes with this probability the frame and overlays of another training
-            image drawn at random (its own frame and overlay pixels filled with its tissue colour, the donor's
+            image drawn at random (its own frame and overlay pixels inpainted from its tissue, the donor's
             pasted): the model learns that frames and overlays carry nothing about the class. Training only:
             evaluation, export and predict are unchanged (workers loader)
     """

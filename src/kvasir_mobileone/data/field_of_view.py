@@ -14,7 +14,7 @@ sees (training, evaluation, export, predict, serve), so that every frame has the
 
 The view is stored as a 1-bit PNG at the network input size (white: tissue the model sees; black: blacked out),
 `field_of_view.png` in the run and the bundle, and inside the checkpoint's input description as packed bits with
-their SHA-256 (images.encode_view). numpy, scipy and Pillow only."""
+their SHA-256 (images.encode_view). numpy, scipy and Pillow; OpenCV's inpainting for the frame swap."""
 
 from __future__ import annotations
 
@@ -260,14 +260,20 @@ def marks(pixels: np.ndarray) -> np.ndarray:
 
 def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
     """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the image's own marks (frame and
-    overlays with their fringe) filled from the tissue around them (OpenCV's inpainting), then the donor's marks,
-    fringe and all, pasted over it: the outline and icons look as they do in the donor's own image."""
+    overlays with their fringe) filled from the tissue around them (OpenCV's inpainting), then the donor's frame and
+    overlay pixels pasted over it with one pixel of their edge (the blur a resize leaves), not more: a wider ring would
+    be the donor's tissue, which may tell its class."""
     import cv2
 
-    own, given = marks(tissue), marks(donor)
+    own = marks(tissue)
+    given = ndimage.binary_dilation(frame_pixels(donor) | overlay_pixels(donor), EIGHT_NEIGHBOURS)
     if own.all():
         swapped = np.full_like(tissue, 128)
     else:
-        swapped = cv2.inpaint(np.ascontiguousarray(tissue), own.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        swapped = tissue.copy()
+        swapped[own & given] = tissue[~own].mean(axis=0).round().astype(np.uint8)  # pasted over below anyway
+        fill = own & ~given  # inpainting only what stays visible: a third of the time on a round frame
+        if fill.any():
+            swapped = cv2.inpaint(swapped, fill.astype(np.uint8), 3, cv2.INPAINT_TELEA)
     swapped[given] = donor[given]
     return swapped

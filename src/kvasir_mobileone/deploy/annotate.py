@@ -46,7 +46,11 @@ def annotate_video(
             return
 
     with atomic_path(target) as tmp:
-        out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
+        try:
+            out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"})
+        except BaseException:
+            container.close()
+            raise
         try:
             encoder = out.add_stream("libx264", rate=rate)
             encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
@@ -72,6 +76,8 @@ def annotate_video(
             for packet in encoder.encode():
                 out.mux(packet)
         finally:
-            container.close()
-            out.close()
+            try:
+                container.close()
+            finally:
+                out.close()
     return target
