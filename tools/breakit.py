@@ -157,8 +157,8 @@ MUTATIONS = [
     Mutation(
         "--ood_weight is the exponent of the detector's odds (0 ignores the detector)",
         "deploy/timeline.py",
-        "    powered = np.asarray(odds, np.float64) ** ood_weight",
-        "    powered = np.asarray(odds, np.float64)",
+        "    powered = np.where(odds > 0, np.maximum(odds, 1e-300) ** ood_weight, 0.0)",
+        "    powered = np.where(odds > 0, np.maximum(odds, 1e-300), 0.0)",
         VI + "test_flagged_frames_are_a_state_of_their_own_and_short_runs_merge",
     ),
     Mutation(
