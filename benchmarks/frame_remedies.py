@@ -1,7 +1,8 @@
 """Remedies for a shortcut in the frame, side by side on one split of synthetic frames that behave like real ones
 (`kvasir synth --frames realistic`: per-class outlines whose reach varies, overlays that move, the icon's grey level
 telling the class): as is, the common field of view alone, the frame swap alone (--data.frame_swap 1), both (what the
-audit proposes), and both with a stricter view (--data.view_quantile 0.99).
+audit proposes), the common view with each image's own marks inside it inpainted (--data.clean_frame inpaint), and
+the view and the swap with a stricter view (--data.view_quantile 0.99).
 For each: test accuracy, the frame swap against its same-class control, the shortcut baseline on what the model
 sees, and accuracy on new frames that all share one outline and carry no icon (`--frames same`), with intervals.
 
@@ -24,7 +25,6 @@ from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
 from kvasir_mobileone.evaluation.stats import wilson_interval
-from kvasir_mobileone.images import hide
 from kvasir_mobileone.io import markdown_table
 from kvasir_mobileone.models.loading import open_run
 
@@ -34,7 +34,10 @@ REMEDIES = {
     "common view": ("--data.field_of_view", "common"),
     "frame swap 1": ("--data.frame_swap", "1"),
     "common view + frame swap 1 (the proposal)": ("--data.field_of_view", "common", "--data.frame_swap", "1"),
-    "the same, --data.view_quantile 0.99": (
+    "common view + clean-up (--data.clean_frame inpaint)": (
+        *("--data.field_of_view", "common", "--data.clean_frame", "inpaint"),
+    ),
+    "common view + frame swap 1, --data.view_quantile 0.99": (
         *("--data.field_of_view", "common", "--data.frame_swap", "1", "--data.view_quantile", "0.99"),
     ),
 }
@@ -50,7 +53,7 @@ def new_frames_accuracy(run: Path, data: Path) -> tuple[int, int]:
     names, model_input = trained.module.class_names, trained.model_input
     items = scan_image_folder(data)
     pixels = load_pixels(data, [p for p, _ in items], model_input.image_size, model_input.interpolation, "new frames")
-    pixels = np.stack([hide(p, model_input.hidden()) for p in pixels])
+    pixels = np.stack([model_input.prepare(p) for p in pixels])
     predicted = predict_pixels(trained.module, pixels, model_input).argmax(axis=1)
     return int(np.sum(predicted == np.array([names.index(c) for _, c in items]))), len(items)
 

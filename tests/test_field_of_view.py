@@ -469,3 +469,48 @@ def test_following_the_audits_proposed_line_ends_with_no_dependence_where_the_vi
     assert after["verdict"].startswith("**Verdict: no dependence on any audited region**"), after["verdict"]
     assert not after["frame_swap"]["follows"], after["frame_swap"]
     assert after["proposed_fit"] is None  # nothing left to propose
+
+
+def test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks(tmp_path):
+    """--data.clean_frame inpaint: the model input's own step (ModelInput.prepare) — in the checkpoint and the
+    bundle (version 3), applied by predict on either, by export's parity check and the audit — leaves no overlay
+    pixel inside the view; Core ML (preprocessing in its graph) and the resident loader are refused."""
+    from kvasir_mobileone.data.config import DataConfig
+    from kvasir_mobileone.data.dataset import ImageFolderDataModule
+    from kvasir_mobileone.data.marks import marks
+    from kvasir_mobileone.errors import UserError
+    from kvasir_mobileone.images import ModelInput
+
+    data = synth(str(tmp_path / "real"), images_per_class=14, seed=4, scale=0.1, classes=CLASSES, frames="realistic")
+    flags = fit_flags(epochs=1, test_fraction=0.3)
+    run = fit_run(
+        data, tmp_path / "runs", "clean", "--data.field_of_view", "common", "--data.clean_frame", "inpaint", flags=flags
+    )
+    model_input = open_run(str(run)).model_input
+    assert model_input.clean == "inpaint" and model_input.to_dict()["version"] == 3
+    assert ModelInput.from_dict(model_input.to_dict()) == model_input
+    assert "inpainted" in model_input.describe()
+    rows = read_csv(run / "split_manifest.csv")
+    paths = [data / r["path"] for r in rows if r["split"] == "test"]
+    visible = model_input.visible()
+    raw = [model_input.decode_raw(p) for p in paths]
+    seen = [model_input.prepare(p) for p in raw]
+    assert sum(int((marks(p) & visible).sum()) for p in raw) > 0  # the moving icons reach into the view ...
+    assert sum(int((overlay_pixels(p) & visible).sum()) for p in seen) == 0  # ... and are filled
+    assert all((p[~visible] == 0).all() for p in seen)  # then everything outside the view is black
+    module = ImageFolderDataModule(DataConfig(data_dir=str(data), cache=False), rows, model_input)
+    assert np.array_equal(module.dataset("test")[0][0].permute(1, 2, 0).numpy(), seen[0])  # training and testing
+    bundle = tmp_path / "bundle"
+    main(["export", str(run), "--out", str(bundle)])
+    assert json.loads((bundle / "metadata.json").read_text())["input"]["clean"] == "inpaint"
+    assert "inpainted" in (bundle / "README.md").read_text() and "cv2.inpaint" in (bundle / "README.md").read_text()
+    image = paths[0]
+    from_bundle = main(["predict", str(image), "--model", str(bundle)])[0]
+    from_run = main(["predict", str(image), "--model", str(run), "--precision", "fp32"])[0]
+    assert from_bundle["top1"] == from_run["top1"]
+    expected = predict_pixels(open_run(str(run)).module, np.stack(seen[:1]), model_input)[0]
+    assert from_run["p1"] == pytest.approx(float(expected.max()), abs=1e-4)  # predict inpaints as training did
+    with pytest.raises(UserError, match="cannot be: export onnx or executorch"):
+        main(["export", str(run), "--out", str(tmp_path / "mobile"), "--format", "coreml"])
+    with pytest.raises(DataError, match="--data.clean_frame inpaints in the loader's workers"):
+        ImageFolderDataModule(DataConfig(data_dir=str(data), loader="resident"), rows, model_input)

@@ -57,14 +57,43 @@ MUTATIONS = [
     # issue 34: a remedy that holds on real frames
     Mutation(
         "a swapped frame leaves no ghost of the image's own outline and icons (their fringe is filled too)",
-        "data/field_of_view.py",
+        "data/marks.py",
         "    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)",
         "    grown = frame | large[labels]",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
     ),
     Mutation(
+        "--data.clean_frame inpaint: the model input inpaints the marks inside the view (predict, audit, export)",
+        "images.py",
+        "            pixels = clean_marks(np.asarray(pixels, dtype=np.uint8), self.visible())",
+        "            pixels = np.asarray(pixels, dtype=np.uint8)",
+        FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
+    ),
+    Mutation(
+        "--data.clean_frame reaches the model input that fit stores",
+        "commands/fit.py",
+        '    model_input = dataclasses.replace(model_input, clean="" if data.clean_frame == "none" else '
+        "data.clean_frame)",
+        "    model_input = dataclasses.replace(model_input)",
+        FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
+    ),
+    Mutation(
+        "training and testing images go through the model input's last steps (clean-up, hidden pixels)",
+        "data/dataset.py",
+        "            prepare=self.model_input.prepare,",
+        "            prepare=None,",
+        FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
+    ),
+    Mutation(
+        "a model with clean-up is not exported to Core ML, whose graph holds the preprocessing",
+        "commands/export.py",
+        '    if "coreml" in formats and model_input.clean:',
+        "    if False:",
+        FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
+    ),
+    Mutation(
         "a swap leaves the tissue around a highlight as it is (small overlay marks grow by one pixel only)",
-        "data/field_of_view.py",
+        "data/marks.py",
         "    large = np.bincount(labels.ravel(), minlength=n + 1) >= fringe * fringe",
         "    large = np.bincount(labels.ravel(), minlength=n + 1) >= 0",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",

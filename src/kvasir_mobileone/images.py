@@ -20,7 +20,9 @@ RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Ima
 # image as bright as a light one. Pillow's "I" holds 16-bit data (16-bit PNG, TIFF); "F" holds floats in [0, 1].
 FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 VIEW_PNG_SEEN = 128  # a field_of_view.png pixel at least this bright (grey level) is seen by the model
-MODEL_INPUT_VERSION = 2  # 1: today's release's checkpoint "normalization" and bundle "input" (no "version" key)
+MODEL_INPUT_VERSION = 3  # 1: the first release's checkpoint "normalization" and bundle "input" (no "version" key);
+# 3 adds "clean" (--data.clean_frame): a release that reads up to 2 would silently skip the clean-up, so it refuses
+CLEAN_STEPS = ("", "inpaint")  # ModelInput.clean: nothing, or the frame and overlay marks inside the view inpainted
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -65,7 +67,8 @@ class ModelInput:
     """What the network's input is, decided once by `fit` and read back by everything after it: the size, mean/std
     and interpolation (from timm's data config, never typed by hand), the boxes masked out of every image
     (--data.mask_regions, relative x0, y0, x1, y1, with the names they come from) and the field of view
-    (--data.field_of_view; encode_view's text, "" for the whole input).
+    (--data.field_of_view; encode_view's text, "" for the whole input), and the clean-up of each image's own frame and
+    overlay marks inside the view before it (--data.clean_frame: "inpaint", or "" for none).
 
     to_dict/from_dict is the one serializer: the checkpoint's hparams, a bundle's metadata.json "input", the
     runtimes, Core ML and the card all go through it. The temperature is not here: it scales the output."""
@@ -77,10 +80,11 @@ class ModelInput:
     mask: tuple[tuple[float, float, float, float], ...] = ()
     field_of_view: str = ""
     mask_regions: tuple[str, ...] = ()
+    clean: str = ""
 
     def to_dict(self) -> dict:
         return {
-            "version": MODEL_INPUT_VERSION,
+            "version": MODEL_INPUT_VERSION if self.clean else 2,  # readable by the releases before clean-up
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -89,6 +93,7 @@ class ModelInput:
             "mask_regions": list(self.mask_regions) or None,
             "field_of_view": self.field_of_view,
             "field_of_view_sha256": self.view_sha256,
+            "clean": self.clean,
         }
 
     @classmethod
@@ -109,7 +114,10 @@ class ModelInput:
             tuple(tuple(float(v) for v in b) for b in values.get("mask") or ()),
             values.get("field_of_view") or "",
             tuple(values.get("mask_regions") or ()),
+            values.get("clean") or "",
         )
+        if model_input.clean not in CLEAN_STEPS:
+            raise ValueError(f"Unknown clean-up step {model_input.clean!r} in the model-input description.")
         recorded = values.get("field_of_view_sha256")
         if recorded and recorded != model_input.view_sha256:
             raise ValueError(
@@ -125,7 +133,8 @@ class ModelInput:
         )
         hidden += ["outside the field of view"] if self.field_of_view else []
         black = f"; black: {' and '.join(hidden)}" if hidden else ""
-        return f"{self.image_size} × {self.image_size} px ({self.interpolation}, whole frame){black}"
+        clean = "; frame and overlay marks inside the view inpainted first" if self.clean else ""
+        return f"{self.image_size} × {self.image_size} px ({self.interpolation}, whole frame){clean}{black}"
 
     @property
     def view_sha256(self) -> str | None:
@@ -146,8 +155,18 @@ class ModelInput:
         return hidden if hidden.any() else None
 
     def decode(self, path: str | Path) -> np.ndarray:
-        """HWC uint8 at the input size, as the model sees it: decoded, resized, hidden pixels black."""
-        return hide(self.decode_raw(path), self.hidden())
+        """HWC uint8 at the input size, as the model sees it: decoded, resized, then `prepare`d."""
+        return self.prepare(self.decode_raw(path))
+
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        """An HWC uint8 image at the input size as the model sees it: its own frame and overlay marks inside the
+        view inpainted (with clean "inpaint"), then the hidden pixels black. Every path to the network goes through
+        here: training, evaluation, the audit, export's parity check, predict, serve and video."""
+        if self.clean:
+            from kvasir_mobileone.data.marks import clean_marks
+
+            pixels = clean_marks(np.asarray(pixels, dtype=np.uint8), self.visible())
+        return hide(pixels, self.hidden())
 
     def decode_raw(self, path: str | Path) -> np.ndarray:
         """HWC uint8 at the input size, nothing hidden (what the audit and Core ML's graph start from)."""
@@ -159,8 +178,8 @@ class ModelInput:
 
     def from_resized(self, pixels: np.ndarray) -> np.ndarray:
         """CHW float32 network input of a frame already resized to the input size (a video frame the decoder scaled:
-        deploy/video.py): hidden pixels black, then mean/std, as `read` does after its resize."""
-        return self.normalized(hide(np.asarray(pixels, dtype=np.uint8), self.hidden()))
+        deploy/video.py): `prepare`d, then mean/std, as `read` does after its resize."""
+        return self.normalized(self.prepare(np.asarray(pixels, dtype=np.uint8)))
 
     def read(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """(CHW float32 network input, HWC uint8 image as the model sees it), exactly as in training."""

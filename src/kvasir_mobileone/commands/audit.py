@@ -29,7 +29,7 @@ from kvasir_mobileone.evaluation.audit_report import baseline_finding, verdict, 
 from kvasir_mobileone.evaluation.frames import map_predictability, plot_frame_maps
 from kvasir_mobileone.evaluation.metrics import accuracy
 from kvasir_mobileone.extras import require
-from kvasir_mobileone.images import box_mask, hide
+from kvasir_mobileone.images import box_mask
 from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import AuditFolder
@@ -115,8 +115,7 @@ def audit(
     raw = load_pixels(
         data, [r["path"] for r in test_rows], model_input.image_size, model_input.interpolation, "test images"
     )
-    hidden = model_input.hidden()
-    pixels = np.stack([hide(p, hidden) for p in raw])
+    pixels = np.stack([model_input.prepare(p) for p in raw])
     masking, base_pred = region_masking(module, model_input, pixels, targets, chosen, names, n_resamples, seed)
     swap = frame_swap(module, model_input, raw, targets, base_pred, n_resamples, seed)
     maps, mean_images = occlusion_maps(module, model_input, pixels, targets, len(names), occlusion_per_class)
@@ -130,7 +129,7 @@ def audit(
 
     def as_seen(path: str) -> np.ndarray:  # an image as the model sees it, at its input size
         image = decoded[path] if path in decoded else model_input.decode_raw(data / path)
-        return hide(image, hidden)
+        return model_input.prepare(image)
 
     whole = np.ones_like(in_places)
 
@@ -184,7 +183,12 @@ def audit(
     result["proposed_fit"] = propose_fit(trained, result)
     result["verdict"] = verdict(result)
     examples = [
-        (pixels[i], names[base_pred[i]], hide(swap_frame(raw[i], raw[j]), hidden), names[swap["swapped_predicted"][i]])
+        (
+            pixels[i],
+            names[base_pred[i]],
+            model_input.prepare(swap_frame(raw[i], raw[j])),
+            names[swap["swapped_predicted"][i]],
+        )
         for i, j in list(enumerate(swap.get("donors", [])))[:4]
     ]
     write_audit(out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, chosen, examples)

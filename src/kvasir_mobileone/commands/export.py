@@ -90,6 +90,12 @@ def export(
         raise UserError(f"--format {format!r}: use one or more of {', '.join(FORMATS)}, separated by commas.")
     trained = open_run(run, data_dir)
     ckpt, module, model_input = trained.ckpt, trained.module, trained.model_input
+    if "coreml" in formats and model_input.clean:
+        raise UserError(
+            "--format coreml puts the preprocessing inside the graph, and this model's clean-up (--data.clean_frame "
+            "inpaint: OpenCV's inpainting of the frame and overlay marks) cannot be: export onnx or executorch, whose "
+            "apps run the clean-up themselves (the model card says how)."
+        )
     paths = parity_images(trained, images, num_images)
     batch = torch.from_numpy(np.stack([model_input.read(p)[0] for p in paths]))
 

@@ -290,6 +290,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
         model.name, data.image_size, data.mask_regions
     )  # the network's input, decided once here
     model_input = with_field_of_view(model_input, data, rows, run, resumed=bool(resume))
+    model_input = dataclasses.replace(model_input, clean="" if data.clean_frame == "none" else data.clean_frame)
     module = MobileOneClassifier(
         sorted(counts["train"]),
         model,

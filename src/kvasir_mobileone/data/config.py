@@ -54,6 +54,11 @@ class DataConfig:
             image drawn at random (its own frame and overlay pixels inpainted from its tissue, the donor's
             pasted): the model learns that frames and overlays carry nothing about the class. Training only:
             evaluation, export and predict are unchanged (workers loader)
+        clean_frame: inpaint: before the model sees an image (training, evaluation, export's parity check,
+            predict, serve, video), its own frame and overlay marks inside the view are filled from the tissue
+            around them (OpenCV's inpainting), so they look like neither; none: as they are. Part of the model
+            input: an app that runs the bundle's ONNX file itself must do the same (the model card says how;
+            workers loader; no Core ML or ExecuTorch export, whose graphs cannot hold it)
     """
 
     data_dir: str = "data/kvasir-dataset-v2"
@@ -78,3 +83,4 @@ class DataConfig:
     field_of_view: str = "full"
     view_quantile: float = VIEW_QUANTILE
     frame_swap: float = 0.0
+    clean_frame: Literal["none", "inpaint"] = "none"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ from kvasir_mobileone.data.folder import DataError, default_num_workers
 from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.data.transforms import device_augmentations, normalize, train_augmentations
-from kvasir_mobileone.images import ModelInput, decode_resized, hide
+from kvasir_mobileone.images import ModelInput, decode_resized
 
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ def auto_loader(cfg: DataConfig, devices: int | None = None) -> str:
     """--data.loader auto made explicit: resident when training on one GPU with the cache, else workers."""
     if cfg.loader != "auto":
         return cfg.loader
-    if cfg.frame_swap:
-        return "workers"  # the swap pastes another training image's frame: a worker's job
+    if cfg.frame_swap or cfg.clean_frame != "none":
+        return "workers"  # pasting another image's frame, inpainting: a worker's job
     devices = torch.cuda.device_count() if devices is None else devices
     return "resident" if torch.cuda.is_available() and cfg.cache and devices == 1 else "workers"
 
@@ -90,7 +91,7 @@ class ImageListDataset(Dataset):
         augment=None,
         cache: ImageCache | None = None,
         skip_unreadable: bool = False,
-        hidden: np.ndarray | None = None,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
         frame_swap: float = 0.0,
     ):
         self.rows = rows
@@ -100,7 +101,8 @@ class ImageListDataset(Dataset):
         self.augment = augment
         self.cache = cache
         self.skip_unreadable = skip_unreadable
-        self.hidden = hidden  # pixels blacked out of every image (--data.mask_regions, --data.field_of_view)
+        # the model input's last steps (ModelInput.prepare): clean-up, then the hidden pixels black
+        self.prepare = prepare
         self.frame_swap = frame_swap  # --data.frame_swap: the chance an image takes another's frame and overlays
 
     def __len__(self) -> int:
@@ -127,7 +129,7 @@ class ImageListDataset(Dataset):
             pixels = self.pixels(row["path"])
             if self.frame_swap and float(torch.rand(())) < self.frame_swap:
                 pixels = self.with_frame_of_another(pixels)
-            image = torch.from_numpy(hide(pixels, self.hidden)).permute(2, 0, 1)
+            image = torch.from_numpy(self.prepare(pixels) if self.prepare else pixels).permute(2, 0, 1)
         except Exception as err:  # any decoding failure: the file is named, never silently replaced
             reason = f"{type(err).__name__}: {err}"
             if self.skip_unreadable:
@@ -175,6 +177,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             raise DataError(f"--data.frame_swap {cfg.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")
         if self.loader_kind == "resident" and cfg.frame_swap:
             raise DataError("--data.frame_swap pastes frames in the loader's workers: use --data.loader workers.")
+        if self.loader_kind == "resident" and model_input.clean:
+            raise DataError("--data.clean_frame inpaints in the loader's workers: use --data.loader workers.")
         if self.loader_kind == "resident" and self.augment_on == "workers":
             self.augment_on = "device"  # resident batches never pass through a worker
         self.use_cache = cfg.cache or self.loader_kind == "resident"
@@ -242,7 +246,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             augment,
             self.cache,
             skip_unreadable=split == "train",
-            hidden=self.model_input.hidden(),
+            prepare=self.model_input.prepare,
             frame_swap=self.cfg.frame_swap if split == "train" else 0.0,
         )
 

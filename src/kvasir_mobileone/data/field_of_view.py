@@ -27,27 +27,13 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from kvasir_mobileone.data import pixels as pixel_rules
 from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.data.marks import EIGHT_NEIGHBOURS, frame_pixels, inpaint, marks, overlay_pixels
 from kvasir_mobileone.images import VIEW_PNG_SEEN, decode_resized, view_sha256
 from kvasir_mobileone.io import atomic_path
 
 VIEW_QUANTILE = 0.95  # default: a pixel is in the view when it shows tissue in >= 95% of each class's training frames
 MIN_VIEW = 0.25  # a common view covering less of the network input than this is refused
-EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
-
-
-def frame_pixels(pixels: np.ndarray) -> np.ndarray:
-    """HxW bool: near-black pixels connected (8-neighbour) to the image border, of an HWC uint8 image."""
-    dark = pixel_rules.near_black(pixels)
-    labels, _ = ndimage.label(dark, structure=EIGHT_NEIGHBOURS)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, border[border > 0])
-
-
-def overlay_pixels(pixels: np.ndarray) -> np.ndarray:
-    """HxW bool: overlay-coloured pixels, green (a position box) or bright grey and white (text, icons)."""
-    return pixel_rules.overlay(pixels)
 
 
 @dataclass(frozen=True)
@@ -244,27 +230,11 @@ def read_view_png(path: str | Path, size: int) -> np.ndarray:
     return visible
 
 
-def marks(pixels: np.ndarray) -> np.ndarray:
-    """HxW bool: an image's frame and overlay pixels with their blurred fringe (a pixel per 32 of the side, so that
-    no ghost of an outline or icon is left outside it): its frame and its overlay marks of at least a fringe's square
-    (text, boxes, icons) grown by the fringe, smaller marks (a highlight on the mucosa is overlay-coloured too) by
-    one pixel, so that the tissue around highlights stays as it is."""
-    fringe = max(1, pixels.shape[0] // 32)
-    frame, overlay = frame_pixels(pixels), overlay_pixels(pixels)
-    labels, n = ndimage.label(overlay & ~frame, structure=EIGHT_NEIGHBOURS)
-    large = np.bincount(labels.ravel(), minlength=n + 1) >= fringe * fringe
-    large[0] = False
-    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)
-    return grown | ndimage.binary_dilation(overlay, EIGHT_NEIGHBOURS)
-
-
 def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
     """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the image's own marks (frame and
     overlays with their fringe) filled from the tissue around them (OpenCV's inpainting), then the donor's frame and
     overlay pixels pasted over it with one pixel of their edge (the blur a resize leaves), not more: a wider ring would
     be the donor's tissue, which may tell its class."""
-    import cv2
-
     own = marks(tissue)
     given = ndimage.binary_dilation(frame_pixels(donor) | overlay_pixels(donor), EIGHT_NEIGHBOURS)
     if own.all():
@@ -274,6 +244,6 @@ def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
         swapped[own & given] = tissue[~own].mean(axis=0).round().astype(np.uint8)  # pasted over below anyway
         fill = own & ~given  # inpainting only what stays visible: a third of the time on a round frame
         if fill.any():
-            swapped = cv2.inpaint(swapped, fill.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+            swapped = inpaint(swapped, fill)
     swapped[given] = donor[given]
     return swapped

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from kvasir_mobileone.data import pixels as pixel_rules
 from kvasir_mobileone.data.datasets import Dataset, identify
+from kvasir_mobileone.data.marks import INPAINT_RADIUS
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, markdown_table, write_text
 from kvasir_mobileone.runs import CARD_NAME, CONFIG_NAME, UNFUSED_NAME
@@ -117,6 +119,7 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
         f"({model_input.interpolation}), scaled to [0, 1] and normalized with mean {list(model_input.mean)} and "
         f"std {list(model_input.std)}"
         + (f"; the regions {masked} are set to black first (the model never saw them)" if masked else "")
+        + (CLEAN_SENTENCE if model_input.clean else "")
         + (
             f"; everything outside the common field of view (`field_of_view.png`, white: seen; SHA-256 "
             f"`{model_input.view_sha256}`) is set to black, so every frame has the same outline"
@@ -285,6 +288,20 @@ unknown. Endoscopy frames carry overlays (position box, text, black frame) that 
 tissue: check with `kvasir audit`. Probabilities are calibrated only when `metadata.json` holds a temperature.
 Small test sets give wide intervals: read them.
 """
+
+# what an app developer must reproduce for a model trained with --data.clean_frame inpaint (images.ModelInput.prepare)
+CLEAN_SENTENCE = (
+    "; before anything is set to black, each image's own frame and overlay marks inside the view are inpainted "
+    "(`--data.clean_frame inpaint`). An app that feeds the ONNX or ExecuTorch file itself must do the same, at the "
+    f"input size, after the resize: mark the near-black pixels (brightest channel below {pixel_rules.DARK}) joined "
+    f"to the border and the overlay-coloured ones (green over red and blue by more than {pixel_rules.GREEN_MARGIN}; "
+    f"grey, channels within {pixel_rules.GREY_SPREAD} of each other and every one at least "
+    f"{pixel_rules.OVERLAY_GREY}), grow the frame and the overlay patches of at least f x f pixels by f = max(1, "
+    "size // 32) pixels (8-neighbour) and the others by one, and fill the marks inside the view with OpenCV's "
+    f"`cv2.inpaint(image, marks, {INPAINT_RADIUS}, cv2.INPAINT_TELEA)`, the marks outside it first set to the mean "
+    "colour of the unmarked pixels; `kvasir predict` and its runtimes do this for you "
+    "(`kvasir_mobileone.data.marks.clean_marks`)"
+)
 
 USAGE = """## How to use
 

@@ -133,9 +133,8 @@ def frame_swap(
         own = own[own != i] if len(own) > 1 else own
         same.append(int(rng.choice(own)))
     donors, same = np.array(donors), np.array(same)
-    hidden = model_input.hidden()
-    swapped = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(donors)])
-    control = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(same)])
+    swapped = np.stack([model_input.prepare(swap_frame(raw[i], raw[j])) for i, j in enumerate(donors)])
+    control = np.stack([model_input.prepare(swap_frame(raw[i], raw[j])) for i, j in enumerate(same)])
     predicted = predict_pixels(module, swapped, model_input).argmax(axis=1)
     control_pred = predict_pixels(module, control, model_input).argmax(axis=1)
     donor_class = targets[donors]
