@@ -477,9 +477,9 @@ def test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks
     pixel inside the view; Core ML (preprocessing in its graph) and the resident loader are refused."""
     from kvasir_mobileone.data.config import DataConfig
     from kvasir_mobileone.data.dataset import ImageFolderDataModule
-    from kvasir_mobileone.data.marks import marks
     from kvasir_mobileone.errors import UserError
     from kvasir_mobileone.images import ModelInput
+    from kvasir_mobileone.marks import marks
 
     data = synth(str(tmp_path / "real"), images_per_class=14, seed=4, scale=0.1, classes=CLASSES, frames="realistic")
     flags = fit_flags(epochs=1, test_fraction=0.3)

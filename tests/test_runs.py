@@ -117,6 +117,8 @@ LAYERS = {
     "runs": 0,
     "extras": 0,
     "answers": 0,
+    "pixels": 0,
+    "marks": 0,
     "data": 1,
     "models": 2,
     "evaluation": 3,

@@ -144,11 +144,11 @@ def test_the_readme_guides_and_the_architecture_page_names_every_module():
 
 
 def test_the_pixel_colour_rules_live_in_data_pixels_alone():
-    """Frame black, overlay green and grey are decided in data/pixels.py: no other module compares a channel with
+    """Frame black, overlay green and grey are decided in pixels.py: no other module compares a channel with
     another plus a margin, or takes a channel spread (synth draws them, it does not detect them)."""
     found = []
     for name, tree in modules().items():
-        if name in ("data/pixels.py", "data/synth.py"):
+        if name in ("pixels.py", "data/synth.py"):
             continue
         for node in ast.walk(tree):
             margin = (

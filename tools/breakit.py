@@ -57,7 +57,7 @@ MUTATIONS = [
     # issue 34: a remedy that holds on real frames
     Mutation(
         "a swapped frame leaves no ghost of the image's own outline and icons (their fringe is filled too)",
-        "data/marks.py",
+        "marks.py",
         "    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)",
         "    grown = frame | large[labels]",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
@@ -93,7 +93,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a swap leaves the tissue around a highlight as it is (small overlay marks grow by one pixel only)",
-        "data/marks.py",
+        "marks.py",
         "    large = np.bincount(labels.ravel(), minlength=n + 1) >= fringe * fringe",
         "    large = np.bincount(labels.ravel(), minlength=n + 1) >= 0",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
@@ -143,8 +143,8 @@ MUTATIONS = [
     Mutation(
         "the swap's control pastes a frame of the image's own class",
         "evaluation/audit.py",
-        "    control = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(same)])",
-        "    control = np.stack([hide(swap_frame(raw[i], raw[j]), hidden) for i, j in enumerate(donors)])",
+        "    control = np.stack([model_input.prepare(swap_frame(raw[i], raw[j])) for i, j in enumerate(same)])",
+        "    control = np.stack([model_input.prepare(swap_frame(raw[i], raw[j])) for i, j in enumerate(donors)])",
         FV + "test_the_plain_run_follows_the_swapped_frame_and_the_masked_run_does_not",
     ),
     Mutation(
@@ -344,7 +344,7 @@ MUTATIONS = [
         "tests/test_metrics.py::test_two_models_that_agree_everywhere_get_an_honest_interval_not_a_point",
     ),
     Mutation(
-        "the overlay colour rules live in data/pixels.py alone",
+        "the overlay colour rules live in pixels.py alone",
         "data/regions.py",
         "    green = pixel_rules.green(pixels)",
         "    green = (pixels[..., 1] > pixels[..., 0] + 40) & (pixels[..., 1] > pixels[..., 2] + 40)",
@@ -367,8 +367,8 @@ MUTATIONS = [
     Mutation(
         "a model input reads a frame as 0.1.0 did: hidden pixels black",
         "images.py",
-        "        return hide(self.decode_raw(path), self.hidden())",
-        "        return self.decode_raw(path)",
+        "        return hide(pixels, self.hidden())",
+        "        return pixels",
         "tests/test_model.py::test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading",
     ),
     Mutation(
@@ -599,7 +599,7 @@ MUTATIONS = [
     ),
     Mutation(
         "frame is near-black joined to the border (a dark lumen is not)",
-        "data/field_of_view.py",
+        "marks.py",
         "    return np.isin(labels, border[border > 0])",
         "    return dark",
         FV + "test_frame_and_overlay_pixels",
@@ -628,8 +628,8 @@ MUTATIONS = [
     Mutation(
         "the workers' loader applies the view",
         "data/dataset.py",
-        "            hidden=self.model_input.hidden(),",
-        "            hidden=None,",
+        "            prepare=self.model_input.prepare,",
+        "            prepare=None,",
         FV + "test_both_loaders_black_out_everything_outside_the_view",
     ),
     Mutation(
@@ -656,7 +656,7 @@ MUTATIONS = [
     Mutation(
         "the audit's baseline reads the images as the model sees them",
         "commands/audit.py",
-        "        return hide(image, hidden)",
+        "        return model_input.prepare(image)",
         "        return image",
         FV + "test_the_baseline_reads_what_the_model_sees",
     ),
@@ -785,8 +785,8 @@ MUTATIONS = [
     Mutation(
         "training applies the mask (not only evaluation)",
         "data/dataset.py",
-        "            hidden=self.model_input.hidden(),\n            frame_swap=",
-        '            hidden=self.model_input.hidden() if split != "train" else None,\n            frame_swap=',
+        "            prepare=self.model_input.prepare,\n            frame_swap=",
+        '            prepare=self.model_input.prepare if split != "train" else None,\n            frame_swap=',
         AU + "test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box",
     ),
     Mutation(

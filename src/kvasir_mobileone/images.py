@@ -163,7 +163,7 @@ class ModelInput:
         view inpainted (with clean "inpaint"), then the hidden pixels black. Every path to the network goes through
         here: training, evaluation, the audit, export's parity check, predict, serve and video."""
         if self.clean:
-            from kvasir_mobileone.data.marks import clean_marks
+            from kvasir_mobileone.marks import clean_marks
 
             pixels = clean_marks(np.asarray(pixels, dtype=np.uint8), self.visible())
         return hide(pixels, self.hidden())

@@ -28,9 +28,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from kvasir_mobileone.data.folder import DataError
-from kvasir_mobileone.data.marks import EIGHT_NEIGHBOURS, frame_pixels, inpaint, marks, overlay_pixels
 from kvasir_mobileone.images import VIEW_PNG_SEEN, decode_resized, view_sha256
 from kvasir_mobileone.io import atomic_path
+from kvasir_mobileone.marks import EIGHT_NEIGHBOURS, frame_pixels, inpaint, marks, overlay_pixels
 
 VIEW_QUANTILE = 0.95  # default: a pixel is in the view when it shows tissue in >= 95% of each class's training frames
 MIN_VIEW = 0.25  # a common view covering less of the network input than this is refused

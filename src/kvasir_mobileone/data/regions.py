@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvasir_mobileone.data import pixels as pixel_rules
+import kvasir_mobileone.pixels as pixel_rules
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.images import box_mask, hide
 

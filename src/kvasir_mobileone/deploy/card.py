@@ -8,11 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from kvasir_mobileone.data import pixels as pixel_rules
+import kvasir_mobileone.pixels as pixel_rules
 from kvasir_mobileone.data.datasets import Dataset, identify
-from kvasir_mobileone.data.marks import INPAINT_RADIUS
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, markdown_table, write_text
+from kvasir_mobileone.marks import INPAINT_RADIUS
 from kvasir_mobileone.runs import CARD_NAME, CONFIG_NAME, UNFUSED_NAME
 
 INTENDED_USE = (
@@ -300,7 +300,7 @@ CLEAN_SENTENCE = (
     "size // 32) pixels (8-neighbour) and the others by one, and fill the marks inside the view with OpenCV's "
     f"`cv2.inpaint(image, marks, {INPAINT_RADIUS}, cv2.INPAINT_TELEA)`, the marks outside it first set to the mean "
     "colour of the unmarked pixels; `kvasir predict` and its runtimes do this for you "
-    "(`kvasir_mobileone.data.marks.clean_marks`)"
+    "(`kvasir_mobileone.marks.clean_marks`)"
 )
 
 USAGE = """## How to use

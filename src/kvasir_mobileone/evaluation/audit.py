@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kvasir_mobileone.data import pixels as pixel_rules
+import kvasir_mobileone.pixels as pixel_rules
 from kvasir_mobileone.data.field_of_view import frame_pixels, overlay_pixels, swap_frame
 from kvasir_mobileone.data.regions import FILLS, REGIONS, mask_pixels
 from kvasir_mobileone.data.transforms import normalize

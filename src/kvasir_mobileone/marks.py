@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from kvasir_mobileone.data import pixels as pixel_rules
+import kvasir_mobileone.pixels as pixel_rules
 
 EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 INPAINT_RADIUS = 3  # pixels around each filled pixel that OpenCV's Telea method reads
