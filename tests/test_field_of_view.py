@@ -409,6 +409,10 @@ def test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line(a
     assert all(0 <= r["with_residual"] <= r["images"] for r in residual["per_class"].values())
     assert (runs["fov"] / "audit" / residual["figure"]).stat().st_size > 5_000
     assert "Inside the field of view, frame or overlay pixels remain" in audits["fov"]["verdict"]
+    spatial = plain["baseline_map"]  # where the frame and overlays the plain model sees tell the class
+    assert spatial["accuracy_ci"][0] > plain["shortcut_baseline"]["chance"], spatial
+    assert (runs["plain"] / "audit" / spatial["figure"]).stat().st_size > 5_000
+    assert f"Where it reads the class: {spatial['figure']}" in plain["verdict"]
 
 
 def test_the_proposal_follows_what_the_run_already_had(tmp_path):

@@ -63,6 +63,13 @@ MUTATIONS = [
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
     ),
     Mutation(
+        "the baseline's weights as a map read the frame and overlays the model sees",
+        "evaluation/audit.py",
+        "    marked = (frame_pixels(image) | overlay_pixels(image)).astype(np.float64)",
+        "    marked = np.zeros(image.shape[:2])",
+        FV + "test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line",
+    ),
+    Mutation(
         "--data.clean_frame inpaint: the model input inpaints the marks inside the view (predict, audit, export)",
         "images.py",
         "            pixels = clean_marks(np.asarray(pixels, dtype=np.uint8), self.visible())",

@@ -264,6 +264,7 @@ class AuditFolder:
     occlusion_png = property(lambda self: self.root / "occlusion.png")
     frame_swap_png = property(lambda self: self.root / "frame_swap.png")
     residual_png = property(lambda self: self.root / "residual_in_view.png")  # frame and overlays left in the view
+    baseline_map_png = property(lambda self: self.root / "baseline_weights.png")  # where the baseline reads a class
     proposed_view = property(lambda self: self.root / FIELD_OF_VIEW_NAME)
 
     def write_result(self, result: dict) -> Path:

@@ -16,9 +16,11 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.audit import (
     OVERLAY_LEVELS,
     baseline_features,
+    baseline_map,
     baseline_places,
     frame_swap,
     load_pixels,
+    mark_grid,
     occlusion_maps,
     region_masking,
     region_share,
@@ -133,16 +135,18 @@ def audit(
 
     whole = np.ones_like(in_places)
 
-    def baseline_view(path: str) -> np.ndarray:  # pooled in the overlay places, the colour histogram anywhere
-        image = as_seen(path)
+    def baseline_view(image: np.ndarray) -> np.ndarray:  # pooled in the overlay places, the colour histogram anywhere
         return np.r_[
             baseline_features(image, in_places)[: -(OVERLAY_LEVELS + 1)],
             baseline_features(image, whole)[-(OVERLAY_LEVELS + 1) :],
         ]
 
-    seen = np.stack(  # the baseline reads the images as the model sees them
-        [baseline_view(r["path"]) for r in tqdm(rows, desc="shortcut baseline", unit="img")]
-    )
+    seen, grids = [], []
+    for r in tqdm(rows, desc="shortcut baseline", unit="img"):  # the baseline reads the images as the model sees them
+        image = as_seen(r["path"])
+        seen.append(baseline_view(image))
+        grids.append(mark_grid(image))
+    seen = np.stack(seen)
     labels = np.array([index[r["label"]] for r in rows])
     splits = np.array([r["split"] for r in rows])
     out_dir = Path(out) if out else trained.home.audit.root
@@ -171,6 +175,7 @@ def audit(
             if k not in ("donors", "swapped_predicted", "same_class_donors", "control_predicted")
         },
         "shortcut_baseline": shortcut_baseline(seen, splits, labels, list(places)),
+        "baseline_map": baseline_map(np.stack(grids), splits, labels, names, AuditFolder(out_dir).baseline_map_png),
         "census": census_by_class(thumbs, labels, names),
         "frame_maps": map_predictability(thumbs, labels, splits == "train", splits == "test"),
     }

@@ -246,6 +246,50 @@ def residual_in_view(raw: np.ndarray, targets: np.ndarray, visible: np.ndarray, 
     return {"per_class": rows, "figure": Path(path).name}
 
 
+WEIGHT_GRID = 16  # the baseline map's cells per side
+
+
+def mark_grid(image: np.ndarray, grid: int = WEIGHT_GRID) -> np.ndarray:
+    """grid x grid: the share of each cell of an HWC image (as the model sees it) that is frame or overlay."""
+    marked = (frame_pixels(image) | overlay_pixels(image)).astype(np.float64)
+    rows = np.arange(marked.shape[0]) * grid // marked.shape[0]
+    cols = np.arange(marked.shape[1]) * grid // marked.shape[1]
+    sums, counts = np.zeros((grid, grid)), np.zeros((grid, grid))
+    np.add.at(sums, (rows[:, None], cols[None, :]), marked)
+    np.add.at(counts, (rows[:, None], cols[None, :]), 1.0)
+    return sums / np.maximum(counts, 1.0)
+
+
+def baseline_map(grids: np.ndarray, splits: np.ndarray, labels: np.ndarray, names: list[str], path) -> dict:
+    """Where the frame and overlays the model sees tell the class: a logistic regression (train split) on each
+    image's mark_grid, its test accuracy with a Wilson interval, and its weights as a map per class
+    (baseline_weights.png: red, marks there speak for the class; blue, against)."""
+    from sklearn.linear_model import LogisticRegression
+
+    train, test = splits == "train", splits == "test"
+    flat = grids.reshape(len(grids), -1)
+    model = LogisticRegression(C=0.1, max_iter=3000).fit(flat[train], labels[train])
+    correct = int(np.sum(model.predict(flat[test]) == labels[test]))
+    weights = model.coef_ if len(model.classes_) > 2 else np.concatenate([-model.coef_, model.coef_])
+    shown = [names[k] for k in model.classes_]
+    limit = float(np.abs(weights).max()) or 1.0
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.3 * len(shown), 2.8), squeeze=False, layout="constrained")
+    for ax, name, w in zip(axes[0], shown, weights, strict=True):
+        image = ax.imshow(w.reshape(grids.shape[1:]), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="weight")
+    fig.suptitle(f"Where the frame and overlays the model sees tell the class ({grids.shape[1]} x {grids.shape[2]})")
+    save_figure(fig, path)
+    return {
+        "accuracy": correct / int(test.sum()),
+        "accuracy_ci": wilson_interval(correct, int(test.sum())),
+        "grid": int(grids.shape[1]),
+        "figure": Path(path).name,
+    }
+
+
 OVERLAY_PLACES = ("bottom-left-box", "top-left-text")  # where devices draw boxes and text (strips hold tissue)
 
 

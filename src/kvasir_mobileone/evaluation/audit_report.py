@@ -127,6 +127,13 @@ def verdict(result: dict) -> str:
         f"{100 * result['accuracy']:.1f}% and {100 * baseline['chance']:.1f}% for the majority class: "
         f"{BASELINE_FINDINGS[baseline_finding(baseline, result['accuracy'])]}"
     )
+    spatial = result.get("baseline_map")
+    if spatial:
+        lines.append(
+            f"Where it reads the class: {spatial['figure']}, the weights of a logistic regression on a "
+            f"{spatial['grid']} x {spatial['grid']} grid of the frame and overlay pixels the model sees "
+            f"({points(spatial['accuracy'], spatial['accuracy_ci'])}% on the test split)."
+        )
     return "\n\n".join(lines)
 
 
