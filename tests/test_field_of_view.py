@@ -508,6 +508,9 @@ def test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks
     main(["export", str(run), "--out", str(bundle)])
     assert json.loads((bundle / "metadata.json").read_text())["input"]["clean"] == "inpaint"
     assert "inpainted" in (bundle / "README.md").read_text() and "cv2.inpaint" in (bundle / "README.md").read_text()
+    snippet = (bundle / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    with pytest.raises(SystemExit, match="inpaints each image's frame and overlay marks first"):
+        exec(snippet.replace('"metadata.json"', repr(str(bundle / "metadata.json"))), {})  # the card's example
     image = paths[0]
     from_bundle = main(["predict", str(image), "--model", str(bundle)])[0]
     from_run = main(["predict", str(image), "--model", str(run), "--precision", "fp32"])[0]

@@ -77,6 +77,13 @@ MUTATIONS = [
         FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
     ),
     Mutation(
+        "the card's onnxruntime example refuses a model whose input needs the clean-up",
+        "deploy/onnxruntime_example.py",
+        'if spec.get("clean"):  # --data.clean_frame',
+        "if False:  # --data.clean_frame",
+        FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
+    ),
+    Mutation(
         "--data.clean_frame reaches the model input that fit stores",
         "commands/fit.py",
         '    model_input = dataclasses.replace(model_input, clean="" if data.clean_frame == "none" else '

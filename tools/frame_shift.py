@@ -16,7 +16,6 @@ import numpy as np
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval, mcnemar, wilson_interval
-from kvasir_mobileone.images import hide
 from kvasir_mobileone.io import markdown_table, write_json
 from kvasir_mobileone.models.loading import open_run
 
@@ -42,7 +41,7 @@ def main() -> None:
             trained.model_input.interpolation,
             name,
         )
-        seen = np.stack([hide(p, trained.model_input.hidden()) for p in pixels])
+        seen = np.stack([trained.model_input.prepare(p) for p in pixels])
         right[name] = predict_pixels(trained.module, seen, trained.model_input).argmax(axis=1) == targets
         low, high = wilson_interval(int(right[name].sum()), len(targets))
         rows.append([name, run, f"{100 * right[name].mean():.2f} [{100 * low:.2f}, {100 * high:.2f}]"])

@@ -33,6 +33,7 @@ from kvasir_mobileone.evaluation.metrics import accuracy
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import box_mask
 from kvasir_mobileone.io import file_sha256
+from kvasir_mobileone.marks import clean_marks
 from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import AuditFolder
 
@@ -180,9 +181,9 @@ def audit(
         "frame_maps": map_predictability(thumbs, labels, splits == "train", splits == "test"),
     }
     if model_input.field_of_view:
-        result["residual_in_view"] = residual_in_view(
-            raw, targets, model_input.visible(), names, AuditFolder(out_dir).residual_png
-        )
+        visible = model_input.visible()  # what is left after the clean-up, if the model has one
+        left = [clean_marks(r, visible) for r in raw] if model_input.clean else raw
+        result["residual_in_view"] = residual_in_view(left, targets, visible, names, AuditFolder(out_dir).residual_png)
     result["shortcut_baseline"]["finding"] = baseline_finding(result["shortcut_baseline"], result["accuracy"])
     result["proposed_view"] = propose_view(trained, rows, out_dir, result)
     result["proposed_fit"] = propose_fit(trained, result)

@@ -58,7 +58,7 @@ class DataConfig:
             predict, serve, video), its own frame and overlay marks inside the view are filled from the tissue
             around them (OpenCV's inpainting), so they look like neither; none: as they are. Part of the model
             input: an app that runs the bundle's ONNX file itself must do the same (the model card says how;
-            workers loader; no Core ML or ExecuTorch export, whose graphs cannot hold it)
+            workers loader; no Core ML export, whose graph cannot hold it)
     """
 
     data_dir: str = "data/kvasir-dataset-v2"

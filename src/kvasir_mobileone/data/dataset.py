@@ -171,7 +171,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
         self.batch_size = cfg.batch_size or default_batch_size()
         on_gpu = torch.cuda.is_available()
-        self.loader_kind = auto_loader(cfg)
+        # a checkpoint's clean-up runs in the workers, whatever the config says
+        self.loader_kind = "workers" if model_input.clean and cfg.loader == "auto" else auto_loader(cfg)
         self.augment_on = ("device" if on_gpu else "workers") if cfg.augment_on == "auto" else cfg.augment_on
         if not 0 <= cfg.frame_swap <= 1:
             raise DataError(f"--data.frame_swap {cfg.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")

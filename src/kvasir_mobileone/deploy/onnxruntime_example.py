@@ -13,6 +13,8 @@ from PIL import Image, ImageOps
 with open("metadata.json") as f:
     meta = json.load(f)
 spec = meta["input"]  # the network's input, exactly as in training
+if spec.get("clean"):  # --data.clean_frame: its model card says how to inpaint the frame first; kvasir predict does it
+    raise SystemExit("This model inpaints each image's frame and overlay marks first: see its model card.")
 size = spec["image_size"]
 resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[spec["interpolation"]]
 with Image.open("image.jpg") as image:

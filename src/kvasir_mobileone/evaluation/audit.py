@@ -280,7 +280,7 @@ def baseline_map(grids: np.ndarray, splits: np.ndarray, labels: np.ndarray, name
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="weight")
-    fig.suptitle(f"Where the frame and overlays the model sees tell the class ({grids.shape[1]} x {grids.shape[2]})")
+    fig.suptitle(f"Where the frame and overlays tell the class ({grids.shape[1]} x {grids.shape[2]} grid)", fontsize=9)
     save_figure(fig, path)
     return {
         "accuracy": correct / int(test.sum()),
