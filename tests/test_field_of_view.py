@@ -508,10 +508,12 @@ def test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks
     main(["export", str(run), "--out", str(bundle)])
     assert json.loads((bundle / "metadata.json").read_text())["input"]["clean"] == "inpaint"
     assert "inpainted" in (bundle / "README.md").read_text() and "cv2.inpaint" in (bundle / "README.md").read_text()
-    snippet = (bundle / "README.md").read_text().split("```python\n")[1].split("```")[0]
-    with pytest.raises(SystemExit, match="inpaints each image's frame and overlay marks first"):
-        exec(snippet.replace('"metadata.json"', repr(str(bundle / "metadata.json"))), {})  # the card's example
     image = paths[0]
+    snippet = (bundle / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    for name in ("metadata.json", "model.onnx", "field_of_view.png", "uncertainty.npz"):
+        snippet = snippet.replace(f'"{name}"', repr(str(bundle / name)))
+    with pytest.raises(SystemExit, match="inpaints each image's frame and overlay marks first"):
+        exec(snippet.replace('"image.jpg"', repr(str(image))), {})  # the card's example: it would skip the clean-up
     from_bundle = main(["predict", str(image), "--model", str(bundle)])[0]
     from_run = main(["predict", str(image), "--model", str(run), "--precision", "fp32"])[0]
     assert from_bundle["top1"] == from_run["top1"]
