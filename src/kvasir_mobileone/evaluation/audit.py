@@ -212,7 +212,7 @@ def residual_in_view(raw: np.ndarray, targets: np.ndarray, visible: np.ndarray, 
     overlay pixel inside the view (Wilson interval), and residual_in_view.png — per class, where those pixels
     are (share of its images), frame and overlay apart, and the difference between classes."""
     frame = np.stack([frame_pixels(r) & visible for r in raw])
-    overlay = np.stack([overlay_pixels(r) & visible & ~frame_pixels(r) for r in raw])
+    overlay = np.stack([overlay_pixels(r) for r in raw]) & visible & ~frame  # the frame found once, above
     rows = {}
     maps = []
     for k, name in enumerate(names):
