@@ -2,7 +2,7 @@
 (`kvasir synth --frames realistic`: per-class outlines whose reach varies, overlays that move, the icon's grey level
 telling the class): as is, the common field of view alone, the frame swap alone (--data.frame_swap 1), both (what the
 audit proposes), the common view with each image's own marks inside it inpainted (--data.clean_frame inpaint), and
-the view and the swap with a stricter view (--data.view_quantile 0.99).
+a stricter view chosen from the data (--data.view_quantile auto), alone and with the swap.
 For each: test accuracy, the frame swap against its same-class control, the shortcut baseline on what the model
 sees, and accuracy on new frames that all share one outline and carry no icon (`--frames same`), with intervals.
 
@@ -37,8 +37,11 @@ REMEDIES = {
     "common view + clean-up (--data.clean_frame inpaint)": (
         *("--data.field_of_view", "common", "--data.clean_frame", "inpaint"),
     ),
-    "common view + frame swap 1, --data.view_quantile 0.99": (
-        *("--data.field_of_view", "common", "--data.frame_swap", "1", "--data.view_quantile", "0.99"),
+    "common view chosen from the data (--data.view_quantile auto)": (
+        *("--data.field_of_view", "common", "--data.view_quantile", "auto"),
+    ),
+    "common view chosen from the data + frame swap 1": (
+        *("--data.field_of_view", "common", "--data.frame_swap", "1", "--data.view_quantile", "auto"),
     ),
 }
 

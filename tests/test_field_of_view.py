@@ -363,6 +363,53 @@ def test_realistic_frames_leave_moving_overlays_inside_the_common_view(tmp_path)
     assert np.mean([overlay_pixels(im)[plain_view.visible].any() for im in fixed]) < np.mean(inside)
 
 
+def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class(tmp_path):
+    """--data.view_quantile auto: on frames whose icon moves (the default view keeps it, and how much of it is left
+    inside depends on the class), the view chosen leaves out every overlay mark, not only those that stay put, and
+    no dependence is left; frames with nothing left that tells the class keep the default view; where every view is
+    too small, refused with each view tried; with few images a note says the test can miss a dependence."""
+    from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, count_frames, large_overlays
+
+    data = synth(str(tmp_path / "real"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="realistic")
+    items = scan_image_folder(data)
+    images = np.stack([decode_resized(data / p, 64, "bilinear") for p, _ in items])
+    labels = np.array([CLASSES.index(c) for _, c in items])
+    default, chosen = common_view(images, labels, list(CLASSES)), common_view(images, labels, list(CLASSES), "auto")
+    first, last = chosen.levels[0], chosen.levels[-1]
+    assert (first["quantile"], first["overlays"]) == (0.95, "fixed") and first["p_value"] < VIEW_ALPHA, chosen.levels
+    assert last["p_value"] >= VIEW_ALPHA and chosen.overlays == "any" and len(chosen.levels) > 1, chosen.levels
+    assert np.array_equal(first["fraction"], default.fraction) and chosen.fraction < default.fraction
+    found = count_frames(zip(images, labels, strict=True), 3, keep_marks=True)
+    assert found.dependence(default.visible) == first["p_value"] and found.dependence(chosen.visible) >= VIEW_ALPHA
+
+    def icons_inside(visible):
+        return np.mean([(large_overlays(overlay_pixels(im), frame_pixels(im)) & visible).any() for im in images])
+
+    assert icons_inside(chosen.visible) < 0.5 * icons_inside(default.visible), (
+        icons_inside(chosen.visible),
+        icons_inside(default.visible),
+    )
+    assert "chosen from the data" in chosen.describe() and "0.95/fixed" in chosen.describe()
+    plain = synth(str(tmp_path / "same"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="same")
+    same = np.stack([decode_resized(plain / p, 64, "bilinear") for p, _ in scan_image_folder(plain)])
+    kept = common_view(same, labels, list(CLASSES), "auto")  # one outline for all: nothing to tell the class
+    assert [lv["overlays"] for lv in kept.levels] == ["fixed"] and kept.levels[0]["p_value"] >= VIEW_ALPHA
+    assert np.array_equal(kept.visible, common_view(same, labels, list(CLASSES)).visible)
+    assert "with fewer than 20 in a class" in common_view(same[:30:3], labels[:30:3], list(CLASSES), "auto").notes[-1]
+    size, rng = 16, np.random.default_rng(0)
+    marked, marked_labels = [], []  # class b: a white mark anywhere, a new place in every frame
+    for label in (0, 1):
+        for _ in range(30):
+            image = np.full((size, size, 3), (200, 110, 100), np.uint8)
+            if label:
+                y, x = rng.integers(0, size - 2, 2)
+                image[y : y + 2, x : x + 2] = 255
+            marked.append(image)
+            marked_labels.append(label)
+    with pytest.raises(DataError, match=r"no view covering at least 25% .*quantile 0.95, overlays fixed: 100.0%"):
+        common_view(np.stack(marked), np.array(marked_labels), ["a", "b"], "auto")
+
+
 def test_frame_swap_gives_training_images_another_frame_and_is_checked(tmp_path):
     from kvasir_mobileone.data.config import DataConfig
     from kvasir_mobileone.data.dataset import ImageFolderDataModule, ImageListDataset

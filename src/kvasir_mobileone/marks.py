@@ -32,13 +32,26 @@ def marks(pixels: np.ndarray) -> np.ndarray:
     no ghost of an outline or icon is left outside it): its frame and its overlay marks of at least a fringe's square
     (text, boxes, icons) grown by the fringe, smaller marks (a highlight on the mucosa is overlay-coloured too) by
     one pixel, so that the tissue around highlights stays as it is."""
-    fringe = max(1, pixels.shape[0] // 32)
     frame, overlay = frame_pixels(pixels), overlay_pixels(pixels)
+    grown = ndimage.binary_dilation(
+        frame | large_overlays(overlay, frame), EIGHT_NEIGHBOURS, iterations=fringe_of(pixels)
+    )
+    return grown | ndimage.binary_dilation(overlay, EIGHT_NEIGHBOURS)
+
+
+def fringe_of(pixels: np.ndarray) -> int:
+    """The blurred fringe of a mark in an image of this side: a pixel per 32 of the side."""
+    return max(1, pixels.shape[0] // 32)
+
+
+def large_overlays(overlay: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """HxW bool: the overlay marks (HxW bool) off the frame of at least a fringe's square (text, boxes, icons; not
+    the small highlights on the mucosa, which are overlay-coloured too)."""
+    fringe = fringe_of(overlay)
     labels, n = ndimage.label(overlay & ~frame, structure=EIGHT_NEIGHBOURS)
     large = np.bincount(labels.ravel(), minlength=n + 1) >= fringe * fringe
     large[0] = False
-    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)
-    return grown | ndimage.binary_dilation(overlay, EIGHT_NEIGHBOURS)
+    return large[labels]
 
 
 def inpaint(pixels: np.ndarray, where: np.ndarray) -> np.ndarray:

@@ -165,6 +165,7 @@ def with_field_of_view(model_input: ModelInput, data: DataConfig, rows, run: Run
         visible = view.visible
         if is_rank_zero():
             print(f"--data.field_of_view common: {view.describe()}; written to {run.field_of_view}.")
+            update_json(run.model_info, {"view_quantile": view.quantile, "view_levels": list(view.levels)})
             for note in view.notes:
                 warnings.warn(note, stacklevel=2)
             if view.skipped:

@@ -49,7 +49,10 @@ class DataConfig:
             overlay (text, boxes, icons) in more than 1 - view_quantile of some class's training frames, so every
             frame has the same outline whatever its source; or a field_of_view.png of another run (white: seen)
         view_quantile: with field_of_view common, a pixel stays in the view when it shows tissue in at least
-            this share of every class's training frames
+            this share of every class's training frames; auto: chosen from the data, the widest view (the 0.95
+            one, then stricter ones that also leave out every overlay mark, not only those that stay put) in
+            which the frame and overlay pixels left inside do not depend on the class (a test over the training
+            images; the run's output says which)
         frame_swap: in training, each image takes with this probability the frame and overlays of another training
             image drawn at random (its own frame and overlay pixels inpainted from its tissue, the donor's
             pasted): the model learns that frames and overlays carry nothing about the class. Training only:
@@ -81,6 +84,6 @@ class DataConfig:
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     exclude: str | None = None
     field_of_view: str = "full"
-    view_quantile: float = VIEW_QUANTILE
+    view_quantile: float | Literal["auto"] = VIEW_QUANTILE
     frame_swap: float = 0.0
     clean_frame: Literal["none", "inpaint"] = "none"

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.images import VIEW_PNG_SEEN, decode_resized, view_sha256
 from kvasir_mobileone.io import atomic_path
-from kvasir_mobileone.marks import EIGHT_NEIGHBOURS, frame_pixels, inpaint, marks, overlay_pixels
+from kvasir_mobileone.marks import EIGHT_NEIGHBOURS, frame_pixels, inpaint, large_overlays, marks, overlay_pixels
 
 VIEW_QUANTILE = 0.95  # default: a pixel is in the view when it shows tissue in >= 95% of each class's training frames
 MIN_VIEW = 0.25  # a common view covering less of the network input than this is refused
@@ -79,6 +79,8 @@ class FieldOfView:
     per_class: dict[str, int]  # training images per class it was derived from
     notes: tuple[str, ...] = ()  # what the user should know (classes too small for the quantile to mean anything)
     skipped: tuple[tuple[str, str], ...] = ()  # (path, why) of the training images that could not be read
+    overlays: str = "fixed"  # fixed: the overlays that stay put are out; any: also every overlay mark like the frame
+    levels: tuple[dict, ...] = ()  # with --data.view_quantile auto: each view tried, up to the one chosen
 
     @property
     def fraction(self) -> float:
@@ -90,81 +92,198 @@ class FieldOfView:
 
     def describe(self) -> str:
         size = self.visible.shape[0]
-        return (
-            f"common field of view: {100 * self.fraction:.1f}% of the {size} x {size} input, the pixels inside the "
-            f"frame in >= {100 * self.quantile:g}% of the training frames of every class, less the overlays that "
-            f"stay put ({sum(self.per_class.values())} training images); the rest is black in every image"
+        overlays = (
+            "less the overlays that stay put"
+            if self.overlays == "fixed"
+            else f"less every pixel an overlay mark covers in more than {100 * (1 - self.quantile):g}% of some "
+            "class's frames"
         )
+        text = (
+            f"common field of view: {100 * self.fraction:.1f}% of the {size} x {size} input, the pixels inside the "
+            f"frame in >= {100 * self.quantile:g}% of the training frames of every class, {overlays} "
+            f"({sum(self.per_class.values())} training images); the rest is black in every image"
+        )
+        if self.levels:
+            chosen = self.levels[-1]
+            text += (
+                f"; chosen from the data (--data.view_quantile auto): the first of the views tried, from the widest, "
+                f"in which the frame and overlay pixels left inside do not depend on the class (Kruskal-Wallis on "
+                f"their number per training image, p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
+                + "; ".join(
+                    f"{level['quantile']:g}/{level['overlays']}: {100 * level['fraction']:.1f}%, "
+                    f"p = {level['p_value']:.2g}"
+                    for level in self.levels
+                )
+                + ")"
+            )
+        return text
 
 
-def count_frames(pairs, n_classes: int):
-    """(frame counts C x H x W, each image's frame widened by one pixel of blur margin; overlay counts C x H x W;
-    images per class) of (HWC uint8 image, class index) pairs, taken one at a time; (None, None, counts) for none."""
-    frame_count = overlay_count = None
-    counts = np.zeros(n_classes, np.int64)
+AUTO = "auto"  # --data.view_quantile auto: the view chosen from the data (view_levels)
+STRICT_QUANTILES = (0.95, 0.975, 0.99, 0.995, 1.0)  # the stricter views auto tries, every overlay mark out too
+VIEW_ALPHA = 0.05  # auto takes the first view in which the marks left inside pass the test at this level
+FEW_FOR_TEST = 20  # training images of a class below which auto's test is said to miss small dependences
+
+
+@dataclass
+class FrameCounts:
+    """Per class: in how many of its training images each pixel is frame (widened by one pixel of blur margin),
+    overlay, and an overlay mark of at least a fringe's square (widened too); and, kept for --data.view_quantile
+    auto, each image's frame and overlay marks (packed bits) with its class."""
+
+    frame: np.ndarray  # C x H x W int32
+    overlay: np.ndarray
+    large: np.ndarray
+    counts: np.ndarray  # C
+    marks: list[np.ndarray]  # packed HxW bool per image (empty unless kept)
+    labels: list[int]
+
+    def hidden(self, quantile: float, overlays: str) -> np.ndarray:
+        """HxW bool: the pixels a view at `quantile` blacks out: frame in more than floor((1 - quantile) x n) of
+        some class's n frames, the fixed overlays (fixed_overlays), and with overlays="any" every overlay mark in
+        more than that many; a pixel next to a fixed overlay is out too (the resize blurs it into it)."""
+        allowed = np.floor((1 - quantile) * self.counts + 1e-9).astype(np.int32)[:, None, None]
+        present = self.counts > 0
+        hidden = np.any(self.frame[present] > allowed[present], axis=0)
+        fixed = fixed_overlays(self.overlay[present], self.counts[present])
+        hidden |= ndimage.binary_dilation(fixed, EIGHT_NEIGHBOURS)
+        if overlays == "any":
+            hidden |= np.any(self.large[present] > allowed[present], axis=0)
+        return hidden
+
+    def dependence(self, visible: np.ndarray) -> float:
+        """p of a Kruskal-Wallis test that the number of frame and overlay-mark pixels left inside `visible` per
+        training image is the same across classes (1.0 when it is the same number everywhere, e.g. none)."""
+        from scipy.stats import kruskal
+
+        flat = visible.ravel()
+        left = np.array([np.count_nonzero(np.unpackbits(m)[: flat.size].astype(bool) & flat) for m in self.marks])
+        labels = np.array(self.labels)
+        groups = [left[labels == k] for k in np.unique(labels)]
+        if len(groups) < 2 or np.ptp(left) == 0:
+            return 1.0
+        return float(kruskal(*groups).pvalue)
+
+
+def count_frames(pairs, n_classes: int, keep_marks: bool = False) -> FrameCounts | None:
+    """The FrameCounts of (HWC uint8 image, class index) pairs, taken one at a time (None for none); each image's
+    marks are kept (packed bits) only with `keep_marks`."""
+    found = None
     for image, label in pairs:
-        if frame_count is None:
-            frame_count = np.zeros((n_classes, *image.shape[:2]), np.int32)
-            overlay_count = np.zeros_like(frame_count)
+        if found is None:
+            zeros = np.zeros((n_classes, *image.shape[:2]), np.int32)
+            found = FrameCounts(zeros, zeros.copy(), zeros.copy(), np.zeros(n_classes, np.int64), [], [])
         frame = frame_pixels(image)
+        overlay = overlay_pixels(image) & ~frame
+        large = large_overlays(overlay, frame)
         # one pixel more all round: the resize blurs each outline into the pixels next to it
-        frame_count[label] += ndimage.binary_dilation(frame, EIGHT_NEIGHBOURS)
-        overlay_count[label] += overlay_pixels(image) & ~frame
-        counts[label] += 1
-    return frame_count, overlay_count, counts
+        found.frame[label] += ndimage.binary_dilation(frame, EIGHT_NEIGHBOURS)
+        found.overlay[label] += overlay
+        found.large[label] += ndimage.binary_dilation(large, EIGHT_NEIGHBOURS)
+        found.counts[label] += 1
+        if keep_marks:
+            found.marks.append(np.packbits(frame | large))
+            found.labels.append(int(label))
+    return found
 
 
 def common_view(
     images,
     labels,
     class_names: list[str],
-    quantile: float = VIEW_QUANTILE,
+    quantile: float | str = VIEW_QUANTILE,
     min_view: float = MIN_VIEW,
 ) -> FieldOfView:
     """The pixels that are not frame in at least `quantile` of every class's frames (uint8 HWC `images` with their
     class indices `labels`: training images only), less the fixed overlays (fixed_overlays); a pixel next to either
     is out too, since resizing blurs an outline into it. A class of n frames may have floor((1 - quantile) x n)
-    frames with frame at a pixel that stays in the view. Refused (DataError, with the numbers) when the view covers
-    less than `min_view`."""
+    frames with frame at a pixel that stays in the view. `quantile` "auto": chosen from the data (view_levels).
+    Refused (DataError, with the numbers) when the view covers less than `min_view`."""
     return view_of(zip(images, labels, strict=True), class_names, quantile, min_view)
 
 
-def view_of(pairs, class_names: list[str], quantile: float = VIEW_QUANTILE, min_view: float = MIN_VIEW) -> FieldOfView:
-    """common_view of (image, class index) pairs taken one at a time (memory stays that of one image)."""
-    if not 0 < quantile <= 1:
-        raise DataError(f"--data.view_quantile {quantile}: give a share in (0, 1], e.g. 0.95.")
-    frame_count, overlay_count, counts = count_frames(pairs, len(class_names))
-    if frame_count is None:
+def view_of(
+    pairs, class_names: list[str], quantile: float | str = VIEW_QUANTILE, min_view: float = MIN_VIEW
+) -> FieldOfView:
+    """common_view of (image, class index) pairs taken one at a time (memory stays that of one image, and with
+    "auto" a bit per pixel of each)."""
+    auto = quantile == AUTO
+    if not auto and not (isinstance(quantile, int | float) and 0 < quantile <= 1):
+        raise DataError(f"--data.view_quantile {quantile}: give a share in (0, 1], e.g. 0.95, or auto.")
+    found = count_frames(pairs, len(class_names), keep_marks=auto)
+    if found is None:
         raise DataError("No readable training image to derive the field of view from.")
-    allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)  # frames per class that may differ
-    present = counts > 0
-    hidden = np.any(frame_count[present] > allowed[present, None, None], axis=0)
-    hidden |= ndimage.binary_dilation(fixed_overlays(overlay_count[present], counts[present]), EIGHT_NEIGHBOURS)
-    visible = ~hidden
-    needed = math.ceil(1 / (1 - quantile) - 1e-9) if quantile < 1 else None  # frames for one to be allowed off
-    strict = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if needed and 0 < n < needed]
-    notes = (
-        (
-            f"Classes with fewer than {needed} training images ({', '.join(strict)}): for them the "
-            f"{100 * quantile:g}% quantile means every frame, so one odd frame narrows the view.",
-        )
-        if strict
-        else ()
-    )
-    view = FieldOfView(visible, quantile, dict(zip(class_names, counts.tolist(), strict=True)), notes)
+    per_class = dict(zip(class_names, found.counts.tolist(), strict=True))
+    if auto:
+        quantile, overlays, visible, levels = view_levels(found, class_names, min_view)
+    else:
+        overlays, visible, levels = "fixed", ~found.hidden(quantile, "fixed"), ()
+    notes = small_class_notes(found.counts, class_names, quantile, auto)
+    view = FieldOfView(visible, quantile, per_class, notes, overlays=overlays, levels=levels)
     if view.fraction < min_view:
-        shares = ", ".join(
-            f"{c} {100 * (1 - m.mean()):.0f}%"
-            for c, m, n in zip(class_names, frame_count / np.maximum(counts, 1)[:, None, None], counts, strict=True)
-            if n
-        )
         raise DataError(
             f"The common field of view covers {100 * view.fraction:.1f}% of the network input, below "
             f"{100 * min_view:.0f}%: the classes' frames share too little (mean area inside the frame per class: "
-            f"{shares}). Look at the frame maps (`kvasir eda`), leave the odd frames out (--data.exclude), or lower "
-            f"--data.view_quantile (now {quantile:g})."
+            f"{inside_shares(found, class_names)}). Look at the frame maps (`kvasir eda`), leave the odd frames out "
+            f"(--data.exclude), or lower --data.view_quantile (now {quantile:g})."
         )
     return view
+
+
+def view_levels(found: FrameCounts, class_names: list[str], min_view: float):
+    """--data.view_quantile auto: (quantile, overlays, visible, levels tried) of the widest view, of the default one
+    and then STRICT_QUANTILES with every overlay mark out too, in which the number of frame and overlay-mark pixels
+    left inside per training image does not depend on the class (Kruskal-Wallis, p >= VIEW_ALPHA). Refused
+    (DataError, with each view tried) when none of at least `min_view` of the input passes."""
+    levels = []
+    for quantile, overlays in [(VIEW_QUANTILE, "fixed"), *((q, "any") for q in STRICT_QUANTILES)]:
+        visible = ~found.hidden(quantile, overlays)
+        if visible.mean() < min_view:
+            break
+        p_value = found.dependence(visible)
+        levels.append(
+            {"quantile": quantile, "overlays": overlays, "fraction": float(visible.mean()), "p_value": p_value}
+        )
+        if p_value >= VIEW_ALPHA:
+            return quantile, overlays, visible, tuple(levels)
+    tried = "; ".join(
+        f"quantile {lv['quantile']:g}, overlays {lv['overlays']}: {100 * lv['fraction']:.1f}% of the input, "
+        f"p = {lv['p_value']:.2g}"
+        for lv in levels
+    )
+    raise DataError(
+        f"--data.view_quantile auto: no view covering at least {100 * min_view:.0f}% of the network input leaves "
+        f"frame and overlay pixels inside that do not depend on the class ({sum(found.counts)} training images; "
+        f"{tried or 'every view tried is smaller'}). The frame tells the class wherever the model could look: "
+        f"train with --data.frame_swap 1 or --data.clean_frame inpaint instead, or give a quantile."
+    )
+
+
+def small_class_notes(counts: np.ndarray, class_names: list[str], quantile: float, auto: bool) -> tuple[str, ...]:
+    """What a user should know of classes too small for the quantile (or auto's test) to mean much."""
+    notes = []
+    needed = math.ceil(1 / (1 - quantile) - 1e-9) if quantile < 1 else None  # frames for one to be allowed off
+    strict = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if needed and 0 < n < needed]
+    if strict:
+        notes.append(
+            f"Classes with fewer than {needed} training images ({', '.join(strict)}): for them the "
+            f"{100 * quantile:g}% quantile means every frame, so one odd frame narrows the view."
+        )
+    few = [f"{c} ({n})" for c, n in zip(class_names, counts, strict=True) if auto and 0 < n < FEW_FOR_TEST]
+    if few:
+        notes.append(
+            f"--data.view_quantile auto chose the view by a test over the training images; with fewer than "
+            f"{FEW_FOR_TEST} in a class ({', '.join(few)}) it can miss a dependence that is left: audit the run."
+        )
+    return tuple(notes)
+
+
+def inside_shares(found: FrameCounts, class_names: list[str]) -> str:
+    """The mean share of the input inside the frame, per class with images."""
+    shares = found.frame / np.maximum(found.counts, 1)[:, None, None]
+    return ", ".join(
+        f"{c} {100 * (1 - m.mean()):.0f}%" for c, m, n in zip(class_names, shares, found.counts, strict=True) if n
+    )
 
 
 def fixed_overlays(overlay_count: np.ndarray, counts: np.ndarray, alpha: float = 0.05) -> np.ndarray:
@@ -185,7 +304,7 @@ def fixed_overlays(overlay_count: np.ndarray, counts: np.ndarray, alpha: float =
 
 
 def derive_view(
-    rows: list[dict[str, str]], data_dir: str | Path, size: int, interpolation: str, quantile: float
+    rows: list[dict[str, str]], data_dir: str | Path, size: int, interpolation: str, quantile: float | str
 ) -> FieldOfView:
     """The common field of view of a split's training images (rows whose split is train; never val or test)."""
     train = [r for r in rows if r["split"] == "train"]
