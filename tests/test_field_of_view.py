@@ -172,13 +172,16 @@ def test_an_unreadable_training_image_is_named_not_dropped_from_the_view_silentl
     assert sum(view.per_class.values()) == sum(r["split"] == "train" for r in rows) - 1
     manifest = tmp_path / "split.csv"
     manifest.write_text("path,label,split\n" + "".join(f"{r['path']},{r['label']},{r['split']}\n" for r in rows))
-    fit = [*fit_flags(), "--trainer.max_steps", "1", "--test_after", "false", "--data.view_quantile", "0.9"]
+    fit = [*fit_flags(), "--trainer.max_steps", "1", "--test_after", "false", "--data.view_quantile", "auto"]
     with pytest.warns(UserWarning, match="1 could not be read and were left out of it"):
         run = fit_run(
             data, tmp_path / "runs", "r", "--data.manifest", str(manifest), "--data.field_of_view", "common", flags=fit
         )
     problems = read_csv(run / "data_problems.csv")
     assert {(p["path"], p["kind"]) for p in problems} >= {(broken["path"], "skipped-in-field-of-view")}
+    info = json.loads((run / "model_info.json").read_text())  # auto: the views tried and the one chosen, recorded
+    assert info["view_levels"][0]["quantile"] == 0.95 and info["view_quantile"] == info["view_levels"][-1]["quantile"]
+    assert info["view_levels"][-1]["p_value"] >= 0.05
 
 
 def test_frame_and_overlay_pixels():
@@ -442,13 +445,13 @@ def test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line(a
     assert swap["follow_donor"] > swap["donor_class_in_control"]  # the other class's frame, not pasting itself
     assert "with a frame of their own class pasted instead" in plain["verdict"]
     command = plain["proposed_fit"]["command"]
-    assert command.startswith("kvasir fit --config ") and "--data.frame_swap 1" in command
-    assert "--data.field_of_view common" in command  # the view and the swap: the remedy that held
+    assert command.startswith("kvasir fit --config ") and "--data.frame_swap" not in command
+    assert "--data.field_of_view common --data.view_quantile auto" in command  # the view chosen from the data
     assert f"--data.manifest {runs['plain'] / 'split_manifest.csv'}" in command  # the same split
     assert f"Proposed next run (the predictions follow a swapped frame): `{command}`" in plain["verdict"]
     import shlex
 
-    with pytest.raises(SystemExit) as stop:  # the line parses as it stands: config, view, swap (nothing runs)
+    with pytest.raises(SystemExit) as stop:  # the line parses as it stands: config, view (nothing runs)
         main([*shlex.split(command)[1:], "--print_config"])
     assert stop.value.code in (0, None)
     residual = audits["fov"]["residual_in_view"]  # what the view leaves of the frames, per class
@@ -463,34 +466,41 @@ def test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line(a
 
 
 def test_the_proposal_follows_what_the_run_already_had(tmp_path):
-    """No view: the view and the swap; a view already: its config keeps it, the swap is added; both and still
-    followed: a stricter view; both at the stricter view: nothing more; a resident loader: the workers the swap
-    needs; nothing followed and nothing open: no proposal."""
+    """No view, or a view not chosen from the data: the view chosen from the data (a swap the run had is turned
+    off); that view already and still followed, or no view wide enough passes: the clean-up (a resident loader
+    switched to the workers it needs; no view: the default one); inside the chosen view and not followed, or
+    cleaned already, or nothing followed and nothing open: no proposal."""
     from types import SimpleNamespace
 
     from kvasir_mobileone.commands.audit import propose_fit
     from kvasir_mobileone.runs import RunFolder
 
-    def trained(view="", swap=0.0, quantile=0.95, loader="auto"):
+    def trained(view="", swap=0.0, quantile=0.95, loader="auto", clean=""):
         return SimpleNamespace(
-            model_input=SimpleNamespace(field_of_view=view),
+            model_input=SimpleNamespace(field_of_view=view, clean=clean),
             data=SimpleNamespace(frame_swap=swap, view_quantile=quantile, loader=loader),
             home=RunFolder(tmp_path / "run"),
         )
 
-    def result(follows=True, finding="shortcut"):
-        return {"frame_swap": {"follows": follows}, "shortcut_baseline": {"finding": finding}}
+    def result(follows=True, finding="shortcut", refused=False):
+        return {
+            "frame_swap": {"follows": follows},
+            "shortcut_baseline": {"finding": finding},
+            "proposed_view": {"reason": "no view wide enough"} if refused else {"file": "v.png"},
+        }
 
     plain = propose_fit(trained(), result())["command"]
-    assert "--data.field_of_view common --data.frame_swap 1 --trainer.run_name run-view-swap" in plain
-    viewed = propose_fit(trained(view="bits"), result())["command"]
-    assert "--data.field_of_view" not in viewed and "--data.frame_swap 1" in viewed
-    stricter = propose_fit(trained(view="bits", swap=1.0), result())
-    assert "--data.field_of_view common --data.frame_swap 1 --data.view_quantile 0.99" in stricter["command"]
-    assert "a stricter view" in stricter["why"]
-    assert propose_fit(trained(view="bits", swap=1.0, quantile=0.99), result()) is None
-    assert propose_fit(trained(view="bits", swap=1.0), result(follows=False)) is None  # open, but not used
-    assert "--data.loader workers" in propose_fit(trained(loader="resident"), result())["command"]
+    assert "--data.field_of_view common --data.view_quantile auto --trainer.run_name run-chosen-view" in plain
+    viewed = propose_fit(trained(view="bits", swap=1.0), result(follows=False))["command"]  # open: a stricter view
+    assert "--data.field_of_view common --data.view_quantile auto --data.frame_swap 0" in viewed
+    cleaned = propose_fit(trained(view="bits", quantile="auto", loader="resident"), result())
+    assert cleaned["command"].endswith("--data.clean_frame inpaint --data.loader workers --trainer.run_name run-clean")
+    assert "--data.field_of_view" not in cleaned["command"] and "trained inside a view chosen" in cleaned["why"]
+    refused = propose_fit(trained(quantile="auto"), result(refused=True))["command"]
+    assert "--data.field_of_view common --data.view_quantile 0.95 --data.clean_frame inpaint" in refused
+    assert propose_fit(trained(view="bits", quantile="auto"), result(follows=False)) is None  # open, not used
+    assert propose_fit(trained(view="bits", clean="inpaint"), result()) is None  # nothing after the clean-up
+    assert "--data.loader" not in plain and "--data.loader" not in propose_fit(trained(loader="resident"), result())
     assert propose_fit(trained(), result(follows=False, finding="no evidence")) is None
 
 
@@ -498,8 +508,9 @@ def test_the_proposal_follows_what_the_run_already_had(tmp_path):
 def test_following_the_audits_proposed_line_ends_with_no_dependence_where_the_view_alone_does_not(tmp_path):
     """On frames that behave like real ones (outlines of varying reach, icons that move and tell the class), the
     plain run follows a swapped frame, and so does the run trained inside the common view alone (the moving icons
-    stay where it looks); the plain run's audit proposes one `kvasir fit` line; the run trained with exactly that
-    line is audited "no dependence", its swap no longer followed, and nothing more is proposed."""
+    stay where it looks); the plain run's audit proposes one `kvasir fit` line (the view chosen from the data); the
+    run trained with exactly that line is audited "no dependence", its swap no longer followed, and nothing more
+    is proposed."""
     import shlex
 
     data = synth(str(tmp_path / "real"), images_per_class=80, seed=2, scale=0.1, classes=CLASSES, frames="realistic")
@@ -513,7 +524,8 @@ def test_following_the_audits_proposed_line_ends_with_no_dependence_where_the_vi
     view_alone = main(["audit", str(viewed), *light])
     assert view_alone["frame_swap"]["follows"], view_alone["frame_swap"]  # the view alone leaves the icons
     command = shlex.split(before["proposed_fit"]["command"])
-    assert command[command.index("--data.field_of_view") + 1] == "common" and "--data.frame_swap" in command
+    assert command[command.index("--data.field_of_view") + 1] == "common"
+    assert command[command.index("--data.view_quantile") + 1] == "auto"
     main(command[1:])  # exactly the proposed line
     remedied = tmp_path / "runs" / command[command.index("--trainer.run_name") + 1]
     after = main(["audit", str(remedied), *light])

@@ -56,10 +56,38 @@ READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone
 MUTATIONS = [
     # issue 34: a remedy that holds on real frames
     Mutation(
+        "--data.view_quantile auto takes a view only when the marks left inside do not depend on the class",
+        "data/field_of_view.py",
+        "        if p_value >= VIEW_ALPHA:",
+        "        if p_value >= 0:",
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
+    ),
+    Mutation(
+        "the stricter views auto tries leave out every overlay mark, not only those that stay put",
+        "data/field_of_view.py",
+        '        if overlays == "any":',
+        '        if overlays == "never":',
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
+    ),
+    Mutation(
+        "auto's test counts the marks left inside the view, per image",
+        "data/field_of_view.py",
+        "        inside = [np.unpackbits(m)[: flat.size].astype(bool) & flat for m in self.marks]",
+        "        inside = [np.unpackbits(m)[: flat.size].astype(bool) for m in self.marks]",
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
+    ),
+    Mutation(
+        "auto refuses, naming each view tried, when no view wide enough passes its test",
+        "data/field_of_view.py",
+        "        if visible.mean() < min_view:",
+        "        if visible.mean() < 0:",
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
+    ),
+    Mutation(
         "a swapped frame leaves no ghost of the image's own outline and icons (their fringe is filled too)",
         "marks.py",
-        "    grown = ndimage.binary_dilation(frame | large[labels], EIGHT_NEIGHBOURS, iterations=fringe)",
-        "    grown = frame | large[labels]",
+        "        frame | large_overlays(overlay, frame), EIGHT_NEIGHBOURS, iterations=fringe_of(pixels)",
+        "        frame | large_overlays(overlay, frame), EIGHT_NEIGHBOURS, iterations=0",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
     ),
     Mutation(
@@ -628,8 +656,8 @@ MUTATIONS = [
     Mutation(
         "the quantile lets (1 - q) of a class's frames differ",
         "data/field_of_view.py",
-        "    allowed = np.floor((1 - quantile) * counts + 1e-9).astype(np.int32)",
-        "    allowed = np.zeros_like(counts)",
+        "        allowed = np.floor((1 - quantile) * self.counts + 1e-9).astype(np.int32)[:, None, None]",
+        "        allowed = np.zeros_like(self.counts)[:, None, None]",
         FV + "test_common_view_quantile_and_refusal",
     ),
     Mutation(

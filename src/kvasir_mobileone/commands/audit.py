@@ -9,7 +9,14 @@ import numpy as np
 from tqdm import tqdm
 
 from kvasir_mobileone.data.eda import CENSUS_SIZE
-from kvasir_mobileone.data.field_of_view import VIEW_QUANTILE, derive_view, frame_maps, swap_frame, write_view_png
+from kvasir_mobileone.data.field_of_view import (
+    AUTO,
+    VIEW_QUANTILE,
+    derive_view,
+    frame_maps,
+    swap_frame,
+    write_view_png,
+)
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.regions import REGIONS, census_by_class, parse_regions
 from kvasir_mobileone.errors import UserError
@@ -38,55 +45,76 @@ from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import AuditFolder
 
 
+def chosen_view(trained) -> bool:
+    """Whether the run was trained inside a view chosen from the data (--data.view_quantile auto)."""
+    return bool(trained.model_input.field_of_view) and trained.data.view_quantile == AUTO
+
+
+def frame_findings(result: dict) -> tuple[bool, bool]:
+    """(the predictions follow a swapped frame, what the model sees of the frame and overlays predicts the class)."""
+    finding = result["shortcut_baseline"].get("finding")
+    return bool(result["frame_swap"].get("follows")), finding in ("shortcut", "partial")
+
+
 def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
-    """When the frame tells the class (the swap is followed, or the frame alone predicts it) and the run has no
-    field of view: the common view of its training images (as `fit --data.field_of_view common` derives it),
-    written as OUT/field_of_view.png for `fit` to take; {reason} when it cannot be derived; None when not needed."""
-    frame_matters = result["frame_swap"].get("follows") or result["frame_maps"].get("finding") == "differ"
-    if not frame_matters or trained.model_input.field_of_view:
+    """When the frame tells the class (the swap is followed, or what the model sees of it predicts the class) and
+    the run was not trained inside a view chosen from the data, nor cleaned: that view of its training images (as
+    `fit --data.field_of_view common --data.view_quantile auto` derives it), written as OUT/field_of_view.png;
+    {reason} when no view wide enough passes (the proposal is then the clean-up); None when not needed."""
+    follows, open_shortcut = frame_findings(result)
+    if not (follows or open_shortcut) or chosen_view(trained) or trained.model_input.clean:
         return None
     model_input = trained.model_input
     try:
-        view = derive_view(rows, trained.data_dir(), model_input.image_size, model_input.interpolation, VIEW_QUANTILE)
+        view = derive_view(rows, trained.data_dir(), model_input.image_size, model_input.interpolation, AUTO)
     except DataError as err:
         return {"reason": str(err)}
     path = write_view_png(AuditFolder(out_dir).proposed_view, view.visible)
-    return {"file": str(path), "fraction": view.fraction, "sha256": view.sha256, "quantile": view.quantile}
-
-
-FRAME_SWAP = 1.0  # the share of training images given another image's frame (benchmarks/frame_remedies.py chose it)
-STRICTER_QUANTILE = 0.99  # the view proposed to a run that follows the frame with the view and the swap already
+    return {
+        "file": str(path),
+        "fraction": view.fraction,
+        "sha256": view.sha256,
+        "quantile": view.quantile,
+        "overlays": view.overlays,
+        "levels": list(view.levels),
+    }
 
 
 def propose_fit(trained, result: dict) -> dict | None:
     """One `kvasir fit` line for what the measurements support, or None when nothing needs remedying: when the
     predictions follow a swapped frame, or what the model sees of the frame and overlays predicts the class (the
     baseline's lower bound above the majority rate), train on the same split, with the run's config, inside the
-    common field of view and giving every training image another image's frame and overlays (--data.field_of_view
-    common --data.frame_swap 1: the remedy `python benchmarks/frame_remedies.py` found to hold, side by side with
-    either alone). A run that had both and still follows is proposed a stricter view (--data.view_quantile 0.99);
-    one that had both and only leaves the shortcut open is not proposed anything more."""
-    swap, baseline = result["frame_swap"], result["shortcut_baseline"]
-    follows, open_shortcut = bool(swap.get("follows")), baseline.get("finding") in ("shortcut", "partial")
-    viewed, swapped = bool(trained.model_input.field_of_view), trained.data.frame_swap >= FRAME_SWAP
-    remedied = viewed and swapped
-    if not follows and (remedied or not open_shortcut):
+    common field of view chosen from the data (--data.field_of_view common --data.view_quantile auto, no frame
+    swap: the remedy `python benchmarks/frame_remedies.py` found to hold on every split, with the best accuracy on
+    new frames). A run trained inside that view that still follows, or one for which no view wide enough passes, is
+    proposed the clean-up of its marks inside the view (--data.clean_frame inpaint: a step every app must then
+    reproduce). A run inside the chosen view whose predictions do not follow is proposed nothing more (what its
+    inputs still allow is in the report), and neither is a cleaned run."""
+    follows, open_shortcut = frame_findings(result)
+    chosen, viewed = chosen_view(trained), bool(trained.model_input.field_of_view)
+    if trained.model_input.clean or not (follows or open_shortcut) or (chosen and not follows):
         return None
-    stricter = follows and remedied
-    if stricter and trained.data.view_quantile >= STRICTER_QUANTILE:
-        return None  # nothing stricter to propose: the report says the model follows the frame
+    refused = (result.get("proposed_view") or {}).get("reason")
     home = trained.home
     words = ["kvasir", "fit", "--config", str(home.config), "--data.manifest", str(home.manifest)]
-    words += ["--data.field_of_view", "common"] if stricter or not viewed else []  # else its config holds its view
-    words += ["--data.frame_swap", f"{FRAME_SWAP:g}"]
-    words += ["--data.view_quantile", f"{STRICTER_QUANTILE:g}"] if stricter else []
-    words += ["--data.loader", "workers"] if trained.data.loader == "resident" else []  # the swap runs in workers
-    suffix = "stricter-view" if stricter else "view-swap"
-    words += ["--trainer.run_name", f"{home.root.name}-{suffix}"]
     why = "the predictions follow a swapped frame" if follows else "the frame and overlays it sees predict the class"
-    if stricter:
-        why += "; it was trained inside the common view with the frame swap already: a stricter view"
-    return {"command": shlex.join(words), "why": why, "frame_swap": FRAME_SWAP}
+    if chosen or refused:
+        if not viewed:
+            words += ["--data.field_of_view", "common", "--data.view_quantile", f"{VIEW_QUANTILE:g}"]
+        words += ["--data.clean_frame", "inpaint"]
+        words += ["--data.loader", "workers"] if trained.data.loader == "resident" else []  # the clean-up's loader
+        suffix = "clean"
+        why += (
+            "; it was trained inside a view chosen from the data: its marks inside the view cleaned up"
+            if chosen
+            else "; no view chosen from the data is wide enough: its marks inside the view cleaned up"
+        )
+    else:
+        words += ["--data.field_of_view", "common", "--data.view_quantile", AUTO]
+        words += ["--data.frame_swap", "0"] if trained.data.frame_swap else []
+        suffix = "chosen-view"
+    words += ["--trainer.run_name", f"{home.root.name}-{suffix}"]
+    return {"command": shlex.join(words), "why": why}
 
 
 def audit(

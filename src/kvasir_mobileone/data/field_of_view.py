@@ -157,7 +157,8 @@ class FrameCounts:
         from scipy.stats import kruskal
 
         flat = visible.ravel()
-        left = np.array([np.count_nonzero(np.unpackbits(m)[: flat.size].astype(bool) & flat) for m in self.marks])
+        inside = [np.unpackbits(m)[: flat.size].astype(bool) & flat for m in self.marks]
+        left = np.array([np.count_nonzero(m) for m in inside])
         labels = np.array(self.labels)
         groups = [left[labels == k] for k in np.unique(labels)]
         if len(groups) < 2 or np.ptp(left) == 0:

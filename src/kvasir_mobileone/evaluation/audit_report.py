@@ -76,11 +76,12 @@ def verdict(result: dict) -> str:
     proposed = result.get("proposed_view") or {}
     if proposed.get("file"):
         lines.append(
-            f"A common field of view of this run's training images: {proposed['file']} "
-            f"({100 * proposed['fraction']:.1f}% of the input; the proposed next run below takes it)."
+            f"The common field of view chosen from this run's training images (--data.view_quantile auto): "
+            f"{proposed['file']} ({100 * proposed['fraction']:.1f}% of the input, quantile {proposed['quantile']:g}, "
+            f"overlays {proposed['overlays']}; the proposed next run below derives the same)."
         )
     elif proposed.get("reason"):
-        lines.append(f"No common field of view could be proposed: {proposed['reason']}")
+        lines.append(f"No common field of view could be chosen from the data: {proposed['reason']}")
     black = [r["region"] for r in result["regions"] if r["significant"] and r["fill"] != VERDICT_FILL]
     if black:
         lines.append(
