@@ -377,7 +377,7 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
     items = scan_image_folder(data)
     images = np.stack([decode_resized(data / p, 64, "bilinear") for p, _ in items])
     labels = np.array([CLASSES.index(c) for _, c in items])
-    default, chosen = common_view(images, labels, list(CLASSES)), common_view(images, labels, list(CLASSES), "auto")
+    default, chosen = common_view(images, labels, list(CLASSES)), view_or_fail(images, labels, list(CLASSES), "auto")
     first, last = chosen.levels[0], chosen.levels[-1]
     assert (first["quantile"], first["overlays"]) == (0.95, "fixed") and first["p_value"] < VIEW_ALPHA, chosen.levels
     assert last["p_value"] >= VIEW_ALPHA and chosen.overlays == "any" and len(chosen.levels) > 1, chosen.levels
@@ -395,7 +395,7 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
     assert "chosen from the data" in chosen.describe() and "0.95/fixed" in chosen.describe()
     plain = synth(str(tmp_path / "same"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="same")
     same = np.stack([decode_resized(plain / p, 64, "bilinear") for p, _ in scan_image_folder(plain)])
-    kept = common_view(same, labels, list(CLASSES), "auto")  # one outline for all: nothing to tell the class
+    kept = view_or_fail(same, labels, list(CLASSES), "auto")  # one outline for all: nothing to tell the class
     assert [lv["overlays"] for lv in kept.levels] == ["fixed"] and kept.levels[0]["p_value"] >= VIEW_ALPHA
     assert np.array_equal(kept.visible, common_view(same, labels, list(CLASSES)).visible)
     assert "with fewer than 20 in a class" in common_view(same[:30:3], labels[:30:3], list(CLASSES), "auto").notes[-1]
