@@ -371,7 +371,7 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
     inside depends on the class), the view chosen leaves out every overlay mark, not only those that stay put, and
     no dependence is left; frames with nothing left that tells the class keep the default view; where every view is
     too small, refused with each view tried; with few images a note says the test can miss a dependence."""
-    from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, count_frames, large_overlays
+    from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, ViewTooSmall, count_frames, large_overlays
 
     data = synth(str(tmp_path / "real"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="realistic")
     items = scan_image_folder(data)
@@ -411,6 +411,10 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
             marked_labels.append(label)
     with pytest.raises(DataError, match=r"no view covering at least 25% .*quantile 0.95, overlays fixed: 100.0%"):
         common_view(np.stack(marked), np.array(marked_labels), ["a", "b"], "auto")
+    narrow = np.stack(marked)
+    narrow[:, :, :13] = 0  # a frame over 13 of 16 columns: even the widest view is too small, and it says so
+    with pytest.raises(ViewTooSmall, match=r"the widest view it tries, the default one \(quantile 0.95\), covers"):
+        common_view(narrow, np.array(marked_labels), ["a", "b"], "auto")
 
 
 def test_frame_swap_gives_training_images_another_frame_and_is_checked(tmp_path):
@@ -478,15 +482,17 @@ def test_the_proposal_follows_what_the_run_already_had(tmp_path):
     def trained(view="", swap=0.0, quantile=0.95, loader="auto", clean=""):
         return SimpleNamespace(
             model_input=SimpleNamespace(field_of_view=view, clean=clean),
-            data=SimpleNamespace(frame_swap=swap, view_quantile=quantile, loader=loader),
+            data=SimpleNamespace(
+                frame_swap=swap, view_quantile=quantile, loader=loader, field_of_view="common" if view else "full"
+            ),
             home=RunFolder(tmp_path / "run"),
         )
 
-    def result(follows=True, finding="shortcut", refused=False):
+    def result(follows=True, finding="shortcut", refused=False, too_small=False):
         return {
             "frame_swap": {"follows": follows},
             "shortcut_baseline": {"finding": finding},
-            "proposed_view": {"reason": "no view wide enough"} if refused else {"file": "v.png"},
+            "proposed_view": {"reason": "no view", "too_small": too_small} if refused else {"file": "v.png"},
         }
 
     plain = propose_fit(trained(), result())["command"]
@@ -498,6 +504,8 @@ def test_the_proposal_follows_what_the_run_already_had(tmp_path):
     assert "--data.field_of_view" not in cleaned["command"] and "trained inside a view chosen" in cleaned["why"]
     refused = propose_fit(trained(quantile="auto"), result(refused=True))["command"]
     assert "--data.field_of_view common --data.view_quantile 0.95 --data.clean_frame inpaint" in refused
+    small = propose_fit(trained(), result(refused=True, too_small=True))["command"]  # no view is wide enough
+    assert "--data.clean_frame inpaint" in small and "--data.field_of_view" not in small
     assert propose_fit(trained(view="bits", quantile="auto"), result(follows=False)) is None  # open, not used
     assert propose_fit(trained(view="bits", clean="inpaint"), result()) is None  # nothing after the clean-up
     assert "--data.loader" not in plain and "--data.loader" not in propose_fit(trained(loader="resident"), result())

@@ -72,8 +72,8 @@ MUTATIONS = [
     Mutation(
         "auto's test counts the marks left inside the view, per image",
         "data/field_of_view.py",
-        "        inside = [np.unpackbits(m)[: flat.size].astype(bool) & flat for m in self.marks]",
-        "        inside = [np.unpackbits(m)[: flat.size].astype(bool) for m in self.marks]",
+        "        left = np.array([np.count_nonzero(np.unpackbits(m & seen)) for m in self.marks])",
+        "        left = np.array([np.count_nonzero(np.unpackbits(m)) for m in self.marks])",
         FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
     ),
     Mutation(
@@ -160,6 +160,20 @@ MUTATIONS = [
         "    if chosen or refused:",
         "    if chosen:",
         FV + "test_the_proposal_follows_what_the_run_already_had",
+    ),
+    Mutation(
+        "with no view wide enough, the proposed clean-up is of the whole input (no view fit would refuse)",
+        "commands/audit.py",
+        "        if not viewed and not too_small:  # else it cleans the whole input, as no view is wide enough",
+        "        if not viewed:  # else it cleans the whole input, as no view is wide enough",
+        FV + "test_the_proposal_follows_what_the_run_already_had",
+    ),
+    Mutation(
+        "auto says when even its widest view is too small (not that the frame tells the class everywhere)",
+        "data/field_of_view.py",
+        "            if not levels:",
+        "            if False:",
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
     ),
     Mutation(
         "a run inside the chosen view whose predictions do not follow is proposed nothing more",

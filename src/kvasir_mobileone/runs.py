@@ -57,8 +57,9 @@ LAYOUT = {
         "risk-coverage curves and prediction-set coverage"
     ),
     "`model_info.json`": (
-        "parameters before/after fusing; the field of view's SHA-256 and share of the input; after `kvasir export`: "
-        "sizes and onnxruntime latency"
+        "parameters before/after fusing; the field of view's SHA-256 and share of the input, its quantile and, "
+        "with `--data.view_quantile auto`, each view tried (`view_levels`); after `kvasir export`: sizes and "
+        "onnxruntime latency"
     ),
     "`temperature.json`": "softmax temperature fitted on val by `kvasir test --calibrate true`",
     "`audit/`": (

@@ -12,6 +12,7 @@ from kvasir_mobileone.data.eda import CENSUS_SIZE
 from kvasir_mobileone.data.field_of_view import (
     AUTO,
     VIEW_QUANTILE,
+    ViewTooSmall,
     derive_view,
     frame_maps,
     swap_frame,
@@ -47,7 +48,8 @@ from kvasir_mobileone.runs import AuditFolder
 
 def chosen_view(trained) -> bool:
     """Whether the run was trained inside a view chosen from the data (--data.view_quantile auto)."""
-    return bool(trained.model_input.field_of_view) and trained.data.view_quantile == AUTO
+    data = trained.data
+    return bool(trained.model_input.field_of_view) and data.field_of_view == "common" and data.view_quantile == AUTO
 
 
 def frame_findings(result: dict) -> tuple[bool, bool]:
@@ -67,8 +69,8 @@ def propose_view(trained, rows, out_dir: Path, result: dict) -> dict | None:
     model_input = trained.model_input
     try:
         view = derive_view(rows, trained.data_dir(), model_input.image_size, model_input.interpolation, AUTO)
-    except DataError as err:
-        return {"reason": str(err)}
+    except DataError as err:  # too_small: even the widest view is below the share fit accepts
+        return {"reason": str(err), "too_small": isinstance(err, ViewTooSmall)}
     path = write_view_png(AuditFolder(out_dir).proposed_view, view.visible)
     return {
         "file": str(path),
@@ -94,12 +96,12 @@ def propose_fit(trained, result: dict) -> dict | None:
     chosen, viewed = chosen_view(trained), bool(trained.model_input.field_of_view)
     if trained.model_input.clean or not (follows or open_shortcut) or (chosen and not follows):
         return None
-    refused = (result.get("proposed_view") or {}).get("reason")
+    refused, too_small = ((result.get("proposed_view") or {}).get(k) for k in ("reason", "too_small"))
     home = trained.home
     words = ["kvasir", "fit", "--config", str(home.config), "--data.manifest", str(home.manifest)]
     why = "the predictions follow a swapped frame" if follows else "the frame and overlays it sees predict the class"
     if chosen or refused:
-        if not viewed:
+        if not viewed and not too_small:  # else it cleans the whole input, as no view is wide enough
             words += ["--data.field_of_view", "common", "--data.view_quantile", f"{VIEW_QUANTILE:g}"]
         words += ["--data.clean_frame", "inpaint"]
         words += ["--data.loader", "workers"] if trained.data.loader == "resident" else []  # the clean-up's loader

@@ -95,8 +95,8 @@ class FieldOfView:
         overlays = (
             "less the overlays that stay put"
             if self.overlays == "fixed"
-            else f"less every pixel an overlay mark covers in more than {100 * (1 - self.quantile):g}% of some "
-            "class's frames"
+            else f"less every pixel that an overlay mark (text, box, icon: not a small highlight; with a pixel of blur "
+            f"margin) covers in more than {100 * (1 - self.quantile):g}% of some class's frames"
         )
         text = (
             f"common field of view: {100 * self.fraction:.1f}% of the {size} x {size} input, the pixels inside the "
@@ -107,8 +107,8 @@ class FieldOfView:
             chosen = self.levels[-1]
             text += (
                 f"; chosen from the data (--data.view_quantile auto): the first of the views tried, from the widest, "
-                f"in which the frame and overlay pixels left inside do not depend on the class (Kruskal-Wallis on "
-                f"their number per training image, p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
+                f"in which the number of frame and overlay-mark pixels left inside per training image does not "
+                f"differ between the classes (Kruskal-Wallis, p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
                 + "; ".join(
                     f"{level['quantile']:g}/{level['overlays']}: {100 * level['fraction']:.1f}%, "
                     f"p = {level['p_value']:.2g}"
@@ -156,9 +156,8 @@ class FrameCounts:
         training image is the same across classes (1.0 when it is the same number everywhere, e.g. none)."""
         from scipy.stats import kruskal
 
-        flat = visible.ravel()
-        inside = [np.unpackbits(m)[: flat.size].astype(bool) & flat for m in self.marks]
-        left = np.array([np.count_nonzero(m) for m in inside])
+        seen = np.packbits(visible.ravel())  # the marks are packed the same way: count their bits inside, per image
+        left = np.array([np.count_nonzero(np.unpackbits(m & seen)) for m in self.marks])
         labels = np.array(self.labels)
         groups = [left[labels == k] for k in np.unique(labels)]
         if len(groups) < 2 or np.ptp(left) == 0:
@@ -167,8 +166,8 @@ class FrameCounts:
 
 
 def count_frames(pairs, n_classes: int, keep_marks: bool = False) -> FrameCounts | None:
-    """The FrameCounts of (HWC uint8 image, class index) pairs, taken one at a time (None for none); each image's
-    marks are kept (packed bits) only with `keep_marks`."""
+    """The FrameCounts of (HWC uint8 image, class index) pairs, taken one at a time (None for none); the overlay
+    marks' counts and each image's marks (packed bits) only with `keep_marks` (zeros and empty without)."""
     found = None
     for image, label in pairs:
         if found is None:
@@ -176,13 +175,13 @@ def count_frames(pairs, n_classes: int, keep_marks: bool = False) -> FrameCounts
             found = FrameCounts(zeros, zeros.copy(), zeros.copy(), np.zeros(n_classes, np.int64), [], [])
         frame = frame_pixels(image)
         overlay = overlay_pixels(image) & ~frame
-        large = large_overlays(overlay, frame)
         # one pixel more all round: the resize blurs each outline into the pixels next to it
         found.frame[label] += ndimage.binary_dilation(frame, EIGHT_NEIGHBOURS)
         found.overlay[label] += overlay
-        found.large[label] += ndimage.binary_dilation(large, EIGHT_NEIGHBOURS)
         found.counts[label] += 1
-        if keep_marks:
+        if keep_marks:  # only --data.view_quantile auto reads the overlay marks and each image's marks
+            large = large_overlays(overlay, frame)
+            found.large[label] += ndimage.binary_dilation(large, EIGHT_NEIGHBOURS)
             found.marks.append(np.packbits(frame | large))
             found.labels.append(int(label))
     return found
@@ -231,6 +230,10 @@ def view_of(
     return view
 
 
+class ViewTooSmall(DataError):
+    """Even the widest view --data.view_quantile auto tries covers too little of the input."""
+
+
 def view_levels(found: FrameCounts, class_names: list[str], min_view: float):
     """--data.view_quantile auto: (quantile, overlays, visible, levels tried) of the widest view, of the default one
     and then STRICT_QUANTILES with every overlay mark out too, in which the number of frame and overlay-mark pixels
@@ -240,6 +243,15 @@ def view_levels(found: FrameCounts, class_names: list[str], min_view: float):
     for quantile, overlays in [(VIEW_QUANTILE, "fixed"), *((q, "any") for q in STRICT_QUANTILES)]:
         visible = ~found.hidden(quantile, overlays)
         if visible.mean() < min_view:
+            if not levels:
+                raise ViewTooSmall(
+                    f"--data.view_quantile auto: the widest view it tries, the default one (quantile "
+                    f"{VIEW_QUANTILE:g}), covers {100 * visible.mean():.1f}% of the network input, below "
+                    f"{100 * min_view:.0f}% (mean area inside the frame per class: "
+                    f"{inside_shares(found, class_names)}). Give a lower --data.view_quantile (e.g. 0.9), leave "
+                    "the odd frames out (--data.exclude), or train without a view and with --data.clean_frame "
+                    "inpaint (--data.field_of_view full)."
+                )
             break
         p_value = found.dependence(visible)
         levels.append(
@@ -255,8 +267,8 @@ def view_levels(found: FrameCounts, class_names: list[str], min_view: float):
     raise DataError(
         f"--data.view_quantile auto: no view covering at least {100 * min_view:.0f}% of the network input leaves "
         f"frame and overlay pixels inside that do not depend on the class ({sum(found.counts)} training images; "
-        f"{tried or 'every view tried is smaller'}). The frame tells the class wherever the model could look: "
-        f"train with --data.frame_swap 1 or --data.clean_frame inpaint instead, or give a quantile."
+        f"{tried}). The frame tells the class wherever the model could look in these views: train with a numeric "
+        f"--data.view_quantile (e.g. {VIEW_QUANTILE:g}) and --data.clean_frame inpaint instead."
     )
 
 

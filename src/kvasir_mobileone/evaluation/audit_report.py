@@ -78,7 +78,8 @@ def verdict(result: dict) -> str:
         lines.append(
             f"The common field of view chosen from this run's training images (--data.view_quantile auto): "
             f"{proposed['file']} ({100 * proposed['fraction']:.1f}% of the input, quantile {proposed['quantile']:g}, "
-            f"overlays {proposed['overlays']}; the proposed next run below derives the same)."
+            f"overlays {proposed['overlays']}; derived from the training images this audit read, as the proposed next "
+            "run below derives it from its split)."
         )
     elif proposed.get("reason"):
         lines.append(f"No common field of view could be chosen from the data: {proposed['reason']}")
