@@ -25,7 +25,7 @@ from kvasir_mobileone.data.field_of_view import (
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
-from kvasir_mobileone.evaluation.stats import matched_pairs_interval
+from kvasir_mobileone.evaluation.stats import matched_pairs_interval, wilson_interval
 from kvasir_mobileone.images import decode_resized, decode_view, encode_view, hide, view_sha256
 from kvasir_mobileone.io import read_csv
 from kvasir_mobileone.models.loading import open_run
@@ -370,7 +370,8 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
     """--data.view_quantile auto: on frames whose icon moves (the default view keeps it, and how much of it is left
     inside depends on the class), the view chosen leaves out every overlay mark, not only those that stay put, and
     no dependence is left; frames with nothing left that tells the class keep the default view; where every view is
-    too small, refused with each view tried; with few images a note says the test can miss a dependence."""
+    too small, refused with each view tried; with few images a note says the test can miss a dependence; marks
+    of one size in places that tell the class are found too."""
     from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, ViewTooSmall, count_frames, large_overlays
 
     data = synth(str(tmp_path / "real"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="realistic")
@@ -411,11 +412,44 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
             marked_labels.append(label)
     with pytest.raises(DataError, match=r"no view covering at least 25% .*quantile 0.95, overlays fixed: 100.0%"):
         common_view(np.stack(marked), np.array(marked_labels), ["a", "b"], "auto")
+    placed = []  # both classes: a white mark of one size, a's anywhere in the top half, b's in the bottom half
+    for label in marked_labels:
+        image = np.full((size, size, 3), (200, 110, 100), np.uint8)
+        y, x = rng.integers(0, size // 2 - 1) + label * size // 2, rng.integers(0, size - 2)
+        image[y : y + 2, x : x + 2] = 255
+        placed.append(image)
+    where, whole = (
+        count_frames(zip(placed, marked_labels, strict=True), 2, keep_marks=True),
+        np.ones((size, size), bool),
+    )
+    assert np.ptp(where.left_inside(whole)[:, 0]) == 0  # as many mark pixels in every image: only the place differs
+    assert where.dependence(whole) < VIEW_ALPHA
+    with pytest.raises(DataError, match=r"no view covering .*\(60 training images; quantile 0.95, overlays fixed: "):
+        common_view(np.stack(placed), np.array(marked_labels), ["a", "b"], "auto")
     narrow = np.stack(marked)
     narrow[:, :, :13] = 0  # a frame over 13 of 16 columns: even the widest view is too small, and it says so
     with pytest.raises(DataError, match=r"the widest view it tries, the default one \(quantile 0.95\), covers") as no:
         common_view(narrow, np.array(marked_labels), ["a", "b"], "auto")
     assert isinstance(no.value, ViewTooSmall)  # the audit then proposes the clean-up of the whole input
+
+
+def test_autos_test_finds_a_dependence_where_there_is_none_no_more_often_than_its_level():
+    """Its five tests (marks in all, per quarter) are one test at 0.05: on 200 sets of frames whose marks (of random
+    size, at random places) do not depend on the class, it finds a dependence in at most 5% (interval)."""
+    from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, count_frames
+
+    size, rng, found = 8, np.random.default_rng(0), 0
+    for _ in range(200):
+        images = []
+        for _ in range(40):
+            image = np.full((size, size, 3), (200, 110, 100), np.uint8)
+            side = rng.integers(1, 4)
+            y, x = rng.integers(0, size - side + 1, 2)
+            image[y : y + side, x : x + side] = 255
+            images.append(image)
+        counts = count_frames(zip(images, [0] * 20 + [1] * 20, strict=True), 2, keep_marks=True)
+        found += counts.dependence(np.ones((size, size), bool)) < VIEW_ALPHA
+    assert wilson_interval(found, 200)[0] <= VIEW_ALPHA, found
 
 
 def test_frame_swap_gives_training_images_another_frame_and_is_checked(tmp_path):

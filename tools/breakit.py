@@ -72,9 +72,24 @@ MUTATIONS = [
     Mutation(
         "auto's test counts the marks left inside the view, per image",
         "data/field_of_view.py",
-        "        left = np.array([np.count_nonzero(np.unpackbits(m & seen)) for m in self.marks])",
-        "        left = np.array([np.count_nonzero(np.unpackbits(m)) for m in self.marks])",
+        "            inside = np.unpackbits(packed, count=h * w).reshape(h, w) & visible",
+        "            inside = np.unpackbits(packed, count=h * w).reshape(h, w)",
         FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
+    ),
+    Mutation(
+        "auto's test finds marks of one size in places that tell the class (it counts them per quarter too)",
+        "data/field_of_view.py",
+        "            left[i] = [np.count_nonzero(inside), *(np.count_nonzero(inside[r, c]) "
+        "for r in rows for c in cols)]",
+        "            left[i] = [np.count_nonzero(inside)] * 5",
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
+    ),
+    Mutation(
+        "auto's five tests are one test at its level (Bonferroni)",
+        "data/field_of_view.py",
+        "        return min(1.0, left.shape[1] * min(p_values))",
+        "        return min(p_values)",
+        FV + "test_autos_test_finds_a_dependence_where_there_is_none_no_more_often_than_its_level",
     ),
     Mutation(
         "auto refuses, naming each view tried, when no view wide enough passes its test",

@@ -36,8 +36,7 @@ def main() -> None:
     rows = []
     for quantile, overlays in [(VIEW_QUANTILE, "fixed"), *((q, "any") for q in STRICT_QUANTILES)]:
         visible = ~found.hidden(quantile, overlays)
-        seen = np.packbits(visible.ravel())
-        left = np.array([np.count_nonzero(np.unpackbits(m & seen)) for m in found.marks])
+        left = found.left_inside(visible)[:, 0]
         per_class = [
             f"{left[labels == k].mean():.1f} ({100 * np.mean(left[labels == k] > 0):.0f}%)" for k in range(len(names))
         ]

@@ -107,8 +107,9 @@ class FieldOfView:
             chosen = self.levels[-1]
             text += (
                 f"; chosen from the data (--data.view_quantile auto): the first of the views tried, from the widest, "
-                f"in which the number of frame and overlay-mark pixels left inside per training image does not "
-                f"differ between the classes (Kruskal-Wallis, p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
+                f"in which the number of frame and overlay-mark pixels left inside per training image, in all and "
+                f"per quarter of the input, does not differ between the classes (Kruskal-Wallis, Bonferroni, "
+                f"p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
                 + "; ".join(
                     f"{level['quantile']:g}/{level['overlays']}: {100 * level['fraction']:.1f}%, "
                     f"p = {level['p_value']:.2g}"
@@ -151,18 +152,31 @@ class FrameCounts:
             hidden |= np.any(self.large[present] > allowed[present], axis=0)
         return hidden
 
+    def left_inside(self, visible: np.ndarray) -> np.ndarray:
+        """N x 5 int: per training image, its frame and overlay-mark pixels inside `visible`, in all and in each
+        quarter of the input (top left, top right, bottom left, bottom right): how many are left, and where."""
+        h, w = visible.shape
+        rows, cols = (slice(0, h // 2), slice(h // 2, h)), (slice(0, w // 2), slice(w // 2, w))
+        left = np.zeros((len(self.marks), 5), np.int64)
+        for i, packed in enumerate(self.marks):  # one image's marks unpacked at a time: memory stays a bit per pixel
+            inside = np.unpackbits(packed, count=h * w).reshape(h, w) & visible
+            left[i] = [np.count_nonzero(inside), *(np.count_nonzero(inside[r, c]) for r in rows for c in cols)]
+        return left
+
     def dependence(self, visible: np.ndarray) -> float:
-        """p of a Kruskal-Wallis test that the number of frame and overlay-mark pixels left inside `visible` per
-        training image is the same across classes (1.0 when it is the same number everywhere, e.g. none)."""
+        """p of the test that the frame and overlay-mark pixels left inside `visible` do not depend on the class:
+        Kruskal-Wallis on their number per training image, in all and in each quarter of the input (marks of one
+        size that sit in class-specific places), the smallest p times the five tests (Bonferroni); a count that
+        is the same number everywhere (e.g. none) gives 1.0."""
         from scipy.stats import kruskal
 
-        seen = np.packbits(visible.ravel())  # the marks are packed the same way: count their bits inside, per image
-        left = np.array([np.count_nonzero(np.unpackbits(m & seen)) for m in self.marks])
-        labels = np.array(self.labels)
-        groups = [left[labels == k] for k in np.unique(labels)]
-        if len(groups) < 2 or np.ptp(left) == 0:
-            return 1.0
-        return float(kruskal(*groups).pvalue)
+        left, labels = self.left_inside(visible), np.array(self.labels)
+        p_values = [1.0]
+        for count in left.T:
+            groups = [count[labels == k] for k in np.unique(labels)]
+            if len(groups) > 1 and np.ptp(count) > 0:
+                p_values.append(float(kruskal(*groups).pvalue))
+        return min(1.0, left.shape[1] * min(p_values))
 
 
 def count_frames(pairs, n_classes: int, keep_marks: bool = False) -> FrameCounts | None:
@@ -236,8 +250,8 @@ class ViewTooSmall(DataError):
 
 def view_levels(found: FrameCounts, class_names: list[str], min_view: float):
     """--data.view_quantile auto: (quantile, overlays, visible, levels tried) of the widest view, of the default one
-    and then STRICT_QUANTILES with every overlay mark out too, in which the number of frame and overlay-mark pixels
-    left inside per training image does not depend on the class (Kruskal-Wallis, p >= VIEW_ALPHA). Refused
+    and then STRICT_QUANTILES with every overlay mark out too, in which the frame and overlay-mark pixels left
+    inside per training image do not depend on the class (FrameCounts.dependence, p >= VIEW_ALPHA). Refused
     (DataError, with each view tried) when none of at least `min_view` of the input passes."""
     levels = []
     for quantile, overlays in [(VIEW_QUANTILE, "fixed"), *((q, "any") for q in STRICT_QUANTILES)]:
