@@ -372,7 +372,13 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
     no dependence is left; frames with nothing left that tells the class keep the default view; where every view is
     too small, refused with each view tried; with few images a note says the test can miss a dependence; marks
     of one size in places that tell the class are found too."""
-    from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, ViewTooSmall, count_frames, large_overlays
+    from kvasir_mobileone.data.field_of_view import (
+        VIEW_ALPHA,
+        FrameCounts,
+        ViewTooSmall,
+        count_frames,
+        large_overlays,
+    )
 
     data = synth(str(tmp_path / "real"), images_per_class=30, seed=3, scale=0.1, classes=CLASSES, frames="realistic")
     items = scan_image_folder(data)
@@ -423,6 +429,12 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
         np.ones((size, size), bool),
     )
     assert np.ptp(where.left_inside(whole)[:, 0]) == 0  # as many mark pixels in every image: only the place differs
+    odd = np.zeros((5, 7), bool)  # quarters of an odd size: rows 0-1 | 2-4, columns 0-2 | 3-6
+    odd[0, 0] = odd[4, 6] = odd[2, 3] = odd[1, 5] = True
+    one = FrameCounts(*[np.zeros((1, 5, 7), np.int32)] * 3, np.ones(1, np.int64), [np.packbits(odd)], [0])
+    seen = np.ones((5, 7), bool)
+    seen[1, 5] = False
+    assert one.left_inside(seen).tolist() == [[3, 1, 0, 0, 2]]  # in all, top left, top right, bottom left, right
     assert where.dependence(whole) < VIEW_ALPHA
     with pytest.raises(DataError, match=r"no view covering .*\(60 training images; quantile 0.95, overlays fixed: "):
         common_view(np.stack(placed), np.array(marked_labels), ["a", "b"], "auto")
@@ -434,7 +446,7 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
 
 
 def test_autos_test_finds_a_dependence_where_there_is_none_no_more_often_than_its_level():
-    """Its five tests (marks in all, per quarter) are one test at 0.05: on 200 sets of frames whose marks (of random
+    """Its five counts (marks in all, per quarter) are one test at 0.05: on 200 sets of frames whose marks (of random
     size, at random places) do not depend on the class, it finds a dependence in at most 5% (interval)."""
     from kvasir_mobileone.data.field_of_view import VIEW_ALPHA, count_frames
 

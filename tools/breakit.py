@@ -85,11 +85,19 @@ MUTATIONS = [
         FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
     ),
     Mutation(
-        "auto's five tests are one test at its level (Bonferroni)",
+        "auto's five counts are one test at its level (the largest statistic against permuted labels)",
         "data/field_of_view.py",
-        "        return min(1.0, left.shape[1] * min(p_values))",
-        "        return min(p_values)",
+        "    return (1 + exceed) / (1 + permutations)",
+        "    return min(__import__('scipy.stats').stats.kruskal(*(c[codes == k] for k in range(len(classes)))).pvalue "
+        "for c in varying.T)",
         FV + "test_autos_test_finds_a_dependence_where_there_is_none_no_more_often_than_its_level",
+    ),
+    Mutation(
+        "auto's p compares the statistic with the labels permuted",
+        "data/field_of_view.py",
+        "    exceed = sum(largest_h(rng.permutation(codes)) >= observed * (1 - 1e-9) for _ in range(permutations))",
+        "    exceed = sum(largest_h(codes) >= observed * (1 - 1e-9) for _ in range(permutations))",
+        FV + "test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_the_class",
     ),
     Mutation(
         "auto refuses, naming each view tried, when no view wide enough passes its test",

@@ -1,6 +1,7 @@
 """Every view `--data.view_quantile auto` tries, on a folder of class folders, without stopping at the first that
-passes: its share of the input, the test's p, and per class the mean number of frame and overlay-mark pixels left
-inside it per image and the share of images with any. To see why auto chose a view, or refused.
+passes: its share of the input, the test's p (at least 0.001: 999 permutations), and per class the mean number of
+frame and overlay-mark pixels left inside it per image and the share of images with any. To see why auto chose a
+view, or refused.
 
     python tools/view_levels.py --data DIR [--image_size 224] [--interpolation bilinear]
 """

@@ -52,9 +52,9 @@ class DataConfig:
             this share of every class's training frames; auto: chosen from the data, the widest view (the 0.95
             one, then stricter ones that also leave out every overlay mark, not only those that stay put) in
             which the number of frame and overlay-mark pixels left inside per training image, in all and per
-            quarter of the input, does not differ between the classes (Kruskal-Wallis, Bonferroni, at 0.05: a
-            failure to find a difference, not proof of none; their colour is not tested; fit prints the views
-            tried, model_info.json keeps them)
+            quarter of the input, does not differ between the classes (a permutation test of Kruskal-Wallis, at
+            0.05: a failure to find a difference, not proof of none; their colour is not tested; fit prints the
+            views tried, model_info.json keeps them)
         frame_swap: in training, each image takes with this probability the frame and overlays of another training
             image drawn at random (its own frame and overlay pixels inpainted from its tissue, the donor's
             pasted): the model learns that frames and overlays carry nothing about the class. Training only:

@@ -108,8 +108,8 @@ class FieldOfView:
             text += (
                 f"; chosen from the data (--data.view_quantile auto): the first of the views tried, from the widest, "
                 f"in which the number of frame and overlay-mark pixels left inside per training image, in all and "
-                f"per quarter of the input, does not differ between the classes (Kruskal-Wallis, Bonferroni, "
-                f"p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
+                f"per quarter of the input, does not differ between the classes (a permutation test of "
+                f"Kruskal-Wallis, p = {chosen['p_value']:.2g} >= {VIEW_ALPHA:g}; "
                 + "; ".join(
                     f"{level['quantile']:g}/{level['overlays']}: {100 * level['fraction']:.1f}%, "
                     f"p = {level['p_value']:.2g}"
@@ -124,6 +124,7 @@ AUTO = "auto"  # --data.view_quantile auto: the view chosen from the data (view_
 STRICT_QUANTILES = (0.95, 0.975, 0.99, 0.995, 1.0)  # the stricter views auto tries, every overlay mark out too
 VIEW_ALPHA = 0.05  # auto takes the first view in which the marks left inside pass the test at this level
 FEW_FOR_TEST = 20  # training images of a class below which auto's test is said to miss small dependences
+PERMUTATIONS = 999  # label permutations of auto's test (its p is at least 1 / 1000)
 
 
 @dataclass
@@ -165,18 +166,34 @@ class FrameCounts:
 
     def dependence(self, visible: np.ndarray) -> float:
         """p of the test that the frame and overlay-mark pixels left inside `visible` do not depend on the class:
-        Kruskal-Wallis on their number per training image, in all and in each quarter of the input (marks of one
-        size that sit in class-specific places), the smallest p times the five tests (Bonferroni); a count that
-        is the same number everywhere (e.g. none) gives 1.0."""
-        from scipy.stats import kruskal
+        their number per training image, in all and in each quarter of the input (marks of one size that sit in
+        class-specific places), as one test (class_dependence)."""
+        return class_dependence(self.left_inside(visible), np.array(self.labels))
 
-        left, labels = self.left_inside(visible), np.array(self.labels)
-        p_values = [1.0]
-        for count in left.T:
-            groups = [count[labels == k] for k in np.unique(labels)]
-            if len(groups) > 1 and np.ptp(count) > 0:
-                p_values.append(float(kruskal(*groups).pvalue))
-        return min(1.0, left.shape[1] * min(p_values))
+
+def class_dependence(counts: np.ndarray, labels: np.ndarray, permutations: int = PERMUTATIONS) -> float:
+    """Permutation p of the largest Kruskal-Wallis H (tie-corrected) over the columns of `counts` (N x m) with the
+    class `labels` (N): whether any column depends on the class, as one test whatever the columns' correlation and
+    ties (each column's ranks stay fixed; the labels are permuted, seeded). 1.0 with one class or no column that
+    varies."""
+    from scipy.stats import rankdata, tiecorrect
+
+    classes, codes = np.unique(labels, return_inverse=True)
+    varying = counts[:, np.ptp(counts, axis=0) > 0]
+    if len(classes) < 2 or varying.shape[1] == 0:
+        return 1.0
+    n, sizes = len(codes), np.bincount(codes)[:, None]
+    ranks = rankdata(varying, axis=0)
+    ties = np.array([tiecorrect(column) for column in ranks.T])
+
+    def largest_h(codes: np.ndarray) -> float:
+        sums = np.stack([np.bincount(codes, weights=column, minlength=len(classes)) for column in ranks.T], axis=1)
+        h = 12 / (n * (n + 1)) * np.sum(sums**2 / sizes, axis=0) - 3 * (n + 1)
+        return float(np.max(h / ties))
+
+    observed, rng = largest_h(codes), np.random.default_rng(0)
+    exceed = sum(largest_h(rng.permutation(codes)) >= observed * (1 - 1e-9) for _ in range(permutations))
+    return (1 + exceed) / (1 + permutations)
 
 
 def count_frames(pairs, n_classes: int, keep_marks: bool = False) -> FrameCounts | None:
