@@ -424,17 +424,15 @@ def test_a_view_chosen_from_the_data_leaves_out_the_moving_overlays_that_tell_th
         y, x = rng.integers(0, size // 2 - 1) + label * size // 2, rng.integers(0, size - 2)
         image[y : y + 2, x : x + 2] = 255
         placed.append(image)
-    where, whole = (
-        count_frames(zip(placed, marked_labels, strict=True), 2, keep_marks=True),
-        np.ones((size, size), bool),
-    )
-    assert np.ptp(where.left_inside(whole)[:, 0]) == 0  # as many mark pixels in every image: only the place differs
     odd = np.zeros((5, 7), bool)  # quarters of an odd size: rows 0-1 | 2-4, columns 0-2 | 3-6
     odd[0, 0] = odd[4, 6] = odd[2, 3] = odd[1, 5] = True
     one = FrameCounts(*[np.zeros((1, 5, 7), np.int32)] * 3, np.ones(1, np.int64), [np.packbits(odd)], [0])
     seen = np.ones((5, 7), bool)
     seen[1, 5] = False
     assert one.left_inside(seen).tolist() == [[3, 1, 0, 0, 2]]  # in all, top left, top right, bottom left, right
+    where = count_frames(zip(placed, marked_labels, strict=True), 2, keep_marks=True)
+    whole = np.ones((size, size), bool)
+    assert np.ptp(where.left_inside(whole)[:, 0]) == 0  # as many mark pixels in every image: only the place differs
     assert where.dependence(whole) < VIEW_ALPHA
     with pytest.raises(DataError, match=r"no view covering .*\(60 training images; quantile 0.95, overlays fixed: "):
         common_view(np.stack(placed), np.array(marked_labels), ["a", "b"], "auto")

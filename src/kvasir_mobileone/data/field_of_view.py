@@ -186,8 +186,8 @@ def class_dependence(counts: np.ndarray, labels: np.ndarray, permutations: int =
     ranks = rankdata(varying, axis=0)
     ties = np.array([tiecorrect(column) for column in ranks.T])
 
-    def largest_h(codes: np.ndarray) -> float:
-        sums = np.stack([np.bincount(codes, weights=column, minlength=len(classes)) for column in ranks.T], axis=1)
+    def largest_h(assigned: np.ndarray) -> float:  # the class codes, as given or permuted
+        sums = np.stack([np.bincount(assigned, weights=col, minlength=len(classes)) for col in ranks.T], axis=1)
         h = 12 / (n * (n + 1)) * np.sum(sums**2 / sizes, axis=0) - 3 * (n + 1)
         return float(np.max(h / ties))
 
