@@ -29,6 +29,7 @@ torch.set_num_threads(2)
 
 from fitflags import fit_flags, fit_run  # noqa: E402
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth  # noqa: E402
+from shared_cache import SharedCache  # noqa: E402
 
 TINY_CLASSES = KVASIR_CLASSES[:4]
 GPU_TESTS = os.environ.get("KVASIR_TEST_GPU") == "1"
@@ -39,11 +40,13 @@ GPU_TESTS = os.environ.get("KVASIR_TEST_GPU") == "1"
 SNAPSHOT = (
     json.loads(Path(os.environ["KVASIR_TEST_SNAPSHOT"]).read_text()) if os.environ.get("KVASIR_TEST_SNAPSHOT") else {}
 )
+CACHE = SharedCache()  # its folder is set in pytest_configure
 
 
 def shared(name: str, build):
-    """The session fixture `name`: from the break-it snapshot when there is one, else built now."""
-    return Path(SNAPSHOT[name]) if name in SNAPSHOT else build()
+    """The session fixture `name`: from the break-it snapshot when there is one, else from the cache of shared
+    fixtures (built by `build(folder)` into its folder when this code has not built it yet)."""
+    return Path(SNAPSHOT[name]) if name in SNAPSHOT else CACHE.get(name, build)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has made its factory
@@ -55,110 +58,118 @@ def pytest_configure(config):
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "inductor")  # torch.compile's kernels (--trainer.compile)
     for folder in ("hf-home", "wandb-config"):
         (base / folder).mkdir(exist_ok=True)
+    CACHE.configure(Path(config.rootpath), base / "shared")
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
+def tiny_data():
     """4 classes x 40 JPEGs at a tenth of Kvasir's resolutions (72x57 to 192x107)."""
     return shared(
         "tiny_data",
-        lambda: synth(
-            str(tmp_path_factory.mktemp("tiny") / "data"), images_per_class=40, seed=1, scale=0.1, classes=TINY_CLASSES
-        ),
+        lambda home: synth(str(home / "data"), images_per_class=40, seed=1, scale=0.1, classes=TINY_CLASSES),
     )
 
 
 @pytest.fixture(scope="session")
-def trained_run(tiny_data, tmp_path_factory):
+def trained_run(tiny_data):
     """A run folder from `kvasir fit` on tiny_data: MobileOne-S0 from scratch, 48 px, W&B offline, no test."""
 
-    def build():
+    def build(home):
         from kvasir_mobileone.cli import main
 
-        runs = tmp_path_factory.mktemp("runs")
-        # MobileOne from scratch starts slowly: ~500 steps of Adam at lr 3e-3 reach well above chance on 4 classes.
+        # MobileOne from scratch starts slowly: 60 steps of Adam at lr 1e-2 on batches of 32 reach well above chance
+        # on 4 classes (11 of 16 test images here); a step on 32 images costs little more than one on 8.
         main(
             ["fit", "--data.data_dir", str(tiny_data)]
-            + fit_flags("mobileone_s0", 8, epochs=30, logger="wandb", image_size=48)
-            + ["--trainer.runs_dir", str(runs), "--trainer.run_name", "r", "--test_after", "false"]
+            + fit_flags("mobileone_s0", 32, lr=0.01, epochs=15, logger="wandb", image_size=48)
+            + ["--trainer.runs_dir", str(home), "--trainer.run_name", "r", "--test_after", "false"]
         )
-        return runs / "r"
+        return home / "r"
 
     return shared("trained_run", build)
 
 
 @pytest.fixture(scope="session")
-def resnet_run(tiny_data, tmp_path_factory):
+def resnet_run(tiny_data):
     """A run folder from `kvasir fit` on tiny_data with resnet10t (it learns the synthetic shapes in seconds, on any
     CPU): for tests that need a model that has learned, not MobileOne itself. Tested at the end of fit."""
-    return shared(
-        "resnet_run",
-        lambda: fit_run(tiny_data, tmp_path_factory.mktemp("resnet_runs"), "resnet", flags=fit_flags(epochs=8)),
-    )
+    return shared("resnet_run", lambda home: fit_run(tiny_data, home, "resnet", flags=fit_flags(epochs=8)))
 
 
 @pytest.fixture(scope="session")
-def bundle(trained_run, tmp_path_factory):
+def bundle(trained_run):
     """trained_run tested (the card's evaluation section comes from the report), then exported: the fp32 bundle
     (ONNX, safetensors, metadata, model card). Tests that change a bundle change a copy."""
 
-    def build():
+    def build(home):
         from kvasir_mobileone.cli import main
 
-        out = tmp_path_factory.mktemp("bundle")
         main(["test", str(trained_run), "--num_workers", "0"])
-        main(["export", str(trained_run), "--out", str(out)])
-        return out
+        main(["export", str(trained_run), "--out", str(home / "bundle")])
+        return home / "bundle"
 
     return shared("bundle", build)
 
 
-@pytest.fixture(scope="session")
-def int8_mobile_bundle(trained_run, tmp_path_factory):
-    """trained_run exported with every format: ONNX int8 (one layer kept in fp32, to exercise the sensitivity
-    search), ExecuTorch fp32 and int8, Core ML; 64 training images calibrate both int8 models. Its 16 test images
-    are too few to certify anything: int8 is written unless they show a loss."""
+# the int8 export's flags: one layer kept in fp32 (to exercise the sensitivity search), 64 training images calibrate
+INT8_EXPORT = ["--quantize", "int8", "--calibration_images", "64", "--fp32_layers", "1"]
 
-    def build():
+
+@pytest.fixture(scope="session")
+def int8_bundle(trained_run):
+    """trained_run exported with an ONNX int8 model beside the fp32 one. Its 16 test images are too few to certify
+    anything: int8 is written unless they show a loss."""
+
+    def build(home):
         from kvasir_mobileone.cli import main
 
-        out = tmp_path_factory.mktemp("int8_mobile")
-        main(
-            ["export", str(trained_run), "--out", str(out), "--format", "executorch,coreml"]
-            + ["--quantize", "int8", "--calibration_images", "64", "--fp32_layers", "1"]
-        )
+        main(["export", str(trained_run), "--out", str(home / "bundle"), *INT8_EXPORT])
+        return home / "bundle"
+
+    return shared("int8_bundle", build)
+
+
+@pytest.fixture(scope="session")
+def int8_mobile_bundle(trained_run):
+    """trained_run exported with every format: ONNX int8, ExecuTorch fp32 and int8, Core ML; the same 64 training
+    images calibrate both int8 models. ExecuTorch's lowering takes most of a minute: the tests that need it are
+    slow-marked."""
+
+    def build(home):
+        from kvasir_mobileone.cli import main
+
+        out = home / "bundle"
+        main(["export", str(trained_run), "--out", str(out), "--format", "executorch,coreml", *INT8_EXPORT])
         return out
 
     return shared("int8_mobile_bundle", build)
 
 
 @pytest.fixture(scope="session")
-def ood_data(tmp_path_factory):
+def ood_data():
     """The "I don't know" tests' data: 4 synthetic classes x 80 JPEGs to train on (val and test 20% each: enough
     val images to set a 5% false-alarm threshold), and the other 4 synthetic classes held out (30 each)."""
 
-    def build():
-        root = tmp_path_factory.mktemp("ood")
-        synth(str(root / "train"), images_per_class=80, seed=2, scale=0.1, classes=TINY_CLASSES)
-        synth(str(root / "held_out"), images_per_class=30, seed=3, scale=0.1, classes=KVASIR_CLASSES[4:])
-        return root
+    def build(home):
+        synth(str(home / "train"), images_per_class=80, seed=2, scale=0.1, classes=TINY_CLASSES)
+        synth(str(home / "held_out"), images_per_class=30, seed=3, scale=0.1, classes=KVASIR_CLASSES[4:])
+        return home
 
     return shared("ood_data", build)
 
 
 @pytest.fixture(scope="session")
-def ood_runs(ood_data, tmp_path_factory):
+def ood_runs(ood_data):
     """resnet10t fitted on ood_data/train (tested at the end of fit, so its checkpoint holds the detector), then
     exported: the folder holding ood/ (the run) and bundle/."""
 
-    def build():
+    def build(home):
         from kvasir_mobileone.cli import main
 
-        runs = tmp_path_factory.mktemp("ood_runs")
         flags = fit_flags(epochs=8) + ["--data.val_fraction", "0.2", "--data.test_fraction", "0.2"]
-        run = fit_run(ood_data / "train", runs, "ood", flags=flags)
-        main(["export", str(run), "--out", str(runs / "bundle")])
-        return runs
+        run = fit_run(ood_data / "train", home, "ood", flags=flags)
+        main(["export", str(run), "--out", str(home / "bundle")])
+        return home
 
     return shared("ood_runs", build)
 
@@ -169,7 +180,16 @@ def ood_run(ood_runs):
     return ood_runs / "ood", ood_runs / "bundle"
 
 
-SHARED_FIXTURES = ("tiny_data", "trained_run", "resnet_run", "bundle", "int8_mobile_bundle", "ood_data", "ood_runs")
+SHARED_FIXTURES = (
+    "tiny_data",
+    "trained_run",
+    "resnet_run",
+    "bundle",
+    "int8_bundle",
+    "int8_mobile_bundle",
+    "ood_data",
+    "ood_runs",
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
+from fitflags import fit_flags, fit_run
 from kvasir_mobileone.cli import COMMANDS, _command, main, quote_regions
 from kvasir_mobileone.deploy.predict import probabilities
 from kvasir_mobileone.deploy.runtime import load_predictor
@@ -89,35 +90,9 @@ def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(
     """Trained with bf16 autocast, tested at the end of fit and again by `kvasir test`: both at the run's fp32
     evaluation precision, so the predictions are equal to the last digit. With --trainer.eval_precision as-training
     every evaluating command (predict on the run, features, export's check) runs at bf16."""
-    main(
-        [
-            "fit",
-            "--data.data_dir",
-            str(tiny_data),
-            "--data.image_size",
-            "32",
-            "--data.batch_size",
-            "8",
-            "--model.lr_reference_batch",
-            "8",
-            "--data.num_workers",
-            "0",
-            "--model.name",
-            "mobileone_s0",
-            "--model.pretrained",
-            "false",
-            "--trainer.precision",
-            "bf16-mixed",
-            "--trainer.max_epochs",
-            "2",
-            "--trainer.logger",
-            "none",
-            "--trainer.runs_dir",
-            str(tmp_path),
-            "--trainer.run_name",
-            "bf16",
-        ]
-    )
+    # what is claimed is the precision of the evaluation, not of MobileOne: resnet10t, 2 epochs
+    bf16 = ["--trainer.precision", "bf16-mixed"]
+    fit_run(tiny_data, tmp_path, "bf16", flags=fit_flags(batch_size=8, epochs=2) + bf16)
     run = tmp_path / "bf16"
     in_fit = json.loads((run / "test" / "metrics.json").read_text())
     again = main(["test", str(run), "--out", str(tmp_path / "again")])

@@ -17,11 +17,6 @@ from kvasir_mobileone.images import read_network_input
 from kvasir_mobileone.io import read_csv
 
 
-@pytest.fixture
-def int8_bundle(int8_mobile_bundle):
-    return int8_mobile_bundle
-
-
 def test_int8_bundle_keeps_the_model_and_says_how_it_was_checked(int8_bundle, trained_run):
     meta = json.loads((int8_bundle / "metadata.json").read_text())
     int8 = meta["int8"]

@@ -21,6 +21,7 @@ def mobile_bundle(int8_mobile_bundle):
     return int8_mobile_bundle
 
 
+@pytest.mark.slow  # ExecuTorch's lowering (int8_mobile_bundle) takes most of a minute
 def test_executorch_programs_agree_with_the_fp32_model_on_the_test_images(mobile_bundle, trained_run):
     from kvasir_mobileone.deploy.pte import PteModel
 
@@ -56,6 +57,7 @@ def test_executorch_programs_agree_with_the_fp32_model_on_the_test_images(mobile
     assert int8["fp32_ms_batch1"] > 0 and int8["int8_ms_batch1"] > 0 and meta["executorch"]["ms_batch1"] > 0
 
 
+@pytest.mark.slow  # ExecuTorch's lowering (int8_mobile_bundle) takes most of a minute
 def test_predict_runs_the_executorch_program(mobile_bundle, tiny_data):
     from kvasir_mobileone.deploy.pte import PteModel
 
@@ -79,6 +81,7 @@ def test_predict_runs_the_executorch_program(mobile_bundle, tiny_data):
         main(["predict", str(folder), "--model", str(tiny_data), "--runtime", "executorch"])
 
 
+@pytest.mark.slow  # ExecuTorch's lowering (int8_mobile_bundle) takes most of a minute
 def test_the_bundle_describes_each_file_and_the_core_ml_package(mobile_bundle, trained_run):
     meta = json.loads((mobile_bundle / "metadata.json").read_text())
     files = {f["file"]: f for f in meta["files"]}
