@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import budget
+
 # No test may reach the network or a user's caches: an empty Hugging Face cache, the hub offline whatever the
 # environment says, and W&B with no credentials anywhere, so the tool itself must choose offline mode (no WANDB_MODE
 # set here). Their folders are made under pytest's own temporary folder in pytest_configure, before collection
@@ -59,6 +61,7 @@ def pytest_configure(config):
     for folder in ("hf-home", "wandb-config"):
         (base / folder).mkdir(exist_ok=True)
     CACHE.configure(Path(config.rootpath), base / "shared")
+    budget.register(config)  # every default-suite test and fixture within its time budget (tests/budget.py)
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,9 @@ def test_test_command_reports_above_chance(trained_run):
     main(["test", str(trained_run), "--num_workers", "0"])
     out = trained_run / "test"
     metrics = json.loads((out / "metrics.json").read_text())
-    # 4 classes: chance is 4 of 16; fp32 evaluation gives 11 of 16 here, 3 images above this bound
-    assert metrics["n"] == 16 and metrics["accuracy"] >= 0.5 and metrics["eval_precision"] == "32-true"
+    # 4 classes: above chance (4 of 16) by the report's own 95% interval, not by a point value that one image or the
+    # CPU kind moves (11 of 16 here, 9 of 16 with oneDNN and ATen held to AVX2; the interval's low end needs 8)
+    assert metrics["n"] == 16 and metrics["accuracy_ci"][0] > 0.25 and metrics["eval_precision"] == "32-true"
     report = (out / "report.md").read_text()
     assert "| Accuracy | Top-3 | Top-5 | F1 | macro-F1 |" in report
     for png in ("confusion_matrix.png", "confusion_matrix_normalized.png"):

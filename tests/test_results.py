@@ -172,7 +172,7 @@ def test_cross_validation_summary_and_compare_refusal(tiny_data, trained_run, tm
                 "--model.lr",
                 lr,
                 "--trainer.max_epochs",
-                "2",
+                "1",
                 *where,
             ]
         )

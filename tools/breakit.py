@@ -51,6 +51,9 @@ MO = "tests/test_mobile.py::"
 SE = "tests/test_serve.py::"
 UN = "tests/test_uncertainty.py::"
 VI = "tests/test_video.py::"
+# every entry builds its shared fixtures afresh or from the snapshot (never from the suite's disk cache), and no test
+# fails on time: a mutation may slow a test down without breaking what it claims (tests/budget.py)
+QUIET = {"KVASIR_TEST_CACHE": "off", "KVASIR_TEST_BUDGET": "off"}
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
 MUTATIONS = [
@@ -1237,7 +1240,7 @@ class Snapshot:
         clean = self.tmp / "clean"
         copy_tree(clean)
         (clean / "tests" / "test_breakit_snapshot.py").write_text(SNAPSHOT_TEST)
-        env = os.environ | {"PYTHONPATH": str(clean / "src"), "KVASIR_SNAPSHOT_OUT": str(self.json)}
+        env = os.environ | {"PYTHONPATH": str(clean / "src"), "KVASIR_SNAPSHOT_OUT": str(self.json)} | QUIET
         start = time.perf_counter()
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(self.root)]
         result = subprocess.run(
@@ -1283,7 +1286,7 @@ def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tup
     if text.count(mutation.original) != 1:
         return "STALE", "the original text is not in the file exactly once", 0.0
     target.write_text(text.replace(mutation.original, mutation.broken))
-    env = os.environ | {"PYTHONPATH": str(work / "src"), "COLUMNS": "400"}  # a summary line wide enough for the reason
+    env = os.environ | {"PYTHONPATH": str(work / "src"), "COLUMNS": "400"} | QUIET  # a summary line wide enough
     reused = snapshot.reusable(mutation) if snapshot else []
     env |= snapshot.restore(reused, work) if reused else {}
     start = time.perf_counter()
