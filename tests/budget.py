@@ -39,7 +39,10 @@ SLOWEST_KIND = 2.75
 SUITE_BUDGET_S = 600 / SLOWEST_KIND
 
 
-def calibrate(repeats: int = 5) -> float:
+CALIBRATION_REPEATS = 5
+
+
+def calibrate(repeats: int | None = None) -> float:
     """Seconds of a fixed piece of work like the suite's (a few training steps of a small convolutional network on
     two threads, then a pure-Python loop), the best of `repeats`: the machine's speed, not its noise."""
     import torch
@@ -69,7 +72,7 @@ def calibrate(repeats: int = 5) -> float:
 
     work()  # warm-up: the first step allocates and picks kernels
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(repeats or CALIBRATION_REPEATS):
         start = time.perf_counter()
         work()
         best = min(best, time.perf_counter() - start)
