@@ -48,7 +48,7 @@ def test_test_command_reports_above_chance(trained_run):
     out = trained_run / "test"
     metrics = json.loads((out / "metrics.json").read_text())
     # 4 classes: above chance (4 of 16) by the report's own 95% interval, not by a point value that one image or the
-    # CPU kind moves (11 of 16 here, 9 of 16 with oneDNN and ATen held to AVX2; the interval's low end needs 8)
+    # CPU kind moves (11 of 16 here; the interval's low end needs 8)
     assert metrics["n"] == 16 and metrics["accuracy_ci"][0] > 0.25 and metrics["eval_precision"] == "32-true"
     report = (out / "report.md").read_text()
     assert "| Accuracy | Top-3 | Top-5 | F1 | macro-F1 |" in report
