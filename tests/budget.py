@@ -8,9 +8,11 @@ before it is compared: the budget is a ratio, so it holds on an AMD machine with
 
 A test over its budget fails, named, with its time here and in reference seconds; so does the test whose set-up
 built a fixture over the fixture's budget. A test that needs more says so beside its code with
-`@pytest.mark.budget(seconds)`; a fixture, in FIXTURE_BUDGETS. The whole default suite has a budget too
-(SUITE_BUDGET_S, checked when it runs whole): 10 minutes on the slowest CPU kind CI may run on, an AMD EPYC without
-AVX-512, which is SLOWEST_KIND times slower than the reference. Slow-marked tests have no budget.
+`@pytest.mark.budget(seconds)`; a fixture, in FIXTURE_BUDGETS. The whole default suite's time is printed against its
+budget when it runs whole (SUITE_BUDGET_S: 10 minutes on the slowest CPU kind CI may run on, an AMD EPYC without
+AVX-512, SLOWEST_KIND times slower than the reference), not enforced: a machine's speed drifts over a session by more
+than one calibration at its start can follow (seen here: 1.0x to 1.9x within an hour), and the sum of 230 tests would
+fail on that drift, where each test's budget has room for it. Slow-marked tests have no budget.
 
 `KVASIR_TEST_BUDGET=off` turns the check off (a debugger, coverage; tools/breakit.py, whose mutations may slow a test
 down without breaking what it claims); the durations are still printed."""
@@ -39,10 +41,7 @@ SLOWEST_KIND = 2.75
 SUITE_BUDGET_S = 600 / SLOWEST_KIND
 
 
-CALIBRATION_REPEATS = 5
-
-
-def calibrate(repeats: int | None = None) -> float:
+def calibrate(repeats: int = 5) -> float:
     """Seconds of a fixed piece of work like the suite's (a few training steps of a small convolutional network on
     two threads, then a pure-Python loop), the best of `repeats`: the machine's speed, not its noise."""
     import torch
@@ -72,7 +71,7 @@ def calibrate(repeats: int | None = None) -> float:
 
     work()  # warm-up: the first step allocates and picks kernels
     best = float("inf")
-    for _ in range(repeats or CALIBRATION_REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         work()
         best = min(best, time.perf_counter() - start)
@@ -93,6 +92,7 @@ class Budget:
         self.fixture_time: dict[str, float] = {}  # nodeid -> seconds of the fixtures its set-up built
         self.over: dict[str, list[str]] = {}  # nodeid -> what went over, in words
         self.own: dict[str, float] = {}  # nodeid -> own seconds here
+        self.built: dict[str, float] = {}  # fixture -> its longest build here
         self.start = time.perf_counter()
 
     def reference(self, seconds: float) -> float:
@@ -126,6 +126,7 @@ class Budget:
             self.nested[-1] += seconds
         elif self.item is not None:
             self.fixture_time[self.item.nodeid] = self.fixture_time.get(self.item.nodeid, 0.0) + seconds
+        self.built[fixturedef.argname] = max(self.built.get(fixturedef.argname, 0.0), seconds - inner)
         budget = FIXTURE_BUDGETS.get(fixturedef.argname, FIXTURE_BUDGET_S)
         if self.item is not None and self.budgeted(self.item) and self.reference(seconds - inner) > budget:
             what = f"fixture {fixturedef.argname}"
@@ -155,8 +156,6 @@ class Budget:
         option = self.config.option
         from_testpaths = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
         self.whole = from_testpaths and option.markexpr == "not slow" and not option.keyword and not option.deselect
-        if self.enabled and self.whole and self.reference(self.total) > SUITE_BUDGET_S and exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter):
         tr = terminalreporter
@@ -167,14 +166,19 @@ class Budget:
             + (f" (the default suite's budget: {SUITE_BUDGET_S:.0f})" if self.whole else "")
         )
         slowest = sorted(self.own.items(), key=lambda kv: -kv[1])[:5]
+        built = sorted(self.built.items(), key=lambda kv: -kv[1])[:5]
         tr.write_line(
             "own time of the slowest tests, in reference seconds: "
             + ", ".join(f"{nodeid.split('::')[-1]} {self.reference(s):.1f}" for nodeid, s in slowest)
         )
+        tr.write_line(
+            "own time of the slowest fixtures, in reference seconds: "
+            + ", ".join(f"{name} {self.reference(s):.1f}" for name, s in built)
+        )
         if self.whole and self.reference(self.total) > SUITE_BUDGET_S:
             tr.write_line(
                 f"the default suite is over its budget: {self.reference(self.total):.0f} > {SUITE_BUDGET_S:.0f} "
-                "reference seconds" + ("" if self.enabled else " (not enforced: KVASIR_TEST_BUDGET=off)"),
+                "reference seconds (printed, not enforced: tests/budget.py says why)",
                 red=True,
             )
 

@@ -322,7 +322,7 @@ def test_deterministic_runs_repeat_exactly(tiny_data, tmp_path):
                 str(tiny_data),
                 *TINY_FIT,
                 "--trainer.max_epochs",
-                "2",
+                "1",
                 "--trainer.deterministic",
                 "true",
                 "--trainer.runs_dir",
