@@ -27,18 +27,18 @@ import pytest
 # The calibration's time on the reference machine (the best of its repeats), as a session measures it: its summary
 # prints it (`python tests/budget.py` measures it alone).
 REFERENCE_CALIBRATION_S = 0.16
-# The default budget of a test's own time (set-up and call, without the shared fixtures it built): about twice what the
-# slowest default-suite test takes on the reference machine (about 8 s), room for a machine that slows down after
-# its calibration; a new test over it is named when it is added.
-TEST_BUDGET_S = 15.0
+# The default budget of a test's own time (set-up and call, without the fixtures it built): about two and a half times
+# what the slowest default-suite test takes on the reference machine (about 8 s), room for a machine that slows down
+# after its calibration (seen here: up to 1.9x within an hour); a new test over it is named when it is added.
+TEST_BUDGET_S = 20.0
 # Fixtures that build more than a test may take: their own time, without the fixtures they are made from (about
-# twice what each takes on the reference machine).
+# twice and a half what each takes on the reference machine).
 FIXTURE_BUDGETS = {
-    "trained_run": 35.0,  # MobileOne-S0 from scratch, 48 steps (a fixture many tests read; 17 s)
-    "runs": 30.0,  # the audit's three fits and the field of view's two (test_audit.py, test_field_of_view.py; 14 s)
+    "trained_run": 45.0,  # MobileOne-S0 from scratch, 48 steps, then `kvasir test` (a fixture many tests read; 19 s)
+    "runs": 35.0,  # the audit's three fits and the field of view's two (test_audit.py, test_field_of_view.py; 14 s)
     "int8_mobile_bundle": 90.0,  # ExecuTorch's lowering, twice (slow tests only)
 }
-FIXTURE_BUDGET_S = 20.0  # any other fixture (the slowest, ood_runs: 9 s)
+FIXTURE_BUDGET_S = 25.0  # any other fixture (the slowest, ood_runs: 9 s)
 # How much slower than the reference the slowest CPU kind CI may run on is, on the whole default suite (measured:
 # 1,163 s on a 2-core AMD EPYC without AVX-512 against 423 s here, at a66aac6); the suite's budget: 10 minutes there.
 SLOWEST_KIND = 2.75
@@ -148,7 +148,7 @@ class Budget:
         own = self.setup.get(item.nodeid, 0.0) + report.duration - self.fixture_time.get(item.nodeid, 0.0)
         self.own[item.nodeid] = own
         marker = item.get_closest_marker("budget")
-        budget = marker.args[0] if marker else TEST_BUDGET_S
+        budget = (marker.args[0] if marker.args else marker.kwargs["seconds"]) if marker else TEST_BUDGET_S
         if self.budgeted(item) and self.reference(own) > budget:
             self.over.setdefault(item.nodeid, []).append(self.words("the test", own, budget))
         if self.enabled and self.over.get(item.nodeid) and report.passed:

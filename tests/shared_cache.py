@@ -52,6 +52,30 @@ def cache_key(package: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def in_use(folder: Path) -> bool:
+    """Whether a session holds one of the folder's locks (it is building or waiting for a fixture there)."""
+    for path in folder.glob("*.lock"):
+        with open(path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    return False
+
+
+def drop(folder: Path) -> None:
+    """Remove a build of other code unless a session is using it: renamed aside first, so that no marker can
+    outlive a half-removed fixture."""
+    if in_use(folder):
+        return
+    aside = folder.with_name(f".{folder.name}.removing")
+    try:
+        folder.rename(aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 class SharedCache:
     """Where the shared fixtures are built and found (configured once per session)."""
 
@@ -65,9 +89,11 @@ class SharedCache:
 
             parent = rootdir / ".pytest_cache" / "kvasir-shared"
             self.folder = parent / cache_key(Path(kvasir_mobileone.__file__).parent)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            os.utime(self.folder)  # last used now: the builds of other code are dropped oldest-used first
             others = sorted((p for p in parent.glob("*") if p != self.folder), key=lambda p: p.stat().st_mtime)
             for stale in others[:-KEEP] if len(others) > KEEP else []:
-                shutil.rmtree(stale, ignore_errors=True)
+                drop(stale)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def get(self, name: str, build: Callable[[Path], Path]) -> Path:
@@ -81,5 +107,7 @@ class SharedCache:
             shutil.rmtree(home, ignore_errors=True)  # an interrupted build
             home.mkdir(parents=True)
             built = Path(build(home))
-            done.write_text(str(built.relative_to(home)))
+            marker = done.with_suffix(".partial")
+            marker.write_text(str(built.relative_to(home)))
+            marker.replace(done)  # the marker whole or not at all
         return built

@@ -43,8 +43,8 @@ def test_wandb_offline_run_is_written(trained_run):
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "no offline W&B run file"
 
 
-def test_test_command_reports_above_chance(trained_run, bundle):
-    """The report `kvasir test RUN --num_workers 0` wrote (the bundle fixture runs it, once for the session)."""
+def test_test_command_reports_above_chance(trained_run):
+    """The report `kvasir test RUN --num_workers 0` wrote (trained_run's build runs it, once)."""
     out = trained_run / "test"
     metrics = json.loads((out / "metrics.json").read_text())
     # 4 classes: above chance (4 of 16) by the report's own 95% interval, not by a point value that one image or the

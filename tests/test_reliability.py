@@ -322,7 +322,7 @@ def test_deterministic_runs_repeat_exactly(tiny_data, tmp_path):
                 str(tiny_data),
                 *TINY_FIT,
                 "--trainer.max_epochs",
-                "1",
+                "2",  # two: the second epoch's shuffle, seeded by (seed, epoch), is compared too
                 "--trainer.deterministic",
                 "true",
                 "--trainer.runs_dir",

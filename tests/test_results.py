@@ -133,8 +133,8 @@ def test_features_then_classical_models_above_chance(classical):
         assert metrics["n"] == 16 and metrics["accuracy"] == s["test_accuracy"]
 
 
-def test_compare_network_and_classical_rows(trained_run, bundle, classical, tmp_path):
-    # the bundle fixture ran `kvasir test` on trained_run: the network's predictions on the same split
+def test_compare_network_and_classical_rows(trained_run, classical, tmp_path):
+    # trained_run's build ran `kvasir test`: the network's predictions on the same split
     main(["compare", str(trained_run), str(classical / "logreg"), str(classical / "knn"), "--out", str(tmp_path)])
     result = json.loads((tmp_path / "comparison.json").read_text())
     assert [r["run"] for r in result["runs"]] == ["r", "logreg", "knn"] and len(result["pairs"]) == 3

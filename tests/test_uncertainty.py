@@ -203,7 +203,7 @@ def test_the_report_shows_the_ood_figures_risk_coverage_and_the_coverage_table(o
 
 
 def test_a_checkpoint_without_a_detector_gets_one_from_kvasir_test(bundle):
-    """trained_run was fitted with --test_after false: `kvasir test` (the bundle fixture runs it) fitted the
+    """trained_run was fitted with --test_after false: `kvasir test` (trained_run's build runs it) fitted the
     detector and wrote it into the checkpoint, and export carried it."""
     meta = json.loads((bundle / METADATA_NAME).read_text())
     assert meta["uncertainty"]["detector"] in DETECTORS
