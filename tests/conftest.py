@@ -104,36 +104,34 @@ def resnet_run(tiny_data):
     return shared("resnet_run", lambda home: fit_run(tiny_data, home, "resnet", flags=fit_flags(epochs=8)))
 
 
-@pytest.fixture(scope="session")
-def bundle(trained_run):
-    """trained_run exported (the card's evaluation section comes from its report): the fp32 bundle (ONNX,
-    safetensors, metadata, model card). Tests that change a bundle change a copy."""
+def exported(name: str, run: Path, *flags: str) -> Path:
+    """The shared fixture `name`: `kvasir export RUN --out FOLDER/bundle FLAGS`."""
 
     def build(home):
         from kvasir_mobileone.cli import main
 
-        main(["export", str(trained_run), "--out", str(home / "bundle")])
+        main(["export", str(run), "--out", str(home / "bundle"), *flags])
         return home / "bundle"
 
-    return shared("bundle", build)
+    return shared(name, build)
+
+
+@pytest.fixture(scope="session")
+def bundle(trained_run):
+    """trained_run exported (the card's evaluation section comes from its report): the fp32 bundle (ONNX,
+    safetensors, metadata, model card). Tests that change a bundle change a copy."""
+    return exported("bundle", trained_run)
 
 
 # the int8 export's flags: one layer kept in fp32 (to exercise the sensitivity search), 64 training images calibrate
-INT8_EXPORT = ["--quantize", "int8", "--calibration_images", "64", "--fp32_layers", "1"]
+INT8_EXPORT = ("--quantize", "int8", "--calibration_images", "64", "--fp32_layers", "1")
 
 
 @pytest.fixture(scope="session")
 def int8_bundle(trained_run):
     """trained_run exported with an ONNX int8 model beside the fp32 one. Its 16 test images are too few to certify
     anything: int8 is written unless they show a loss."""
-
-    def build(home):
-        from kvasir_mobileone.cli import main
-
-        main(["export", str(trained_run), "--out", str(home / "bundle"), *INT8_EXPORT])
-        return home / "bundle"
-
-    return shared("int8_bundle", build)
+    return exported("int8_bundle", trained_run, *INT8_EXPORT)
 
 
 @pytest.fixture(scope="session")
@@ -141,15 +139,7 @@ def int8_mobile_bundle(trained_run):
     """trained_run exported with every format: ONNX int8, ExecuTorch fp32 and int8, Core ML; the same 64 training
     images calibrate both int8 models. ExecuTorch's lowering takes most of a minute: the tests that need it are
     slow-marked."""
-
-    def build(home):
-        from kvasir_mobileone.cli import main
-
-        out = home / "bundle"
-        main(["export", str(trained_run), "--out", str(out), "--format", "executorch,coreml", *INT8_EXPORT])
-        return out
-
-    return shared("int8_mobile_bundle", build)
+    return exported("int8_mobile_bundle", trained_run, "--format", "executorch,coreml", *INT8_EXPORT)
 
 
 @pytest.fixture(scope="session")

@@ -87,14 +87,16 @@ class SharedCache:
         else:
             import kvasir_mobileone
 
-            parent = rootdir / ".pytest_cache" / "kvasir-shared"
-            self.folder = parent / cache_key(Path(kvasir_mobileone.__file__).parent)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            os.utime(self.folder)  # last used now: the builds of other code are dropped oldest-used first
-            others = sorted((p for p in parent.glob("*") if p != self.folder), key=lambda p: p.stat().st_mtime)
-            for stale in others[:-KEEP] if len(others) > KEEP else []:
-                drop(stale)
+            key = cache_key(Path(kvasir_mobileone.__file__).parent)
+            self.folder = rootdir / ".pytest_cache" / "kvasir-shared" / key
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder != session_temp:
+            os.utime(self.folder)  # last used now: the builds of other code are dropped oldest-used first
+            for left in self.folder.parent.glob(".*.removing"):  # a removal that was interrupted
+                shutil.rmtree(left, ignore_errors=True)
+            others = [p for p in self.folder.parent.iterdir() if p != self.folder and not p.name.startswith(".")]
+            for stale in sorted(others, key=lambda p: p.stat().st_mtime)[:-KEEP]:
+                drop(stale)
 
     def get(self, name: str, build: Callable[[Path], Path]) -> Path:
         """The fixture `name`: built by `build(folder)` (which returns its path inside folder) unless already built."""
