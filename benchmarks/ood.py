@@ -20,7 +20,7 @@ from kvasir_mobileone.answers import DETECTORS, Uncertainty, UncertaintyConfig
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.foreign import FIVE, write_foreign
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth
-from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.evaluation.uncertainty import (
     Outputs,
     auroc,
@@ -70,8 +70,8 @@ def run(args) -> None:
             + ["--trainer.max_epochs", str(args.epochs), "--trainer.logger", "none"]
             + ["--trainer.runs_dir", str(run_dir.parent), "--trainer.run_name", args.model]
         )
-    predictor = load_predictor(str(run_dir))
-    names = predictor.metadata["class_names"]
+    predictor = load(str(run_dir))
+    names = predictor.class_names
     rows = read_csv(RunFolder(run_dir).manifest)
     split = {
         s: outputs(

@@ -101,11 +101,9 @@ def test_masking_the_region_in_training_removes_the_dependence(audits, runs):
     audit_json.write_text(json.dumps(found))
     assert "the run's audit is of another checkpoint" in (bundle.with_name("stale_bundle") / "README.md").read_text()
     image = next((runs["masked"].parents[1] / "planted" / SHORTCUT).glob("*.jpg"))
-    from kvasir_mobileone.deploy.runtime import OnnxBundle
-    from kvasir_mobileone.images import read_network_input
+    from kvasir_mobileone.deploy.runtime import load
 
-    bundle_model = OnnxBundle(bundle)
-    x, pixels = read_network_input(image, bundle_model.metadata["input"])
+    x, pixels = load(bundle).model_input.read(image)
     assert pixels[-3:, :3].max() == 0  # bottom-left corner blacked before the network sees it
 
 

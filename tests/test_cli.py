@@ -15,8 +15,8 @@ from PIL import Image
 from fitflags import fit_flags, fit_run
 from kvasir_mobileone.cli import COMMANDS, _command, main, quote_regions
 from kvasir_mobileone.deploy.predict import probabilities
-from kvasir_mobileone.deploy.runtime import load_predictor
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.deploy.runtime import load
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,10 +124,10 @@ def test_test_reproduces_the_fit_report_exactly_whatever_the_training_precision(
     # bf16 and fp32 differ, so the match above is not by chance. Shown on the logits: a saturated softmax gives equal
     # probabilities to 1e-6 whatever the precision (seen on AMD EPYC). The run's logits are bf16 numbers (the head ran
     # in bf16) and the fp32 bundle's are not; both hold on any CPU.
-    batch = np.stack([read_network_input(path, meta["input"])[0] for path in images])
-    run_predictor = load_predictor(str(run))
+    batch = np.stack([ModelInput.from_dict(meta["input"]).read(path)[0] for path in images])
+    run_predictor = load(str(run))
     bf16_logits = run_predictor.logits(batch)
-    fp32_logits = load_predictor(str(tmp_path / "bundle"), "fp32").logits(batch)
+    fp32_logits = load(str(tmp_path / "bundle"), "fp32").logits(batch)
     as_bf16 = torch.from_numpy(bf16_logits).to(torch.bfloat16).float().numpy()
     assert run_predictor.precision == "bf16-mixed" and np.array_equal(as_bf16, bf16_logits)
     assert not np.array_equal(torch.from_numpy(fp32_logits).to(torch.bfloat16).float().numpy(), fp32_logits)

@@ -15,9 +15,9 @@ from PIL import Image
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.field_of_view import write_view_png
 from kvasir_mobileone.deploy.export import parity
-from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
-from kvasir_mobileone.images import encode_view, read_network_input
+from kvasir_mobileone.images import ModelInput, encode_view
 from kvasir_mobileone.io import read_csv
 
 README = Path(__file__).parents[1] / "README.md"
@@ -48,9 +48,9 @@ def test_export_writes_a_parity_checked_bundle(bundle, trained_run):
     assert meta["parity"]["images"] == 16  # the run's test split
     # checked here apart from the export's own check: the shipped ONNX model against the trained (unfused) run
     rows = [r for r in read_csv(trained_run / "split_manifest.csv") if r["split"] == "test"]
-    run = load_predictor(str(trained_run))
-    x = np.stack([read_network_input(run.trained.data_dir() / r["path"], meta["input"])[0] for r in rows])
-    unfused, shipped = run.logits(x), load_predictor(str(bundle), "fp32").logits(x)
+    run = load(str(trained_run))
+    x = np.stack([ModelInput.from_dict(meta["input"]).read(run.data_dir() / r["path"])[0] for r in rows])
+    unfused, shipped = run.logits(x), load(str(bundle), "fp32").logits(x)
     independent = parity(unfused, shipped)
     assert independent["max_rel"] < 1e-3 and independent["top1_agreement"] == 1.0, independent
     for check in ("unfused_vs_fused_torch", "fused_torch_vs_onnxruntime"):  # and what the export recorded
@@ -193,7 +193,7 @@ def test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included(b
         return scope
 
     card = run_snippet(masked)
-    assert np.array_equal(card["x"][0], read_network_input(image, meta["input"])[0])  # bit for bit
+    assert np.array_equal(card["x"][0], ModelInput.from_dict(meta["input"]).read(image)[0])  # bit for bit
     size = meta["input"]["image_size"]
     assert card["pixels"][: round(0.3 * size), : round(0.5 * size)].max() == 0
     assert card["pixels"][:, -size // 5 :].max() == 0 and card["pixels"][:, : size // 2].max() > 0

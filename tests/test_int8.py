@@ -13,7 +13,7 @@ import pytest
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.deploy.quantize import Int8Refused, decide, int8_verdict
 from kvasir_mobileone.evaluation.stats import apply_temperature, matched_pairs_interval, softmax
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import read_csv
 
 
@@ -41,8 +41,8 @@ def test_int8_bundle_keeps_the_model_and_says_how_it_was_checked(int8_bundle, tr
 
 def test_predict_runs_the_int8_model_without_torch_unless_fp32_is_asked(int8_bundle, tiny_data):
     code = (
-        "import sys; from kvasir_mobileone.deploy.runtime import load_predictor; "
-        f"p = load_predictor({str(int8_bundle)!r}); q = load_predictor({str(int8_bundle)!r}, 'fp32'); "
+        "import sys; from kvasir_mobileone.deploy.runtime import load; "
+        f"p = load({str(int8_bundle)!r}); q = load({str(int8_bundle)!r}, 'fp32'); "
         "print(p.precision, q.precision, [m for m in ('torch', 'timm', 'lightning') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=os.environ)
@@ -51,7 +51,7 @@ def test_predict_runs_the_int8_model_without_torch_unless_fp32_is_asked(int8_bun
     fp32 = main(["predict", str(tiny_data / "esophagitis"), "--model", str(int8_bundle), "--precision", "fp32"])
     # each answer is the one its own ONNX file gives (the int8 model unless fp32 is asked for), image by image
     meta = json.loads((int8_bundle / "metadata.json").read_text())
-    inputs = np.stack([read_network_input(r["path"], meta["input"])[0] for r in results]).astype(np.float32)
+    inputs = np.stack([ModelInput.from_dict(meta["input"]).read(r["path"])[0] for r in results]).astype(np.float32)
     for answers, file in ((results, meta["int8"]["file"]), (fp32, "model.onnx")):
         logits = ort.InferenceSession(str(int8_bundle / file)).run(None, {"image": inputs})[0]
         probs = (

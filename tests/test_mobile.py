@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
-from kvasir_mobileone.images import ModelInput, hide, network_input, read_network_input
+from kvasir_mobileone.images import ModelInput, hide, network_input
 from kvasir_mobileone.io import read_csv
 
 
@@ -33,7 +33,7 @@ def test_executorch_programs_agree_with_the_fp32_model_on_the_test_images(mobile
     from kvasir_mobileone.models.loading import open_run
 
     data_dir = open_run(str(trained_run)).data_dir()
-    x = np.stack([read_network_input(data_dir / r["path"], meta["input"])[0] for r in rows])
+    x = np.stack([ModelInput.from_dict(meta["input"]).read(data_dir / r["path"])[0] for r in rows])
     program = PteModel(mobile_bundle / "model.pte")
     assert len(x) > program.max_batch >= 1
     import onnxruntime as ort
@@ -65,7 +65,7 @@ def test_predict_runs_the_executorch_program(mobile_bundle, tiny_data):
     results = main(["predict", str(folder), "--model", str(mobile_bundle), "--runtime", "executorch"])
     meta = json.loads((mobile_bundle / "metadata.json").read_text())
     paths = sorted(folder.glob("*.jpg"))
-    x = np.stack([read_network_input(p, meta["input"])[0] for p in paths])
+    x = np.stack([ModelInput.from_dict(meta["input"]).read(p)[0] for p in paths])
     probs = softmax(PteModel(mobile_bundle / "model.int8.pte").logits(x))  # auto: the int8 program
     if meta.get("temperature"):
         probs = apply_temperature(probs, meta["temperature"])
@@ -75,7 +75,7 @@ def test_predict_runs_the_executorch_program(mobile_bundle, tiny_data):
     int8, fp32 = (PteModel(mobile_bundle / name).logits(x) for name in ("model.int8.pte", "model.pte"))
     assert not np.array_equal(int8, fp32)
     for precision, expected in (("auto", int8), ("fp32", fp32)):
-        predictor = load_predictor(str(mobile_bundle), precision, "executorch")
+        predictor = load(str(mobile_bundle), precision, "executorch")
         assert np.array_equal(predictor.logits(x), expected), precision
     with pytest.raises(UserError, match="runs an exported bundle"):
         main(["predict", str(folder), "--model", str(tiny_data), "--runtime", "executorch"])

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from kvasir_mobileone.errors import UserError
-from kvasir_mobileone.images import ModelInput, read_network_input
+from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.backbone import WeightsUnavailableError, create_backbone
 from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
 
@@ -113,7 +113,7 @@ def test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading(tmp_pat
     assert int(from_bundle.hidden().sum()) == expected["hidden_pixels"]
     assert from_bundle.view_sha256 == expected["field_of_view_sha256"]
     assert (from_bundle.image_size, from_bundle.interpolation) == (expected["image_size"], expected["interpolation"])
-    x, _ = read_network_input(RELEASE_0_1_0 / "frame.jpg", recorded["bundle_input"])
+    x, _ = ModelInput.from_dict(recorded["bundle_input"]).read(RELEASE_0_1_0 / "frame.jpg")
     assert np.array_equal(x, np.load(RELEASE_0_1_0 / "network_input.npy"))
 
 

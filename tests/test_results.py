@@ -21,7 +21,7 @@ from kvasir_mobileone.evaluation.stats import (
     softmax,
     wilson_interval,
 )
-from kvasir_mobileone.images import read_network_input
+from kvasir_mobileone.images import ModelInput
 
 TINY_FIT = fit_flags(batch_size=8, lr=None)  # resnet10t: plumbing, not learning
 
@@ -233,7 +233,7 @@ def test_tta_and_temperature_are_reported_and_exported(trained_run, tiny_data, t
     assert meta["temperature"] == temperature
     # predict answers with the temperature, from the bundle and from the run: p = softmax(logits / T)
     images = sorted(tiny_data.glob("esophagitis/*.jpg"))[:6]
-    inputs = np.stack([read_network_input(p, meta["input"])[0] for p in images])
+    inputs = np.stack([ModelInput.from_dict(meta["input"]).read(p)[0] for p in images])
     logits = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx")).run(None, {"image": inputs})[0]
     scaled, plain = softmax(logits / temperature), softmax(logits)
     assert np.abs(scaled - plain).max() > 0.01  # the temperature matters on these images

@@ -126,10 +126,10 @@ def outputs_on(predictor, paths) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_images(ood_data, ood_run, tmp_path):
-    from kvasir_mobileone.deploy.runtime import load_predictor
+    from kvasir_mobileone.deploy.runtime import load
 
     run, _ = ood_run
-    predictor = load_predictor(str(run))
+    predictor = load(str(run))
     found = predictor.uncertainty
     assert found is not None and found.ood_threshold is not None
     assert found.fitted["chosen"] == "auto" and found.detector == max(

@@ -187,17 +187,6 @@ class ModelInput:
         return self.normalized(pixels), pixels
 
 
-def read_network_input(path: str | Path, model_input: ModelInput | dict) -> tuple[np.ndarray, np.ndarray]:
-    """(CHW float32 network input, HWC uint8 resized image) for a model whose input is `model_input` (or its
-    serialized form, e.g. a bundle's metadata.json "input"), exactly as in training: what the model never saw is
-    black."""
-    return as_model_input(model_input).read(path)
-
-
-def as_model_input(model_input: ModelInput | dict) -> ModelInput:
-    return model_input if isinstance(model_input, ModelInput) else ModelInput.from_dict(model_input)
-
-
 def encode_view(visible: np.ndarray) -> str:
     """A square HxW bool field of view as text for JSON and checkpoints: base64 of its row-major packed bits."""
     return base64.b64encode(np.packbits(visible.astype(bool)).tobytes()).decode("ascii")

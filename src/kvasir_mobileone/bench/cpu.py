@@ -16,7 +16,6 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
-from timm.utils.model import reparameterize_model
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
@@ -29,7 +28,7 @@ from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
-from kvasir_mobileone.models.backbone import flops_per_image
+from kvasir_mobileone.models.backbone import flops_per_image, fuse
 
 MODELS = ("mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4")
 NORM = ModelInput(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -217,7 +216,7 @@ def bench_inference(models: tuple[str, ...], batches: tuple[int, ...], peak: flo
     results = []
     for name in models:
         unfused = calibrated(name)
-        fused = reparameterize_model(unfused)
+        fused = fuse(unfused)
         flops = flops_per_image(fused)
         onnx_path = export_onnx(fused, torch.rand(1, 3, 224, 224), workdir / f"{name}.onnx", 17)
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

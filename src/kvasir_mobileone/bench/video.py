@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.utils.model import reparameterize_model
 
 from kvasir_mobileone.bench.cpu import NORM, calibrated
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth_image
@@ -20,16 +19,18 @@ from kvasir_mobileone.deploy.examination import run_video
 from kvasir_mobileone.deploy.export import export_onnx
 from kvasir_mobileone.deploy.quantize import DEFAULT_CONFIG, preprocess, quantize
 from kvasir_mobileone.deploy.video import frames, model_threads
+from kvasir_mobileone.models.backbone import fuse
 
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "normal-cecum", "polyps")
 
 
 class SpeedPredictor:
-    """The least a predictor needs for run_video: metadata, the model input, outputs(); no detector."""
+    """The least of a deploy/runtime.Predictor that run_video reads: classes, the model input, outputs(); no
+    detector, no temperature."""
 
     def __init__(self, session, class_names):
         self.session, self.model_input, self.uncertainty = session, NORM, None
-        self.metadata = {"class_names": list(class_names), "temperature": None}
+        self.class_names, self.temperature = list(class_names), None
 
     def outputs(self, batch: np.ndarray):
         return self.session.run(None, {"image": batch})[0], None
@@ -58,7 +59,7 @@ def bench_video(models: tuple[str, ...], workdir: Path, batch_size: int = 16, re
     duration = decoded / info.fps
     rows = [_row("decoding alone (PyAV, scaled to 224)", "—", decoded, duration, decode_s, info)]
     for name in models:
-        fused = reparameterize_model(calibrated(name))
+        fused = fuse(calibrated(name))
         onnx_path = export_onnx(fused, torch.rand(1, 3, 224, 224), workdir / f"{name}.onnx", 17)
         calibration = np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype(np.float32)
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -12,7 +12,7 @@ from kvasir_mobileone.answers import NOT_SURE
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.deploy.examination import run_video
 from kvasir_mobileone.deploy.predict import classify, top_classes, write_predictions
-from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.deploy.timeline import MIN_SEGMENT, OOD_WEIGHT, STAY, check_smoothing
 from kvasir_mobileone.deploy.video import VideoError, is_video, model_threads
 from kvasir_mobileone.errors import UserError
@@ -58,9 +58,8 @@ def predict(
     check_smoothing(stay, min_segment, ood_weight)
     videos = [Path(i) for i in inputs if is_video(i) and not Path(i).is_dir()]
     stills = [i for i in inputs if Path(i) not in videos]
-    predictor = load_predictor(model, precision, runtime, model_threads() if videos and not stills else None)
-    meta = predictor.metadata
-    class_names = meta["class_names"]
+    predictor = load(model, precision, runtime, model_threads() if videos and not stills else None)
+    class_names = predictor.class_names
     paths = expand_inputs(stills) if stills else []
     top_k = min(top_k, len(class_names))
     results: list[dict] = []
@@ -89,14 +88,14 @@ def predict(
     if explain and annotate and videos:  # torch, only when asked for: the heatmap on every annotated frame
         from kvasir_mobileone.deploy.explain import Explainer
 
-        smoothing["explainer"] = Explainer(model)
+        smoothing["explainer"] = Explainer(predictor)
     watched = [_video(predictor, v, _video_dir(v, out, len(videos)), every, fps, batch_size, smoothing) for v in videos]
     if not any(not r["error"] for r in results) and not any(w.get("frames_classified") for w in watched):
         raise UserError(f"Not one of the {len(paths) + len(videos)} inputs could be classified (see above).")
     if explain and paths:  # torch, only when asked for
         from kvasir_mobileone.deploy.explain import explain_images
 
-        written = explain_images([Path(r["path"]) for r in results if not r["error"]], model, Path(explain_dir))
+        written = explain_images([Path(r["path"]) for r in results if not r["error"]], predictor, Path(explain_dir))
         print(f"{len(written)} Grad-CAM images written to {explain_dir}/")
     return results + watched
 

@@ -8,7 +8,6 @@ checked in PyTorch against `kvasir predict`; the Core ML runtime is not (see `CH
 
 from __future__ import annotations
 
-import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,10 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import ModelInput
-from kvasir_mobileone.runs import COREML_NAME
 
 CHECK_ON_MAC = "kvasir predict IMAGES --model BUNDLE --runtime coreml (macOS; compare with --runtime onnxruntime)"
 
@@ -91,39 +88,3 @@ def preprocessing_parity(network: torch.nn.Module, metadata: dict, pixels: np.nd
         "max_abs": float(np.abs(probs - reference).max()),
         "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
     }
-
-
-class CoreMLBundle:
-    """A bundle's .mlpackage run by Core ML (macOS only), for `kvasir predict --runtime coreml`."""
-
-    def __init__(self, bundle_dir: Path, metadata: dict):
-        ct = require_coremltools()
-        if platform.system() != "Darwin":
-            raise UserError(
-                "Core ML models run only on macOS (coremltools converts on Linux but cannot run them). On a Mac: "
-                f"{CHECK_ON_MAC}."
-            )
-        path = bundle_dir / COREML_NAME
-        if not path.exists():
-            raise UserError(f"{bundle_dir} has no {COREML_NAME}: export it with `kvasir export RUN --format coreml`.")
-        self.metadata, self.precision = metadata, "fp32"
-        self.model_input = ModelInput.from_dict(metadata["input"])
-        self.model = ct.models.MLModel(str(path))
-        self.uncertainty = None  # the Core ML graph gives probabilities only: no out-of-distribution flag
-
-    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
-        return self.logits(batch), None
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Network inputs turned back into pixels (the graph does its own preprocessing), as log-probabilities
-        scaled by the temperature, so that `probabilities` gives back the model's answer."""
-        from PIL import Image
-
-        mean, std = np.asarray(self.model_input.mean)[:, None, None], np.asarray(self.model_input.std)[:, None, None]
-        names = self.metadata["class_names"]
-        out = []
-        for x in batch:
-            pixels = np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-            probs = self.model.predict({"image": Image.fromarray(pixels)})["classLabel_probs"]
-            out.append([np.log(max(probs[n], 1e-12)) for n in names])
-        return np.asarray(out, np.float32) * float(self.metadata.get("temperature") or 1.0)

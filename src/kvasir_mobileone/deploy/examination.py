@@ -52,7 +52,7 @@ def run_video(
     """Classify every kept frame, smooth, write the outputs; the summary (also summary.json). With an `explainer`
     (deploy/explain.Explainer) and `annotate`, each frame of annotated.mp4 carries the Grad-CAM heatmap of the last
     classified frame (kept at HEAT_SIDE px, so that a long video's maps fit in memory)."""
-    names = list(predictor.metadata["class_names"])
+    names = list(predictor.class_names)
     info, batches = frames(path, predictor.model_input, every, fps, batch_size)
     times, indices, probs, outside, blanks, scores, odds, answers = [], [], [], [], [], [], [], []
     uncertainty = getattr(predictor, "uncertainty", None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,32 +9,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kvasir_mobileone.deploy.runtime import TorchCheckpoint
+from kvasir_mobileone.deploy.runtime import Predictor
 from kvasir_mobileone.evaluation.stats import apply_temperature
 from kvasir_mobileone.extras import require
-from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import pyplot, save_figure
-from kvasir_mobileone.runs import METADATA_NAME, WEIGHTS_NAME
 
 plt = pyplot()
-
-
-def load_torch_model(model: str) -> tuple[torch.nn.Module, dict]:
-    """(eval-mode timm model, metadata) from a bundle (fused weights) or a run folder / checkpoint."""
-    path = Path(model)
-    if (path / METADATA_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
-        import timm
-        from safetensors.torch import load_file
-        from timm.utils.model import reparameterize_model
-
-        metadata = json.loads((path / METADATA_NAME).read_text())
-        network = reparameterize_model(
-            timm.create_model(metadata["model_name"], num_classes=len(metadata["class_names"]))
-        )
-        network.load_state_dict(load_file(path / WEIGHTS_NAME))
-        return network.eval(), metadata
-    checkpoint = TorchCheckpoint(model)
-    return checkpoint.module.backbone.eval(), checkpoint.metadata
 
 
 def show_cam_on_image(*args, **kwargs) -> np.ndarray:
@@ -60,11 +39,12 @@ def output_names(paths: list[Path]) -> list[str]:
 
 
 class Explainer:
-    """A model loaded once for Grad-CAM on the top-1 class: a bundle's fused weights or a run's checkpoint."""
+    """Grad-CAM on the top-1 class of a loaded model (deploy/runtime.load): its fused PyTorch network, made once."""
 
-    def __init__(self, model: str):
-        self.network, self.meta = load_torch_model(model)
-        self.model_input = ModelInput.from_dict(self.meta["input"])
+    def __init__(self, predictor: Predictor):
+        self.network = predictor.network()
+        self.class_names, self.temperature = predictor.class_names, predictor.temperature
+        self.model_input = predictor.model_input
         self.cam = require("pytorch_grad_cam", "explain").GradCAM(
             model=self.network, target_layers=[target_layer(self.network)]
         )
@@ -75,8 +55,8 @@ class Explainer:
         x = torch.from_numpy(array)[None]
         with torch.no_grad():
             probs = self.network(x).softmax(dim=1)[0].numpy()
-        if self.meta.get("temperature"):  # the same probability as `kvasir predict` reports
-            probs = apply_temperature(probs[None], self.meta["temperature"])[0]
+        if self.temperature:  # the same probability as `kvasir predict` reports
+            probs = apply_temperature(probs[None], self.temperature)[0]
         heat = self.cam(input_tensor=x, targets=None)[0]  # None: the highest-scoring class
         return show_cam_on_image(pixels.astype(np.float32) / 255.0, heat, use_rgb=True), probs
 
@@ -100,12 +80,11 @@ def over_frame(frame: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return show_cam_on_image(frame.astype(np.float32) / 255.0, np.clip(resized, 0, 1), use_rgb=True)
 
 
-def explain_images(paths: list[Path], model: str, out_dir: Path) -> list[Path]:
+def explain_images(paths: list[Path], predictor: Predictor, out_dir: Path) -> list[Path]:
     """One PNG per image: the image and its Grad-CAM overlay for the top-1 class, with class and probability."""
-    explainer = Explainer(model)
-    meta = explainer.meta
+    explainer = Explainer(predictor)
     size = explainer.model_input.image_size
-    class_names = meta["class_names"]
+    class_names = explainer.class_names
     written = []
     for path, name in tqdm(list(zip(paths, output_names(paths), strict=True)), desc="explain", unit="img"):
         array, pixels = explainer.model_input.read(path)

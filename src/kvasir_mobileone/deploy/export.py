@@ -15,7 +15,7 @@ from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, file_sha256
-from kvasir_mobileone.models.backbone import fuse, parameter_count
+from kvasir_mobileone.models.backbone import LogitsAndFeatures, fuse, parameter_count
 from kvasir_mobileone.models.loading import TrainedRun
 from kvasir_mobileone.runs import FIELD_OF_VIEW_NAME, ONNX_NAME, WEIGHTS_NAME
 
@@ -36,19 +36,6 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
         "max_rel": float(diff.max() / max(np.abs(reference).max(), 1e-12)),
         "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
     }
-
-
-class LogitsAndFeatures(torch.nn.Module):
-    """A timm network with two outputs, as the bundle's graphs have them: logits, and the pooled pre-logits features
-    the out-of-distribution detector reads (answers.py). One pass: forward_head with and without the classifier."""
-
-    def __init__(self, network: torch.nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.network.forward_features(images)
-        return self.network.forward_head(maps), self.network.forward_head(maps, pre_logits=True)
 
 
 def weights_bytes(model: torch.nn.Module) -> int:

@@ -20,8 +20,7 @@ def probabilities(predictor, batch: np.ndarray, tta: bool = False, logits: np.nd
     probs = softmax(predictor.logits(batch) if logits is None else logits)
     if tta:
         probs = (probs + softmax(predictor.logits(np.ascontiguousarray(batch[..., ::-1])))) / 2
-    temperature = predictor.metadata.get("temperature")
-    return apply_temperature(probs, temperature) if temperature else probs
+    return apply_temperature(probs, predictor.temperature) if predictor.temperature else probs
 
 
 # what each image's row says besides its top classes (answers.Uncertainty.judge); "" where the model has no detector
@@ -35,7 +34,7 @@ def classify(predictor, batch: np.ndarray, tta: bool = False) -> tuple[np.ndarra
     rest is empty."""
     logits, features = predictor.outputs(batch)
     probs = probabilities(predictor, batch, tta, logits)
-    names = predictor.metadata["class_names"]
+    names = predictor.class_names
     found = predictor.uncertainty
     if found is None:
         return probs, [dict.fromkeys(JUDGEMENT, "") | {"answer": names[int(p.argmax())]} for p in probs]

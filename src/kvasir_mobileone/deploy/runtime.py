@@ -1,19 +1,57 @@
-"""What runs a model for `predict` and `explain`: an exported bundle on onnxruntime (numpy only, no torch), on
-ExecuTorch (its .pte programs; imports torch) or on Core ML (macOS), or a run folder / checkpoint on PyTorch."""
+"""What runs a model: one `Predictor` type and one `load` that opens a run folder, a checkpoint or an exported
+bundle as one. A bundle runs on onnxruntime (numpy only, no torch), on ExecuTorch (its .pte programs; imports
+torch) or on Core ML (macOS); a run folder or checkpoint runs on PyTorch (models/loading.TrainedRun)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from kvasir_mobileone.answers import Uncertainty
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
-from kvasir_mobileone.runs import INT8_NAME, METADATA_NAME, ONNX_NAME, PTE_INT8_NAME, PTE_NAME, UNCERTAINTY_NAME
+from kvasir_mobileone.runs import (
+    COREML_NAME,
+    INT8_NAME,
+    METADATA_NAME,
+    ONNX_NAME,
+    PTE_INT8_NAME,
+    PTE_NAME,
+    UNCERTAINTY_NAME,
+    WEIGHTS_NAME,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 RUNTIMES = ("onnxruntime", "executorch", "coreml")  # what runs a bundle (`kvasir predict --runtime`)
+
+
+class Predictor(Protocol):
+    """A trained model, whatever holds it: what `predict`, `serve`, the video code and the explainer use.
+
+    `outputs` takes a batch of network inputs (NCHW float32, as `model_input.read` makes them) and gives (logits,
+    pooled features; None where the runtime has no features). `network()` is the fused PyTorch model (Grad-CAM).
+    `metadata` is what the model says of itself beyond these: a bundle's metadata.json (test figures, intended use,
+    versions), a run's own few keys."""
+
+    source: Path
+    model_name: str
+    class_names: list[str]
+    model_input: ModelInput
+    temperature: float | None
+    uncertainty: Uncertainty | None
+    precision: str
+    metadata: dict
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def logits(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def network(self) -> torch.nn.Module: ...
 
 
 def is_bundle(path: Path) -> bool:
@@ -42,14 +80,43 @@ def bundle_uncertainty(bundle_dir: Path, metadata: dict) -> Uncertainty | None:
         return Uncertainty.from_parts(plain, {k: arrays[k] for k in arrays.files})
 
 
-class OnnxBundle:
+class Bundle:
+    """What every runtime of an exported bundle shares: its metadata.json, model input, detector and fused weights."""
+
+    def __init__(self, bundle_dir: Path):
+        self.source = Path(bundle_dir)
+        self.metadata = json.loads((self.source / METADATA_NAME).read_text())
+        self.model_name: str = self.metadata["model_name"]
+        self.class_names: list[str] = list(self.metadata["class_names"])
+        self.model_input = ModelInput.from_dict(self.metadata["input"])
+        self.temperature: float | None = self.metadata.get("temperature")
+        self.uncertainty = bundle_uncertainty(self.source, self.metadata)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[0]
+
+    def network(self) -> torch.nn.Module:
+        """The bundle's fused weights (weights.safetensors) in their timm model, eval mode."""
+        import timm
+        from safetensors.torch import load_file
+
+        from kvasir_mobileone.models.backbone import fuse
+
+        weights = self.source / WEIGHTS_NAME
+        if not weights.is_file():
+            raise UserError(f"{weights} is missing: the bundle is incomplete; export it again.")
+        network = fuse(timm.create_model(self.model_name, num_classes=len(self.class_names)))
+        network.load_state_dict(load_file(weights))
+        return network.eval()
+
+
+class OnnxBundle(Bundle):
     """An exported bundle, run with onnxruntime: its int8 model when it has one (precision auto or int8)."""
 
     def __init__(self, bundle_dir: Path, precision: str = "auto", threads: int | None = None):
         import onnxruntime as ort
 
-        self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
-        self.model_input = ModelInput.from_dict(self.metadata["input"])
+        super().__init__(bundle_dir)
         has_int8 = bool(self.metadata.get("int8")) and (bundle_dir / INT8_NAME).is_file()
         self.precision = chosen_precision(precision, has_int8, f"{bundle_dir} has no int8 model", "--quantize int8")
         model = bundle_dir / (INT8_NAME if self.precision == "int8" else ONNX_NAME)
@@ -58,87 +125,89 @@ class OnnxBundle:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.uncertainty = bundle_uncertainty(bundle_dir, self.metadata)
 
     def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(logits, features); features None for a graph exported before it had them."""
         found = self.session.run(None, {self.input_name: batch})
         return found[0], found[1] if len(found) > 1 else None
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.outputs(batch)[0]
 
-
-class ExecuTorchBundle:
+class ExecuTorchBundle(Bundle):
     """An exported bundle's ExecuTorch programs (model.pte, model.int8.pte), run in ExecuTorch's Python runtime:
     its int8 program when it has one (precision auto or int8)."""
 
     def __init__(self, bundle_dir: Path, precision: str = "auto"):
         from kvasir_mobileone.deploy.pte import PteModel
 
-        self.metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
-        self.model_input = ModelInput.from_dict(self.metadata["input"])
+        super().__init__(bundle_dir)
         if not self.metadata.get("executorch") or not (bundle_dir / PTE_NAME).is_file():
             raise UserError(f"{bundle_dir} has no {PTE_NAME}: export it with `kvasir export RUN --format executorch`.")
         has_int8 = bool(self.metadata["executorch"].get("int8")) and (bundle_dir / PTE_INT8_NAME).is_file()
         missing = f"{bundle_dir} has no int8 ExecuTorch program"
         self.precision = chosen_precision(precision, has_int8, missing, "--format executorch --quantize int8")
         self.program = PteModel(bundle_dir / (PTE_INT8_NAME if self.precision == "int8" else PTE_NAME))
-        self.uncertainty = bundle_uncertainty(bundle_dir, self.metadata)
 
     def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return self.program.outputs(batch)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.program.logits(batch)
+
+class CoreMLBundle(Bundle):
+    """A bundle's .mlpackage run by Core ML (macOS only), for `kvasir predict --runtime coreml`."""
+
+    def __init__(self, bundle_dir: Path):
+        import platform
+
+        from kvasir_mobileone.deploy.coreml import CHECK_ON_MAC, require_coremltools
+
+        ct = require_coremltools()
+        if platform.system() != "Darwin":
+            raise UserError(
+                "Core ML models run only on macOS (coremltools converts on Linux but cannot run them). On a Mac: "
+                f"{CHECK_ON_MAC}."
+            )
+        path = bundle_dir / COREML_NAME
+        if not path.exists():
+            raise UserError(f"{bundle_dir} has no {COREML_NAME}: export it with `kvasir export RUN --format coreml`.")
+        super().__init__(bundle_dir)
+        self.precision = "fp32"
+        self.model = ct.models.MLModel(str(path))
+        self.uncertainty = None  # the Core ML graph gives probabilities only: no out-of-distribution flag
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
+        return self._log_probabilities(batch), None
+
+    def _log_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Network inputs turned back into pixels (the graph does its own preprocessing), as log-probabilities
+        scaled by the temperature, so that `probabilities` gives back the model's answer."""
+        from PIL import Image
+
+        mean, std = np.asarray(self.model_input.mean)[:, None, None], np.asarray(self.model_input.std)[:, None, None]
+        names = self.class_names
+        out = []
+        for x in batch:
+            pixels = np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+            probs = self.model.predict({"image": Image.fromarray(pixels)})["classLabel_probs"]
+            out.append([np.log(max(probs[n], 1e-12)) for n in names])
+        return np.asarray(out, np.float32) * float(self.temperature or 1.0)
 
 
-class TorchCheckpoint:
-    """A run folder or Lightning checkpoint, run with PyTorch at the run's evaluation precision (fp32 unless
-    --trainer.eval_precision as-training)."""
-
-    def __init__(self, run: str):
-        import torch
-
-        from kvasir_mobileone.models.loading import open_run
-
-        trained = open_run(run)
-        self.trained, self.module, self.model_input = trained, trained.module, trained.model_input
-        self.precision = trained.precision
-        self.metadata = {
-            "model_name": self.module.cfg.name,
-            "class_names": self.module.class_names,
-            "input": self.model_input.to_dict(),
-            "temperature": trained.temperature,
-            "precision": trained.precision,
-        }
-        self._torch = torch
-        self.uncertainty = self.module.uncertainty
-
-    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self.trained.evaluating():
-            logits, features = self.module.logits_and_features(self._torch.from_numpy(batch))
-        return logits.float().numpy(), features.float().numpy()
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        with self.trained.evaluating():
-            return self.module(self._torch.from_numpy(batch)).float().numpy()
-
-
-def load_predictor(model: str, precision: str = "auto", runtime: str = "onnxruntime", threads: int | None = None):
-    """A bundle on `runtime` (its int8 model unless precision is fp32) or a run folder / checkpoint (PyTorch);
-    `threads`: onnxruntime's intra-op threads (its own choice when None)."""
+def load(
+    model: str | Path, precision: str = "auto", runtime: str = "onnxruntime", threads: int | None = None
+) -> Predictor:
+    """The one way to open a model: a bundle on `runtime` (its int8 model unless precision is fp32), or a run folder
+    / checkpoint on PyTorch (models/loading.open_run); `threads`: onnxruntime's intra-op threads (its own choice
+    when None)."""
     path = Path(model)
     if is_bundle(path):
         if runtime == "executorch":
             return ExecuTorchBundle(path, precision)
         if runtime == "coreml":
-            from kvasir_mobileone.deploy.coreml import CoreMLBundle
-
-            return CoreMLBundle(path, json.loads((path / METADATA_NAME).read_text()))
+            return CoreMLBundle(path)
         return OnnxBundle(path, precision, threads)
     if not path.exists():
         raise UserError(f"--model {model}: no such bundle, run folder or checkpoint.")
     if runtime != "onnxruntime":
         raise UserError(f"--runtime {runtime} runs an exported bundle; {model} is a run folder or checkpoint.")
-    return TorchCheckpoint(model)
+    from kvasir_mobileone.models.loading import open_run
+
+    return open_run(path)

@@ -21,9 +21,9 @@ import numpy as np
 from kvasir_mobileone.answers import NOT_SURE, OUTSIDE
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
 from kvasir_mobileone.deploy.predict import classify, top_classes
-from kvasir_mobileone.deploy.runtime import load_predictor
+from kvasir_mobileone.deploy.runtime import Predictor, load
 from kvasir_mobileone.extras import require
-from kvasir_mobileone.images import ModelInput, load_rgb
+from kvasir_mobileone.images import load_rgb
 from kvasir_mobileone.runs import CARD_NAME
 
 UPLOAD_CAP_MB = 100  # Gradio refuses a whole upload beyond its limit: ours (per file, with a message) comes first
@@ -74,14 +74,13 @@ class PageModel:
     model for the heatmap."""
 
     def __init__(self, model: str, top_k: int = 3):
-        self.predictor = load_predictor(model)
-        self.explainer = Explainer(model)
-        self.meta = self.predictor.metadata
-        self.top_k = min(top_k, len(self.meta["class_names"]))
+        self.predictor = load(model)
+        self.explainer = Explainer(self.predictor)
+        self.top_k = min(top_k, len(self.predictor.class_names))
         found = self.predictor.uncertainty
         self.coverage = found.coverage if found and found.qhat is not None else None
         card = Path(model) / CARD_NAME
-        self.card = card.read_text().split("---", 2)[-1] if card.is_file() else card_summary(self.meta)
+        self.card = card.read_text().split("---", 2)[-1] if card.is_file() else card_summary(self.predictor)
 
     def read(self, path: str, name: str, max_bytes: int) -> dict:
         """{file, array, frame} for one upload, or {file, error} saying in words why it cannot be used."""
@@ -119,19 +118,19 @@ class PageModel:
             probs, judged = classify(self.predictor, batch)
             heat = self.explainer.heatmaps(batch)
             for a, p, j, h in zip(good, probs, judged, heat, strict=True):
-                a |= top_classes(p, self.meta["class_names"], self.top_k) | j | {"overlay": over_frame(a["frame"], h)}
+                a |= top_classes(p, self.predictor.class_names, self.top_k) | j | {"overlay": over_frame(a["frame"], h)}
             ms = 1000 * (time.perf_counter() - start) / len(good)
             for a in good:
                 a["ms"] = ms
         return answers
 
 
-def card_summary(meta: dict) -> str:
-    metrics = meta.get("test_metrics") or {}
+def card_summary(predictor: Predictor) -> str:
+    metrics = predictor.metadata.get("test_metrics") or {}
     lines = [
-        f"### {meta['model_name']}",
-        f"Classes: {', '.join(meta['class_names'])}.",
-        f"Input: {ModelInput.from_dict(meta['input']).describe()}.",
+        f"### {predictor.model_name}",
+        f"Classes: {', '.join(predictor.class_names)}.",
+        f"Input: {predictor.model_input.describe()}.",
     ]
     if metrics.get("accuracy") is not None:
         low, high = metrics.get("accuracy_ci") or (metrics["accuracy"], metrics["accuracy"])
@@ -139,7 +138,7 @@ def card_summary(meta: dict) -> str:
             f"Test accuracy {100 * metrics['accuracy']:.2f}% (95% CI {100 * low:.2f}–{100 * high:.2f}%) "
             f"on {metrics['n']} images."
         )
-    lines.append(meta.get("intended_use", ""))
+    lines.append(predictor.metadata.get("intended_use", ""))
     return "\n\n".join(lines)
 
 
@@ -150,9 +149,9 @@ def without_confusion_table(card: str) -> str:
     return re.sub(r"\n*Confusion matrix \(rows: true class, columns: predicted\):\n\n(\|.*\n)+", "\n", card)
 
 
-def confusion_figure(meta: dict):
+def confusion_figure(predictor: Predictor):
     """The test split's confusion matrix as a matplotlib figure, or None when the bundle has none."""
-    matrix = (meta.get("test_metrics") or {}).get("confusion_matrix")
+    matrix = (predictor.metadata.get("test_metrics") or {}).get("confusion_matrix")
     if not matrix:
         return None
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -160,7 +159,7 @@ def confusion_figure(meta: dict):
     from kvasir_mobileone.io import pyplot
 
     plt = pyplot()
-    names = meta["class_names"]
+    names = predictor.class_names
     fig, ax = plt.subplots(figsize=(4.6, 4.2), layout="constrained")
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
@@ -219,7 +218,7 @@ def build_app(
     headers += [f"class {i + 1}" for i in range(1, page.top_k)] + ["ms/image"]
     keep = max(60, int(keep_minutes * 60))
     with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone", delete_cache=(keep, keep)) as app:
-        gr.Markdown(f"# Endoscopy image classifier: {page.meta['model_name']}\n\n{DISCLAIMER}")
+        gr.Markdown(f"# Endoscopy image classifier: {page.predictor.model_name}\n\n{DISCLAIMER}")
         with gr.Tabs():
             with gr.Tab("Images", elem_id="images-tab"), gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=480):
@@ -260,7 +259,7 @@ def build_app(
                     )
                 with gr.Column(scale=2, min_width=320), gr.Accordion("Model card", open=True):
                     gr.Markdown(f"{DISCLAIMER}\n\n{without_confusion_table(page.card)}", elem_id="card")
-                    figure = confusion_figure(page.meta)
+                    figure = confusion_figure(page.predictor)
                     if figure is not None:
                         gr.Plot(figure, label="Confusion matrix", show_label=False, elem_id="confusion")
             with gr.Tab("Video", elem_id="video-tab"):

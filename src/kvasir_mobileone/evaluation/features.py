@@ -22,6 +22,7 @@ from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.evaluation.report import evaluate, write_report
 from kvasir_mobileone.evaluation.stats import softmax
 from kvasir_mobileone.io import write_json
+from kvasir_mobileone.models.backbone import logits_and_features
 from kvasir_mobileone.runs import RunFolder
 
 # name -> (estimator factory, hyperparameter grid searched on val). Features are standardised first.
@@ -55,7 +56,7 @@ def extract_features(
     with trained.evaluating():
         for images, _, index, _ in tqdm(loader, desc="features", unit="batch"):
             x = normalize(images, datamodule.model_input)
-            pooled = module.backbone.forward_head(module.backbone.forward_features(x), pre_logits=True)
+            pooled = logits_and_features(module.backbone, x)[1]
             embeddings[index.numpy()] = pooled.float().numpy()
     if np.isnan(embeddings).any():  # cannot happen unless an image was left out; never train on made-up rows
         raise RuntimeError(f"{int(np.isnan(embeddings).any(axis=1).sum())} images got no embedding.")

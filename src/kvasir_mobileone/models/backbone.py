@@ -57,6 +57,25 @@ def model_input_for(
     )
 
 
+def logits_and_features(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, pooled pre-logits features) of a timm network from one pass: forward_features, then forward_head
+    with and without the classifier (forward_head(forward_features(x)) is what timm's forward computes). The one
+    place these two outputs are made: training's test step, the bundle's graphs and `kvasir features` all call it."""
+    maps = network.forward_features(images)
+    return network.forward_head(maps), network.forward_head(maps, pre_logits=True)
+
+
+class LogitsAndFeatures(torch.nn.Module):
+    """A timm network with the two outputs of logits_and_features, as the bundle's graphs have them."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits_and_features(self.network, images)
+
+
 def fuse(backbone: torch.nn.Module) -> torch.nn.Module:
     """The reparameterized copy for inference (eval mode, fp32): the backbone itself is left as it is."""
     was_training = backbone.training

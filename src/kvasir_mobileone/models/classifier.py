@@ -20,7 +20,7 @@ from kvasir_mobileone.answers import Uncertainty
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path
-from kvasir_mobileone.models.backbone import create_backbone, model_input_for
+from kvasir_mobileone.models.backbone import create_backbone, logits_and_features, model_input_for
 from kvasir_mobileone.models.metrics import stage_metrics
 from kvasir_mobileone.models.optim import (
     ModelConfig,
@@ -164,12 +164,10 @@ class MobileOneClassifier(L.LightningModule):
             self.backbone.compile(mode=compile_mode, dynamic=False)
 
     def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, pooled pre-logits features) from one pass: timm's forward_features, then its head with and
-        without the classifier (forward_head(forward_features(x)) is what timm's forward computes). Eager."""
+        """backbone.logits_and_features of the backbone, in the module's memory layout. Eager."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        maps = self.backbone.forward_features(images)
-        return self.backbone.forward_head(maps), self.backbone.forward_head(maps, pre_logits=True)
+        return logits_and_features(self.backbone, images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -1,4 +1,5 @@
-"""Opening a trained model from a run folder or a lone checkpoint: the one way every command gets one."""
+"""A trained model from a run folder or a lone checkpoint, on PyTorch: the training side (its run, data and
+manifest) for `test`, `export`, `features` and `audit`, and a deploy/runtime.Predictor for the rest."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kvasir_mobileone.data.dataset import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
 from kvasir_mobileone.images import ModelInput
+from kvasir_mobileone.models.backbone import fuse
 from kvasir_mobileone.models.classifier import MobileOneClassifier
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
 from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, resolve
@@ -31,6 +34,37 @@ class TrainedRun:
     model_input: ModelInput
     temperature: float | None
     data_dir_override: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.module.cfg.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.module.class_names
+
+    @property
+    def uncertainty(self):
+        return self.module.uncertainty
+
+    @property
+    def metadata(self) -> dict:
+        """A bundle's metadata.json holds its test figures and intended use; a run keeps those in its folder."""
+        return {}
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, pooled features) of NCHW float32 network inputs, at the run's evaluation precision."""
+        with self.evaluating():
+            logits, features = self.module.logits_and_features(torch.from_numpy(batch))
+        return logits.float().numpy(), features.float().numpy()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self.evaluating():
+            return self.module(torch.from_numpy(batch)).float().numpy()
+
+    def network(self) -> torch.nn.Module:
+        """The fused copy of the trained network (eval mode, fp32), as a bundle ships it."""
+        return fuse(self.module.backbone).eval()
 
     @property
     def home(self) -> RunFolder:
