@@ -1,5 +1,6 @@
 """Export (fuse + parity), predict from bundle and checkpoint, Grad-CAM, and the README's plain-tool snippets."""
 
+import dataclasses
 import json
 import os
 import re
@@ -86,6 +87,23 @@ def test_predict_from_checkpoint_agrees_with_bundle_and_writes_json(bundle, trai
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
     assert [r.get("top1") for r in a] == [r.get("top1") for r in b]
     assert max(abs(x["p1"] - y["p1"]) for x, y in zip(a, b, strict=True) if not x["error"]) < 1e-3
+
+
+def test_one_schema_drives_the_csv_the_json_and_the_page(bundle, image_folder, tmp_path):
+    """predict's CSV header, its JSON keys and the page's table all come from deploy/predict.Prediction: a field
+    added there reaches the three (the directory's default file is answers.csv, not the test report's name)."""
+    from kvasir_mobileone.deploy.predict import Prediction
+    from kvasir_mobileone.deploy.serve import table_headers
+
+    main(["predict", str(image_folder), "--model", str(bundle), "--out", str(tmp_path / "dir"), "--top_k", "2"])
+    main(["predict", str(image_folder), "--model", str(bundle), "--out", str(tmp_path / "a.json"), "--top_k", "2"])
+    columns = [f.name for f in dataclasses.fields(Prediction) if f.name != "top"]
+    header = (tmp_path / "dir" / "answers.csv").read_text().splitlines()[0].split(",")
+    assert header == Prediction.columns(2) and set(columns) < set(header) and {"top2", "p2"} < set(header)
+    found = json.loads((tmp_path / "a.json").read_text())
+    assert all(list(r) == Prediction.columns(2) for r in found if not r["error"]), found[0]
+    titled = [f.metadata["page"] for f in dataclasses.fields(Prediction) if "page" in f.metadata and f.name != "top"]
+    assert set(titled) < set(table_headers(2)) and {"top class", "class 2"} < set(table_headers(2))
 
 
 def test_bundle_prediction_needs_no_lightning_timm_or_torch(bundle, image_folder):

@@ -307,7 +307,8 @@ def test_requests_arriving_together_are_answered_in_one_batch(bundle, images):
     assert [len(r) for r in together] == [1, 2, 2] and together[1][0]["error"]
     for answer, path in ((together[0][0], frame), (together[1][1], other), (together[2][0], frame)):
         assert answer["path"] == path and answer["overlay"].shape == alone[path]["overlay"].shape
-        assert answer["top1"] == alone[path]["top1"] and abs(answer["p1"] - alone[path]["p1"]) < 1e-5
+        (top, p), (top_alone, p_alone) = answer["prediction"].top[0], alone[path]["prediction"].top[0]
+        assert top == top_alone and abs(p - p_alone) < 1e-5
         assert np.abs(answer["overlay"].astype(int) - alone[path]["overlay"].astype(int)).max() <= 1
     assert [a["file"] for a in together[2]] == ["frame.jpg", "frame.jpg (2)"]
     assert numbered(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]

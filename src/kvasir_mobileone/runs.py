@@ -143,7 +143,8 @@ def read_predictions(path: Path) -> Predictions:
     )
 
 
-PREDICTIONS_NAME = "predictions.csv"  # a test report's, and `kvasir predict --out DIR`'s for still images
+PREDICTIONS_NAME = "predictions.csv"  # a test report's (write_predictions below)
+PREDICT_NAME = "answers.csv"  # `kvasir predict --out DIR`'s for still images (deploy/predict.Prediction's rows)
 REPORT_NAME = "report.md"  # every report folder's main page: a test report's, an audit's
 FIELD_OF_VIEW_NAME = "field_of_view.png"  # in a run folder and in a bundle
 LEAKS_NAME = "split_leaks.csv"  # in a run folder, and in `kvasir check --out DIR`

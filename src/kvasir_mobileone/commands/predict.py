@@ -11,13 +11,13 @@ from tqdm import tqdm
 from kvasir_mobileone.answers import NOT_SURE
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.deploy.examination import run_video
-from kvasir_mobileone.deploy.predict import classify, top_classes, write_predictions
+from kvasir_mobileone.deploy.predict import Prediction, classify, write_predictions
 from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.deploy.timeline import MIN_SEGMENT, OOD_WEIGHT, STAY, check_smoothing
 from kvasir_mobileone.deploy.video import VideoError, is_video, model_threads
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.extras import require
-from kvasir_mobileone.runs import PREDICTIONS_NAME
+from kvasir_mobileone.runs import PREDICT_NAME
 
 
 def predict(
@@ -62,7 +62,7 @@ def predict(
     class_names = predictor.class_names
     paths = expand_inputs(stills) if stills else []
     top_k = min(top_k, len(class_names))
-    results: list[dict] = []
+    results: list[Prediction] = []
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not paths):
         arrays, good = [], []
         for path in paths[start : start + batch_size]:
@@ -70,19 +70,16 @@ def predict(
                 arrays.append(predictor.model_input.read(path)[0])
                 good.append(path)
             except Exception as err:  # any unreadable file is reported, never fatal
-                results.append({"path": str(path), "error": f"{type(err).__name__}: {err}"})
+                results.append(Prediction(str(path), error=f"{type(err).__name__}: {err}"))
         if not good:
             continue
-        probs, judged = classify(predictor, np.stack(arrays), tta)
-        results += [
-            {"path": str(path), "error": ""} | j | top_classes(p, class_names, top_k)
-            for path, p, j in zip(good, probs, judged, strict=True)
-        ]
-    results.sort(key=lambda r: r["path"])
+        results += classify(predictor, np.stack(arrays), good, top_k, tta)[1]
+    results.sort(key=lambda r: r.path)
+    rows = [r.row() for r in results]
     if paths:
-        _print_table(results, top_k)
+        _print_table(rows, top_k)
     if out and paths:
-        target = Path(out) if Path(out).suffix else Path(out) / PREDICTIONS_NAME
+        target = Path(out) if Path(out).suffix else Path(out) / PREDICT_NAME
         write_predictions(target, results, top_k, output_format)
     smoothing = {"stay": stay, "min_segment": min_segment, "ood_weight": ood_weight, "annotate": annotate}
     if explain and annotate and videos:  # torch, only when asked for: the heatmap on every annotated frame
@@ -90,14 +87,14 @@ def predict(
 
         smoothing["explainer"] = Explainer(predictor)
     watched = [_video(predictor, v, _video_dir(v, out, len(videos)), every, fps, batch_size, smoothing) for v in videos]
-    if not any(not r["error"] for r in results) and not any(w.get("frames_classified") for w in watched):
+    if not any(not r.error for r in results) and not any(w.get("frames_classified") for w in watched):
         raise UserError(f"Not one of the {len(paths) + len(videos)} inputs could be classified (see above).")
     if explain and paths:  # torch, only when asked for
         from kvasir_mobileone.deploy.explain import explain_images
 
-        written = explain_images([Path(r["path"]) for r in results if not r["error"]], predictor, Path(explain_dir))
+        written = explain_images([Path(r.path) for r in results if not r.error], predictor, Path(explain_dir))
         print(f"{len(written)} Grad-CAM images written to {explain_dir}/")
-    return results + watched
+    return rows + watched
 
 
 def _video_dir(video: Path, out: str | None, count: int) -> Path:

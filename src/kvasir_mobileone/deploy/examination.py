@@ -61,17 +61,17 @@ def run_video(
     total = int(info.duration * info.fps / (every if not fps else max(1.0, info.fps / fps))) if info.duration else None
     with tqdm(total=total, desc=f"video {path.name}", unit="frame") as bar:
         for index, t, batch, blank in batches:
-            p, judged = classify(predictor, batch)
+            p, judged = classify(predictor, batch, [path.name] * len(t), 1)
             times += list(t)
             indices += list(index)
             probs.append(p)
-            outside += [j["outside"] is True for j in judged]
+            outside += [j.outside is True for j in judged]
             blanks += list(blank)
-            scores += [j["ood_score"] for j in judged]
-            known = [j["ood_score"] for j in judged if j["ood_score"] is not None]
+            scores += [j.ood_score for j in judged]
+            known = [j.ood_score for j in judged if j.ood_score is not None]
             graded = uncertainty.outside_odds(known, len(t)) if uncertainty and len(known) == len(t) else None
             odds += list(graded if graded is not None else np.zeros(len(t)))  # no detector: outside only when blank
-            answers += [OUTSIDE if b else j["answer"] for j, b in zip(judged, blank, strict=True)]
+            answers += [OUTSIDE if b else j.answer for j, b in zip(judged, blank, strict=True)]
             if heat is not None:
                 heat += list(small_heatmaps(explainer.heatmaps(batch)))
             bar.update(len(t))

@@ -6,6 +6,7 @@ alone: Lightning, timm and torch are imported only for checkpoints and for --exp
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,39 +24,82 @@ def probabilities(predictor, batch: np.ndarray, tta: bool = False, logits: np.nd
     return apply_temperature(probs, predictor.temperature) if predictor.temperature else probs
 
 
-# what each image's row says besides its top classes (answers.Uncertainty.judge); "" where the model has no detector
+@dataclass(frozen=True)
+class Prediction:
+    """One input's row of `kvasir predict`: the one schema of its CSV (answers.csv) and JSON outputs, of the page's
+    table (the fields with a "page" title) and of the judgement columns the video's frames.csv shares (JUDGEMENT). A
+    field added here reaches all of them. None (empty in the CSV) where the model has no detector, or the file could
+    not be read."""
+
+    path: str
+    answer: str = field(default="", metadata={"page": "answer"})  # its class, "not sure" or "outside ..."
+    prediction_set: str = field(default="", metadata={"page": "prediction set"})
+    top: tuple[tuple[str, float], ...] = field(default=(), metadata={"page": "class"})  # top1, p1, top2, p2, ...
+    outside: bool | None = None
+    ood_score: float | None = None
+    not_sure: bool | None = None
+    error: str = ""
+
+    @staticmethod
+    def columns(top_k: int) -> list[str]:
+        """The CSV header (and the JSON keys, in order) for rows with `top_k` top classes."""
+        names = [f.name for f in fields(Prediction)]
+        at = names.index("top")
+        return names[:at] + [k for i in range(top_k) for k in (f"top{i + 1}", f"p{i + 1}")] + names[at + 1 :]
+
+    def row(self) -> dict:
+        """The flat row: every field under its own name, `top` as top1, p1, top2, p2, ..."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self)}
+        ranked = {k: v for i, (c, p) in enumerate(self.top) for k, v in ((f"top{i + 1}", c), (f"p{i + 1}", p))}
+        return {k: ranked[k] if k in ranked else flat[k] for k in self.columns(len(self.top))}
+
+    @staticmethod
+    def page_columns(top_k: int) -> list[tuple[str, int, str]]:
+        """(field, rank, column title) of the page's table: the fields with a "page" title, `top` as one column a
+        class (rank 0 the most probable)."""
+        titled = [(f.name, f.metadata["page"]) for f in fields(Prediction) if "page" in f.metadata]
+        return [
+            (k, i, t if k != "top" else "top class" if i == 0 else f"class {i + 1}")
+            for k, t in titled
+            for i in (range(top_k) if k == "top" else [0])
+        ]
+
+
+# what the answer judges besides the top classes (answers.Uncertainty.judge): the video's frames.csv has them too
 JUDGEMENT = ("answer", "prediction_set", "outside", "ood_score", "not_sure")
 
 
-def classify(predictor, batch: np.ndarray, tta: bool = False) -> tuple[np.ndarray, list[dict]]:
-    """(probabilities as `probabilities` gives them, each image's judgement: the answer — its class, "not sure" or
-    "outside the training data" —, prediction set, out-of-distribution flag and score). `predict` and `serve` both
-    answer through this function. Without a detector (an older bundle, Core ML) the answer is the top class and the
-    rest is empty."""
+def classify(
+    predictor, batch: np.ndarray, paths: list[str], top_k: int, tta: bool = False
+) -> tuple[np.ndarray, list[Prediction]]:
+    """(class probabilities, each image's Prediction): its top classes by probability (softmax, flip TTA when
+    asked, the model's temperature), and its judgement: the answer — its class, "not sure" or "outside the
+    training data" —, prediction set, out-of-distribution flag and score. `predict`, `serve` and the video code
+    all answer through this function. Without a detector (an older bundle, Core ML) the answer is the top class and
+    the rest is empty."""
     logits, features = predictor.outputs(batch)
     probs = probabilities(predictor, batch, tta, logits)
     names = predictor.class_names
     found = predictor.uncertainty
     if found is None:
-        return probs, [dict.fromkeys(JUDGEMENT, "") | {"answer": names[int(p.argmax())]} for p in probs]
-    judged = found.judge(logits, features, names)
-    for j in judged:
-        if j["outside"] is None:  # the detector needs features this runtime does not give
-            j["outside"], j["ood_score"] = "", ""
-    return probs, judged
+        judged = [{"answer": names[int(p.argmax())]} for p in probs]
+    else:
+        judged = found.judge(logits, features, names)
+    return probs, [
+        Prediction(path=str(path), top=top_classes(p, names, top_k), **{k: j[k] for k in JUDGEMENT if k in j})
+        for path, p, j in zip(paths, probs, judged, strict=True)
+    ]
 
 
-def top_classes(probs: np.ndarray, class_names: list[str], top_k: int) -> dict:
-    """{top1: name, p1: probability, ...} for one image."""
+def top_classes(probs: np.ndarray, class_names: list[str], top_k: int) -> tuple[tuple[str, float], ...]:
+    """The `top_k` most probable classes of one image with their probabilities, most probable first."""
     order = np.argsort(-probs, kind="stable")[:top_k]  # ties go to the first class, as argmax (evaluation) does
-    return {f"top{i + 1}": class_names[j] for i, j in enumerate(order)} | {
-        f"p{i + 1}": round(float(probs[j]), 6) for i, j in enumerate(order)
-    }
+    return tuple((class_names[j], round(float(probs[j]), 6)) for j in order)
 
 
-def write_predictions(out: Path, results: list[dict], top_k: int, output_format: str | None = None) -> Path:
+def write_predictions(out: Path, results: list[Prediction], top_k: int, output_format: str | None = None) -> Path:
+    rows = [r.row() for r in results]
     if (output_format or out.suffix.lstrip(".")) == "json":
-        return write_json(out, results)
-    header = ["path", "answer", *[k for i in range(top_k) for k in (f"top{i + 1}", f"p{i + 1}")]]
-    header += [k for k in JUDGEMENT if k != "answer"] + ["error"]
-    return write_csv(out, header, [[r.get(k, "") for k in header] for r in results])
+        return write_json(out, rows)
+    header = Prediction.columns(top_k)
+    return write_csv(out, header, [[r.get(k, "") for k in header] for r in rows])

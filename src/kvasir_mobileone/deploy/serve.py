@@ -20,7 +20,7 @@ import numpy as np
 
 from kvasir_mobileone.answers import NOT_SURE, OUTSIDE
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
-from kvasir_mobileone.deploy.predict import classify, top_classes
+from kvasir_mobileone.deploy.predict import Prediction, classify
 from kvasir_mobileone.deploy.runtime import Predictor, load
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import load_rgb
@@ -115,10 +115,10 @@ class PageModel:
         good = [a for request in answers for a in request if not a["error"]]
         if good:
             batch = np.stack([a["array"] for a in good])
-            probs, judged = classify(self.predictor, batch)
+            _, predictions = classify(self.predictor, batch, [a["file"] for a in good], self.top_k)
             heat = self.explainer.heatmaps(batch)
-            for a, p, j, h in zip(good, probs, judged, heat, strict=True):
-                a |= top_classes(p, self.predictor.class_names, self.top_k) | j | {"overlay": over_frame(a["frame"], h)}
+            for a, prediction, h in zip(good, predictions, heat, strict=True):
+                a |= {"prediction": prediction, "overlay": over_frame(a["frame"], h)}
             ms = 1000 * (time.perf_counter() - start) / len(good)
             for a in good:
                 a["ms"] = ms
@@ -214,8 +214,7 @@ def build_app(
         path = Path(file if isinstance(file, str) else file.name)
         return watch_video(page.predictor, path, int(max_video_mb * MB))
 
-    headers = ["file", "answer", "prediction set", "top class"]
-    headers += [f"class {i + 1}" for i in range(1, page.top_k)] + ["ms/image"]
+    headers = table_headers(page.top_k)
     keep = max(60, int(keep_minutes * 60))
     with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone", delete_cache=(keep, keep)) as app:
         gr.Markdown(f"# Endoscopy image classifier: {page.predictor.model_name}\n\n{DISCLAIMER}")
@@ -309,38 +308,48 @@ def build_app(
     return app
 
 
-def answer_text(a: dict) -> str:
+def answer_text(a: Prediction) -> str:
     """One image's answer as the page writes it: its class with the probability, or "not sure" with the set, or
     "outside the training data"."""
-    if a["answer"] == OUTSIDE:
+    top, p = a.top[0]
+    if a.answer == OUTSIDE:
         return OUTSIDE
-    if a["answer"] == NOT_SURE:
-        return f"{NOT_SURE}: {a['prediction_set'] or a['top1']} (top {a['p1']:.0%})"
-    return f"{a['answer']} ({a['p1']:.0%})"
+    if a.answer == NOT_SURE:
+        return f"{NOT_SURE}: {a.prediction_set or top} (top {p:.0%})"
+    return f"{a.answer} ({p:.0%})"
+
+
+def page_cell(a: Prediction, key: str, i: int) -> str:
+    """One cell of the page's table: the answer in words, the i-th class with its probability, a field as text."""
+    if key == "answer":
+        return answer_text(a)
+    if key == "top":
+        return f"{a.top[i][0]} ({a.top[i][1]:.3f})"
+    if key == "prediction_set" and a.answer == OUTSIDE:
+        return "—"
+    value = getattr(a, key)
+    return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def table_headers(top_k: int) -> list[str]:
+    """The page's table: the file, Prediction's page columns, the time per image."""
+    return ["file", *[title for _, _, title in Prediction.page_columns(top_k)], "ms/image"]
 
 
 def respond(answers: list[dict], top_k: int) -> tuple:
     """(heatmap gallery, frame gallery, table rows, message) of one request. The message (a live region) says every
     answer, so that a screen reader reads the results, not only their count."""
     good = [a for a in answers if not a["error"]]
-    overlays = [(a["overlay"], f"{a['file']}: {answer_text(a)}") for a in good]
+    overlays = [(a["overlay"], f"{a['file']}: {answer_text(a['prediction'])}") for a in good]
     frames = [(a["path"], a["file"]) for a in good]  # the upload itself: nothing to encode
-    table = [
-        [
-            a["file"],
-            answer_text(a),
-            "—" if a["answer"] == OUTSIDE else a["prediction_set"],
-            *(f"{a[f'top{i + 1}']} ({a[f'p{i + 1}']:.3f})" for i in range(top_k)),
-            round(a["ms"]),
-        ]
-        for a in good
-    ]
+    columns = Prediction.page_columns(top_k)
+    table = [[a["file"], *(page_cell(a["prediction"], k, i) for k, i, _ in columns), round(a["ms"])] for a in good]
     problems = "\n".join(f"- **{a['file']}**: {a['error']}" for a in answers if a["error"])
     if not answers:
         message = "Drop one or several images first."
     else:
         message = f"Classified {len(good)} of {len(answers)} images."
-        message += "".join(f"\n- {a['file']}: {answer_text(a)}" for a in good)
+        message += "".join(f"\n- {a['file']}: {answer_text(a['prediction'])}" for a in good)
         if problems:
             message += f"\n\nCould not classify:\n{problems}"
     return overlays, frames, table, message
