@@ -521,7 +521,7 @@ def test_the_proposal_follows_what_the_run_already_had(tmp_path):
     cleaned already, or nothing followed and nothing open: no proposal."""
     from types import SimpleNamespace
 
-    from kvasir_mobileone.commands.audit import propose_fit
+    from kvasir_mobileone.evaluation.shortcut_audit import propose_fit
     from kvasir_mobileone.runs import RunFolder
 
     def trained(view="", swap=0.0, quantile=0.95, loader="auto", clean=""):

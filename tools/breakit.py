@@ -175,21 +175,21 @@ MUTATIONS = [
     ),
     Mutation(
         "a run not trained inside the view chosen from the data is proposed that view",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         '        words += ["--data.field_of_view", "common", "--data.view_quantile", AUTO]',
         '        words += ["--data.field_of_view", "common"]',
         FV + "test_the_proposal_follows_what_the_run_already_had",
     ),
     Mutation(
         "a run inside the chosen view that still follows, or with no view wide enough, is proposed the clean-up",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         "    if chosen or refused:",
         "    if chosen:",
         FV + "test_the_proposal_follows_what_the_run_already_had",
     ),
     Mutation(
         "with no view wide enough, the proposed clean-up is of the whole input (no view fit would refuse)",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         "        if not viewed and not too_small:  # else it cleans the whole input, as no view is wide enough",
         "        if not viewed:  # else it cleans the whole input, as no view is wide enough",
         FV + "test_the_proposal_follows_what_the_run_already_had",
@@ -203,21 +203,21 @@ MUTATIONS = [
     ),
     Mutation(
         "a run inside the chosen view whose predictions do not follow is proposed nothing more",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         "    if trained.model_input.clean or not (follows or open_shortcut) or (chosen and not follows):",
         "    if trained.model_input.clean or not (follows or open_shortcut):",
         FV + "test_the_proposal_follows_what_the_run_already_had",
     ),
     Mutation(
         "the proposed view turns off a frame swap the run had",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         '        words += ["--data.frame_swap", "0"] if trained.data.frame_swap else []',
         "        words += []",
         FV + "test_the_proposal_follows_what_the_run_already_had",
     ),
     Mutation(
         "a run with a resident loader is proposed the workers the clean-up needs",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         '        words += ["--data.loader", "workers"] if trained.data.loader == "resident" else []  # the clean-up',
         "        words += []  # the clean-up",
         FV + "test_the_proposal_follows_what_the_run_already_had",
@@ -245,7 +245,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the proposed fit line trains on the same split",
-        "commands/audit.py",
+        "evaluation/shortcut_audit.py",
         '    words = ["kvasir", "fit", "--config", str(home.config), "--data.manifest", str(home.manifest)]',
         '    words = ["kvasir", "fit", "--config", str(home.config)]',
         FV + "test_the_swap_has_a_same_class_control_and_the_audit_proposes_one_fit_line",
@@ -405,7 +405,7 @@ MUTATIONS = [
     Mutation(
         "the page's live region reads every answer out, not only their count",
         "deploy/serve.py",
-        '        message += "".join(f"\\n- {a[\'file\']}: {answer_text(a)}" for a in good)\n',
+        '        message += "".join(f"\\n- {a[\'file\']}: {answer_text(a[\'prediction\'])}" for a in good)\n',
         "",
         SE + "test_the_page_through_gradio_client",
     ),
@@ -484,8 +484,8 @@ MUTATIONS = [
     ),
     Mutation(
         "no run file is spelled outside runs.py",
-        "commands/audit.py",
-        "        AuditFolder(out_dir).frame_maps_png,",
+        "evaluation/shortcut_audit.py",
+        "        folder.frame_maps_png,",
         '        out_dir / "frame_maps.png",',
         "tests/test_structure.py::test_run_files_are_spelled_in_runs_py_alone",
     ),
@@ -593,8 +593,8 @@ MUTATIONS = [
     Mutation(
         "answers batched together are each request's own (as one at a time)",
         "deploy/serve.py",
-        "            for a, p, j, h in zip(good, probs, judged, heat, strict=True):",
-        "            for a, p, j, h in zip(good, probs[::-1], judged[::-1], heat[::-1], strict=True):",
+        "            for a, prediction, h in zip(good, predictions, heat, strict=True):",
+        "            for a, prediction, h in zip(good, predictions[::-1], heat[::-1], strict=True):",
         SE + "test_requests_arriving_together_are_answered_in_one_batch",
     ),
     Mutation(
@@ -751,9 +751,9 @@ MUTATIONS = [
     ),
     Mutation(
         "the audit's baseline reads the images as the model sees them",
-        "commands/audit.py",
-        "        return model_input.prepare(image)",
-        "        return image",
+        "evaluation/shortcut_audit.py",
+        "        image = model_input.prepare(raw)",
+        "        image = raw",
         FV + "test_the_baseline_reads_what_the_model_sees",
     ),
     Mutation(
@@ -902,7 +902,7 @@ MUTATIONS = [
     Mutation(
         "predict applies the fitted temperature",
         "deploy/predict.py",
-        "    return apply_temperature(probs, temperature) if temperature else probs",
+        "    return apply_temperature(probs, predictor.temperature) if predictor.temperature else probs",
         "    return probs",
         "tests/test_results.py::test_tta_and_temperature_are_reported_and_exported",
     ),

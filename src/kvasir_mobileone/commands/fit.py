@@ -28,7 +28,7 @@ from kvasir_mobileone.data.split import (
     write_leaks,
     write_manifest,
 )
-from kvasir_mobileone.evaluation.outputs import calibrate
+from kvasir_mobileone.evaluation.outputs import calibrate, run_test
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
 from kvasir_mobileone.images import ModelInput, encode_view, view_sha256
 from kvasir_mobileone.io import markdown_table, update_json, write_csv, write_json
@@ -333,15 +333,22 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
         best = callbacks[0].best_model_path or None
         if best is None:  # no validation: no best checkpoint
             print("No best checkpoint was saved (no validation ran): testing the weights in memory.")
-        lightning_trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        tested = run_test(lightning_trainer, module, datamodule, ckpt_path=best, weights_only=True)
         if lightning_trainer.world_size == 1:  # the detector and thresholds, fitted and kept in the checkpoint
-            module.uncertainty = calibrate(lightning_trainer, module, data, rows, uncertainty, datamodule.skipped)
+            module.uncertainty = calibrate(
+                lightning_trainer, module, data, rows, uncertainty, tested, datamodule.skipped
+            )
             store_uncertainty(run.checkpoint(), module.uncertainty)
         else:
             print("The out-of-distribution detector and thresholds are fitted on one device: `kvasir test RUN`.")
         if lightning_trainer.is_global_zero:
             metrics = report_test_predictions(
-                module, rows, run.test_dir, precision=evaluation_precision(trainer), excluded=run.excluded_count()
+                module,
+                tested,
+                rows,
+                run.test_dir,
+                precision=evaluation_precision(trainer),
+                excluded=run.excluded_count(),
             )
             print(test_summary(metrics))
     if lightning_trainer.is_global_zero:

@@ -9,12 +9,13 @@ from kvasir_mobileone.answers import UncertaintyConfig
 from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.evaluation.outputs import calibrate as calibrate_uncertainty
+from kvasir_mobileone.evaluation.outputs import run_test
 from kvasir_mobileone.evaluation.stats import fit_temperature
 from kvasir_mobileone.evaluation.testing import eval_trainer_config, report_test_predictions, test_summary
 from kvasir_mobileone.io import read_csv, write_json
 from kvasir_mobileone.models.classifier import store_uncertainty
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.models.trainer import TrainerConfig, build_trainer, on_gpu, speed_settings
+from kvasir_mobileone.models.trainer import build_trainer, on_gpu, speed_settings
 
 
 def test(
@@ -59,38 +60,31 @@ def test(
     module.tta = tta
     # on a GPU, the memory layout of fit's own test (NHWC unless the run said otherwise); never on a CPU, where oneDNN
     # aborts in channels_last (README, Speed)
-    known = {f.name for f in dataclasses.fields(TrainerConfig)}  # a run recorded under another Lightning version
-    recorded_trainer = {k: v for k, v in trained.config.get("trainer", {}).items() if k in known}
-    recorded = speed_settings(TrainerConfig(**recorded_trainer))[1]
+    recorded = speed_settings(trained.trainer_config)[1]
     module.accelerate(channels_last=recorded if on_gpu(accelerator) else "off")
-    config = eval_trainer_config(trained, accelerator, precision)
+    config, module.eval_precision = eval_trainer_config(trained.trainer_config, accelerator, precision)
     trainer = build_trainer(config, out_dir)
     temperature = None
-    if calibrate:
-        # the val images, served through the test loader, give the probabilities the temperature is fitted on
-        val_as_test = [r | {"split": "test"} for r in rows if r["split"] == "val"]
-        trainer.test(
-            module, datamodule=ImageFolderDataModule(data_cfg, val_as_test, trained.model_input), verbose=False
-        )
-        val = module.test_predictions
-        temperature = fit_temperature(val.get("probs_tta", val["probs"]), val["targets"])
-        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val["targets"]), "tta": tta}
+    if calibrate:  # the val images' probabilities, through the test step, give the temperature
+        val = run_test(trainer, module, ImageFolderDataModule(data_cfg, rows, trained.model_input, evaluate="val"))
+        temperature = fit_temperature(val.probs_tta if tta else val.probs, val.targets)
+        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val.targets), "tta": tta}
         if trained.run:
             write_json(trained.run.temperature, fitted)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    tested = run_test(trainer, module, datamodule)
     if refit_uncertainty or module.uncertainty is None:
         skip = (
             [r["path"] for r in read_csv(trained.run.problems)]
             if trained.run and trained.run.problems.is_file()
             else []
         )
-        module.uncertainty = calibrate_uncertainty(trainer, module, data_cfg, rows, uncertainty, skip)
+        module.uncertainty = calibrate_uncertainty(trainer, module, data_cfg, rows, uncertainty, tested, skip)
         store_uncertainty(trained.ckpt, module.uncertainty)
         print(
             "Out-of-distribution detector, abstention threshold and prediction sets fitted; written into "
             f"{trained.ckpt}."
         )
     excluded = trained.run.excluded_count() if trained.run and manifest is None else 0
-    metrics = report_test_predictions(module, rows, out_dir, temperature, config.precision, excluded)
+    metrics = report_test_predictions(module, tested, rows, out_dir, temperature, config.precision, excluded)
     print(test_summary(metrics))
     return metrics

@@ -159,10 +159,19 @@ class ImageFolderDataModule(L.LightningDataModule):
     workers read them from the cache or the files. `skipped` maps each training image that could not be read to
     its reason."""
 
-    def __init__(self, cfg: DataConfig, rows: list[dict[str, str]], model_input: ModelInput, seed: int | None = None):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        rows: list[dict[str, str]],
+        model_input: ModelInput,
+        seed: int | None = None,
+        evaluate: str = "test",
+    ):
         """`seed`: the training seed, which orders the resident batches (default: torch's current seed, which
-        `fit` sets from --trainer.seed)."""
+        `fit` sets from --trainer.seed). `evaluate`: the split that trainer.test and trainer.predict go through
+        (`kvasir test --calibrate` and the uncertainty's passes evaluate val and train)."""
         super().__init__()
+        self.evaluate = evaluate
         self.train_seed = torch.initial_seed() if seed is None else seed
         self.cfg = cfg
         self.rows = rows
@@ -233,11 +242,13 @@ class ImageFolderDataModule(L.LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def dataset(self, split: str | None) -> ImageListDataset:
-        """One split's images, or every image of the manifest with split=None; augmented only for train.
-        Only training skips unreadable images; every other use needs every image."""
+    def dataset(self, split: str | None, training: bool | None = None) -> ImageListDataset:
+        """One split's images, or every image of the manifest with split=None; augmented only for training (the
+        train split, unless `training` says otherwise). Only training skips unreadable images; every other use
+        needs every image."""
+        training = split == "train" if training is None else training
         rows = [r for r in self.rows if split is None or r["split"] == split]
-        augment = train_augmentations() if split == "train" and self.augment_on == "workers" else None
+        augment = train_augmentations() if training and self.augment_on == "workers" else None
         return ImageListDataset(
             rows,
             self.cfg.data_dir,
@@ -246,9 +257,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.model_input.interpolation,
             augment,
             self.cache,
-            skip_unreadable=split == "train",
+            skip_unreadable=training,
             prepare=self.model_input.prepare,
-            frame_swap=self.cfg.frame_swap if split == "train" else 0.0,
+            frame_swap=self.cfg.frame_swap if training else 0.0,
         )
 
     def _load_bank(self) -> None:
@@ -261,18 +272,21 @@ class ImageFolderDataModule(L.LightningDataModule):
             f"({self.bank.nbytes / 2**30:.2f} GiB) for --data.loader resident."
         )
 
-    def resident(self, split: str | None, shuffle: bool = False, batch_size: int | None = None) -> ResidentBatches:
+    def resident(
+        self, split: str | None, shuffle: bool = False, batch_size: int | None = None, training: bool | None = None
+    ) -> ResidentBatches:
         """One split's images as batches gathered from the ImageBank (loaded on first use). Training skips and
         reports the images the cache could not decode; any other split stops on them, naming the file."""
         if self.bank is None:
             self._load_bank()
+        training = split == "train" if training is None else training
         members = []
         for k, row in enumerate(self.rows):
             if split is not None and row["split"] != split:
                 continue
             if not self.bank.valid[k]:
                 reason = self.cache.errors.get(row["path"], "not in the cache")
-                if split != "train":
+                if not training:
                     raise unreadable_error(Path(self.cfg.data_dir) / row["path"], reason, row["split"])
                 self.skipped[row["path"]] = reason
                 continue
@@ -304,11 +318,14 @@ class ImageFolderDataModule(L.LightningDataModule):
             images = self._device_augment(images.float() / 255.0)
         return normalize(images, self.model_input) if images.numel() else images, targets, indices
 
-    def loader(self, split: str | None, shuffle: bool = False, batch_size: int | None = None):
-        """A split's batches: a DataLoader over workers, or ResidentBatches with loader=resident."""
+    def loader(
+        self, split: str | None, shuffle: bool = False, batch_size: int | None = None, training: bool | None = None
+    ):
+        """A split's batches: a DataLoader over workers, or ResidentBatches with loader=resident. `training`: as
+        dataset() says."""
         if self.loader_kind == "resident":
-            return self.resident(split, shuffle, batch_size)
-        dataset = self.dataset(split)
+            return self.resident(split, shuffle, batch_size, training)
+        dataset = self.dataset(split, training)
         batch_size = batch_size or self.batch_size
         sampler = None
         if shuffle and self.cfg.sampler == "balanced":
@@ -335,8 +352,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self.loader("val")
 
     def test_dataloader(self):
-        return self.loader("test")
+        return self.loader(self.evaluate, training=False)
 
     def predict_dataloader(self):
-        """The "test" rows, unaugmented (the uncertainty passes serve train and val images relabelled as test)."""
-        return self.loader("test")
+        """The `evaluate` split's rows, unaugmented, every one of them."""
+        return self.loader(self.evaluate, training=False)

@@ -322,6 +322,14 @@ def baseline_features(pixels: np.ndarray, places: np.ndarray) -> np.ndarray:
     return np.concatenate([colour, frame_features(pixels[None]), anywhere[None]], axis=1)[0]
 
 
+def seen_features(image: np.ndarray, in_places: np.ndarray) -> np.ndarray:
+    """baseline_features of one image as the model sees it: pooled inside the overlay places (`in_places`), the
+    histogram of overlay colours over the whole image (overlays that move fall anywhere)."""
+    histogram = OVERLAY_LEVELS + 1  # baseline_features ends with the levels and the green share
+    inside, anywhere = baseline_features(image, in_places), baseline_features(image, np.ones_like(in_places))
+    return np.r_[inside[:-histogram], anywhere[-histogram:]]
+
+
 def shortcut_baseline(features: np.ndarray, splits: np.ndarray, labels: np.ndarray, places: list[str]) -> dict:
     """A logistic regression on baseline_features of the images as the model sees them (its mask and field of
     view applied): the frame and the overlay places, tissue blanked. Trained on the train split, tested on the

@@ -15,13 +15,25 @@ from kvasir_mobileone.answers import Uncertainty, UncertaintyConfig
 from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.foreign import write_foreign
 from kvasir_mobileone.evaluation.uncertainty import Outputs, fit_uncertainty
+from kvasir_mobileone.models.classifier import TestOutputs
 
 log = logging.getLogger(__name__)
 
 
+def run_test(trainer, module, datamodule, **test_kwargs) -> TestOutputs:
+    """trainer.test over the datamodule's `evaluate` split, and what it gathered: every image once."""
+    trainer.test(module, datamodule=datamodule, verbose=False, **test_kwargs)
+    return module.take_test_outputs()
+
+
+def as_outputs(tested: TestOutputs) -> Outputs:
+    return Outputs(tested.logits, tested.features, tested.targets)
+
+
 def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None = None, skip=()) -> Outputs:
     """Outputs on a split's images (a seeded sample of `limit` of them; `skip`: paths training could not read),
-    served unaugmented through the test loader."""
+    served unaugmented through the predict loader. The other splits' rows stay in the data module, so that the
+    class indices are the manifest's even when the sample lacks a class."""
     chosen = [r for r in rows if r["split"] == split and r["path"] not in set(skip)]
     if limit and len(chosen) > limit:
         keep = np.sort(np.random.default_rng(0).permutation(len(chosen))[:limit])
@@ -31,7 +43,9 @@ def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None
         return Outputs(
             np.zeros((0, len(module.class_names)), np.float32), np.zeros((0, width), np.float32), np.zeros(0, int)
         )
-    datamodule = ImageFolderDataModule(data_cfg, [r | {"split": "test"} for r in chosen], module.model_input)
+    kept = {id(r) for r in chosen}
+    served = [r for r in rows if r["split"] != split or id(r) in kept]
+    datamodule = ImageFolderDataModule(data_cfg, served, module.model_input, evaluate=split)
     batches = trainer.predict(module, datamodule=datamodule)
     index, targets, logits, features = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     order = np.argsort(index)
@@ -58,19 +72,13 @@ def foreign_outputs(module, selection: bool = False) -> Outputs:
     return Outputs(logits.float().cpu().numpy(), features.float().cpu().numpy())
 
 
-def test_outputs(module) -> Outputs:
-    """The outputs the last trainer.test gathered (every test image once, in index order)."""
-    found = module.test_predictions
-    return Outputs(found["logits"], found["features"], found["targets"])
-
-
-def calibrate(trainer, module, data_cfg, rows, config: UncertaintyConfig, skip=()) -> Uncertainty:
+def calibrate(trainer, module, data_cfg, rows, config: UncertaintyConfig, tested: TestOutputs, skip=()) -> Uncertainty:
     """The module's Uncertainty: the detector fitted on (a sample of) the training images, thresholds on val, every
-    detector compared on test against the foreign images. Needs trainer.test to have run on the test split."""
+    detector compared on the test outputs (`tested`) against the foreign images."""
     log.info(
         f"Uncertainty: detector ({config.detector}) on up to {config.fit_images} training images, thresholds on val."
     )
     train = split_outputs(trainer, module, data_cfg, rows, "train", config.fit_images, skip)
     val = split_outputs(trainer, module, data_cfg, rows, "val")
     selection = foreign_outputs(module, selection=True)
-    return fit_uncertainty(train, val, config, selection, (test_outputs(module), foreign_outputs(module)))
+    return fit_uncertainty(train, val, config, selection, (as_outputs(tested), foreign_outputs(module)))

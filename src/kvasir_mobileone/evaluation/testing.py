@@ -3,36 +3,37 @@ and temperature, and the report. The test at the end of `fit` ends in the same r
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
-from kvasir_mobileone.evaluation.outputs import foreign_outputs, test_outputs
+from kvasir_mobileone.evaluation.outputs import as_outputs, foreign_outputs
 from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature
 from kvasir_mobileone.evaluation.uncertainty import measure
 from kvasir_mobileone.evaluation.uncertainty_report import uncertainty_section
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure
-from kvasir_mobileone.models.loading import TrainedRun
+from kvasir_mobileone.models.classifier import TestOutputs
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision
 from kvasir_mobileone.runs import TestReport
 
 plt = pyplot()
 
 
-def eval_trainer_config(trained: TrainedRun, accelerator: str = "auto", precision: str | None = None):
-    """One device (every test image seen once, one process writes the report) at the run's evaluation precision,
-    or at `precision` when one is given."""
-    run_trainer = {k: v for k, v in trained.config.get("trainer", {}).items() if k in ("precision", "eval_precision")}
-    recorded = TrainerConfig(**run_trainer, accelerator=accelerator)
+def eval_trainer_config(
+    recorded: TrainerConfig, accelerator: str = "auto", precision: str | None = None
+) -> tuple[TrainerConfig, str]:
+    """(one device — every test image seen once, one process writes the report — at the run's evaluation precision,
+    or at `precision` when one is given; the model's eval_precision for it: "32-true" or "as-training")."""
     if precision:  # asked for explicitly: the module then leaves the trainer's autocast on
-        trained.module.eval_precision = "32-true" if precision == "32-true" else "as-training"
+        module_precision = "32-true" if precision == "32-true" else "as-training"
     else:
-        trained.module.eval_precision = recorded.eval_precision
-        precision = evaluation_precision(recorded)
-    return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision)
+        recorded = dataclasses.replace(recorded, accelerator=accelerator)
+        module_precision, precision = recorded.eval_precision, evaluation_precision(recorded)
+    return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision), module_precision
 
 
 def leak_free_metrics(
@@ -83,24 +84,24 @@ def leak_free_metrics(
 
 def report_test_predictions(
     module,
+    tested: TestOutputs,
     rows: list[dict[str, str]],
     out_dir: Path,
     temperature: float | None = None,
     precision: str = "32-true",
     excluded: int = 0,
 ) -> dict:
-    """After trainer.test: metrics and the report of the module's gathered test predictions, written to out_dir.
+    """Metrics and the report of a test epoch's outputs (`tested`, evaluation/outputs.run_test), written to out_dir.
 
     With TTA or a temperature, the report's main numbers use them and a section shows their effect."""
-    predictions = module.test_predictions
     test_paths = [r["path"] for r in rows if r["split"] == "test"]
-    if len(predictions["index"]) != len(test_paths):  # never a report whose n is not the split's
-        raise RuntimeError(f"{len(predictions['index'])} test predictions for {len(test_paths)} test images.")
-    paths = [test_paths[i] for i in predictions["index"]]
-    targets, names = predictions["targets"], module.class_names
-    variants = {"plain": predictions["probs"]}
-    if "probs_tta" in predictions:
-        variants["flip TTA"] = predictions["probs_tta"]
+    if len(tested.index) != len(test_paths):  # never a report whose n is not the split's
+        raise RuntimeError(f"{len(tested.index)} test predictions for {len(test_paths)} test images.")
+    paths = [test_paths[i] for i in tested.index]
+    targets, names = tested.targets, module.class_names
+    variants = {"plain": tested.probs}
+    if tested.probs_tta is not None:
+        variants["flip TTA"] = tested.probs_tta
     if temperature is not None:
         last = list(variants)[-1]
         variants[f"{last} + temperature {temperature:.3f}"] = apply_temperature(variants[last], temperature)
@@ -131,7 +132,7 @@ def report_test_predictions(
         )
     extra += model_input_section(module.model_input, out_dir)
     if module.uncertainty is not None:
-        test, foreign = test_outputs(module), foreign_outputs(module)
+        test, foreign = as_outputs(tested), foreign_outputs(module)
         measured = measure(module.uncertainty, test, foreign, names)
         extra += uncertainty_section(measured, module.uncertainty, test, foreign, out_dir)
         metrics["uncertainty"] = {k: v for k, v in measured.items() if k != "curves"}

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -54,6 +54,20 @@ def store_uncertainty(ckpt_path: str | Path, uncertainty: Uncertainty) -> Path:
     with atomic_path(ckpt_path) as tmp:
         torch.save(ckpt, tmp)
     return Path(ckpt_path)
+
+
+@dataclass(frozen=True)
+class TestOutputs:
+    """A test epoch's outputs, every image once (DistributedSampler's repeats dropped), in index order: the index
+    into the split's rows, targets, probabilities (and with TTA those averaged with the flipped image's), logits and
+    pooled features at the evaluation precision."""
+
+    index: np.ndarray
+    targets: np.ndarray
+    probs: np.ndarray
+    logits: np.ndarray
+    features: np.ndarray
+    probs_tta: np.ndarray | None = None
 
 
 def balanced_class_weights(counts: list[int]) -> list[float]:
@@ -107,7 +121,7 @@ class MobileOneClassifier(L.LightningModule):
         self.compiled, self.static_batch = False, None  # likewise
         self._test_batches: list[tuple[torch.Tensor, ...]] = []
         self.tta = False  # test-time augmentation: also average in the horizontally flipped image
-        self.test_predictions: dict[str, np.ndarray] | None = None  # index, probs, targets: every test image once
+        self._tested: TestOutputs | None = None  # what the last test epoch gathered, until take_test_outputs()
         self.uncertainty: Uncertainty | None = None  # fitted after training (store_uncertainty), in the checkpoint
 
     @classmethod
@@ -251,16 +265,22 @@ class MobileOneClassifier(L.LightningModule):
         probs, probs_tta, logits = (t.reshape(-1, len(self.class_names)).float() for t in gathered[2:5])
         features = gathered[5].reshape(len(indices), -1).float()
         order = np.unique(indices.cpu().numpy(), return_index=True)[1]
-        self.test_predictions = {
-            "index": indices.cpu().numpy()[order],
-            "targets": targets.cpu().numpy()[order],
-            "probs": probs.cpu().numpy()[order],
-            "logits": logits.cpu().numpy()[order],  # for the uncertainty figures (evaluation/uncertainty.py)
-            "features": features.cpu().numpy()[order],
-        }
-        if self.tta:
-            self.test_predictions["probs_tta"] = probs_tta.cpu().numpy()[order]
+        self._tested = TestOutputs(
+            index=indices.cpu().numpy()[order],
+            targets=targets.cpu().numpy()[order],
+            probs=probs.cpu().numpy()[order],
+            logits=logits.cpu().numpy()[order],
+            features=features.cpu().numpy()[order],
+            probs_tta=probs_tta.cpu().numpy()[order] if self.tta else None,
+        )
         self._test_batches.clear()
+
+    def take_test_outputs(self) -> TestOutputs:
+        """What the last trainer.test gathered, handed over once (evaluation/outputs.run_test)."""
+        tested, self._tested = self._tested, None
+        if tested is None:
+            raise RuntimeError("No test outputs: trainer.test has not run since they were last taken.")
+        return tested
 
     def predict_step(self, batch, batch_idx):
         """(indices, targets, logits, features) of a batch at the evaluation precision: the passes over train and

@@ -83,12 +83,16 @@ class TrainedRun:
         return dataclasses.replace(data, data_dir=self.data_dir_override) if self.data_dir_override else data
 
     @property
+    def trainer_config(self) -> TrainerConfig:
+        """The run's recorded trainer settings (those this release knows: a run recorded under another one may
+        hold more)."""
+        known = {f.name for f in dataclasses.fields(TrainerConfig)}
+        return TrainerConfig(**{k: v for k, v in self.config.get("trainer", {}).items() if k in known})
+
+    @property
     def precision(self) -> str:
         """The run's evaluation precision (--trainer.eval_precision: 32-true, or the training precision)."""
-        recorded = self.config.get("trainer", {})
-        return evaluation_precision(
-            TrainerConfig(**{k: v for k, v in recorded.items() if k in ("precision", "eval_precision", "accelerator")})
-        )
+        return evaluation_precision(self.trainer_config)
 
     def evaluating(self, device_type: str = "cpu"):
         """Gradients off and the run's evaluation precision: how every command outside a Trainer runs the model."""
