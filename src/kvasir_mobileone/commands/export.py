@@ -14,7 +14,6 @@ from kvasir_mobileone.deploy.card import write_card
 from kvasir_mobileone.deploy.export import (
     FORMATS,
     LogitsAndFeatures,
-    bundle_files,
     bundle_metadata,
     bundle_sizes,
     fused_onnx,
@@ -141,20 +140,17 @@ def export(
         )
     metrics_path = trained.run.test.metrics if trained.run else None
     test_metrics = json.loads(metrics_path.read_text()) if metrics_path and metrics_path.is_file() else None
-    metadata = bundle_metadata(trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
-    if agreement:
-        metadata["uncertainty_parity"] = agreement
-    if trained.precision != "32-true":
-        metadata["parity_at_eval_precision"] = checks_eval | {"precision": trained.precision}
-    metadata["how"] = (
-        f"kvasir export {run} --out {out} --format {','.join(f for f in FORMATS if f in formats)} (eval mode, fp32, "
-        f"ONNX opset {opset})"
-    )
-    if "executorch" in formats:
-        metadata["executorch"] = pte
+    listed = ",".join(f for f in FORMATS if f in formats)
+    parts = {
+        "how": f"kvasir export {run} --out {out} --format {listed} (eval mode, fp32, ONNX opset {opset})",
+        "agreement": agreement,
+        "at_eval": checks_eval | {"precision": trained.precision} if trained.precision != "32-true" else None,
+        "executorch": pte if "executorch" in formats else None,
+    }
+    measured = (trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
     if "coreml" in formats:
-        metadata["coreml"] = coreml(fused, metadata, paths, batch, out_dir)
-    metadata["files"] = bundle_files(metadata)
+        parts["coreml"] = coreml(fused, bundle_metadata(*measured, **parts), paths, batch, out_dir)
+    metadata = bundle_metadata(*measured, **parts)
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
     if model_input.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
@@ -163,9 +159,8 @@ def export(
     write_json(out_dir / METADATA_NAME, metadata)
     write_card(out_dir, metadata, test_metrics, trained.config, unfused)
     if quantize == "int8":
-        refused = quantize_all(
+        int8, pte_int8, refused = quantize_all(
             trained,
-            metadata,
             fused,
             out_dir,
             formats,
@@ -176,7 +171,10 @@ def export(
             force,
             int8_search,
         )
-        metadata["files"] = bundle_files(metadata)
+        parts["int8"] = int8
+        if pte_int8:
+            parts["executorch"] = parts["executorch"] | {"int8": pte_int8}
+        metadata = bundle_metadata(*measured, **parts)
         write_json(out_dir / METADATA_NAME, metadata)
         write_card(out_dir, metadata, test_metrics, trained.config, unfused)
         if refused:
@@ -271,28 +269,27 @@ def coreml(fused: torch.nn.Module, metadata: dict, paths: list[Path], batch: tor
 
 
 def quantize_all(
-    trained, metadata, fused, out_dir, formats, config, fp32_layers, calibration_images, max_drop, force, search
-) -> list[Int8Refused]:
-    """The int8 models of every format asked for, on the same calibration and test images and by the same rule;
-    each accepted one joins the metadata, each refusal is returned (the others are still built)."""
+    trained, fused, out_dir, formats, config, fp32_layers, calibration_images, max_drop, force, search
+) -> tuple[dict | None, dict | None, list[Int8Refused]]:
+    """The int8 models of every format asked for, on the same calibration and test images and by the same rule:
+    (the ONNX int8 figures, the ExecuTorch int8 figures — None for a refused or unasked one —, the refusals; the
+    others are still built)."""
     images = Int8Images(trained, calibration_images)
-    refused = []
+    refused, onnx_int8, pte_int8 = [], None, None
     try:
         figures = int8_for_run(
             images, out_dir / ONNX_NAME, out_dir / INT8_NAME, config, fp32_layers, max_drop, force, search
         )
         print(figures.pop("summary"))
-        metadata["int8"] = {"file": INT8_NAME} | figures
-        metadata["precision"] = "int8"
+        onnx_int8 = {"file": INT8_NAME} | figures
     except Int8Refused as err:
         refused.append(err)
     if "executorch" in formats:
         from kvasir_mobileone.deploy.pte import pte_int8_for_run
 
         try:
-            figures = pte_int8_for_run(LogitsAndFeatures(fused), images, out_dir, max_drop, force)
-            print("ExecuTorch " + figures.pop("summary"))
-            metadata["executorch"]["int8"] = figures
+            pte_int8 = pte_int8_for_run(LogitsAndFeatures(fused), images, out_dir, max_drop, force)
+            print("ExecuTorch " + pte_int8.pop("summary"))
         except Int8Refused as err:
             refused.append(err)
-    return refused
+    return onnx_int8, pte_int8, refused
