@@ -9,8 +9,9 @@ import numpy as np
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import metric_intervals
-from kvasir_mobileone.evaluation.metrics import accuracy, balanced_accuracy, macro_f1, present_classes
+from kvasir_mobileone.evaluation.metrics import present_classes, top1_metric
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
+from kvasir_mobileone.metrics import BOOTSTRAPPED, METRICS
 from kvasir_mobileone.runs import RunFolder, TestReport
 
 plt = pyplot()
@@ -69,10 +70,6 @@ def aligned(result: dict, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return result["targets"][idx], result["predicted"][idx]
 
 
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.2f}"
-
-
 def _flat(row: dict) -> dict:
     """(low, high) values as two columns, for CSV."""
     flat = {}
@@ -93,33 +90,20 @@ def _f1(value: float, ci: tuple[float, float]) -> str:
 
 
 def run_row(result: dict, order: list[str], n_resamples: int, seed: int) -> dict:
-    """One run's row of the comparison: metrics with intervals on the shared test images, sizes and latency."""
+    """One run's row of the comparison: every metric of kvasir_mobileone.metrics (those with an interval recomputed,
+    with it, on the shared test images; the others from the run's report), sizes and latency."""
     targets, predicted = aligned(result, order)
-    m = result["metrics"]
-    # point estimates and intervals from the same functions on the same predictions
     intervals = metric_intervals(targets, predicted, n_resamples, seed)
-    acc_ci, f1_ci = intervals["accuracy_ci"], intervals["f1_macro_ci"]
-    acc, f1_macro = (
-        float(accuracy(targets, predicted)),
-        float(macro_f1(targets, predicted, present_classes(targets))),
-    )
+    labels = present_classes(targets)
+    row = {"run": result["name"], "model": result["model"]}
+    for key, metric in METRICS.items():
+        if metric.interval:  # point estimates and intervals from the same functions on the same predictions
+            row[key] = float(top1_metric(key, labels)(targets, predicted))
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = intervals[f"{key}_ci"]
+        else:
+            row[key] = result["metrics"].get(key)
     info = result["info"]
-    return {
-        "run": result["name"],
-        "model": result["model"],
-        "accuracy": acc,
-        "accuracy_ci_low": acc_ci[0],
-        "accuracy_ci_high": acc_ci[1],
-        "top3": m.get("top3"),
-        "top5": m.get("top5"),
-        "f1": acc,
-        "f1_macro": f1_macro,
-        "f1_macro_ci_low": f1_ci[0],
-        "f1_macro_ci_high": f1_ci[1],
-        "balanced_accuracy": float(balanced_accuracy(targets, predicted, present_classes(targets))),
-        "balanced_accuracy_ci_low": intervals["balanced_accuracy_ci"][0],
-        "balanced_accuracy_ci_high": intervals["balanced_accuracy_ci"][1],
-        "mcc": m["mcc"],
+    return row | {
         "params_train": info.get("parameters_unfused"),
         "params_fused": info.get("parameters_fused"),
         "onnx_mb": info.get("onnx_bytes") and info["onnx_bytes"] / 1e6,
@@ -128,18 +112,15 @@ def run_row(result: dict, order: list[str], n_resamples: int, seed: int) -> dict
 
 
 def run_cells(row: dict) -> list[str]:
-    """A run's row as the markdown table shows it."""
+    """A run's row as the markdown table shows it: each metric as every report writes it."""
+    shown = [
+        m.text({k: row[k]} | ({f"{k}_ci": (row[f"{k}_ci_low"], row[f"{k}_ci_high"])} if m.interval else {}))
+        for k, m in METRICS.items()
+    ]
     return [
         row["run"],
         row["model"],
-        f"{_pct(row['accuracy'])} [{_pct(row['accuracy_ci_low'])}, {_pct(row['accuracy_ci_high'])}]",
-        _pct(row["top3"]),
-        _pct(row["top5"]),
-        f"{row['f1']:.4f}",
-        f"{row['f1_macro']:.4f} [{row['f1_macro_ci_low']:.4f}, {row['f1_macro_ci_high']:.4f}]",
-        f"{_pct(row['balanced_accuracy'])} [{_pct(row['balanced_accuracy_ci_low'])}, "
-        f"{_pct(row['balanced_accuracy_ci_high'])}]",
-        f"{row['mcc']:.4f}",
+        *shown,
         f"{row['params_train']:,}" if row["params_train"] else "—",
         f"{row['params_fused']:,}" if row["params_fused"] else "—",
         f"{row['onnx_mb']:.1f}" if row["onnx_mb"] else "—",
@@ -152,13 +133,7 @@ def comparison_markdown(rows: list[dict], pairs: list[dict], n_images: int, n_re
     header = [
         "run",
         "model",
-        "Accuracy % [95% CI]",
-        "Top-3 %",
-        "Top-5 %",
-        "F1",
-        "macro-F1 [95% CI]",
-        "balanced accuracy % [95% CI]",
-        "MCC",
+        *[m.label + (" [95% CI]" if m.interval else "") for m in METRICS.values()],
         "params (train)",
         "params (fused)",
         "ONNX MB",
@@ -189,7 +164,7 @@ def comparison_markdown(rows: list[dict], pairs: list[dict], n_images: int, n_re
         f"# Comparison on {n_images} shared test images\n\n"
         + markdown_table(header, [run_cells(r) for r in rows])
         + f"\n95% intervals: Wilson for accuracy, BCa bootstrap over test images ({n_resamples} resamples) for "
-        "macro-F1 and balanced accuracy. F1 is micro-F1 as in the original table (equal to accuracy); macro-F1 "
+        f"{BOOTSTRAPPED}. F1 is micro-F1 as in the original table (equal to accuracy); macro-F1 "
         "averages the F1, balanced accuracy the recall, of the classes that have test images.\n\n"
         "## Paired differences\n\n"
         + markdown_table(pair_header, pair_rows)

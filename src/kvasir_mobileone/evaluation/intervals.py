@@ -5,30 +5,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvasir_mobileone.evaluation.metrics import accuracy, balanced_accuracy, macro_f1, present_classes
+from kvasir_mobileone.evaluation.metrics import accuracy, macro_f1, present_classes, top1_metric
 from kvasir_mobileone.evaluation.stats import bootstrap_interval, matched_pairs_interval, mcnemar, wilson_interval
+from kvasir_mobileone.metrics import BOOTSTRAPPED, METRICS, WITH_INTERVALS
 
 
 def metric_intervals(targets: np.ndarray, predicted: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """{accuracy_ci: (low, high) Wilson, f1_macro_ci and balanced_accuracy_ci: (low, high) BCa bootstrap,
-    recall_ci: {class index: (low, high) Wilson}}."""
+    """{<key>_ci: (low, high)} for every metric of kvasir_mobileone.metrics with an interval (Wilson for accuracy,
+    BCa bootstrap over test images for the others), recall_ci: {class index: (low, high) Wilson}, and the method in
+    words."""
     targets, predicted = np.asarray(targets), np.asarray(predicted)
     labels = present_classes(targets)
-    return {
-        "accuracy_ci": wilson_interval(int(np.sum(targets == predicted)), len(targets)),
-        "f1_macro_ci": bootstrap_interval(
-            lambda t, p, axis: macro_f1(t, p, labels, axis), (targets, predicted), n_resamples, seed=seed
-        ),
-        "balanced_accuracy_ci": bootstrap_interval(
-            lambda t, p, axis: balanced_accuracy(t, p, labels, axis), (targets, predicted), n_resamples, seed=seed
-        ),
+    found = {}
+    for key in WITH_INTERVALS:
+        if METRICS[key].interval == "wilson":  # a proportion of correct answers
+            found[f"{key}_ci"] = wilson_interval(int(np.sum(targets == predicted)), len(targets))
+        else:
+            found[f"{key}_ci"] = bootstrap_interval(
+                top1_metric(key, labels), (targets, predicted), n_resamples, seed=seed
+            )
+    return found | {
         "recall_ci": {
             int(c): wilson_interval(int(np.sum((targets == c) & (predicted == c))), int(np.sum(targets == c)))
             for c in labels
         },
         "interval_method": (
             f"95%: Wilson for accuracy and each class's recall; BCa bootstrap over test images ({n_resamples}) for "
-            "macro-F1 and balanced accuracy"
+            f"{BOOTSTRAPPED}"
         ),
     }
 

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, matthews_corrcoef, precision_recall_fscore_support, top_k_accuracy_score
 
 from kvasir_mobileone.evaluation.stats import expected_calibration_error
+from kvasir_mobileone.metrics import macro_f1_from_counts
 
 TOP_KS = (3, 5)
 
@@ -19,19 +20,15 @@ def accuracy(targets: np.ndarray, predicted: np.ndarray, axis: int = -1) -> np.n
 
 
 def macro_f1(targets: np.ndarray, predicted: np.ndarray, labels, axis: int = -1) -> np.ndarray | float:
-    """Mean over `labels` of each class's F1 = 2TP / (2TP + FP + FN); a class with no TP, FP or FN scores 0.
-
-    `labels` are the classes the average covers: the classes that have test images (`present_classes`), so a
-    class missing from the test split neither counts as 0 nor goes unmentioned (the report lists it)."""
+    """kvasir_mobileone.metrics.macro_f1_from_counts over `labels`: the classes that have test images
+    (`present_classes`), so a class missing from the test split neither counts as 0 nor goes unmentioned (the
+    report lists it). Along `axis` for bootstrap resamples."""
     targets, predicted = np.asarray(targets), np.asarray(predicted)
-    scores = []
-    for c in labels:
-        is_true, is_predicted = targets == c, predicted == c
-        tp = np.sum(is_true & is_predicted, axis=axis)
-        wrong = np.sum(is_true != is_predicted, axis=axis)  # FP + FN
-        denominator = 2 * tp + wrong
-        scores.append(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0))
-    return np.mean(scores, axis=0)
+    if not len(labels):
+        return np.nan
+    tp = np.stack([np.sum((targets == c) & (predicted == c), axis=axis) for c in labels])
+    wrong = np.stack([np.sum((targets == c) != (predicted == c), axis=axis) for c in labels])  # FP + FN
+    return macro_f1_from_counts(tp, wrong, np.ones((len(labels),) + (1,) * (tp.ndim - 1), dtype=bool))
 
 
 def balanced_accuracy(targets: np.ndarray, predicted: np.ndarray, labels, axis: int = -1) -> np.ndarray | float:
@@ -44,6 +41,16 @@ def balanced_accuracy(targets: np.ndarray, predicted: np.ndarray, labels, axis: 
         hits = np.sum(is_true & (predicted == c), axis=axis)
         recalls.append(hits / np.maximum(np.sum(is_true, axis=axis), 1))
     return np.mean(recalls, axis=0)
+
+
+def top1_metric(key: str, labels):
+    """The metric `key` of kvasir_mobileone.metrics that top-1 predictions give, as f(targets, predicted, axis):
+    what the bootstrap intervals and compare recompute on resampled or shared test images."""
+    return {
+        "accuracy": lambda t, p, axis=-1: accuracy(t, p, axis),
+        "f1_macro": lambda t, p, axis=-1: macro_f1(t, p, labels, axis),
+        "balanced_accuracy": lambda t, p, axis=-1: balanced_accuracy(t, p, labels, axis),
+    }[key]
 
 
 def present_classes(targets: np.ndarray) -> np.ndarray:

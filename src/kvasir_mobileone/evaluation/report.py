@@ -11,6 +11,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from kvasir_mobileone.evaluation.intervals import metric_intervals
 from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
+from kvasir_mobileone.metrics import METRICS
 from kvasir_mobileone.runs import Predictions, TestReport
 
 plt = pyplot()
@@ -62,20 +63,17 @@ def percent(value: float | None) -> str:
 
 def accuracy_text(metrics: dict) -> str:
     """Accuracy with its interval, as every report writes it."""
-    low, high = metrics["accuracy_ci"]
-    return f"{percent(metrics['accuracy'])} [{percent(low)}, {percent(high)}]"
+    return METRICS["accuracy"].text(metrics)
 
 
 def balanced_text(metrics: dict) -> str:
     """Balanced accuracy (mean recall over the classes with test images) with its interval."""
-    low, high = metrics["balanced_accuracy_ci"]
-    return f"{percent(metrics['balanced_accuracy'])} [{percent(low)}, {percent(high)}]"
+    return METRICS["balanced_accuracy"].text(metrics)
 
 
 def f1_text(metrics: dict) -> str:
     """macro-F1 with its interval, as every report writes it."""
-    low, high = metrics["f1_macro_ci"]
-    return f"{metrics['f1_macro']:.4f} [{low:.4f}, {high:.4f}]"
+    return METRICS["f1_macro"].text(metrics)
 
 
 def write_report(
@@ -125,21 +123,8 @@ def write_report(
     plot_reliability(metrics["calibration_bins"], metrics["ece"], files.reliability_png)
     files.write_predictions(Predictions(list(paths), list(class_names), targets, predicted, probs))
     summary = markdown_table(
-        ["model", "Accuracy", "Top-3", "Top-5", "F1", "macro-F1", "balanced accuracy", "MCC", "ECE", "test images"],
-        [
-            [
-                model_name,
-                accuracy_text(metrics),
-                percent(metrics["top3"]),
-                percent(metrics["top5"]),
-                f"{metrics['f1_micro']:.4f}",
-                f1_text(metrics),
-                balanced_text(metrics),
-                f"{metrics['mcc']:.4f}",
-                f"{metrics['ece']:.4f}",
-                metrics["n"],
-            ]
-        ],
+        ["model", *[m.label for m in METRICS.values()], "test images"],
+        [[model_name, *[m.text(metrics) for m in METRICS.values()], metrics["n"]]],
     )
     missing = metrics.get("classes_without_test_images") or []
     warning = (

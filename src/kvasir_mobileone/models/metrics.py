@@ -9,20 +9,19 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
+from kvasir_mobileone.metrics import METRICS, macro_f1_from_counts
+
 
 class PresentClassesF1(MulticlassStatScores):
-    """Macro-F1 as the test report defines it (evaluation.metrics.macro_f1): the mean F1 over the classes that have
-    images among the targets. torchmetrics' macro average also counts a class that is predicted but absent as 0,
-    which on small imbalanced val sets picks checkpoints by another number than the one published."""
+    """Macro-F1 as the test report defines it: kvasir_mobileone.metrics.macro_f1_from_counts over the classes that
+    have images among the targets."""
 
     def __init__(self, num_classes: int, **kwargs):
         super().__init__(num_classes, average=None, **kwargs)
 
     def compute(self) -> torch.Tensor:
         tp, fp, _, fn = self._final_state()
-        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
-        present = (tp + fn) > 0
-        return f1[present].float().mean() if present.any() else torch.tensor(0.0, device=tp.device)
+        return macro_f1_from_counts(tp.double(), (fp + fn).double(), (tp + fn) > 0).float()
 
 
 class PresentClassesRecall(MulticlassStatScores):
@@ -40,8 +39,9 @@ class PresentClassesRecall(MulticlassStatScores):
 def stage_metrics(num_classes: int, stage: str) -> MetricCollection:
     """Running metrics logged per epoch (the test report computes its own from the gathered predictions, with the
     same definitions)."""
-    metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    logged = {m.key: m.logged for m in METRICS.values() if m.logged}  # the names of kvasir_mobileone/metrics.py
+    metrics: dict[str, Any] = {logged["accuracy"]: MulticlassAccuracy(num_classes, average="micro")}
     if stage in ("val", "test"):
-        metrics["f1_macro"] = PresentClassesF1(num_classes)
-        metrics["balanced_acc"] = PresentClassesRecall(num_classes)
+        metrics[logged["f1_macro"]] = PresentClassesF1(num_classes)
+        metrics[logged["balanced_accuracy"]] = PresentClassesRecall(num_classes)
     return MetricCollection(metrics, prefix=f"{stage}/")
