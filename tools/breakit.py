@@ -767,8 +767,8 @@ MUTATIONS = [
     Mutation(
         "val/f1_macro averages the classes present, as the report does",
         "models/metrics.py",
-        "        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)\n        present = (tp + fn) > 0",
-        "        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)\n        present = (tp + fn + fp) > 0",
+        "        return macro_f1_from_counts(tp.double(), (fp + fn).double(), (tp + fn) > 0).float()",
+        "        return macro_f1_from_counts(tp.double(), (fp + fn).double(), (tp + fn + fp) > 0).float()",
         IM + "test_val_macro_f1_is_the_reports_macro_f1",
     ),
     Mutation(
