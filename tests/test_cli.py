@@ -208,6 +208,18 @@ def test_every_command_line_in_the_readme_parses(monkeypatch, capsys):
     assert not failed, "\n".join(failed)
 
 
+def test_every_commands_help_summary_is_a_whole_sentence(capsys):
+    """`kvasir --help` shows the first line of each command's docstring: a sentence that ends there, never one cut
+    mid-way ("... into", "... with")."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out.split("Available subcommands:")[1]
+    summaries = re.split(r"\n    (?=[a-z-]+ )", listing)[1:]
+    assert [s.split()[0] for s in summaries] == list(COMMANDS)
+    cut = [s.split()[0] for s in summaries if not " ".join(s.split()).endswith(".")]
+    assert not cut, f"summaries cut mid-sentence: {cut}"
+
+
 def test_region_boxes_parse_on_the_command_line_as_the_readme_writes_them():
     assert quote_regions(["audit", "r", "--regions", "[bottom-left-box, logo:0.8,0,1,0.1]"])[-1] == json.dumps(
         ["bottom-left-box", "logo:0.8,0,1,0.1"]

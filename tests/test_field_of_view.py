@@ -13,21 +13,15 @@ from PIL import Image, ImageDraw
 
 from fitflags import fit_flags, fit_run
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.data.field_of_view import (
-    common_view,
-    derive_view,
-    frame_pixels,
-    overlay_pixels,
-    read_view_png,
-    swap_frame,
-    write_view_png,
-)
+from kvasir_mobileone.data.field_of_view import common_view, derive_view, read_view_png, write_view_png
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
+from kvasir_mobileone.data.frame import swap_frame
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.evaluation.audit import load_pixels, predict_pixels
 from kvasir_mobileone.evaluation.stats import matched_pairs_interval, wilson_interval
 from kvasir_mobileone.images import decode_resized, decode_view, encode_view, hide, view_sha256
 from kvasir_mobileone.io import read_csv
+from kvasir_mobileone.marks import frame_pixels, overlay_pixels
 from kvasir_mobileone.models.loading import open_run
 
 CLASSES = ("dyed-lifted-polyps", "esophagitis", "polyps")  # shapes that vary: no near-duplicate groups

@@ -35,7 +35,7 @@ from kvasir_mobileone.evaluation.stats import matched_pairs_interval
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models import trainer as trainer_module
 from kvasir_mobileone.models.backbone import model_input_for
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.classifier import Classifier, ModelConfig
 from kvasir_mobileone.models.optim import build_lr_scheduler, build_optimizer, scaled_lr, warmup_epochs
 from kvasir_mobileone.runs import read_checkpoint
 
@@ -301,7 +301,7 @@ def test_the_automatic_batch_follows_the_accelerator_not_the_machine(monkeypatch
 def test_compile_keeps_the_outputs_and_the_checkpoint_keys():
     torch.manual_seed(0)
     model = ModelConfig(name="resnet10t", pretrained=False)
-    module = MobileOneClassifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
+    module = Classifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
     keys = list(module.state_dict())
     x = torch.rand(4, 3, 32, 32)
     module.eval()
@@ -330,7 +330,7 @@ def test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_curr
     torch._dynamo.reset()
     counters.clear()
     model = ModelConfig(name="resnet10t", pretrained=False)
-    module = MobileOneClassifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
+    module = Classifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
     keys = list(module.state_dict())
     module.accelerate("default", "off", static_batch=8)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
@@ -346,7 +346,7 @@ def test_compiled_training_is_one_static_graph_and_evaluation_runs_eager_on_curr
     with torch.no_grad():
         evaluated = module(x)
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])  # no graph for evaluation
-    plain = MobileOneClassifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
+    plain = Classifier(["a", "b", "c"], model, model_input=model_input_for("resnet10t", 32))
     plain.load_state_dict(module.state_dict())  # the keys a checkpoint of the compiled model holds
     with torch.no_grad():
         assert torch.allclose(evaluated, plain.eval()(x), atol=1e-5)

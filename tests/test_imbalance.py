@@ -20,7 +20,7 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.metrics import balanced_accuracy, macro_f1, present_classes
 from kvasir_mobileone.evaluation.stats import mcnemar
 from kvasir_mobileone.io import read_csv
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig, balanced_class_weights
+from kvasir_mobileone.models.classifier import Classifier, ModelConfig, balanced_class_weights
 from kvasir_mobileone.models.metrics import PresentClassesF1, PresentClassesRecall
 
 BIG = ("dyed-lifted-polyps", "esophagitis", "normal-cecum")
@@ -189,7 +189,7 @@ def test_best_ckpt_is_the_epoch_the_monitor_picks(tiny_data, tmp_path, monitor, 
 def test_the_training_loss_is_class_weighted_and_the_val_loss_is_not():
     """--model.class_weights balanced: the training step's loss is cross-entropy weighted N / (K x n_c); val's is
     plain; the weights come back with the checkpoint's hyperparameters."""
-    module = MobileOneClassifier(
+    module = Classifier(
         ["a", "b"], ModelConfig(name="resnet10t", pretrained=False, class_weights="balanced"), class_counts=[90, 10]
     )
     assert module.loss_weights.tolist() == pytest.approx([100 / 180, 100 / 20])

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.backbone import WeightsUnavailableError, create_backbone
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.classifier import Classifier, ModelConfig
 
 
 def test_offline_pretrained_error_names_both_ways_out():
@@ -34,12 +34,12 @@ def test_local_safetensors_weights_load_with_a_new_head(tmp_path):
 
 @pytest.mark.parametrize("name", [f"mobileone_s{i}" for i in range(5)])
 def test_every_mobileone_variant_builds_and_runs(name):
-    module = MobileOneClassifier(["a", "b", "c"], ModelConfig(name=name, pretrained=False))
+    module = Classifier(["a", "b", "c"], ModelConfig(name=name, pretrained=False))
     assert module(torch.randn(2, 3, 64, 64)).shape == (2, 3)
 
 
 def test_warmup_cosine_schedule_and_optimizer_injection():
-    module = MobileOneClassifier(
+    module = Classifier(
         ["a", "b"],
         ModelConfig(
             name="mobileone_s0",
@@ -62,7 +62,7 @@ def test_warmup_cosine_schedule_and_optimizer_injection():
 
 
 def test_unknown_optimizer_is_a_clear_error():
-    module = MobileOneClassifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False, optimizer="Nope"))
+    module = Classifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False, optimizer="Nope"))
     with pytest.raises(UserError, match="torch.optim"):
         module.configure_optimizers()
 
@@ -78,7 +78,7 @@ def test_any_optimizer_and_scheduler_class_is_injected_with_its_arguments():
             "interval": "step",
         },
     )
-    config_out = MobileOneClassifier(["a", "b"], config).configure_optimizers()
+    config_out = Classifier(["a", "b"], config).configure_optimizers()
     optimizer, scheduler = config_out["optimizer"], config_out["lr_scheduler"]
     assert isinstance(optimizer, torch.optim.AdamW) and tuple(optimizer.defaults["betas"]) == (0.8, 0.9)
     assert optimizer.defaults["weight_decay"] == 0.05  # init_args win over the weight_decay shortcut
@@ -87,13 +87,9 @@ def test_any_optimizer_and_scheduler_class_is_injected_with_its_arguments():
 
 def test_a_checkpoint_gives_back_the_input_it_was_trained_with(tmp_path):
     model_input = ModelInput(40, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic", ((0.0, 0.0, 0.5, 0.25),))
-    module = MobileOneClassifier(
-        ["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False), model_input=model_input
-    )
+    module = Classifier(["a", "b"], ModelConfig(name="mobileone_s0", pretrained=False), model_input=model_input)
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt")
-    assert (
-        MobileOneClassifier.from_checkpoint(tmp_path / "m.ckpt").model_input == model_input
-    )  # read back, not recomputed
+    assert Classifier.from_checkpoint(tmp_path / "m.ckpt").model_input == model_input  # read back, not recomputed
 
 
 RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "release_0_1_0"
@@ -104,9 +100,9 @@ def test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading(tmp_pat
     "input" with its tensor fields) reads back as one ModelInput, and preprocesses a frame bit for bit as 0.1.0 did."""
     recorded = json.loads((RELEASE_0_1_0 / "model_input.json").read_text())
     hparams, expected = recorded["checkpoint_hyper_parameters"], recorded["expected"]
-    module = MobileOneClassifier(hparams["class_names"], hparams["model"] | {"pretrained": False})
+    module = Classifier(hparams["class_names"], hparams["model"] | {"pretrained": False})
     torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "old.ckpt")
-    from_checkpoint = MobileOneClassifier.from_checkpoint(tmp_path / "old.ckpt").model_input
+    from_checkpoint = Classifier.from_checkpoint(tmp_path / "old.ckpt").model_input
     from_bundle = ModelInput.from_dict(recorded["bundle_input"])
     assert from_checkpoint == from_bundle
     assert from_bundle.mask_regions == ("bottom-left-box",)
@@ -129,8 +125,8 @@ def test_the_model_input_description_round_trips_and_refuses_a_damaged_view():
 
 
 def test_a_checkpoint_without_a_model_input_description_is_refused_in_words(tmp_path):
-    module = MobileOneClassifier(["a", "b"], ModelConfig(name="resnet10t", pretrained=False))
+    module = Classifier(["a", "b"], ModelConfig(name="resnet10t", pretrained=False))
     hparams = {k: v for k, v in module.hparams.items() if k != "normalization"}
     torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "bare.ckpt")
     with pytest.raises(UserError, match="no description of the model's input"):
-        MobileOneClassifier.from_checkpoint(tmp_path / "bare.ckpt")
+        Classifier.from_checkpoint(tmp_path / "bare.ckpt")

@@ -22,7 +22,7 @@ from kvasir_mobileone.data.check import DataCheckError, check_folder
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.images import load_rgb
-from kvasir_mobileone.models.classifier import MobileOneClassifier
+from kvasir_mobileone.models.classifier import Classifier
 from kvasir_mobileone.runs import UnsafeCheckpointError
 
 TINY_FIT = fit_flags(batch_size=8, logger=None)  # resnet10t: plumbing, not learning
@@ -207,7 +207,7 @@ def test_malicious_checkpoint_runs_nothing_and_is_refused(trained_run, tmp_path,
     ckpt["payload"] = Evil()
     torch.save(ckpt, tmp_path / "evil.ckpt")
     with pytest.raises(UnsafeCheckpointError, match="Refused to load .*evil.ckpt"):
-        MobileOneClassifier.from_checkpoint(tmp_path / "evil.ckpt")
+        Classifier.from_checkpoint(tmp_path / "evil.ckpt")
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("wandb"))
     shutil.copy(tmp_path / "evil.ckpt", run / "checkpoints" / "last.ckpt")

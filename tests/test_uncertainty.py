@@ -195,9 +195,9 @@ def test_the_report_shows_the_ood_figures_risk_coverage_and_the_coverage_table(o
     assert sum(r["n"] for r in conformal["per_class"].values()) == metrics["n"]
     # the bundle carries what the checkpoint holds
     meta = json.loads((bundle / METADATA_NAME).read_text())
-    from kvasir_mobileone.models.classifier import MobileOneClassifier
+    from kvasir_mobileone.models.classifier import Classifier
 
-    stored = MobileOneClassifier.from_checkpoint(RunFolder(run).checkpoint()).uncertainty
+    stored = Classifier.from_checkpoint(RunFolder(run).checkpoint()).uncertainty
     assert meta["uncertainty"]["ood_threshold"] == stored.ood_threshold
     assert meta["uncertainty_parity"]["answers_agree"] == 1.0
 

@@ -168,7 +168,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a swap pastes the donor's outline with the one pixel of blur its edge has",
-        "data/field_of_view.py",
+        "data/frame.py",
         "    given = ndimage.binary_dilation(frame_pixels(donor) | overlay_pixels(donor), EIGHT_NEIGHBOURS)",
         "    given = frame_pixels(donor) | overlay_pixels(donor)",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",
@@ -744,7 +744,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the frame swap pastes the donor's frame",
-        "data/field_of_view.py",
+        "data/frame.py",
         "    swapped[given] = donor[given]",
         "    swapped[given] = tissue[given]",
         FV + "test_swap_frame_takes_the_donors_outline_and_keeps_the_tissue",

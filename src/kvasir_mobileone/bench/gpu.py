@@ -22,7 +22,7 @@ from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import markdown_table
 from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, model_input_for
-from kvasir_mobileone.models.classifier import MobileOneClassifier, ModelConfig
+from kvasir_mobileone.models.classifier import Classifier, ModelConfig
 from kvasir_mobileone.models.trainer import GPU_COMPILE
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def measure(
         torch.cuda.reset_peak_memory_stats()
     L.seed_everything(0, verbose=False)
     model = ModelConfig(name=name, pretrained=False)
-    module = MobileOneClassifier(class_names_of(rows), model, 1000, model_input_for(name, image_size))
+    module = Classifier(class_names_of(rows), model, 1000, model_input_for(name, image_size))
     module.accelerate(path.compile, path.channels_last, static_batch=path.batch_size)
     cfg = DataConfig(
         data_dir=str(data_dir),

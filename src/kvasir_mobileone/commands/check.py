@@ -35,7 +35,9 @@ def check(
     fold: int = 0,
     frames: bool = True,
 ) -> FolderReport:
-    """List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training; with
+    """List every problem of an image folder or a split before training.
+
+    List every problem of an image folder (unreadable, odd, tiny, duplicate files ...) before training; with
     --manifest or --official_split, of that split's images, and the near-duplicate groups that straddle it. With
     --frames (default) also how well the frame's outline alone predicts the class (OUT/frame_maps.png)."""
     if manifest or official_split:

@@ -16,7 +16,9 @@ def download(
     expected_size: int | None = None,
     keep_zip: bool = True,
 ) -> Path:
-    """Kvasir v2 into DEST/kvasir-dataset-v2/<class>/, or HyperKvasir's labeled images (--dataset hyper-kvasir) into
+    """Download Kvasir v2 (or HyperKvasir's labeled images) and unpack it, a folder per class.
+
+    Kvasir v2 into DEST/kvasir-dataset-v2/<class>/, or HyperKvasir's labeled images (--dataset hyper-kvasir) into
     DEST/labeled-images/<tract>/<group>/<class>/; resumes partial downloads; idempotent. --url: another mirror."""
     spec = DATASETS[dataset]
     url = url or spec.url

@@ -28,7 +28,9 @@ def eda(
     samples_per_class: int = 4,
     census: bool = True,
 ) -> Path:
-    """Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census and the
+    """Draw the class counts, sample grid and image sizes of a folder (with --census, its frames).
+
+    Write class_counts.png/.md/.json, samples.png, resolutions.png and (with --census) the overlay census and the
     frame maps (where each class's frames are frame and overlay, and how well that alone predicts the class)."""
     data_dir, out_dir = Path(data_dir), Path(out)
     layout = find_class_folders(data_dir).describe()

@@ -68,7 +68,9 @@ def export(
     force: bool = False,
     format: str = "onnx",
 ) -> Path:
-    """Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
+    """Fuse a trained model and write a parity-checked deployment bundle (ONNX, int8, ExecuTorch, Core ML).
+
+    Fuse RUN_OR_CKPT's model and write OUT/{model.onnx, model.safetensors, metadata.json}; check parity on real
     images (the run's test split, or --images DIR; --data_dir when the run's data folder has moved).
 
     --quantize int8 adds model.int8.onnx: calibrated on --calibration_images training images, checked on the run's

@@ -15,7 +15,7 @@ from kvasir_mobileone.answers import UncertaintyConfig
 from kvasir_mobileone.data.check import DataCheckError, Problem, add_problems, check_split, write_problems
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
 from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
-from kvasir_mobileone.data.field_of_view import derive_view, read_view_png, write_view_png
+from kvasir_mobileone.data.field_of_view import field_of_view_for, write_view_png
 from kvasir_mobileone.data.split import (
     check_manifest_files,
     describe_gaps,
@@ -34,7 +34,7 @@ from kvasir_mobileone.images import ModelInput, encode_view, view_sha256
 from kvasir_mobileone.io import markdown_table, update_json, write_csv, write_json
 from kvasir_mobileone.models.backbone import model_input_for, parameter_info
 from kvasir_mobileone.models.classifier import (
-    MobileOneClassifier,
+    Classifier,
     ModelConfig,
     inductor_cache_dir,
     store_uncertainty,
@@ -154,41 +154,44 @@ VIEW_CHOICES = ("full", "common")  # --data.field_of_view, besides the path of a
 
 
 def with_field_of_view(model_input: ModelInput, data: DataConfig, rows, run: RunFolder, resumed: bool) -> ModelInput:
-    """The network's input with --data.field_of_view: the common view of the training images (derived here, or read
-    back from the run when resuming) or a given PNG, written to RUN/field_of_view.png and put into the checkpoint."""
+    """The network's input with --data.field_of_view (data/field_of_view.field_of_view_for), written to
+    RUN/field_of_view.png, said on the console and put into the checkpoint."""
     if data.field_of_view == "full":
         return model_input
-    if resumed:
-        visible = read_view_png(run.field_of_view, model_input.image_size)
-    elif data.field_of_view == "common":
-        view = derive_view(rows, data.data_dir, model_input.image_size, model_input.interpolation, data.view_quantile)
-        visible = view.visible
-        if is_rank_zero():
-            print(f"--data.field_of_view common: {view.describe()}; written to {run.field_of_view}.")
-            update_json(run.model_info, {"view_quantile": view.quantile, "view_levels": list(view.levels)})
-            for note in view.notes:
-                warnings.warn(note, stacklevel=2)
-            if view.skipped:
-                add_problems(
-                    run.problems, [Problem(p, "skipped-in-field-of-view", r, "error") for p, r in view.skipped]
-                )
-                listing = "; ".join(f"{p}: {r}" for p, r in view.skipped[:10])
-                warnings.warn(
-                    f"The field of view was derived from {sum(view.per_class.values())} training images; "
-                    f"{len(view.skipped)} could not be read and were left out of it (listed in {run.problems}): "
-                    f"{listing}",
-                    stacklevel=2,
-                )
-    else:
-        visible = read_view_png(data.field_of_view, model_input.image_size)
-        if is_rank_zero():
-            print(
-                f"--data.field_of_view {data.field_of_view}: the model sees {100 * visible.mean():.1f}% of the input."
-            )
+    visible, view = field_of_view_for(
+        data.field_of_view,
+        rows,
+        data.data_dir,
+        model_input.image_size,
+        model_input.interpolation,
+        data.view_quantile,
+        run.field_of_view if resumed else None,
+    )
     if is_rank_zero() and not resumed:
-        write_view_png(run.field_of_view, visible)
-        update_json(run.model_info, {"field_of_view_sha256": view_sha256(visible), "field_of_view": visible.mean()})
+        record_view(run, data.field_of_view, visible, view)
     return dataclasses.replace(model_input, field_of_view=encode_view(visible))
+
+
+def record_view(run: RunFolder, setting: str, visible, view) -> None:
+    """The view in the run folder (field_of_view.png, model_info.json; the images it could not read in
+    data_problems.csv) and on the console, with the notes of a view derived from the data."""
+    if view is None:
+        print(f"--data.field_of_view {setting}: the model sees {100 * visible.mean():.1f}% of the input.")
+    else:
+        print(f"--data.field_of_view common: {view.describe()}; written to {run.field_of_view}.")
+        update_json(run.model_info, {"view_quantile": view.quantile, "view_levels": list(view.levels)})
+        for note in view.notes:
+            warnings.warn(note, stacklevel=3)
+        if view.skipped:
+            add_problems(run.problems, [Problem(p, "skipped-in-field-of-view", r, "error") for p, r in view.skipped])
+            listing = "; ".join(f"{p}: {r}" for p, r in view.skipped[:10])
+            warnings.warn(
+                f"The field of view was derived from {sum(view.per_class.values())} training images; "
+                f"{len(view.skipped)} could not be read and were left out of it (listed in {run.problems}): {listing}",
+                stacklevel=3,
+            )
+    write_view_png(run.field_of_view, visible)
+    update_json(run.model_info, {"field_of_view_sha256": view_sha256(visible), "field_of_view": visible.mean()})
 
 
 def partial_test(trainer: TrainerConfig) -> str | None:
@@ -250,25 +253,9 @@ def fit(
 
 
 def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty) -> Path:
-    ckpt_path = None
+    """The run folder, split and config; the model and its input; Lightning's fit; the test and its report."""
     if resume:
-        run = RunFolder(Path(resume).resolve())
-        config = run.read_config()
-        data, model, trainer = (
-            DataConfig(**config["data"]),
-            ModelConfig(**config["model"]),
-            TrainerConfig(**config["trainer"]),
-        )
-        uncertainty = UncertaintyConfig(**config.get("uncertainty", {}))
-        data = dataclasses.replace(data, data_dir=str(existing_data_dir(data.data_dir, data_dir, str(run.root))))
-        # last.ckpt holds every weight: downloading ImageNet weights only to overwrite them would fail offline
-        model = dataclasses.replace(model, pretrained=False, weights=None)
-        ckpt_path = run.last
-        if not ckpt_path.is_file():
-            raise RunError(f"{ckpt_path} not found: the run stopped before its first epoch ended. Start again.")
-        rows = read_manifest(run.manifest)
-        check_manifest_files(rows, data.data_dir, run.manifest)
-        os.environ[RUN_DIR_ENV] = str(run.root)
+        run, data, model, trainer, uncertainty, rows = resumed_run(resume, data_dir)
     else:
         data, trainer = resolved(data, trainer)
         run = create_run(trainer.runs_dir, trainer.run_name, model.name)
@@ -278,33 +265,24 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
     if not resume and is_rank_zero():
         run.write_config(config)
         write_manifest(run.manifest, rows)
-    counts = split_counts(rows)
-    gaps = split_gaps(rows)
-    if is_rank_zero():
-        write_json(run.split_counts, counts | {"classes_missing_from_splits": gaps})
-        print_split_counts(counts)
-        if gaps:
-            warnings.warn(describe_gaps(gaps) + f" (recorded in {run.split_counts})", stacklevel=2)
+    counts = record_counts(rows, run)
     L.seed_everything(trainer.seed, workers=True)
-
-    model_input = model_input_for(
-        model.name, data.image_size, data.mask_regions
-    )  # the network's input, decided once here
+    model_input = model_input_for(model.name, data.image_size, data.mask_regions)  # the network's input, decided once
     model_input = with_field_of_view(model_input, data, rows, run, resumed=bool(resume))
     model_input = dataclasses.replace(model_input, clean="" if data.clean_frame == "none" else data.clean_frame)
-    module = MobileOneClassifier(
+    train_counts = [counts["train"][c] for c in sorted(counts["train"])]
+    module = Classifier(
         sorted(counts["train"]),
         model,
         trainer.max_epochs or 1,
         model_input,
         trainer.eval_precision,
         config,
-        [counts["train"][c] for c in sorted(counts["train"])],
+        train_counts,
     )
-    compile_mode, channels_last = speed_settings(trainer)
-    if compile_mode != "off":  # compiled kernels kept across runs: compiling is paid once per machine and model
+    if trainer.compile != "off":  # compiled kernels kept across runs: compiling is paid once per machine and model
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
-    module.accelerate(compile_mode, channels_last, static_batch=data.batch_size)
+    module.accelerate(trainer.compile, trainer.channels_last, static_batch=data.batch_size)  # as resolved() set them
     datamodule = ImageFolderDataModule(data, rows, model_input, seed=trainer.seed)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [
@@ -324,34 +302,69 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     lightning_trainer = build_trainer(trainer, run.root, logger, callbacks)
     # weights_only: resuming never unpickles code from a checkpoint file
-    lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=run.last if resume else None, weights_only=True)
     partial = partial_test(trainer)
     if test_after and partial:
         print(f"No test report: {partial}; `kvasir test` on a full run gives one.")
     elif test_after:
-        # the test step runs at the run's evaluation precision (fp32 by default), as `kvasir test` does
         best = callbacks[0].best_model_path or None
-        if best is None:  # no validation: no best checkpoint
-            print("No best checkpoint was saved (no validation ran): testing the weights in memory.")
-        tested = run_test(lightning_trainer, module, datamodule, ckpt_path=best, weights_only=True)
-        if lightning_trainer.world_size == 1:  # the detector and thresholds, fitted and kept in the checkpoint
-            module.uncertainty = calibrate(
-                lightning_trainer, module, data, rows, uncertainty, tested, datamodule.skipped
-            )
-            store_uncertainty(run.checkpoint(), module.uncertainty)
-        else:
-            print("The out-of-distribution detector and thresholds are fitted on one device: `kvasir test RUN`.")
-        if lightning_trainer.is_global_zero:
-            metrics = report_test_predictions(
-                module,
-                tested,
-                rows,
-                run.test_dir,
-                precision=evaluation_precision(trainer),
-                excluded=run.excluded_count(),
-            )
-            print(test_summary(metrics))
+        test_best(lightning_trainer, module, datamodule, best, run, rows, uncertainty, evaluation_precision(trainer))
     if lightning_trainer.is_global_zero:
         update_json(run.model_info, parameter_info(copy.deepcopy(module.backbone).cpu().float()))
         print(f"Run folder: {run.root}")
     return run.root
+
+
+def resumed_run(resume: str, data_dir: str | None):
+    """(run, data, model, trainer, uncertainty configs as the run recorded them, its split) of an interrupted run,
+    its data folder where --data_dir says when it has moved."""
+    run = RunFolder(Path(resume).resolve())
+    config = run.read_config()
+    data, model, trainer = (
+        DataConfig(**config["data"]),
+        ModelConfig(**config["model"]),
+        TrainerConfig(**config["trainer"]),
+    )
+    uncertainty = UncertaintyConfig(**config.get("uncertainty", {}))
+    compile_mode, channels_last = speed_settings(trainer)  # explicit already, unless an older release recorded auto
+    trainer = dataclasses.replace(trainer, compile=compile_mode, channels_last=channels_last)
+    data = dataclasses.replace(data, data_dir=str(existing_data_dir(data.data_dir, data_dir, str(run.root))))
+    # last.ckpt holds every weight: downloading ImageNet weights only to overwrite them would fail offline
+    model = dataclasses.replace(model, pretrained=False, weights=None)
+    if not run.last.is_file():
+        raise RunError(f"{run.last} not found: the run stopped before its first epoch ended. Start again.")
+    rows = read_manifest(run.manifest)
+    check_manifest_files(rows, data.data_dir, run.manifest)
+    os.environ[RUN_DIR_ENV] = str(run.root)
+    return run, data, model, trainer, uncertainty, rows
+
+
+def record_counts(rows, run: RunFolder) -> dict[str, dict[str, int]]:
+    """Per-split class counts: RUN/split_counts.json and the console, with the classes a split lacks."""
+    counts, gaps = split_counts(rows), split_gaps(rows)
+    if is_rank_zero():
+        write_json(run.split_counts, counts | {"classes_missing_from_splits": gaps})
+        print_split_counts(counts)
+        if gaps:
+            warnings.warn(describe_gaps(gaps) + f" (recorded in {run.split_counts})", stacklevel=3)
+    return counts
+
+
+def test_best(lightning_trainer, module, datamodule, best, run, rows, uncertainty, precision: str) -> None:
+    """The test at the end of fit, of the best checkpoint at the run's evaluation precision (fp32 by default), as
+    `kvasir test` runs it: the detector and thresholds fitted into the checkpoint, the report written."""
+    if best is None:  # no validation: no best checkpoint
+        print("No best checkpoint was saved (no validation ran): testing the weights in memory.")
+    tested = run_test(lightning_trainer, module, datamodule, ckpt_path=best, weights_only=True)
+    if lightning_trainer.world_size == 1:  # the detector and thresholds, fitted and kept in the checkpoint
+        module.uncertainty = calibrate(
+            lightning_trainer, module, datamodule.cfg, rows, uncertainty, tested, datamodule.skipped
+        )
+        store_uncertainty(run.checkpoint(), module.uncertainty)
+    else:
+        print("The out-of-distribution detector and thresholds are fitted on one device: `kvasir test RUN`.")
+    if lightning_trainer.is_global_zero:
+        metrics = report_test_predictions(
+            module, tested, rows, run.test_dir, precision=precision, excluded=run.excluded_count()
+        )
+        print(test_summary(metrics))

@@ -12,7 +12,9 @@ from kvasir_mobileone.runs import FOLDS_KEY, REPORT_NAME, CvFolder, existing_dat
 
 
 def label_issues(cv_dir: str, data_dir: str | None = None, out: str | None = None) -> list[dict]:
-    """Rank the images whose given label the pooled out-of-fold probabilities of a `kvasir cv` folder doubt
+    """Rank the images whose given label the cross-validated model doubts.
+
+    Rank the images whose given label the pooled out-of-fold probabilities of a `kvasir cv` folder doubt
     (cleanlab), joined by the check's near-duplicate label conflicts; writes CV_DIR/label_issues/{label_issues.csv,
     report.md, label_issues.png}. The CSV is a --data.exclude file as it is: `kvasir fit --data.exclude CSV`.
     --data_dir when the cv's data folder has moved."""

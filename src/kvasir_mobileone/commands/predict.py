@@ -39,8 +39,10 @@ def predict(
     ood_weight: float = OOD_WEIGHT,
     annotate: bool = False,
 ) -> list[dict]:
-    """Classify images with a bundle (onnxruntime) or a run/checkpoint (PyTorch); unreadable files are listed.
-    Exits non-zero when not one input could be classified.
+    """Classify images and videos with a bundle or a run; unreadable files are listed.
+
+    A bundle runs on onnxruntime, a run folder or checkpoint on PyTorch. Exits non-zero when not one input could
+    be classified.
 
     Probabilities use the model's fitted temperature when it has one; --tta true averages in the flipped image.
     A bundle with an int8 model runs it unless --precision fp32. --runtime executorch runs the bundle's .pte

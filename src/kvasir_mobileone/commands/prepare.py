@@ -14,7 +14,9 @@ def prepare(
     interpolation: str = "bilinear",
     cache_dir: str | None = None,
 ) -> Path:
-    """Decode every image once at IMAGE_SIZE x IMAGE_SIZE into DATA/.kvasir_cache (fit uses it when
+    """Decode every image once into the cache that fit reads.
+
+    Decode every image once at IMAGE_SIZE x IMAGE_SIZE into DATA/.kvasir_cache (fit uses it when
     --data.image_size, or the model's own size, matches; MobileOne's is 224)."""
     size = image_size
     items = scan_image_folder(data_dir)

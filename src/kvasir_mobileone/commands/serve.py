@@ -23,7 +23,9 @@ def serve(
     keep_minutes: float = 10.0,
     max_video_mb: float = 200.0,
 ) -> None:
-    """A web page on http://HOST:PORT: drop images, get the top classes, the Grad-CAM heatmap over each frame and
+    """Serve a web page that classifies dropped images and videos, with heatmaps.
+
+    A web page on http://HOST:PORT: drop images, get the top classes, the Grad-CAM heatmap over each frame and
     the time; or, in the Video tab, drop a video (up to --max_video_mb) and get its timeline and segments.
 
     Bound to 127.0.0.1 unless --host says otherwise; analytics off; nothing fetched from the internet. Requests

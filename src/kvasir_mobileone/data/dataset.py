@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
 from kvasir_mobileone.data.config import DataConfig
-from kvasir_mobileone.data.field_of_view import swap_frame
 from kvasir_mobileone.data.folder import DataError, default_num_workers
+from kvasir_mobileone.data.frame import swap_frame
 from kvasir_mobileone.data.resident import ImageBank, ResidentBatches
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.data.transforms import device_augmentations, normalize, train_augmentations

@@ -14,7 +14,7 @@ sees (training, evaluation, export, predict, serve), so that every frame has the
 
 The view is stored as a 1-bit PNG at the network input size (white: tissue the model sees; black: blacked out),
 `field_of_view.png` in the run and the bundle, and inside the checkpoint's input description as packed bits with
-their SHA-256 (images.encode_view). numpy, scipy and Pillow; OpenCV's inpainting for the frame swap."""
+their SHA-256 (images.encode_view). numpy, scipy and Pillow. The frame's own maps and the frame swap: data/frame.py."""
 
 from __future__ import annotations
 
@@ -30,44 +30,10 @@ from tqdm import tqdm
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.images import VIEW_PNG_SEEN, decode_resized, view_sha256
 from kvasir_mobileone.io import atomic_path
-from kvasir_mobileone.marks import EIGHT_NEIGHBOURS, frame_pixels, inpaint, large_overlays, marks, overlay_pixels
+from kvasir_mobileone.marks import EIGHT_NEIGHBOURS, frame_pixels, large_overlays, overlay_pixels
 
 VIEW_QUANTILE = 0.95  # default: a pixel is in the view when it shows tissue in >= 95% of each class's training frames
 MIN_VIEW = 0.25  # a common view covering less of the network input than this is refused
-
-
-@dataclass(frozen=True)
-class FrameMaps:
-    """Per class (in `class_names` order): the share of its images in which each pixel is frame, and overlay."""
-
-    class_names: list[str]
-    counts: list[int]
-    frame: np.ndarray  # C x H x W, in [0, 1]
-    overlay: np.ndarray  # C x H x W
-
-    @property
-    def not_tissue(self) -> np.ndarray:
-        """Upper bound of the share of frames in which the pixel is frame or overlay (the two never overlap)."""
-        return np.clip(self.frame + self.overlay, 0, 1)
-
-    def difference(self) -> np.ndarray:
-        """HxW: the largest difference between two classes' non-tissue shares at each pixel."""
-        present = self.not_tissue[np.array(self.counts) > 0]
-        return present.max(axis=0) - present.min(axis=0)
-
-
-def frame_maps(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> FrameMaps:
-    """The per-class frame and overlay maps of uint8 NHWC images."""
-    size = images.shape[1:3]
-    frame = np.zeros((len(class_names), *size))
-    overlay = np.zeros((len(class_names), *size))
-    counts = np.bincount(labels, minlength=len(class_names))
-    for image, label in zip(images, labels, strict=True):
-        is_frame = frame_pixels(image)
-        frame[label] += is_frame
-        overlay[label] += overlay_pixels(image) & ~is_frame
-    scale = np.maximum(counts, 1)[:, None, None]
-    return FrameMaps(list(class_names), counts.tolist(), frame / scale, overlay / scale)
 
 
 @dataclass(frozen=True)
@@ -393,20 +359,15 @@ def read_view_png(path: str | Path, size: int) -> np.ndarray:
     return visible
 
 
-def swap_frame(tissue: np.ndarray, donor: np.ndarray) -> np.ndarray:
-    """`tissue`'s image under `donor`'s frame and overlays (HWC uint8, same size): the image's own marks (frame and
-    overlays with their fringe) filled from the tissue around them (OpenCV's inpainting), then the donor's frame and
-    overlay pixels pasted over it with one pixel of their edge (the blur a resize leaves), not more: a wider ring would
-    be the donor's tissue, which may tell its class."""
-    own = marks(tissue)
-    given = ndimage.binary_dilation(frame_pixels(donor) | overlay_pixels(donor), EIGHT_NEIGHBOURS)
-    if own.all():
-        swapped = np.full_like(tissue, 128)
-    else:
-        swapped = tissue.copy()
-        swapped[own & given] = tissue[~own].mean(axis=0).round().astype(np.uint8)  # pasted over below anyway
-        fill = own & ~given  # inpainting only what stays visible: a third of the time on a round frame
-        if fill.any():
-            swapped = inpaint(swapped, fill)
-    swapped[given] = donor[given]
-    return swapped
+def field_of_view_for(
+    setting: str, rows, data_dir, image_size: int, interpolation: str, quantile, recorded: Path | None = None
+) -> tuple[np.ndarray, FieldOfView | None]:
+    """--data.field_of_view's policy, in one place: (the pixels the model sees, the view derived from the data or
+    None). `recorded`: a resumed run's own field_of_view.png, which wins; "common": derived from the training images
+    at --data.view_quantile; a path: that PNG. ("full" needs no view: fit never asks.)"""
+    if recorded is not None:
+        return read_view_png(recorded, image_size), None
+    if setting == "common":
+        view = derive_view(rows, data_dir, image_size, interpolation, quantile)
+        return view.visible, view
+    return read_view_png(setting, image_size), None

@@ -311,7 +311,9 @@ def synth(
     foreign: bool = False,
     video: bool = False,
 ) -> Path:
-    """Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
+    """Write a synthetic endoscopy-like image folder (or examination videos) to test the tool on.
+
+    Write synthetic JPEGs into dest/<class>/ (flat: Kvasir v2's 8 classes) or HyperKvasir's nested layout
     dest/labeled-images/<tract>/<group>/<class>/ with its 23 classes and file names taken from its official split.
 
     `scale` shrinks every resolution (tests use 0.1 for speed); 1.0 gives Kvasir's real sizes. `sizes hyper-kvasir`

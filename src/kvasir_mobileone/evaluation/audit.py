@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 import kvasir_mobileone.pixels as pixel_rules
-from kvasir_mobileone.data.field_of_view import frame_pixels, overlay_pixels, swap_frame
+from kvasir_mobileone.data.frame import swap_frame
 from kvasir_mobileone.data.regions import FILLS, REGIONS, mask_pixels
 from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.evaluation.frames import frame_features, pooled
@@ -25,6 +25,7 @@ from kvasir_mobileone.evaluation.stats import mcnemar, wilson_interval
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import box_mask, decode_resized, hide
 from kvasir_mobileone.io import pyplot, save_figure
+from kvasir_mobileone.marks import frame_pixels, overlay_pixels
 
 plt = pyplot()
 ALPHA = 0.05

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kvasir_mobileone.data.field_of_view import FrameMaps, frame_maps, frame_pixels
+from kvasir_mobileone.data.frame import FrameMaps, frame_maps
 from kvasir_mobileone.evaluation.stats import wilson_interval
 from kvasir_mobileone.io import pyplot, save_figure, write_json
+from kvasir_mobileone.marks import frame_pixels
 from kvasir_mobileone.runs import FRAME_MAPS_JSON, FRAME_MAPS_PNG
 
 plt = pyplot()

@@ -17,11 +17,10 @@ from kvasir_mobileone.data.field_of_view import (
     VIEW_QUANTILE,
     ViewTooSmall,
     derive_view,
-    frame_maps,
-    swap_frame,
     write_view_png,
 )
 from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.data.frame import frame_maps, swap_frame
 from kvasir_mobileone.data.regions import census_by_class
 from kvasir_mobileone.evaluation.audit import (
     baseline_map,

@@ -76,8 +76,9 @@ def balanced_class_weights(counts: list[int]) -> list[float]:
     return [total / (present * n) if n else 0.0 for n in counts]
 
 
-class MobileOneClassifier(L.LightningModule):
-    """A timm classifier trained with cross-entropy; its checkpoint carries everything needed to use it alone."""
+class Classifier(L.LightningModule):
+    """Any timm classifier (MobileOne by default) trained with cross-entropy; its checkpoint carries everything
+    needed to use it alone."""
 
     def __init__(
         self,
@@ -125,7 +126,7 @@ class MobileOneClassifier(L.LightningModule):
         self.uncertainty: Uncertainty | None = None  # fitted after training (store_uncertainty), in the checkpoint
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> MobileOneClassifier:
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Classifier:
         """Load a checkpoint without touching the network: the weights come from the checkpoint itself."""
         ckpt = read_checkpoint(path, map_location)
         hparams = ckpt.get("hyper_parameters")
@@ -312,3 +313,6 @@ class MobileOneClassifier(L.LightningModule):
                 f"{warmup_epochs(self.cfg, batch)} warmup epochs (--model.lr_scaling none keeps it)."
             )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+
+MobileOneClassifier = Classifier  # the name of releases up to 0.x: kept for one release, for code that imports it

@@ -16,7 +16,7 @@ from kvasir_mobileone.data.dataset import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.backbone import fuse
-from kvasir_mobileone.models.classifier import MobileOneClassifier
+from kvasir_mobileone.models.classifier import Classifier
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
 from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, resolve
 
@@ -30,7 +30,7 @@ class TrainedRun:
     ckpt: Path
     run: RunFolder | None
     config: dict
-    module: MobileOneClassifier
+    module: Classifier
     model_input: ModelInput
     temperature: float | None
     data_dir_override: str | None = None
@@ -120,7 +120,7 @@ def _evaluating(precision: str, device_type: str):
 
 def open_run(run_or_ckpt: str | Path, data_dir: str | None = None) -> TrainedRun:
     ckpt, run = resolve(run_or_ckpt)
-    module = MobileOneClassifier.from_checkpoint(ckpt)
+    module = Classifier.from_checkpoint(ckpt)
     config = run.read_config() if run else dict(module.hparams.get("run_config") or {})
     temperature = json.loads(run.temperature.read_text())["temperature"] if run and run.temperature.is_file() else None
     return TrainedRun(ckpt, run, config, module, module.model_input, temperature, data_dir)
