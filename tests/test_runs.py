@@ -119,6 +119,7 @@ LAYERS = {
     "answers": 0,
     "pixels": 0,
     "marks": 0,
+    "metrics": 0,
     "data": 1,
     "models": 2,
     "evaluation": 3,
