@@ -57,6 +57,42 @@ QUIET = {"KVASIR_TEST_CACHE": "off", "KVASIR_TEST_BUDGET": "off"}
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
 MUTATIONS = [
+    # issue 46: the house, second step
+    Mutation(
+        "predict's CSV header is the Prediction row's columns, every one of them",
+        "deploy/predict.py",
+        "    header = Prediction.columns(top_k)\n",
+        "    header = Prediction.columns(top_k)[:-1]\n",
+        "tests/test_deploy.py::test_one_schema_drives_the_csv_the_json_and_the_page",
+    ),
+    Mutation(
+        "the page's table takes its columns from the Prediction row",
+        "deploy/serve.py",
+        '    return ["file", *[title for _, _, title in Prediction.page_columns(top_k)], "ms/image"]',
+        '    return ["file", "answer", "top class", "class 2", "ms/image"]',
+        "tests/test_deploy.py::test_one_schema_drives_the_csv_the_json_and_the_page",
+    ),
+    Mutation(
+        "the passes that fit the detector serve their images unaugmented, whatever the split",
+        "data/dataset.py",
+        "every one of them.\"\"\"\n        return self.loader(self.evaluate, training=False)",
+        "every one of them.\"\"\"\n        return self.loader(self.evaluate)",
+        UN + "test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_images",
+    ),
+    Mutation(
+        "macro-F1 is 2TP / (2TP + FP + FN) averaged over the classes present, in the one function both use",
+        "metrics.py",
+        "    f1 = 2 * tp / (2 * tp + wrong).clip(min=1)",
+        "    f1 = tp / (tp + wrong).clip(min=1)",
+        "tests/test_metrics.py::test_metrics_match_sklearn",
+    ),
+    Mutation(
+        "every command's --help summary is a whole sentence",
+        "commands/prepare.py",
+        '    """Decode every image once into the cache that fit reads.',
+        '    """Decode every image once into the cache that fit',
+        CLI + "test_every_commands_help_summary_is_a_whole_sentence",
+    ),
     # issue 34: a remedy that holds on real frames
     Mutation(
         "--data.view_quantile auto takes a view only when the marks left inside do not depend on the class",

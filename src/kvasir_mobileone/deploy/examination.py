@@ -7,6 +7,7 @@ outside the training data whatever the detector says."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from kvasir_mobileone.deploy.timeline import (
     smooth,
     switches,
 )
-from kvasir_mobileone.deploy.video import clock, frames
+from kvasir_mobileone.deploy.video import VideoInfo, clock, frames
 from kvasir_mobileone.io import pyplot, save_figure, write_csv, write_json
 from kvasir_mobileone.runs import (
     VIDEO_ANNOTATED_NAME,
@@ -34,6 +35,55 @@ from kvasir_mobileone.runs import (
     VIDEO_SUMMARY_NAME,
     VIDEO_TIMELINE_NAME,
 )
+
+
+@dataclass
+class Classified:
+    """Every kept frame of a video, classified: its time (s) and index, class probabilities, the detector's flag and
+    score (None without one), whether it is blank, its odds of being outside the training data, its answer; the
+    small heatmaps for annotated.mp4 when asked for."""
+
+    info: VideoInfo
+    times: list[float] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+    outside: list[bool] = field(default_factory=list)
+    blanks: list[bool] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    odds: list[float] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    heat: list[np.ndarray] | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    """One row of frames.csv: the one schema of that file. Its judgement columns (answer, outside, ood_score) are
+    deploy/predict.Prediction's, as a still image gets them; `outside` names the outside state, a blank frame
+    included."""
+
+    time: str
+    frame: int
+    probs: tuple[float, ...]  # p_<class>, one column a class
+    top: str
+    outside: str
+    blank: str
+    ood_score: float | str
+    ood_odds: str
+    answer: str
+    live: str
+    smoothed: str
+
+    @staticmethod
+    def columns(class_names: list[str]) -> list[str]:
+        names = [f.name for f in fields(FrameRow)]
+        at = names.index("probs")
+        return names[:at] + [f"p_{c}" for c in class_names] + names[at + 1 :]
+
+    def cells(self) -> list:
+        values = [getattr(self, f.name) for f in fields(self)]
+        at = [f.name for f in fields(self)].index("probs")
+        return values[:at] + list(self.probs) + values[at + 1 :]
 
 
 def run_video(
@@ -53,31 +103,8 @@ def run_video(
     (deploy/explain.Explainer) and `annotate`, each frame of annotated.mp4 carries the Grad-CAM heatmap of the last
     classified frame (kept at HEAT_SIDE px, so that a long video's maps fit in memory)."""
     names = list(predictor.class_names)
-    info, batches = frames(path, predictor.model_input, every, fps, batch_size)
-    times, indices, probs, outside, blanks, scores, odds, answers = [], [], [], [], [], [], [], []
-    uncertainty = getattr(predictor, "uncertainty", None)
-    heat = [] if explainer is not None and annotate else None
-    start = time.perf_counter()
-    total = int(info.duration * info.fps / (every if not fps else max(1.0, info.fps / fps))) if info.duration else None
-    with tqdm(total=total, desc=f"video {path.name}", unit="frame") as bar:
-        for index, t, batch, blank in batches:
-            p, judged = classify(predictor, batch, [path.name] * len(t), 1)
-            times += list(t)
-            indices += list(index)
-            probs.append(p)
-            outside += [j.outside is True for j in judged]
-            blanks += list(blank)
-            scores += [j.ood_score for j in judged]
-            known = [j.ood_score for j in judged if j.ood_score is not None]
-            graded = uncertainty.outside_odds(known, len(t)) if uncertainty and len(known) == len(t) else None
-            odds += list(graded if graded is not None else np.zeros(len(t)))  # no detector: outside only when blank
-            answers += [OUTSIDE if b else j.answer for j, b in zip(judged, blank, strict=True)]
-            if heat is not None:
-                heat += list(small_heatmaps(explainer.heatmaps(batch)))
-            bar.update(len(t))
-            seconds = time.perf_counter() - start
-            bar.set_postfix(realtime=f"{(t[-1] + 1 / info.fps) / max(seconds, 1e-9):.1f}x")
-    elapsed = time.perf_counter() - start
+    found = classify_frames(predictor, path, every, fps, batch_size, explainer if annotate else None)
+    info = found.info
     summary = {
         "video": str(path),
         "fps": info.fps,
@@ -85,54 +112,106 @@ def run_video(
         "size": [info.width, info.height],
         "codec": info.codec,
         "frames_decoded": info.decoded,
-        "frames_classified": len(times),
+        "frames_classified": len(found.times),
         "stopped": info.stopped,
-        "seconds": elapsed,
+        "seconds": found.seconds,
     }
-    if not times:
+    if not found.times:
         return summary
-    times, probs, outside, blanks = np.array(times), np.concatenate(probs), np.array(outside), np.array(blanks)
-    odds = np.array(odds)
+    times, probs = np.array(found.times), np.concatenate(found.probs)
+    outside, blanks, odds = np.array(found.outside), np.array(found.blanks), np.array(found.odds)
     smoothed = smooth(probs, odds, times, stay, min_segment, blanks, ood_weight)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_frames(out_dir / VIDEO_FRAMES_NAME, names, found, probs, smoothed)
+    parts = segments(smoothed["offline"], times, probs, outside | blanks, names, smoothed["frame_seconds"])
+    write_segments(out_dir / VIDEO_SEGMENTS_NAME, parts)
+    plot_timeline(times, probs, smoothed["offline"], names, out_dir / VIDEO_TIMELINE_NAME, path.name)
+    summary |= {
+        "segments": len(parts),
+        "blank_frames": int(blanks.sum()),
+        "flagged_frames": int(outside.sum()),
+        "switches_raw": switches(np.where(outside | blanks, len(names), probs.argmax(axis=1))),
+        "switches_smoothed": switches(smoothed["offline"]),
+        "realtime_factor": float(times[-1] + smoothed["frame_seconds"]) / found.seconds,
+        "stay_per_second": stay,
+        "min_segment": min_segment,
+        "ood_weight": ood_weight,
+    }
+    if annotate:
+        write_annotated(path, out_dir / VIDEO_ANNOTATED_NAME, names, found, probs, smoothed["offline"])
+        summary["annotated"] = VIDEO_ANNOTATED_NAME
+    write_json(out_dir / VIDEO_SUMMARY_NAME, summary)
+    return summary
+
+
+def classify_frames(predictor, path: Path, every: int, fps: float | None, batch_size: int, explainer) -> Classified:
+    """Every kept frame through deploy/predict.classify in batches, with a progress bar that shows the speed against
+    real time; a blank frame is outside whatever the detector says. `explainer`: heatmaps for annotated.mp4."""
+    info, batches = frames(path, predictor.model_input, every, fps, batch_size)
+    found = Classified(info, heat=[] if explainer is not None else None)
+    uncertainty = getattr(predictor, "uncertainty", None)
+    start = time.perf_counter()
+    total = int(info.duration * info.fps / (every if not fps else max(1.0, info.fps / fps))) if info.duration else None
+    with tqdm(total=total, desc=f"video {path.name}", unit="frame") as bar:
+        for index, t, batch, blank in batches:
+            p, judged = classify(predictor, batch, [path.name] * len(t), 1)
+            found.times += list(t)
+            found.indices += list(index)
+            found.probs.append(p)
+            found.outside += [j.outside is True for j in judged]
+            found.blanks += list(blank)
+            found.scores += [j.ood_score for j in judged]
+            known = [j.ood_score for j in judged if j.ood_score is not None]
+            graded = uncertainty.outside_odds(known, len(t)) if uncertainty and len(known) == len(t) else None
+            found.odds += list(graded if graded is not None else np.zeros(len(t)))  # no detector: only when blank
+            found.answers += [OUTSIDE if b else j.answer for j, b in zip(judged, blank, strict=True)]
+            if found.heat is not None:
+                found.heat += list(small_heatmaps(explainer.heatmaps(batch)))
+            bar.update(len(t))
+            seconds = time.perf_counter() - start
+            bar.set_postfix(realtime=f"{(t[-1] + 1 / info.fps) / max(seconds, 1e-9):.1f}x")
+    found.seconds = time.perf_counter() - start
+    return found
+
+
+def write_frames(path: Path, names: list[str], found: Classified, probs: np.ndarray, smoothed: dict) -> Path:
+    """frames.csv: a FrameRow per classified frame, with its live and smoothed labels."""
     states = [*names, OUTSIDE_STATE]
-    top = probs.argmax(axis=1)
-    raw = np.where(outside | blanks, len(names), top)
     rows = [
-        [
-            f"{t:.3f}",
-            i,
-            *np.round(p, 6),
-            names[k],
-            OUTSIDE if o or b else "",
-            "yes" if b else "",
-            s if s is not None else "",
-            f"{d:.4g}",
-            a,
-            states[live],
-            states[off],
-        ]
-        for t, i, p, k, o, b, s, d, a, live, off in zip(
-            times,
-            indices,
+        FrameRow(
+            time=f"{t:.3f}",
+            frame=i,
+            probs=tuple(np.round(p, 6)),
+            top=names[int(p.argmax())],
+            outside=OUTSIDE if o or b else "",
+            blank="yes" if b else "",
+            ood_score=s if s is not None else "",
+            ood_odds=f"{d:.4g}",
+            answer=a,
+            live=states[live],
+            smoothed=states[off],
+        ).cells()
+        for t, i, p, o, b, s, d, a, live, off in zip(
+            found.times,
+            found.indices,
             probs,
-            top,
-            outside,
-            blanks,
-            scores,
-            odds,
-            answers,
+            found.outside,
+            found.blanks,
+            found.scores,
+            found.odds,
+            found.answers,
             smoothed["live"],
             smoothed["offline"],
             strict=True,
         )
     ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    header = ["time", "frame", *[f"p_{c}" for c in names], "top", "outside", "blank", "ood_score", "ood_odds", "answer"]
-    header += ["live", "smoothed"]
-    write_csv(out_dir / VIDEO_FRAMES_NAME, header, rows)
-    found = segments(smoothed["offline"], times, probs, outside | blanks, names, smoothed["frame_seconds"])
-    write_csv(
-        out_dir / VIDEO_SEGMENTS_NAME,
+    return write_csv(path, FrameRow.columns(names), rows)
+
+
+def write_segments(path: Path, found: list[dict]) -> Path:
+    """segments.csv: one row per smoothed segment, times in seconds and as clock times."""
+    return write_csv(
+        path,
         ["class", "start", "end", "duration", "frames", "mean_probability", "start_clock", "end_clock"],
         [
             [
@@ -148,36 +227,24 @@ def run_video(
             for r in found
         ],
     )
-    plot_timeline(times, probs, smoothed["offline"], names, out_dir / VIDEO_TIMELINE_NAME, path.name)
-    video_seconds = float(times[-1] + smoothed["frame_seconds"])
-    summary |= {
-        "segments": len(found),
-        "blank_frames": int(blanks.sum()),
-        "flagged_frames": int(outside.sum()),
-        "switches_raw": switches(raw),
-        "switches_smoothed": switches(smoothed["offline"]),
-        "realtime_factor": video_seconds / elapsed,
-        "stay_per_second": stay,
-        "min_segment": min_segment,
-        "ood_weight": ood_weight,
-    }
-    if annotate:
-        colours = [tuple(int(255 * c) for c in class_colour(k, len(names))) for k in range(len(names))]
-        colours.append((110, 110, 110))  # the outside state: grey on the black band
-        labels = [states[k] for k in smoothed["offline"]]
-        captions = [f"frame: {a} {p.max():.2f}" for a, p in zip(answers, probs, strict=True)]
-        annotate_video(
-            path,
-            out_dir / VIDEO_ANNOTATED_NAME,
-            np.array(indices),
-            labels,
-            captions,
-            [colours[k] for k in smoothed["offline"]],
-            heat,
-        )
-        summary["annotated"] = VIDEO_ANNOTATED_NAME
-    write_json(out_dir / VIDEO_SUMMARY_NAME, summary)
-    return summary
+
+
+def write_annotated(video: Path, target: Path, names: list[str], found: Classified, probs, labels) -> Path:
+    """annotated.mp4: the video with each frame's answer and the smoothed label (and, when computed, the heatmap)."""
+    states = [*names, OUTSIDE_STATE]
+    colours = [tuple(int(255 * c) for c in class_colour(k, len(names))) for k in range(len(names))]
+    colours.append((110, 110, 110))  # the outside state: grey on the black band
+    captions = [f"frame: {a} {p.max():.2f}" for a, p in zip(found.answers, probs, strict=True)]
+    annotate_video(
+        video,
+        target,
+        np.array(found.indices),
+        [states[k] for k in labels],
+        captions,
+        [colours[k] for k in labels],
+        found.heat,
+    )
+    return target
 
 
 def plot_timeline(times, probs, labels, names, path: Path, title: str) -> Path:
