@@ -41,6 +41,7 @@ from kvasir_mobileone.models.loading import open_run
 from kvasir_mobileone.runs import (
     CARD_NAME,
     CONFIG_NAME,
+    COREML_NAME,
     FIELD_OF_VIEW_NAME,
     INT8_NAME,
     METADATA_NAME,
@@ -106,36 +107,11 @@ def export(
     if "executorch" in formats:
         pte = executorch_fp32(fused, batch, out_dir, checks)
     agreement = uncertainty_files(module, fused, batch, out_dir)
-    rows = [
-        [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
-        for name, c in checks.items()
-    ]
-    print(f"Parity on {len(paths)} real images:")
-    print(markdown_table(["check", "max abs diff", "max rel diff", "top-1 agreement"], rows))
+    print_parity(checks, len(paths))
     require_parity(checks, tolerance, out_dir)
-    if trained.precision != "32-true":  # the run is evaluated at its training precision: how far is the fp32 ONNX?
-        with trained.evaluating():
-            at_eval = unfused(batch).float().numpy()
-        checks_eval = parity(at_eval, onnx_logits(out_dir / ONNX_NAME, batch.numpy()))
-        print(
-            f"The run evaluates at {trained.precision}; the fp32 ONNX model against it: top-1 agreement "
-            f"{100 * checks_eval['top1_agreement']:.1f}%, max rel diff {checks_eval['max_rel']:.2e}"
-        )
+    at_eval = eval_precision_parity(trained, unfused, batch, out_dir)
     save_weights(fused, out_dir / WEIGHTS_NAME)
-    sizes = bundle_sizes(unfused, fused, ckpt, out_dir / WEIGHTS_NAME, out_dir / ONNX_NAME)
-    print(
-        markdown_table(
-            ["", "parameters", "fp32 weights (MB)"],
-            [
-                ["unfused (training)", f"{sizes['parameters_unfused']:,}", sizes["weights_bytes_unfused"] / 1e6],
-                ["fused (deploy)", f"{sizes['parameters_fused']:,}", sizes["weights_bytes_fused"] / 1e6],
-            ],
-        )
-    )
-    latency = latency_ms(
-        session_logits(session(out_dir / ONNX_NAME)), (1, 3, model_input.image_size, model_input.image_size), repeats=30
-    )
-    print(f"onnxruntime, batch 1, {model_input.image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
+    sizes, latency = sizes_and_latency(unfused, fused, ckpt, out_dir, model_input.image_size)
     if trained.run:  # what `kvasir compare` shows beside the run's metrics
         update_json(
             trained.run.model_info, sizes | {"onnxruntime_ms_batch1": latency, "bundle": str(out_dir.resolve())}
@@ -146,7 +122,7 @@ def export(
     parts = {
         "how": f"kvasir export {run} --out {out} --format {listed} (eval mode, fp32, ONNX opset {opset})",
         "agreement": agreement,
-        "at_eval": checks_eval | {"precision": trained.precision} if trained.precision != "32-true" else None,
+        "at_eval": at_eval,
         "executorch": pte if "executorch" in formats else None,
     }
     measured = (trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
@@ -161,18 +137,8 @@ def export(
     write_json(out_dir / METADATA_NAME, metadata)
     write_card(out_dir, metadata, test_metrics, trained.config, unfused)
     if quantize == "int8":
-        int8, pte_int8, refused = quantize_all(
-            trained,
-            fused,
-            out_dir,
-            formats,
-            int8_config,
-            fp32_layers,
-            calibration_images,
-            max_accuracy_drop,
-            force,
-            int8_search,
-        )
+        settings = (int8_config, fp32_layers, calibration_images, max_accuracy_drop, force, int8_search)
+        int8, pte_int8, refused = quantize_all(trained, fused, out_dir, formats, *settings)
         parts["int8"] = int8
         if pte_int8:
             parts["executorch"] = parts["executorch"] | {"int8": pte_int8}
@@ -185,6 +151,47 @@ def export(
     written += [f["file"] for f in metadata["files"] if f["file"] not in written]
     print(f"Bundle written to {out_dir}/ ({', '.join(written)})")
     return out_dir
+
+
+def print_parity(checks: dict, images: int) -> None:
+    rows = [
+        [name, f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}", f"{100 * c['top1_agreement']:.1f}%"]
+        for name, c in checks.items()
+    ]
+    print(f"Parity on {images} real images:")
+    print(markdown_table(["check", "max abs diff", "max rel diff", "top-1 agreement"], rows))
+
+
+def eval_precision_parity(trained, unfused, batch: torch.Tensor, out_dir: Path) -> dict | None:
+    """A run evaluated at its training precision: how far the fp32 ONNX model is from it (None for a run
+    evaluated in fp32, the default)."""
+    if trained.precision == "32-true":
+        return None
+    with trained.evaluating():
+        at_eval = unfused(batch).float().numpy()
+    checks = parity(at_eval, onnx_logits(out_dir / ONNX_NAME, batch.numpy()))
+    print(
+        f"The run evaluates at {trained.precision}; the fp32 ONNX model against it: top-1 agreement "
+        f"{100 * checks['top1_agreement']:.1f}%, max rel diff {checks['max_rel']:.2e}"
+    )
+    return checks | {"precision": trained.precision}
+
+
+def sizes_and_latency(unfused, fused, ckpt: Path, out_dir: Path, image_size: int) -> tuple[dict, float]:
+    """(parameters and weight sizes, unfused and fused; onnxruntime's batch-1 latency on this machine), printed."""
+    sizes = bundle_sizes(unfused, fused, ckpt, out_dir / WEIGHTS_NAME, out_dir / ONNX_NAME)
+    print(
+        markdown_table(
+            ["", "parameters", "fp32 weights (MB)"],
+            [
+                ["unfused (training)", f"{sizes['parameters_unfused']:,}", sizes["weights_bytes_unfused"] / 1e6],
+                ["fused (deploy)", f"{sizes['parameters_fused']:,}", sizes["weights_bytes_fused"] / 1e6],
+            ],
+        )
+    )
+    latency = latency_ms(session_logits(session(out_dir / ONNX_NAME)), (1, 3, image_size, image_size), repeats=30)
+    print(f"onnxruntime, batch 1, {image_size} px: {latency:.2f} ms per image (median of 30, this machine)")
+    return sizes, latency
 
 
 def uncertainty_files(module, fused: torch.nn.Module, batch: torch.Tensor, out_dir: Path) -> dict | None:
@@ -245,7 +252,7 @@ def coreml(fused: torch.nn.Module, metadata: dict, paths: list[Path], batch: tor
 
     model_input = ModelInput.from_dict(metadata["input"])
     print("Core ML: conversion to an ML program (preprocessing inside) ...")
-    cm.export_coreml(fused, metadata, out_dir / cm.COREML_NAME)
+    cm.export_coreml(fused, metadata, out_dir / COREML_NAME)
     raw = np.stack([model_input.decode_raw(p) for p in paths])
     reference = softmax(onnx_logits(out_dir / ONNX_NAME, batch.numpy()))  # predict's answer, from the ONNX model
     if metadata.get("temperature"):
@@ -259,7 +266,7 @@ def coreml(fused: torch.nn.Module, metadata: dict, paths: list[Path], batch: tor
     if figures["top1_agreement"] < 1.0 or figures["max_abs"] > 1e-3:
         raise UserError(f"The Core ML graph's preprocessing disagrees with predict: {figures}. Do not ship it.")
     return {
-        "file": cm.COREML_NAME,
+        "file": COREML_NAME,
         "runtime": "Core ML (iOS 16 / macOS 13 or later), ML program, fp32",
         "input": f"image: RGB frame, {model_input.image_size} x {model_input.image_size}, whole frame "
         "(Vision imageCropAndScaleOption .scaleFill)",

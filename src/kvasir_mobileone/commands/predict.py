@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from tqdm import tqdm
-
 from kvasir_mobileone.answers import NOT_SURE
 from kvasir_mobileone.data.folder import expand_inputs
 from kvasir_mobileone.deploy.examination import run_video
-from kvasir_mobileone.deploy.predict import Prediction, classify, write_predictions
+from kvasir_mobileone.deploy.predict import predict_images, write_predictions
 from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.deploy.timeline import MIN_SEGMENT, OOD_WEIGHT, STAY, check_smoothing
 from kvasir_mobileone.deploy.video import VideoError, is_video, model_threads
@@ -64,19 +61,7 @@ def predict(
     class_names = predictor.class_names
     paths = expand_inputs(stills) if stills else []
     top_k = min(top_k, len(class_names))
-    results: list[Prediction] = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not paths):
-        arrays, good = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                arrays.append(predictor.model_input.read(path)[0])
-                good.append(path)
-            except Exception as err:  # any unreadable file is reported, never fatal
-                results.append(Prediction(str(path), error=f"{type(err).__name__}: {err}"))
-        if not good:
-            continue
-        results += classify(predictor, np.stack(arrays), good, top_k, tta)[1]
-    results.sort(key=lambda r: r.path)
+    results = predict_images(predictor, paths, top_k, batch_size, tta)
     rows = [r.row() for r in results]
     if paths:
         _print_table(rows, top_k)

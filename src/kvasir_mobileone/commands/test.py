@@ -10,8 +10,12 @@ from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.evaluation.outputs import calibrate as calibrate_uncertainty
 from kvasir_mobileone.evaluation.outputs import run_test
-from kvasir_mobileone.evaluation.stats import fit_temperature
-from kvasir_mobileone.evaluation.testing import eval_trainer_config, report_test_predictions, test_summary
+from kvasir_mobileone.evaluation.testing import (
+    eval_trainer_config,
+    report_test_predictions,
+    test_summary,
+    val_temperature,
+)
 from kvasir_mobileone.io import read_csv, write_json
 from kvasir_mobileone.models.classifier import store_uncertainty
 from kvasir_mobileone.models.loading import open_run
@@ -66,9 +70,7 @@ def test(
     trainer = build_trainer(config, out_dir)
     temperature = None
     if calibrate:  # the val images' probabilities, through the test step, give the temperature
-        val = run_test(trainer, module, ImageFolderDataModule(data_cfg, rows, trained.model_input, evaluate="val"))
-        temperature = fit_temperature(val.probs_tta if tta else val.probs, val.targets)
-        fitted = {"temperature": temperature, "fitted_on": "val", "images": len(val.targets), "tta": tta}
+        temperature, fitted = val_temperature(trainer, module, data_cfg, rows, tta)
         if trained.run:
             write_json(trained.run.temperature, fitted)
     tested = run_test(trainer, module, datamodule)

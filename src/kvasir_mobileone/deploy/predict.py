@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
 from kvasir_mobileone.io import write_csv, write_json
@@ -89,6 +90,22 @@ def classify(
         Prediction(path=str(path), top=top_classes(p, names, top_k), **{k: j[k] for k in JUDGEMENT if k in j})
         for path, p, j in zip(paths, probs, judged, strict=True)
     ]
+
+
+def predict_images(predictor, paths: list, top_k: int, batch_size: int, tta: bool = False) -> list[Prediction]:
+    """A Prediction per image file, sorted by path; an unreadable file gets its row with the error, never a stop."""
+    results: list[Prediction] = []
+    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=not paths):
+        arrays, good = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                arrays.append(predictor.model_input.read(path)[0])
+                good.append(path)
+            except Exception as err:  # any unreadable file is reported, never fatal
+                results.append(Prediction(str(path), error=f"{type(err).__name__}: {err}"))
+        if good:
+            results += classify(predictor, np.stack(arrays), good, top_k, tta)[1]
+    return sorted(results, key=lambda r: r.path)
 
 
 def top_classes(probs: np.ndarray, class_names: list[str], top_k: int) -> tuple[tuple[str, float], ...]:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kvasir_mobileone.data.dataset import ImageFolderDataModule
 from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
-from kvasir_mobileone.evaluation.outputs import as_outputs, foreign_outputs
+from kvasir_mobileone.evaluation.outputs import as_outputs, foreign_outputs, run_test
 from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
-from kvasir_mobileone.evaluation.stats import apply_temperature
+from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
 from kvasir_mobileone.evaluation.uncertainty import measure
 from kvasir_mobileone.evaluation.uncertainty_report import uncertainty_section
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure
@@ -34,6 +35,14 @@ def eval_trainer_config(
         recorded = dataclasses.replace(recorded, accelerator=accelerator)
         module_precision, precision = recorded.eval_precision, evaluation_precision(recorded)
     return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision), module_precision
+
+
+def val_temperature(trainer, module, data_cfg, rows, tta: bool) -> tuple[float, dict]:
+    """(the softmax temperature fitted on the val images' probabilities — with flip TTA when asked —, what
+    temperature.json records of it)."""
+    val = run_test(trainer, module, ImageFolderDataModule(data_cfg, rows, module.model_input, evaluate="val"))
+    temperature = fit_temperature(val.probs_tta if tta else val.probs, val.targets)
+    return temperature, {"temperature": temperature, "fitted_on": "val", "images": len(val.targets), "tta": tta}
 
 
 def leak_free_metrics(
