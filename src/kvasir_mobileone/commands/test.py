@@ -11,7 +11,6 @@ from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.evaluation.outputs import calibrate as calibrate_uncertainty
 from kvasir_mobileone.evaluation.outputs import run_test
 from kvasir_mobileone.evaluation.testing import (
-    eval_trainer_config,
     report_test_predictions,
     test_summary,
     val_temperature,
@@ -19,7 +18,7 @@ from kvasir_mobileone.evaluation.testing import (
 from kvasir_mobileone.io import read_csv, write_json
 from kvasir_mobileone.models.classifier import store_uncertainty
 from kvasir_mobileone.models.loading import open_run
-from kvasir_mobileone.models.trainer import build_trainer, on_gpu, speed_settings
+from kvasir_mobileone.models.trainer import build_trainer, evaluation_settings
 
 
 def test(
@@ -62,11 +61,8 @@ def test(
         )
     out_dir = Path(out) if out else trained.home.test_dir
     module.tta = tta
-    # on a GPU, the memory layout of fit's own test (NHWC unless the run said otherwise); never on a CPU, where oneDNN
-    # aborts in channels_last (README, Speed)
-    recorded = speed_settings(trained.trainer_config)[1]
-    module.accelerate(channels_last=recorded if on_gpu(accelerator) else "off")
-    config, module.eval_precision = eval_trainer_config(trained.trainer_config, accelerator, precision)
+    config, module.eval_precision, channels_last = evaluation_settings(trained.trainer_config, accelerator, precision)
+    module.accelerate(channels_last=channels_last)
     trainer = build_trainer(config, out_dir)
     temperature = None
     if calibrate:  # the val images' probabilities, through the test step, give the temperature

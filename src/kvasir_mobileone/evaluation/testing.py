@@ -3,7 +3,6 @@ and temperature, and the report. The test at the end of `fit` ends in the same r
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,9 @@ from kvasir_mobileone.evaluation.uncertainty import measure
 from kvasir_mobileone.evaluation.uncertainty_report import uncertainty_section
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure
 from kvasir_mobileone.models.classifier import TestOutputs
-from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision
 from kvasir_mobileone.runs import TestReport
 
 plt = pyplot()
-
-
-def eval_trainer_config(
-    recorded: TrainerConfig, accelerator: str = "auto", precision: str | None = None
-) -> tuple[TrainerConfig, str]:
-    """(one device — every test image seen once, one process writes the report — at the run's evaluation precision,
-    or at `precision` when one is given; the model's eval_precision for it: "32-true" or "as-training")."""
-    if precision:  # asked for explicitly: the module then leaves the trainer's autocast on
-        module_precision = "32-true" if precision == "32-true" else "as-training"
-    else:
-        recorded = dataclasses.replace(recorded, accelerator=accelerator)
-        module_precision, precision = recorded.eval_precision, evaluation_precision(recorded)
-    return TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision), module_precision
 
 
 def val_temperature(trainer, module, data_cfg, rows, tta: bool) -> tuple[float, dict]:

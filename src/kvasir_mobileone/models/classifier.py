@@ -128,7 +128,11 @@ class Classifier(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Classifier:
         """Load a checkpoint without touching the network: the weights come from the checkpoint itself."""
-        ckpt = read_checkpoint(path, map_location)
+        return cls.from_checkpoint_dict(read_checkpoint(path, map_location), path)
+
+    @classmethod
+    def from_checkpoint_dict(cls, ckpt: dict, path: str | Path) -> Classifier:
+        """The model of a checkpoint already read (runs.read_checkpoint) from `path` (named in errors)."""
         hparams = ckpt.get("hyper_parameters")
         if not hparams or "class_names" not in hparams:
             raise UserError(f"{path} is not a checkpoint written by `kvasir fit` (no class names in it).")

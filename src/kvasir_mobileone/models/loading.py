@@ -18,7 +18,7 @@ from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.backbone import fuse
 from kvasir_mobileone.models.classifier import Classifier
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
-from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, resolve
+from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, read_checkpoint, resolve
 
 
 @dataclass
@@ -106,9 +106,9 @@ class TrainedRun:
         """The split manifest (the run's, or the one given), checked against the data folder."""
         if manifest is None and self.run is None:
             raise RunError(f"{self.ckpt} is a lone checkpoint: pass --manifest with the split to use.")
-        path = Path(manifest) if manifest else self.run.manifest
+        path, data_dir = Path(manifest) if manifest else self.run.manifest, self.data_dir()
         rows = read_manifest(path)
-        check_manifest_files(rows, self.data_dir(), path)
+        check_manifest_files(rows, data_dir, path)
         return rows, path
 
 
@@ -120,7 +120,7 @@ def _evaluating(precision: str, device_type: str):
 
 def open_run(run_or_ckpt: str | Path, data_dir: str | None = None) -> TrainedRun:
     ckpt, run = resolve(run_or_ckpt)
-    module = Classifier.from_checkpoint(ckpt)
+    module = Classifier.from_checkpoint_dict(read_checkpoint(ckpt), ckpt)
     config = run.read_config() if run else dict(module.hparams.get("run_config") or {})
     temperature = json.loads(run.temperature.read_text())["temperature"] if run and run.temperature.is_file() else None
     return TrainedRun(ckpt, run, config, module, module.model_input, temperature, data_dir)

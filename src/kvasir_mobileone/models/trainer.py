@@ -182,6 +182,23 @@ def evaluation_precision(cfg) -> str:
     return "32-true" if cfg.eval_precision == "32-true" else (cfg.precision or auto_precision(cfg.accelerator))
 
 
+def evaluation_settings(
+    recorded: TrainerConfig, accelerator: str = "auto", precision: str | None = None
+) -> tuple[TrainerConfig, str, str]:
+    """How `kvasir test` runs a recorded run: (one device — every test image seen once, one process writes the
+    report — at the run's evaluation precision, or at `precision` when one is given; the model's eval_precision for
+    it, "32-true" or "as-training"; its memory layout: on a GPU that of fit's own test, NHWC unless the run said
+    otherwise, never on a CPU, where oneDNN aborts in channels_last)."""
+    channels_last = speed_settings(recorded)[1] if on_gpu(accelerator) else "off"
+    if precision:  # asked for explicitly: the module then leaves the trainer's autocast on
+        module_precision = "32-true" if precision == "32-true" else "as-training"
+    else:
+        recorded = dataclasses.replace(recorded, accelerator=accelerator)
+        module_precision, precision = recorded.eval_precision, evaluation_precision(recorded)
+    config = TrainerConfig(accelerator=accelerator, devices=1, logger="none", precision=precision)
+    return config, module_precision, channels_last
+
+
 AUTOCAST_DTYPES = {
     "bf16-mixed": torch.bfloat16,
     "16-mixed": torch.float16,
