@@ -20,8 +20,8 @@ from kvasir_mobileone.bench.gpu import (
     kvasir_sized_rows,
     measure,
     profile_summary,
-    render_gpu,
 )
+from kvasir_mobileone.bench.gpu_report import render_gpu
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data import batch_augment as B
 from kvasir_mobileone.data import dataset as dataset_module

@@ -8,7 +8,6 @@ import dataclasses
 import gc
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -16,12 +15,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from kvasir_mobileone.bench.gpu_probes import (
+    UtilisationSampler,
+    copy_bandwidth_gbs,
+    matmul_tflops,
+    synchronize,
+    training_flops_per_image,
+)
 from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.split import class_names_of
-from kvasir_mobileone.extras import require
-from kvasir_mobileone.io import markdown_table
-from kvasir_mobileone.models.backbone import create_backbone, flops_per_image, model_input_for
+from kvasir_mobileone.models.backbone import model_input_for
 from kvasir_mobileone.models.classifier import Classifier, ModelConfig
 from kvasir_mobileone.models.trainer import GPU_COMPILE
 
@@ -55,63 +59,6 @@ ABLATIONS = {
     "compile default": {"compile": "default"},  # compiling takes a minute or more: last
     "compile reduce-overhead": {"compile": "reduce-overhead"},
 }
-
-
-def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
-    """The GPU's own bf16 speed: an n x n x n matrix product on random data, timed with CUDA events."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        a @ b
-    end.record()
-    torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (start.elapsed_time(end) / 1000) / 1e12
-
-
-def training_flops_per_image(name: str) -> float:
-    """FLOPs of one training step per image at 224 px: 3 x the unfused forward (the backward costs about twice the
-    forward; FlopCounterMode's own count of the backward is ~10x the forward for these grouped convolutions, so it
-    is not used)."""
-    return 3 * flops_per_image(create_backbone(name, 2, pretrained=False).train())
-
-
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-class UtilisationSampler:
-    """Mean GPU utilisation (NVML: share of time a kernel was running, what `nvidia-smi dmon` shows as sm) over
-    a window, sampled every 50 ms in a thread."""
-
-    def __init__(self):
-        pynvml = require("pynvml", "gpu")
-        pynvml.nvmlInit()
-        self._nvml = pynvml
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(0.05):
-            self.samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mean(self) -> float | None:
-        return sum(self.samples) / len(self.samples) if self.samples else None
 
 
 class StepTimer(Callback):
@@ -213,29 +160,6 @@ def measure(
         "min_step_gb": 2 * transient / 1e9 if transient else None,
         "min_bandwidth_gbs": 2 * transient / step_s / 1e9 if transient else None,
     }
-
-
-def copy_bandwidth_gbs(nbytes: int = 2**30, repeats: int = 10) -> float:
-    """The memory bandwidth a plain copy reaches on this device (read + write counted): nbytes copied
-    device-to-device, timed with CUDA events; host memory with perf_counter on a CPU."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    source = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    target = torch.empty_like(source)
-    target.copy_(source)
-    synchronize()
-    start = time.perf_counter()
-    if device == "cuda":
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-    for _ in range(repeats):
-        target.copy_(source)
-    if device == "cuda":
-        end.record()
-        torch.cuda.synchronize()
-        seconds = begin.elapsed_time(end) / 1000
-    else:
-        seconds = time.perf_counter() - start
-    return 2 * nbytes * repeats / seconds / 1e9
 
 
 class ProfileWindow(Callback):
@@ -433,90 +357,3 @@ def bench_gpu_training(
         "profile_model": profile_model,
         "profile": profile,
     }
-
-
-def render_gpu(gpu: dict) -> str:
-    flops = ", ".join(f"{m} {f:.1f}" for m, f in gpu["gflops_per_training_image"].items())
-    head = (
-        f"\n## Training on the GPU (224 px, {gpu['images']} images, {gpu['steps']} timed steps after {gpu['warmup']}; "
-        f"bf16 matmul {gpu['bf16_matmul_tflops']:.0f} TFLOP/s measured here; training GFLOP per image: {flops})\n\n"
-        "previous: DataLoader workers + kornia, batch 32, 16-mixed, eager. current: the defaults on a GPU. "
-        "Matmul fraction = training FLOP/s ÷ the bf16 matmul FLOP/s. Utilisation: NVML, as `nvidia-smi dmon` sm. "
-        f"Bandwidth ≥: the step's least memory traffic, estimated as twice the activations it keeps for the backward "
-        f"(its peak memory above weights, gradients and optimizer state; workspace included), per second, as a share "
-        f"of the "
-        f"{gpu.get('copy_bandwidth_gbs', 0):.0f} GB/s a device-to-device copy reaches here.\n\n"
-    )
-    table = markdown_table(
-        [
-            "model",
-            "path",
-            "loader",
-            "batch",
-            "precision",
-            "compile",
-            "channels_last",
-            "images/s",
-            "× previous",
-            "GPU util",
-            "matmul fraction",
-            "warm-up (s)",
-            "memory (GiB)",
-            "bandwidth ≥",
-        ],
-        [
-            [
-                r["model"],
-                r["path"],
-                r["loader"],
-                r["batch_size"],
-                r["precision"],
-                r["compile"],
-                r["channels_last"],
-                f"{r['images_per_s']:.0f}" if r.get("images_per_s") else r.get("error", "—"),
-                f"{r['speedup_vs_previous']:.2f}" if r.get("speedup_vs_previous") else "—",
-                f"{r['gpu_utilisation']:.0f}%" if r.get("gpu_utilisation") is not None else "—",
-                f"{100 * r['matmul_fraction']:.1f}%" if r.get("matmul_fraction") else "—",
-                f"{r['warmup_s']:.1f}" if r.get("warmup_s") else "—",
-                f"{r['memory_gib']:.1f}" if r.get("memory_gib") else "—",
-                f"{100 * r['min_bandwidth_fraction']:.0f}%" if r.get("min_bandwidth_fraction") else "—",
-            ]
-            for r in gpu["rows"]
-        ],
-    )
-    return head + table + render_compile_cost(gpu)
-
-
-def render_compile_cost(gpu: dict) -> str:
-    """The compile modes' cost, cold and warm inductor cache, and the profiler's operator table."""
-    if not gpu.get("compile_cost"):
-        return ""
-    rows = [
-        [
-            r["model"],
-            r["compile"],
-            *(
-                [r.get("error", "—"), "", "", ""]
-                if "error" in r
-                else [
-                    f"{r['cold_warmup_s']:.1f}",
-                    f"{r['warm_warmup_s']:.1f}",
-                    f"{r['cold_images_per_s']:.0f}",
-                    f"{r['warm_images_per_s']:.0f}",
-                ]
-            ),
-        ]
-        for r in gpu["compile_cost"]
-    ]
-    text = (
-        "\n\n## Compiling: what a machine pays once, and every later run\n\n"
-        "Warm-up: from the start of fit to the first timed step, in a fresh process: with an empty inductor cache "
-        "(cold), then on the cache the first filled (warm, as every later run on this machine).\n\n"
-        + markdown_table(
-            ["model", "compile", "warm-up cold (s)", "warm-up warm (s)", "images/s cold", "images/s warm"], rows
-        )
-    )
-    if gpu.get("profile"):
-        title = f"Where a {gpu['profile_model']} step's time goes (torch.profiler, 5 steps)"
-        text += f"\n\n## {title}\n\n```\n{gpu['profile']}\n```\n"
-    return text

@@ -113,7 +113,7 @@ def render(report: dict) -> str:
             )
         )
     if "gpu_training" in report:
-        from kvasir_mobileone.bench.gpu import render_gpu
+        from kvasir_mobileone.bench.gpu_report import render_gpu
 
         parts.append(render_gpu(report["gpu_training"]))
     gpu = "gpu_training" in report
