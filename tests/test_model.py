@@ -113,6 +113,49 @@ def test_a_checkpoint_and_a_bundle_written_by_release_0_1_0_keep_loading(tmp_pat
     assert np.array_equal(x, np.load(RELEASE_0_1_0 / "network_input.npy"))
 
 
+def test_deploy_load_opens_release_0_1_0s_checkpoint_and_a_bundle_of_its_form_as_one_predictor(tmp_path):
+    """deploy/runtime.load, the one way to open a model, takes a checkpoint with 0.1.0's hyper-parameters and a
+    bundle as 0.1.0 wrote them (metadata.json without a detector; an ONNX graph with logits only, no features): both
+    are Predictors that answer the fixture's frame alike, and the bundle's answer has no detector's judgement."""
+    from safetensors.torch import save_file
+
+    from kvasir_mobileone.deploy.predict import classify
+    from kvasir_mobileone.deploy.runtime import load
+    from kvasir_mobileone.models.backbone import fuse
+
+    recorded = json.loads((RELEASE_0_1_0 / "model_input.json").read_text())
+    hparams = recorded["checkpoint_hyper_parameters"]
+    module = Classifier(hparams["class_names"], hparams["model"] | {"pretrained": False}).eval()
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "old.ckpt")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    fused = fuse(module.backbone)
+    size = recorded["bundle_input"]["image_size"]
+    torch.onnx.export(
+        fused,
+        (torch.rand(1, 3, size, size),),
+        str(bundle / "model.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    save_file(fused.state_dict(), bundle / "model.safetensors")
+    metadata = {"model_name": "resnet10t", "class_names": hparams["class_names"], "input": recorded["bundle_input"]}
+    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    x, _ = ModelInput.from_dict(recorded["bundle_input"]).read(RELEASE_0_1_0 / "frame.jpg")
+    answers = {}
+    for name, path in (("checkpoint", tmp_path / "old.ckpt"), ("bundle", bundle)):
+        predictor = load(path)
+        assert predictor.class_names == hparams["class_names"] and predictor.model_input.image_size == size
+        probs, (prediction,) = classify(predictor, x[None], ["frame.jpg"], 3)
+        answers[name] = (probs, prediction)
+        assert predictor.network()(torch.from_numpy(x[None])).shape == (1, len(hparams["class_names"]))
+    (run_probs, from_run), (bundle_probs, from_bundle) = answers["checkpoint"], answers["bundle"]
+    assert np.abs(run_probs - bundle_probs).max() < 1e-4 and from_run.top[0][0] == from_bundle.top[0][0]
+    assert from_bundle.answer == from_bundle.top[0][0] and from_bundle.outside is None and from_bundle.ood_score is None
+
+
 def test_the_model_input_description_round_trips_and_refuses_a_damaged_view():
     recorded = json.loads((RELEASE_0_1_0 / "model_input.json").read_text())
     model_input = ModelInput.from_dict(recorded["bundle_input"])
