@@ -4,8 +4,11 @@ config.json and the unfused (training-time) weights, so that the folder can be p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import yaml
 
 import kvasir_mobileone.pixels as pixel_rules
@@ -14,6 +17,9 @@ from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, markdown_table, write_text
 from kvasir_mobileone.marks import INPAINT_RADIUS
 from kvasir_mobileone.runs import CARD_NAME, CONFIG_NAME, UNFUSED_NAME
+
+if TYPE_CHECKING:
+    from kvasir_mobileone.deploy.runtime import Predictor
 
 INTENDED_USE = (
     "Research on the classification of gastrointestinal endoscopy images (Kvasir v2 classes or the classes of the "
@@ -333,3 +339,51 @@ def write_card(out_dir: Path, metadata: dict, test_metrics: dict | None, run_con
     """The model card (README.md) and timm's config.json of a bundle."""
     write_timm_config(out_dir / CONFIG_NAME, backbone, metadata)
     return write_text(out_dir / CARD_NAME, card_text(metadata, test_metrics, run_config))
+
+
+# the card on the page (deploy/serve.py)
+
+
+def card_summary(predictor: Predictor) -> str:
+    metrics = predictor.metadata.get("test_metrics") or {}
+    lines = [
+        f"### {predictor.model_name}",
+        f"Classes: {', '.join(predictor.class_names)}.",
+        f"Input: {predictor.model_input.describe()}.",
+    ]
+    if metrics.get("accuracy") is not None:
+        low, high = metrics.get("accuracy_ci") or (metrics["accuracy"], metrics["accuracy"])
+        lines.append(
+            f"Test accuracy {100 * metrics['accuracy']:.2f}% (95% CI {100 * low:.2f}–{100 * high:.2f}%) "
+            f"on {metrics['n']} images."
+        )
+    lines.append(predictor.metadata.get("intended_use", ""))
+    return "\n\n".join(lines)
+
+
+def without_confusion_table(card: str) -> str:
+    """The card's text for the page's narrow column: without its confusion-matrix table (the page draws it as a
+    figure instead) and without the table of the bundle's files (for those who download it)."""
+    card = re.sub(r"## Files\n.*?(?=\n## )", "", card, flags=re.S)
+    return re.sub(r"\n*Confusion matrix \(rows: true class, columns: predicted\):\n\n(\|.*\n)+", "\n", card)
+
+
+def confusion_figure(predictor: Predictor):
+    """The test split's confusion matrix as a matplotlib figure, or None when the bundle has none."""
+    matrix = (predictor.metadata.get("test_metrics") or {}).get("confusion_matrix")
+    if not matrix:
+        return None
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from kvasir_mobileone.io import pyplot
+
+    plt = pyplot()
+    names = predictor.class_names
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), layout="constrained")
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(f"Confusion matrix, test split ({int(np.sum(matrix))} images)", fontsize=10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return fig

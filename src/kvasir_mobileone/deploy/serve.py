@@ -10,7 +10,6 @@ threads)."""
 from __future__ import annotations
 
 import os
-import re
 import time
 import warnings
 from collections import Counter
@@ -19,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from kvasir_mobileone.answers import NOT_SURE, OUTSIDE
+from kvasir_mobileone.deploy.card import card_summary, confusion_figure, without_confusion_table
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
 from kvasir_mobileone.deploy.predict import Prediction, classify
-from kvasir_mobileone.deploy.runtime import Predictor, load
+from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.images import load_rgb
 from kvasir_mobileone.runs import CARD_NAME
@@ -123,51 +123,6 @@ class PageModel:
             for a in good:
                 a["ms"] = ms
         return answers
-
-
-def card_summary(predictor: Predictor) -> str:
-    metrics = predictor.metadata.get("test_metrics") or {}
-    lines = [
-        f"### {predictor.model_name}",
-        f"Classes: {', '.join(predictor.class_names)}.",
-        f"Input: {predictor.model_input.describe()}.",
-    ]
-    if metrics.get("accuracy") is not None:
-        low, high = metrics.get("accuracy_ci") or (metrics["accuracy"], metrics["accuracy"])
-        lines.append(
-            f"Test accuracy {100 * metrics['accuracy']:.2f}% (95% CI {100 * low:.2f}–{100 * high:.2f}%) "
-            f"on {metrics['n']} images."
-        )
-    lines.append(predictor.metadata.get("intended_use", ""))
-    return "\n\n".join(lines)
-
-
-def without_confusion_table(card: str) -> str:
-    """The card's text for the page's narrow column: without its confusion-matrix table (the page draws it as a
-    figure instead) and without the table of the bundle's files (for those who download it)."""
-    card = re.sub(r"## Files\n.*?(?=\n## )", "", card, flags=re.S)
-    return re.sub(r"\n*Confusion matrix \(rows: true class, columns: predicted\):\n\n(\|.*\n)+", "\n", card)
-
-
-def confusion_figure(predictor: Predictor):
-    """The test split's confusion matrix as a matplotlib figure, or None when the bundle has none."""
-    matrix = (predictor.metadata.get("test_metrics") or {}).get("confusion_matrix")
-    if not matrix:
-        return None
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    from kvasir_mobileone.io import pyplot
-
-    plt = pyplot()
-    names = predictor.class_names
-    fig, ax = plt.subplots(figsize=(4.6, 4.2), layout="constrained")
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
-    )
-    ax.set_title(f"Confusion matrix, test split ({int(np.sum(matrix))} images)", fontsize=10)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    return fig
 
 
 def build_app(
