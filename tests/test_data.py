@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from kvasir_mobileone.data.cache import build_cache, is_fresh
-from kvasir_mobileone.data.dataset import ImageListDataset
+from kvasir_mobileone.data.datamodule import ImageListDataset
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.split import class_names_of, make_split, read_manifest, split_counts, write_manifest
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, KVASIR_RESOLUTIONS, synth
@@ -103,7 +103,7 @@ def test_device_augmentations_are_random_per_image():
 
 
 def test_cached_and_uncached_pipelines_feed_the_same_pixels(tiny_data, tmp_path, monkeypatch):
-    import kvasir_mobileone.data.dataset as dataset
+    import kvasir_mobileone.data.datamodule as dataset
 
     rows = make_split(scan_image_folder(tiny_data), seed=1)
     names = class_names_of(rows)

@@ -131,7 +131,7 @@ def test_an_incomplete_earlier_extraction_is_moved_aside(tmp_path, server):
 
 
 def test_hyper_kvasir_downloads_into_its_nested_layout_and_says_what_to_do_offline(tmp_path):
-    from kvasir_mobileone.data.datasets import HYPER_KVASIR
+    from kvasir_mobileone.data.catalog import HYPER_KVASIR
     from kvasir_mobileone.data.folder import find_class_folders
 
     buffer = io.BytesIO()

@@ -318,7 +318,7 @@ def test_overlays_that_stay_put_are_out_of_the_view_and_scattered_highlights_are
 
 @pytest.mark.parametrize("loader", ["workers", "resident"])
 def test_both_loaders_black_out_everything_outside_the_view(tiny_data, loader):
-    from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+    from kvasir_mobileone.data.datamodule import DataConfig, ImageFolderDataModule
     from kvasir_mobileone.data.split import make_split
     from kvasir_mobileone.images import ModelInput
 
@@ -458,7 +458,7 @@ def test_autos_test_finds_a_dependence_where_there_is_none_no_more_often_than_it
 
 def test_frame_swap_gives_training_images_another_frame_and_is_checked(tmp_path):
     from kvasir_mobileone.data.config import DataConfig
-    from kvasir_mobileone.data.dataset import ImageFolderDataModule, ImageListDataset
+    from kvasir_mobileone.data.datamodule import ImageFolderDataModule, ImageListDataset
     from kvasir_mobileone.images import ModelInput
 
     data = framed_data(tmp_path / "framed", per_class=6)
@@ -588,7 +588,7 @@ def test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks
     bundle (version 3), applied by predict on either, by export's parity check and the audit — leaves no overlay
     pixel inside the view; Core ML (preprocessing in its graph) and the resident loader are refused."""
     from kvasir_mobileone.data.config import DataConfig
-    from kvasir_mobileone.data.dataset import ImageFolderDataModule
+    from kvasir_mobileone.data.datamodule import ImageFolderDataModule
     from kvasir_mobileone.errors import UserError
     from kvasir_mobileone.images import ModelInput
     from kvasir_mobileone.marks import marks

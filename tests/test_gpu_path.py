@@ -24,9 +24,9 @@ from kvasir_mobileone.bench.gpu import (
 from kvasir_mobileone.bench.gpu_report import render_gpu
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data import batch_augment as B
-from kvasir_mobileone.data import dataset as dataset_module
+from kvasir_mobileone.data import datamodule as dataset_module
 from kvasir_mobileone.data.cache import build_cache
-from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader
+from kvasir_mobileone.data.datamodule import DataConfig, ImageFolderDataModule, auto_loader
 from kvasir_mobileone.data.folder import DataError, scan_image_folder
 from kvasir_mobileone.data.regions import mask_pixels
 from kvasir_mobileone.data.resident import DEVICE_SHARE, ImageBank, ResidentBatches, placement

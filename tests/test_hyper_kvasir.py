@@ -12,9 +12,9 @@ import yaml
 from PIL import Image
 
 from kvasir_mobileone.cli import main
+from kvasir_mobileone.data.catalog import HYPER_KVASIR, OFFICIAL_SPLITS
 from kvasir_mobileone.data.check import DataCheckError, check_folder, check_split
 from kvasir_mobileone.data.config import DataConfig
-from kvasir_mobileone.data.datasets import HYPER_KVASIR, OFFICIAL_SPLITS
 from kvasir_mobileone.data.folder import DataError, find_class_folders, scan_image_folder
 from kvasir_mobileone.data.official import apply_official_split, read_official_split
 from kvasir_mobileone.data.split import GROUP, leak_free_test, write_manifest

@@ -12,7 +12,7 @@ import yaml
 
 from fitflags import fit_flags
 from kvasir_mobileone.cli import main
-from kvasir_mobileone.data.dataset import balanced_sampling_weights
+from kvasir_mobileone.data.datamodule import balanced_sampling_weights
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.split import make_split, read_exclusions
 from kvasir_mobileone.data.synth import PLANTED_FLIPS, synth
@@ -101,7 +101,7 @@ def test_balanced_sampling_draws_every_class_alike_in_both_loaders(small_class, 
     share within its 99% binomial interval of 1/4), where shuffling draws it 6/186 of the time."""
     from scipy.stats import binomtest
 
-    from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+    from kvasir_mobileone.data.datamodule import DataConfig, ImageFolderDataModule
     from kvasir_mobileone.data.folder import scan_image_folder
     from kvasir_mobileone.data.split import make_split
     from kvasir_mobileone.images import ModelInput

@@ -74,7 +74,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the passes that fit the detector serve their images unaugmented, whatever the split",
-        "data/dataset.py",
+        "data/datamodule.py",
         "every one of them.\"\"\"\n        return self.loader(self.evaluate, training=False)",
         "every one of them.\"\"\"\n        return self.loader(self.evaluate)",
         UN + "test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_images",
@@ -183,7 +183,7 @@ MUTATIONS = [
     ),
     Mutation(
         "training and testing images go through the model input's last steps (clean-up, hidden pixels)",
-        "data/dataset.py",
+        "data/datamodule.py",
         "            prepare=self.model_input.prepare,",
         "            prepare=None,",
         FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
@@ -260,16 +260,16 @@ MUTATIONS = [
     ),
     Mutation(
         "--data.frame_swap gives training images another image's frame",
-        "data/dataset.py",
+        "data/datamodule.py",
         "            if self.frame_swap and float(torch.rand(())) < self.frame_swap:",
         "            if False:",
         FV + "test_frame_swap_gives_training_images_another_frame_and_is_checked",
     ),
     Mutation(
         "--data.frame_swap outside [0, 1] is refused",
-        "data/dataset.py",
-        "        if not 0 <= cfg.frame_swap <= 1:",
-        "        if cfg.frame_swap < 0:",
+        "data/datamodule.py",
+        "        if not 0 <= data.frame_swap <= 1:",
+        "        if data.frame_swap < 0:",
         FV + "test_frame_swap_gives_training_images_another_frame_and_is_checked",
     ),
     Mutation(
@@ -649,7 +649,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a cached image is not decoded again",
-        "data/dataset.py",
+        "data/datamodule.py",
         "        return cached if cached is not None else decode_resized(",
         "        return decode_resized(",
         "tests/test_data.py::test_cached_and_uncached_pipelines_feed_the_same_pixels",
@@ -759,14 +759,14 @@ MUTATIONS = [
     ),
     Mutation(
         "the workers' loader applies the view",
-        "data/dataset.py",
+        "data/datamodule.py",
         "            prepare=self.model_input.prepare,",
         "            prepare=None,",
         FV + "test_both_loaders_black_out_everything_outside_the_view",
     ),
     Mutation(
         "the resident loader applies the view",
-        "data/dataset.py",
+        "data/datamodule.py",
         "self.device, self.model_input.hidden())",
         "self.device, None)",
         FV + "test_both_loaders_black_out_everything_outside_the_view",
@@ -837,14 +837,14 @@ MUTATIONS = [
     ),
     Mutation(
         "balanced sampling in the workers loader",
-        "data/dataset.py",
-        '        if shuffle and self.cfg.sampler == "balanced":',
+        "data/datamodule.py",
+        '        if shuffle and self.data.sampler == "balanced":',
         "        if False:",
         IM + "test_balanced_sampling_draws_every_class_alike_in_both_loaders",
     ),
     Mutation(
         "balanced sampling in the GPU-resident loader",
-        "data/dataset.py",
+        "data/datamodule.py",
         "for k in members]) if balanced else None,",
         "for k in members]) if False else None,",
         IM + "test_balanced_sampling_draws_every_class_alike_in_both_loaders",
@@ -916,7 +916,7 @@ MUTATIONS = [
     ),
     Mutation(
         "training applies the mask (not only evaluation)",
-        "data/dataset.py",
+        "data/datamodule.py",
         "            prepare=self.model_input.prepare,\n            frame_swap=",
         '            prepare=self.model_input.prepare if split != "train" else None,\n            frame_swap=',
         AU + "test_the_masked_model_learned_the_tissue_where_the_planted_model_learned_the_box",

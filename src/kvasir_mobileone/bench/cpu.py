@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
 from kvasir_mobileone.data.check import check_split
-from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+from kvasir_mobileone.data.datamodule import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.split import make_split, write_manifest
 from kvasir_mobileone.data.synth import hyper_kvasir_sizes, synth

@@ -22,7 +22,7 @@ from kvasir_mobileone.bench.gpu_probes import (
     synchronize,
     training_flops_per_image,
 )
-from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule
+from kvasir_mobileone.data.datamodule import DataConfig, ImageFolderDataModule
 from kvasir_mobileone.data.folder import scan_image_folder
 from kvasir_mobileone.data.split import class_names_of
 from kvasir_mobileone.models.backbone import model_input_for

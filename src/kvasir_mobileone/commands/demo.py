@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kvasir_mobileone.commands.eda import eda
 from kvasir_mobileone.commands.fit import fit
-from kvasir_mobileone.data.dataset import DataConfig
+from kvasir_mobileone.data.datamodule import DataConfig
 from kvasir_mobileone.data.synth import synth
 from kvasir_mobileone.models.classifier import ModelConfig
 from kvasir_mobileone.models.trainer import TrainerConfig

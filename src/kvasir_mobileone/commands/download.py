@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from kvasir_mobileone.data.datasets import DATASETS
+from kvasir_mobileone.data.catalog import DATASETS
 from kvasir_mobileone.data.download import check_zip, extract, fetch, is_extracted
 
 

@@ -12,9 +12,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
 from kvasir_mobileone.answers import UncertaintyConfig
+from kvasir_mobileone.data.catalog import OFFICIAL_SPLITS
 from kvasir_mobileone.data.check import DataCheckError, Problem, add_problems, check_split, write_problems
-from kvasir_mobileone.data.dataset import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
-from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
+from kvasir_mobileone.data.datamodule import DataConfig, ImageFolderDataModule, auto_loader, default_batch_size
 from kvasir_mobileone.data.field_of_view import field_of_view_for, write_view_png
 from kvasir_mobileone.data.split import (
     check_manifest_files,
@@ -358,7 +358,7 @@ def test_best(lightning_trainer, module, datamodule, best, run, rows, uncertaint
     tested = run_test(lightning_trainer, module, datamodule, ckpt_path=best, weights_only=True)
     if lightning_trainer.world_size == 1:  # the detector and thresholds, fitted and kept in the checkpoint
         module.uncertainty = calibrate(
-            lightning_trainer, module, datamodule.cfg, rows, uncertainty, tested, datamodule.skipped
+            lightning_trainer, module, datamodule.data, rows, uncertainty, tested, datamodule.skipped
         )
         store_uncertainty(run.checkpoint(), module.uncertainty)
     else:

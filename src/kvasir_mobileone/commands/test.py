@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from kvasir_mobileone.answers import UncertaintyConfig
-from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.evaluation.outputs import calibrate as calibrate_uncertainty
 from kvasir_mobileone.evaluation.outputs import run_test
@@ -47,13 +47,13 @@ def test(
     trained = open_run(run, data_dir)
     rows, manifest_path = trained.manifest_rows(manifest)
     module = trained.module
-    data_cfg = dataclasses.replace(
+    data = dataclasses.replace(
         trained.data,
         data_dir=str(trained.data_dir()),
         batch_size=batch_size or trained.data.batch_size,
         num_workers=num_workers if num_workers is not None else trained.data.num_workers,
     )
-    datamodule = ImageFolderDataModule(data_cfg, rows, trained.model_input)
+    datamodule = ImageFolderDataModule(data, rows, trained.model_input)
     if datamodule.class_names != module.class_names:
         raise DataError(
             f"The checkpoint {trained.ckpt} predicts classes {module.class_names} but the manifest {manifest_path} "
@@ -66,7 +66,7 @@ def test(
     trainer = build_trainer(config, out_dir)
     temperature = None
     if calibrate:  # the val images' probabilities, through the test step, give the temperature
-        temperature, fitted = val_temperature(trainer, module, data_cfg, rows, tta)
+        temperature, fitted = val_temperature(trainer, module, data, rows, tta)
         if trained.run:
             write_json(trained.run.temperature, fitted)
     tested = run_test(trainer, module, datamodule)
@@ -76,7 +76,7 @@ def test(
             if trained.run and trained.run.problems.is_file()
             else []
         )
-        module.uncertainty = calibrate_uncertainty(trainer, module, data_cfg, rows, uncertainty, tested, skip)
+        module.uncertainty = calibrate_uncertainty(trainer, module, data, rows, uncertainty, tested, skip)
         store_uncertainty(trained.ckpt, module.uncertainty)
         print(
             "Out-of-distribution detector, abstention threshold and prediction sets fitted; written into "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kvasir_mobileone.data.datasets import DATASETS, KVASIR_V2, Dataset
+from kvasir_mobileone.data.catalog import DATASETS, KVASIR_V2, Dataset
 from kvasir_mobileone.errors import UserError
 
 # progress notes below the commands layer; `kvasir` shows them on stdout (cli.show_notes)

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kvasir_mobileone.data.datasets import OFFICIAL_SPLITS
+from kvasir_mobileone.data.catalog import OFFICIAL_SPLITS
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.split import carve_validation
 

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from kvasir_mobileone.data.catalog import HYPER_KVASIR, KVASIR_V2, OFFICIAL_SPLITS
 from kvasir_mobileone.data.check import NEAR_DUPLICATE_BITS, inspect_image
-from kvasir_mobileone.data.datasets import HYPER_KVASIR, KVASIR_V2, OFFICIAL_SPLITS
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.official import read_official_split
 from kvasir_mobileone.data.synth_draw import KVASIR_CLASSES, KVASIR_RESOLUTIONS, synth_image

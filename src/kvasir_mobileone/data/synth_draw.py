@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from kvasir_mobileone.data.datasets import KVASIR_V2
+from kvasir_mobileone.data.catalog import KVASIR_V2
 
 KVASIR_CLASSES = KVASIR_V2.classes
 

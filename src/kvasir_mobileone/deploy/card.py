@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 import kvasir_mobileone.pixels as pixel_rules
-from kvasir_mobileone.data.datasets import Dataset, identify
+from kvasir_mobileone.data.catalog import Dataset, identify
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.io import atomic_path, markdown_table, write_text
 from kvasir_mobileone.marks import INPAINT_RADIUS

@@ -172,7 +172,7 @@ def bundle_metadata(
 
 def _base_metadata(trained, checks, images, tolerance, sizes, latency, test_metrics) -> dict:
     return {
-        "model_name": trained.module.cfg.name,
+        "model_name": trained.module.model_config.name,
         "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
         "class_names": trained.module.class_names,
         # the network's input as in training (images.ModelInput.to_dict), and the tensor the model files take

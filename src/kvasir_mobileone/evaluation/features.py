@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.transforms import normalize
 from kvasir_mobileone.evaluation.report import evaluate, write_report
 from kvasir_mobileone.evaluation.stats import softmax
@@ -66,7 +66,7 @@ def extract_features(
         "labels": np.array([r["label"] for r in rows]),
         "splits": np.array([r["split"] for r in rows]),
         "class_names": np.array(module.class_names),
-        "model": module.cfg.name,
+        "model": module.model_config.name,
     }
 
 

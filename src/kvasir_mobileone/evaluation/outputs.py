@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from kvasir_mobileone.answers import Uncertainty, UncertaintyConfig
-from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.foreign import write_foreign
 from kvasir_mobileone.evaluation.uncertainty import Outputs, fit_uncertainty
 from kvasir_mobileone.models.classifier import TestOutputs
@@ -30,7 +30,7 @@ def as_outputs(tested: TestOutputs) -> Outputs:
     return Outputs(tested.logits, tested.features, tested.targets)
 
 
-def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None = None, skip=()) -> Outputs:
+def split_outputs(trainer, module, data, rows, split: str, limit: int | None = None, skip=()) -> Outputs:
     """Outputs on a split's images (a seeded sample of `limit` of them; `skip`: paths training could not read),
     served unaugmented through the predict loader. The other splits' rows stay in the data module, so that the
     class indices are the manifest's even when the sample lacks a class."""
@@ -45,7 +45,7 @@ def split_outputs(trainer, module, data_cfg, rows, split: str, limit: int | None
         )
     kept = {id(r) for r in chosen}
     served = [r for r in rows if r["split"] != split or id(r) in kept]
-    datamodule = ImageFolderDataModule(data_cfg, served, module.model_input, evaluate=split)
+    datamodule = ImageFolderDataModule(data, served, module.model_input, evaluate=split)
     batches = trainer.predict(module, datamodule=datamodule)
     index, targets, logits, features = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     order = np.argsort(index)
@@ -72,13 +72,13 @@ def foreign_outputs(module, selection: bool = False) -> Outputs:
     return Outputs(logits.float().cpu().numpy(), features.float().cpu().numpy())
 
 
-def calibrate(trainer, module, data_cfg, rows, config: UncertaintyConfig, tested: TestOutputs, skip=()) -> Uncertainty:
+def calibrate(trainer, module, data, rows, config: UncertaintyConfig, tested: TestOutputs, skip=()) -> Uncertainty:
     """The module's Uncertainty: the detector fitted on (a sample of) the training images, thresholds on val, every
     detector compared on the test outputs (`tested`) against the foreign images."""
     log.info(
         f"Uncertainty: detector ({config.detector}) on up to {config.fit_images} training images, thresholds on val."
     )
-    train = split_outputs(trainer, module, data_cfg, rows, "train", config.fit_images, skip)
-    val = split_outputs(trainer, module, data_cfg, rows, "val")
+    train = split_outputs(trainer, module, data, rows, "train", config.fit_images, skip)
+    val = split_outputs(trainer, module, data, rows, "val")
     selection = foreign_outputs(module, selection=True)
     return fit_uncertainty(train, val, config, selection, (as_outputs(tested), foreign_outputs(module)))

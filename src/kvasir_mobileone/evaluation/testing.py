@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvasir_mobileone.data.dataset import ImageFolderDataModule
+from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
 from kvasir_mobileone.evaluation.outputs import as_outputs, foreign_outputs, run_test
@@ -22,10 +22,10 @@ from kvasir_mobileone.runs import TestReport
 plt = pyplot()
 
 
-def val_temperature(trainer, module, data_cfg, rows, tta: bool) -> tuple[float, dict]:
+def val_temperature(trainer, module, data, rows, tta: bool) -> tuple[float, dict]:
     """(the softmax temperature fitted on the val images' probabilities — with flip TTA when asked —, what
     temperature.json records of it)."""
-    val = run_test(trainer, module, ImageFolderDataModule(data_cfg, rows, module.model_input, evaluate="val"))
+    val = run_test(trainer, module, ImageFolderDataModule(data, rows, module.model_input, evaluate="val"))
     temperature = fit_temperature(val.probs_tta if tta else val.probs, val.targets)
     return temperature, {"temperature": temperature, "fitted_on": "val", "images": len(val.targets), "tta": tta}
 
@@ -131,7 +131,7 @@ def report_test_predictions(
         extra += uncertainty_section(measured, module.uncertainty, test, foreign, out_dir)
         metrics["uncertainty"] = {k: v for k, v in measured.items() if k != "curves"}
     metrics["report"] = str(
-        write_report(out_dir, metrics, names, module.cfg.name, np.asarray(probs), targets, paths, extra)
+        write_report(out_dir, metrics, names, module.model_config.name, np.asarray(probs), targets, paths, extra)
     )
     return metrics
 

@@ -46,12 +46,12 @@ def model_input_for(
     """What the network's input is: mean/std, interpolation and (unless --data.image_size says otherwise) size from
     timm's data config for the model, and the boxes of --data.mask_regions. `fit` makes it once and gives it to the
     model and the data alike; the checkpoint stores it, and everything after reads it back from there."""
-    cfg = timm.data.resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_name).to_dict())
+    timm_config = timm.data.resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_name).to_dict())
     return ModelInput(
-        image_size=image_size or cfg["input_size"][-1],
-        mean=tuple(cfg["mean"]),
-        std=tuple(cfg["std"]),
-        interpolation=cfg.get("interpolation", "bilinear"),
+        image_size=image_size or timm_config["input_size"][-1],
+        mean=tuple(timm_config["mean"]),
+        std=tuple(timm_config["std"]),
+        interpolation=timm_config.get("interpolation", "bilinear"),
         mask=tuple(box for boxes in parse_regions(mask_regions).values() for box in boxes),
         mask_regions=tuple(mask_regions or ()),
     )

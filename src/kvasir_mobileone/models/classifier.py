@@ -93,7 +93,7 @@ class Classifier(L.LightningModule):
         """`model_input`: the network's input (backbone.model_input_for; default: the backbone's own size, no mask)."""
         super().__init__()
         model = ModelConfig(**model) if isinstance(model, dict) else (model or ModelConfig())
-        self.cfg = model
+        self.model_config = model
         self.class_names = list(class_names)
         self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
         self.model_input: ModelInput = model_input or model_input_for(model.name)
@@ -215,7 +215,7 @@ class Classifier(L.LightningModule):
             logits,
             targets,
             weight=self.loss_weights if training else None,
-            label_smoothing=self.cfg.label_smoothing if training else 0.0,
+            label_smoothing=self.model_config.label_smoothing if training else 0.0,
         )
         self.metrics[f"{stage}_"].update(logits.detach(), targets)
         on_step = stage == "train"
@@ -305,16 +305,22 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         batch = self.step_batch_size()
-        optimizer = build_optimizer(self.cfg, self.parameters(), batch)
+        optimizer = build_optimizer(self.model_config, self.parameters(), batch)
         steps_per_epoch = 1
-        if scheduler_interval(self.cfg) == "step" and self._trainer is not None and self.hparams.max_epochs > 0:
+        if (
+            scheduler_interval(self.model_config) == "step"
+            and self._trainer is not None
+            and self.hparams.max_epochs > 0
+        ):
             steps_per_epoch = max(1, int(self._trainer.estimated_stepping_batches // self.hparams.max_epochs))
-        scheduler = build_lr_scheduler(self.cfg, optimizer, self.hparams.max_epochs, batch or 0, steps_per_epoch)
-        if lr_factor(self.cfg, batch) != 1:
+        scheduler = build_lr_scheduler(
+            self.model_config, optimizer, self.hparams.max_epochs, batch or 0, steps_per_epoch
+        )
+        if lr_factor(self.model_config, batch) != 1:
             log.info(
-                f"Learning rate {optimizer.defaults['lr']:.3g}: {self.cfg.lr_scaling}-scaled from "
-                f"{self.cfg.lr_reference_batch} images per step (--model.lr_reference_batch) to {batch}, "
-                f"{warmup_epochs(self.cfg, batch)} warmup epochs (--model.lr_scaling none keeps it)."
+                f"Learning rate {optimizer.defaults['lr']:.3g}: {self.model_config.lr_scaling}-scaled from "
+                f"{self.model_config.lr_reference_batch} images per step (--model.lr_reference_batch) to {batch}, "
+                f"{warmup_epochs(self.model_config, batch)} warmup epochs (--model.lr_scaling none keeps it)."
             )
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 

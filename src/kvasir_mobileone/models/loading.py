@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kvasir_mobileone.data.dataset import DataConfig
+from kvasir_mobileone.data.datamodule import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
 from kvasir_mobileone.images import ModelInput
 from kvasir_mobileone.models.backbone import fuse
@@ -37,7 +37,7 @@ class TrainedRun:
 
     @property
     def model_name(self) -> str:
-        return self.module.cfg.name
+        return self.module.model_config.name
 
     @property
     def class_names(self) -> list[str]:

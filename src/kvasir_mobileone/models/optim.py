@@ -64,67 +64,67 @@ def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
     )
 
 
-def lr_factor(cfg: ModelConfig, batch_size: int | None) -> float:
-    """What cfg.lr_scaling multiplies the learning rate by at `batch_size` images per optimizer step."""
+def lr_factor(model: ModelConfig, batch_size: int | None) -> float:
+    """What model.lr_scaling multiplies the learning rate by at `batch_size` images per optimizer step."""
     if not batch_size:
         return 1.0
-    ratio = batch_size / cfg.lr_reference_batch
-    return {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[cfg.lr_scaling]
+    ratio = batch_size / model.lr_reference_batch
+    return {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[model.lr_scaling]
 
 
-def scaled_lr(cfg: ModelConfig, batch_size: int) -> float:
-    """The learning rate for `batch_size` images per optimizer step under cfg.lr_scaling."""
-    return cfg.lr * lr_factor(cfg, batch_size)
+def scaled_lr(model: ModelConfig, batch_size: int) -> float:
+    """The learning rate for `batch_size` images per optimizer step under model.lr_scaling."""
+    return model.lr * lr_factor(model, batch_size)
 
 
-def warmup_epochs(cfg: ModelConfig, batch_size: int) -> int:
-    if cfg.warmup_epochs is not None:
-        return cfg.warmup_epochs
-    return SCALED_WARMUP_EPOCHS if lr_factor(cfg, batch_size) > 1 else 0
+def warmup_epochs(model: ModelConfig, batch_size: int) -> int:
+    if model.warmup_epochs is not None:
+        return model.warmup_epochs
+    return SCALED_WARMUP_EPOCHS if lr_factor(model, batch_size) > 1 else 0
 
 
-def build_optimizer(cfg: ModelConfig, parameters, batch_size: int | None = None) -> torch.optim.Optimizer:
+def build_optimizer(model: ModelConfig, parameters, batch_size: int | None = None) -> torch.optim.Optimizer:
     """The configured optimizer, its learning rate (--model.lr, or an init_args lr) scaled to `batch_size` images
     per step."""
-    spec = class_spec(cfg.optimizer, "torch.optim")
-    init_args = {"lr": cfg.lr, "weight_decay": cfg.weight_decay} | spec["init_args"]
-    spec["init_args"] = init_args | {"lr": init_args["lr"] * lr_factor(cfg, batch_size)}
+    spec = class_spec(model.optimizer, "torch.optim")
+    init_args = {"lr": model.lr, "weight_decay": model.weight_decay} | spec["init_args"]
+    spec["init_args"] = init_args | {"lr": init_args["lr"] * lr_factor(model, batch_size)}
     try:
         return instantiate_class(parameters, spec)
     except (ImportError, AttributeError, TypeError) as err:
         raise UserError(
-            f"--model.optimizer {cfg.optimizer!r} could not be made ({err}): name a torch.optim class, "
+            f"--model.optimizer {model.optimizer!r} could not be made ({err}): name a torch.optim class, "
             "e.g. Adam or torch.optim.SGD, with init_args it accepts."
         ) from err
 
 
-def scheduler_interval(cfg: ModelConfig) -> str:
+def scheduler_interval(model: ModelConfig) -> str:
     return (
-        class_spec(cfg.lr_scheduler, "torch.optim.lr_scheduler").get("interval", "epoch")
-        if cfg.lr_scheduler
+        class_spec(model.lr_scheduler, "torch.optim.lr_scheduler").get("interval", "epoch")
+        if model.lr_scheduler
         else "epoch"
     )
 
 
 def build_lr_scheduler(
-    cfg: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0, steps_per_epoch: int = 1
+    model: ModelConfig, optimizer: torch.optim.Optimizer, max_epochs: int, batch_size: int = 0, steps_per_epoch: int = 1
 ) -> dict | None:
     """The configured scheduler, after warmup_epochs of linear warmup; stepped per epoch by default (per
     optimizer step with interval: step, when the warmup counts steps_per_epoch steps per epoch)."""
     from torch.optim.lr_scheduler import LinearLR, SequentialLR
 
     scheduler, interval = None, "epoch"
-    if cfg.lr_scheduler:
-        spec = class_spec(cfg.lr_scheduler, "torch.optim.lr_scheduler")
+    if model.lr_scheduler:
+        spec = class_spec(model.lr_scheduler, "torch.optim.lr_scheduler")
         interval = spec.pop("interval", "epoch")
         try:
             scheduler = instantiate_class(optimizer, spec)
         except (ImportError, AttributeError, TypeError) as err:
             raise UserError(
-                f"--model.lr_scheduler {cfg.lr_scheduler!r} could not be made ({err}): name a "
+                f"--model.lr_scheduler {model.lr_scheduler!r} could not be made ({err}): name a "
                 "torch.optim.lr_scheduler class with init_args it accepts."
             ) from err
-    warmup = min(warmup_epochs(cfg, batch_size or cfg.lr_reference_batch), max_epochs)
+    warmup = min(warmup_epochs(model, batch_size or model.lr_reference_batch), max_epochs)
     if warmup:
         warmup *= steps_per_epoch if interval == "step" else 1
         ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)

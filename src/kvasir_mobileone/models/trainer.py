@@ -110,25 +110,25 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "32-true"
 
 
-def training_devices(cfg) -> int:
+def training_devices(config: TrainerConfig) -> int:
     """How many GPUs a TrainerConfig trains on (0 without CUDA), before a Trainer exists."""
-    if not on_gpu(cfg.accelerator):
+    if not on_gpu(config.accelerator):
         return 0
-    if isinstance(cfg.devices, int):
-        return torch.cuda.device_count() if cfg.devices == -1 else cfg.devices
-    if isinstance(cfg.devices, (list, tuple)):
-        return len(cfg.devices)
-    text = str(cfg.devices)
+    if isinstance(config.devices, int):
+        return torch.cuda.device_count() if config.devices == -1 else config.devices
+    if isinstance(config.devices, (list, tuple)):
+        return len(config.devices)
+    text = str(config.devices)
     if text.lstrip("-").isdigit():
         return torch.cuda.device_count() if int(text) == -1 else int(text)
     return len([d for d in text.split(",") if d.strip()]) if "," in text else torch.cuda.device_count()
 
 
-def speed_settings(cfg) -> tuple[str, str]:
+def speed_settings(config: TrainerConfig) -> tuple[str, str]:
     """--trainer.compile and --trainer.channels_last with auto made explicit for this machine."""
-    gpu = on_gpu(cfg.accelerator)
-    compile_mode = (GPU_COMPILE if gpu else "off") if cfg.compile == "auto" else cfg.compile
-    channels_last = ("on" if gpu else "off") if cfg.channels_last == "auto" else cfg.channels_last
+    gpu = on_gpu(config.accelerator)
+    compile_mode = (GPU_COMPILE if gpu else "off") if config.compile == "auto" else config.compile
+    channels_last = ("on" if gpu else "off") if config.channels_last == "auto" else config.channels_last
     return compile_mode, channels_last
 
 
@@ -169,17 +169,17 @@ def build_logger(kind: str, run_dir, run_name: str):
     return False
 
 
-def build_trainer(cfg, run_dir, logger=False, callbacks=(), **overrides) -> L.Trainer:
-    """A Trainer from every Lightning argument of `cfg` (a TrainerConfig), with `overrides` on top."""
-    arguments = {name: getattr(cfg, name) for name in LIGHTNING_ARGUMENTS} | overrides
+def build_trainer(config: TrainerConfig, run_dir, logger=False, callbacks=(), **overrides) -> L.Trainer:
+    """A Trainer from every Lightning argument of `config` (a TrainerConfig), with `overrides` on top."""
+    arguments = {name: getattr(config, name) for name in LIGHTNING_ARGUMENTS} | overrides
     arguments["precision"] = arguments["precision"] or auto_precision(arguments["accelerator"])
     bar = [TQDMProgressBar()] if arguments.get("enable_progress_bar") is not False else []
     return L.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=[*bar, *callbacks], **arguments)
 
 
-def evaluation_precision(cfg) -> str:
+def evaluation_precision(config: TrainerConfig) -> str:
     """The Trainer precision evaluation runs at (the module also turns autocast off for 32-true)."""
-    return "32-true" if cfg.eval_precision == "32-true" else (cfg.precision or auto_precision(cfg.accelerator))
+    return "32-true" if config.eval_precision == "32-true" else (config.precision or auto_precision(config.accelerator))
 
 
 def evaluation_settings(

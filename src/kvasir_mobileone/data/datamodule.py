@@ -49,14 +49,14 @@ def balanced_sampling_weights(labels: list[str]) -> torch.Tensor:
     return torch.tensor([1.0 / (len(counts) * counts[label]) for label in labels], dtype=torch.double)
 
 
-def auto_loader(cfg: DataConfig, devices: int | None = None) -> str:
+def auto_loader(data: DataConfig, devices: int | None = None) -> str:
     """--data.loader auto made explicit: resident when training on one GPU with the cache, else workers."""
-    if cfg.loader != "auto":
-        return cfg.loader
-    if cfg.frame_swap or cfg.clean_frame != "none":
+    if data.loader != "auto":
+        return data.loader
+    if data.frame_swap or data.clean_frame != "none":
         return "workers"  # pasting another image's frame, inpainting: a worker's job
     devices = torch.cuda.device_count() if devices is None else devices
-    return "resident" if torch.cuda.is_available() and cfg.cache and devices == 1 else "workers"
+    return "resident" if torch.cuda.is_available() and data.cache and devices == 1 else "workers"
 
 
 def unreadable_error(path: Path, reason: str, split: str) -> DataError:
@@ -161,7 +161,7 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        cfg: DataConfig,
+        data: DataConfig,
         rows: list[dict[str, str]],
         model_input: ModelInput,
         seed: int | None = None,
@@ -173,25 +173,25 @@ class ImageFolderDataModule(L.LightningDataModule):
         super().__init__()
         self.evaluate = evaluate
         self.train_seed = torch.initial_seed() if seed is None else seed
-        self.cfg = cfg
+        self.data = data
         self.rows = rows
         self.model_input = model_input
         self.class_names = class_names_of(rows)
-        self.num_workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
-        self.batch_size = cfg.batch_size or default_batch_size()
+        self.num_workers = default_num_workers() if data.num_workers is None else data.num_workers
+        self.batch_size = data.batch_size or default_batch_size()
         on_gpu = torch.cuda.is_available()
         # a checkpoint's clean-up runs in the workers, whatever the config says
-        self.loader_kind = "workers" if model_input.clean and cfg.loader == "auto" else auto_loader(cfg)
-        self.augment_on = ("device" if on_gpu else "workers") if cfg.augment_on == "auto" else cfg.augment_on
-        if not 0 <= cfg.frame_swap <= 1:
-            raise DataError(f"--data.frame_swap {cfg.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")
-        if self.loader_kind == "resident" and cfg.frame_swap:
+        self.loader_kind = "workers" if model_input.clean and data.loader == "auto" else auto_loader(data)
+        self.augment_on = ("device" if on_gpu else "workers") if data.augment_on == "auto" else data.augment_on
+        if not 0 <= data.frame_swap <= 1:
+            raise DataError(f"--data.frame_swap {data.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")
+        if self.loader_kind == "resident" and data.frame_swap:
             raise DataError("--data.frame_swap pastes frames in the loader's workers: use --data.loader workers.")
         if self.loader_kind == "resident" and model_input.clean:
             raise DataError("--data.clean_frame inpaints in the loader's workers: use --data.loader workers.")
         if self.loader_kind == "resident" and self.augment_on == "workers":
             self.augment_on = "device"  # resident batches never pass through a worker
-        self.use_cache = cfg.cache or self.loader_kind == "resident"
+        self.use_cache = data.cache or self.loader_kind == "resident"
         self.cache: ImageCache | None = None
         self.bank: ImageBank | None = None
         self.skipped: dict[str, str] = {}
@@ -214,11 +214,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         paths = [r["path"] for r in self.rows]
         try:
             self.cache = build_cache(
-                self.cfg.data_dir,
+                self.data.data_dir,
                 paths,
                 self.model_input.image_size,
                 self.model_input.interpolation,
-                self.cfg.cache_dir,
+                self.data.cache_dir,
             )
         except OSError as err:  # e.g. a read-only dataset folder: train without the cache, say so
             fallback = " and without the GPU-resident loader" if self.loader_kind == "resident" else ""
@@ -251,7 +251,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         augment = train_augmentations() if training and self.augment_on == "workers" else None
         return ImageListDataset(
             rows,
-            self.cfg.data_dir,
+            self.data.data_dir,
             self.class_names,
             self.model_input.image_size,
             self.model_input.interpolation,
@@ -259,7 +259,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.cache,
             skip_unreadable=training,
             prepare=self.model_input.prepare,
-            frame_swap=self.cfg.frame_swap if training else 0.0,
+            frame_swap=self.data.frame_swap if training else 0.0,
         )
 
     def _load_bank(self) -> None:
@@ -287,14 +287,14 @@ class ImageFolderDataModule(L.LightningDataModule):
             if not self.bank.valid[k]:
                 reason = self.cache.errors.get(row["path"], "not in the cache")
                 if not training:
-                    raise unreadable_error(Path(self.cfg.data_dir) / row["path"], reason, row["split"])
+                    raise unreadable_error(Path(self.data.data_dir) / row["path"], reason, row["split"])
                 self.skipped[row["path"]] = reason
                 continue
             members.append(k)
         batch_size = batch_size or self.batch_size
         seed = self.train_seed + (self.trainer.global_rank if self.trainer is not None else 0)
         epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
-        balanced = shuffle and self.cfg.sampler == "balanced"
+        balanced = shuffle and self.data.sampler == "balanced"
         return ResidentBatches(
             self.bank,
             members,
@@ -328,7 +328,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         dataset = self.dataset(split, training)
         batch_size = batch_size or self.batch_size
         sampler = None
-        if shuffle and self.cfg.sampler == "balanced":
+        if shuffle and self.data.sampler == "balanced":
             generator = torch.Generator().manual_seed(self.train_seed)
             weights = balanced_sampling_weights([r["label"] for r in dataset.rows])
             sampler = WeightedRandomSampler(weights, len(dataset), replacement=True, generator=generator)
