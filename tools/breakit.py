@@ -75,8 +75,8 @@ MUTATIONS = [
     Mutation(
         "the passes that fit the detector serve their images unaugmented, whatever the split",
         "data/datamodule.py",
-        "every one of them.\"\"\"\n        return self.loader(self.evaluate, training=False)",
-        "every one of them.\"\"\"\n        return self.loader(self.evaluate)",
+        'every one of them."""\n        return self.loader(self.evaluate, training=False)',
+        'every one of them."""\n        return self.loader(self.evaluate)',
         UN + "test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_images",
     ),
     Mutation(
@@ -441,7 +441,7 @@ MUTATIONS = [
     Mutation(
         "the page's live region reads every answer out, not only their count",
         "deploy/serve.py",
-        '        message += "".join(f"\\n- {a[\'file\']}: {answer_text(a[\'prediction\'])}" for a in good)\n',
+        "        message += \"\".join(f\"\\n- {a['file']}: {answer_text(a['prediction'])}\" for a in good)\n",
         "",
         SE + "test_the_page_through_gradio_client",
     ),
@@ -455,7 +455,7 @@ MUTATIONS = [
     Mutation(
         "the page says which files will not be classified as soon as they are dropped",
         "deploy/serve.py",
-        "                files.change(check_uploads, files, message, queue=False)\n",
+        "                    files.change(check_uploads, files, message, queue=False)\n",
         "",
         SE + "test_the_page_in_a_browser",
     ),
@@ -1314,13 +1314,16 @@ class Snapshot:
 def run(mutation: Mutation, work: Path, snapshot: Snapshot | None = None) -> tuple[str, str, float]:
     """(verdict, the failure's reason, seconds). 'caught': the named test failed with an assertion (or the error in
     `expect`); 'crashed': it failed with another error, or in a fixture's set-up or teardown, so the claim itself was
-    not what caught it; 'MISSED': it passed; 'STALE': the original text is not in the file exactly once, or the test
-    is gone."""
+    not what caught it; 'MISSED': it passed; 'STALE': the original text is not in the file exactly once (or,
+    indented, not at a line's start), or the test is gone."""
     copy_tree(work)
     target = work / "src" / "kvasir_mobileone" / mutation.file
     text = target.read_text()
     if text.count(mutation.original) != 1:
         return "STALE", "the original text is not in the file exactly once", 0.0
+    at = text.index(mutation.original)
+    if mutation.original[:1] == " " and at and text[at - 1] != "\n":  # indented text must be a line's whole start
+        return "STALE", "the original text starts inside a more deeply indented line (its indentation changed)", 0.0
     target.write_text(text.replace(mutation.original, mutation.broken))
     env = os.environ | {"PYTHONPATH": str(work / "src"), "COLUMNS": "400"} | QUIET  # a summary line wide enough
     reused = snapshot.reusable(mutation) if snapshot else []
