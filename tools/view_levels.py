@@ -36,7 +36,7 @@ def main() -> None:
     found = count_frames(pairs, len(names), keep_marks=True)
     rows = []
     for quantile, overlays in [(VIEW_QUANTILE, "fixed"), *((q, "any") for q in STRICT_QUANTILES)]:
-        visible = ~found.hidden(quantile, overlays)
+        visible = ~found.hidden_at(quantile, overlays)
         left = found.left_inside(visible)[:, 0]
         per_class = [
             f"{left[labels == k].mean():.1f} ({100 * np.mean(left[labels == k] > 0):.0f}%)" for k in range(len(names))

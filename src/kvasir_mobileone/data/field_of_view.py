@@ -106,7 +106,7 @@ class FrameCounts:
     marks: list[np.ndarray]  # packed HxW bool per image (empty unless kept)
     labels: list[int]
 
-    def hidden(self, quantile: float, overlays: str) -> np.ndarray:
+    def hidden_at(self, quantile: float, overlays: str) -> np.ndarray:
         """HxW bool: the pixels a view at `quantile` blacks out: frame in more than floor((1 - quantile) x n) of
         some class's n frames, the fixed overlays (fixed_overlays), and with overlays="any" every overlay mark in
         more than that many; a pixel next to a fixed overlay is out too (the resize blurs it into it)."""
@@ -214,7 +214,7 @@ def view_of(
     if auto:
         quantile, overlays, visible, levels = view_levels(found, class_names, min_view)
     else:
-        overlays, visible, levels = "fixed", ~found.hidden(quantile, "fixed"), ()
+        overlays, visible, levels = "fixed", ~found.hidden_at(quantile, "fixed"), ()
     notes = small_class_notes(found.counts, class_names, quantile, auto)
     view = FieldOfView(visible, quantile, per_class, notes, overlays=overlays, levels=levels)
     if view.fraction < min_view:
@@ -238,7 +238,7 @@ def view_levels(found: FrameCounts, class_names: list[str], min_view: float):
     (DataError, with each view tried) when none of at least `min_view` of the input passes."""
     levels = []
     for quantile, overlays in [(VIEW_QUANTILE, "fixed"), *((q, "any") for q in STRICT_QUANTILES)]:
-        visible = ~found.hidden(quantile, overlays)
+        visible = ~found.hidden_at(quantile, overlays)
         if visible.mean() < min_view:
             if not levels:
                 raise ViewTooSmall(

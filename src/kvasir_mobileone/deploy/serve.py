@@ -82,7 +82,7 @@ class PageModel:
         card = Path(model) / CARD_NAME
         self.card = card.read_text().split("---", 2)[-1] if card.is_file() else card_summary(self.predictor)
 
-    def read(self, path: str, name: str, max_bytes: int) -> dict:
+    def read_upload(self, path: str, name: str, max_bytes: int) -> dict:
         """{file, array, frame} for one upload, or {file, error} saying in words why it cannot be used."""
         size = os.path.getsize(path)
         if size == 0:
@@ -103,15 +103,17 @@ class PageModel:
         frame.thumbnail((FRAME_DISPLAY_PX, FRAME_DISPLAY_PX))
         return {"file": name, "error": "", "array": array, "frame": np.asarray(frame), "path": path}
 
+    def read_uploads(self, paths: list[str], max_bytes: int) -> list[dict]:
+        """read_upload of each file of one request, a repeated file name numbered."""
+        names = numbered([Path(p).name for p in paths])
+        return [self.read_upload(p, n, max_bytes) for p, n in zip(paths, names, strict=True)]
+
     def answer_many(self, requests: list[list[str]], max_bytes: int) -> list[list[dict]]:
         """Answers for several requests (each a list of uploaded paths) in one model batch and one Grad-CAM batch:
         per file its top classes, the heatmap over the frame as taken, the frame, and the milliseconds per image
         of the batch; or the reason it cannot be read."""
         start = time.perf_counter()
-        answers = [
-            [self.read(p, n, max_bytes) for p, n in zip(paths, numbered([Path(p).name for p in paths]), strict=True)]
-            for paths in requests
-        ]
+        answers = [self.read_uploads(paths, max_bytes) for paths in requests]
         good = [a for request in answers for a in request if not a["error"]]
         if good:
             batch = np.stack([a["array"] for a in good])
@@ -152,9 +154,7 @@ def build_app(
     def check_uploads(files):
         """As soon as files are dropped: those that will not be classified, and why (before Classify)."""
         paths = [f if isinstance(f, str) else f.name for f in files or []]
-        found = [
-            page.read(p, n, max_bytes) for p, n in zip(paths, numbered([Path(p).name for p in paths]), strict=True)
-        ]
+        found = page.read_uploads(paths, max_bytes)
         bad = [a for a in found if a["error"]]
         if not paths:
             return ""
