@@ -993,6 +993,8 @@ MUTATIONS = [
         "    if trainer.fast_dev_run:",
         "    if False:",
         CLI + "test_fast_dev_run_is_a_smoke_run_without_a_test_report",
+        # the claim is "says so instead of crashing": broken, fit crashes at the checkpoint fast_dev_run never saved
+        expect="kvasir_mobileone.runs.RunError",
     ),
     Mutation(
         "demo --images_per_class is honoured when a data folder exists",
