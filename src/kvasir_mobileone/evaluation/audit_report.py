@@ -43,9 +43,18 @@ def baseline_finding(baseline: dict, network_accuracy: float) -> str:
 
 
 def verdict(result: dict) -> str:
+    """The audit's verdict in words, at the top of its report: what the model depends on, then the view, the frame
+    swap, the proposed next run and what the inputs still allow."""
+    lines = [region_verdict(result), *view_lines(result), *swap_lines(result.get("frame_swap", {}))]
+    remedy = result.get("proposed_fit") or {}
+    if remedy.get("command"):
+        lines.append(f"Proposed next run ({remedy['why']}): `{remedy['command']}`")
+    return "\n\n".join(lines + remaining_lines(result))
+
+
+def region_verdict(result: dict) -> str:
+    """The bold first line: the regions the model depends on, or that it follows the frame, or neither."""
     depends = [r for r in result["regions"] if r["depends"]]
-    baseline = result["shortcut_baseline"]
-    lines = []
     if depends:
         by_region: dict[str, dict] = {}
         for r in depends:
@@ -56,17 +65,21 @@ def verdict(result: dict) -> str:
             f"hit most: {', '.join(sorted(r['classes_losing'], key=r['classes_losing'].get)[:2]) or '—'})"
             for name, r in by_region.items()
         )
-        lines.append(f"**Verdict: the model depends on {', '.join(by_region)}** — {effects}.")
-    elif result.get("frame_swap", {}).get("follows"):
-        lines.append(
+        return f"**Verdict: the model depends on {', '.join(by_region)}** — {effects}."
+    if result.get("frame_swap", {}).get("follows"):
+        return (
             "**Verdict: the model follows the frame** (no single audited region lowered accuracy significantly when "
             "filled with tissue colour, but a swapped frame changes its answers: see the frame swap below)."
         )
-    else:
-        lines.append(
-            "**Verdict: no dependence on any audited region** (filling no region with tissue colour lowered "
-            f"accuracy significantly, Holm-adjusted p < {ALPHA})."
-        )
+    return (
+        "**Verdict: no dependence on any audited region** (filling no region with tissue colour lowered "
+        f"accuracy significantly, Holm-adjusted p < {ALPHA})."
+    )
+
+
+def view_lines(result: dict) -> list[str]:
+    """What the model never sees, the field of view proposed from the data, a black patch read as a signal."""
+    lines = []
     unseen = sorted({r["region"] for r in result["regions"] if r.get("hidden_share", 0.0) >= 0.99})
     if unseen:
         lines.append(
@@ -89,7 +102,12 @@ def verdict(result: dict) -> str:
             f"A black patch over {', '.join(black)} also changes predictions: the model reads a black box "
             "there as a signal (as a covered ScopeGuide box would be)."
         )
-    swap = result.get("frame_swap", {})
+    return lines
+
+
+def swap_lines(swap: dict) -> list[str]:
+    """The frame swap's finding in words (nothing when it was not measured)."""
+    lines = []
     if swap.get("status") == "measured":
         control = swap.get("donor_class_in_control")
         lines.append(
@@ -109,9 +127,13 @@ def verdict(result: dict) -> str:
                 f"{points(swap['control_accuracy_drop'], swap['control_accuracy_drop_ci'])} points: the paste "
                 "itself disturbs the model (seams, fills), whatever class the frame carries."
             )
-    remedy = result.get("proposed_fit") or {}
-    if remedy.get("command"):
-        lines.append(f"Proposed next run ({remedy['why']}): `{remedy['command']}`")
+    return lines
+
+
+def remaining_lines(result: dict) -> list[str]:
+    """What the inputs still allow: frame or overlay left inside the view, the shortcut baseline and its map."""
+    baseline = result["shortcut_baseline"]
+    lines = []
     residual = (result.get("residual_in_view") or {}).get("per_class")
     if residual:
         shares = ", ".join(
@@ -136,16 +158,30 @@ def verdict(result: dict) -> str:
             f"{spatial['grid']} x {spatial['grid']} grid of the frame and overlay pixels the model sees "
             f"({points(spatial['accuracy'], spatial['accuracy_ci'])}% on the test split)."
         )
-    return "\n\n".join(lines)
+    return lines
 
 
 def write_audit(
     out_dir, result, masking, pixels, targets, base_pred, maps, mean_images, names, regions, swap_examples
 ) -> None:
+    """audit.json, the audit's figures and its report.md."""
     folder = AuditFolder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder.write_result(result)
-    table = markdown_table(
+    examples = []
+    for r in masking:
+        if r["changed"] and r["fill"] == FILLS[0]:
+            name = f"examples_{r['region']}.png"
+            plot_examples(pixels, r, targets, base_pred, names, regions[r["region"]], out_dir / name)
+            examples.append(f"![{r['region']}]({name})")
+    plot_occlusion(maps, mean_images, names, folder.occlusion_png)
+    if result["frame_swap"].get("status") == "measured":
+        plot_swaps(swap_examples, folder.frame_swap_png)
+    write_text(folder.report, audit_markdown(result, names, examples, folder))
+
+
+def masking_table(result: dict) -> str:
+    return markdown_table(
         [
             "region",
             "fill",
@@ -171,6 +207,25 @@ def write_audit(
             for r in result["regions"]
         ],
     )
+
+
+def swap_section(swap: dict, folder: AuditFolder) -> str:
+    """The report's frame-swap section ("" when the swap was not measured)."""
+    if swap.get("status") != "measured":
+        return ""
+    return (
+        "\n\n## Frame swap\n\nEach test image's tissue under the frame (near-black joined to the border) and "
+        "overlays of a test image of another class, then the model's own mask. Predictions of the donor's class: "
+        f"{swap['follow_donor']} of {swap['n']} [{100 * swap['follow_donor_ci'][0]:.1f}%, "
+        f"{100 * swap['follow_donor_ci'][1]:.1f}%] swapped, {swap['donor_class_as_is']} as is (McNemar p = "
+        f"{swap['p_value']:.3g}); accuracy change {points(swap['accuracy_drop'], swap['accuracy_drop_ci'])} points "
+        f"(as is minus swapped).\n\n![frame swap]({folder.frame_swap_png.name})"
+    )
+
+
+def audit_markdown(result: dict, names: list[str], examples: list[str], folder: AuditFolder) -> str:
+    """report.md: the verdict, then each measurement with its method and figure."""
+    table = masking_table(result)
     shares = result["occlusion_region_share"]
     share_table = markdown_table(["region", *names], [[k, *(f"{v:.2f}" for v in vals)] for k, vals in shares.items()])
     census_table = markdown_table(
@@ -179,27 +234,7 @@ def write_audit(
     )
     baseline = result["shortcut_baseline"]
     lo, hi = baseline["accuracy_ci"]
-    examples = []
-    for r in masking:
-        if r["changed"] and r["fill"] == FILLS[0]:
-            name = f"examples_{r['region']}.png"
-            plot_examples(pixels, r, targets, base_pred, names, regions[r["region"]], out_dir / name)
-            examples.append(f"![{r['region']}]({name})")
-    plot_occlusion(maps, mean_images, names, folder.occlusion_png)
-    swap = result["frame_swap"]
-    swap_section = (
-        "\n\n## Frame swap\n\nEach test image's tissue under the frame (near-black joined to the border) and "
-        "overlays of a test image of another class, then the model's own mask. Predictions of the donor's class: "
-        f"{swap['follow_donor']} of {swap['n']} [{100 * swap['follow_donor_ci'][0]:.1f}%, "
-        f"{100 * swap['follow_donor_ci'][1]:.1f}%] swapped, {swap['donor_class_as_is']} as is (McNemar p = "
-        f"{swap['p_value']:.3g}); accuracy change {points(swap['accuracy_drop'], swap['accuracy_drop_ci'])} points "
-        f"(as is minus swapped).\n\n![frame swap]({folder.frame_swap_png.name})"
-        if swap.get("status") == "measured"
-        else ""
-    )
-    if swap.get("status") == "measured":
-        plot_swaps(swap_examples, folder.frame_swap_png)
-    report = (
+    return (
         f"# Shortcut audit: {result['run']}\n\n{result['verdict']}\n\n"
         f"n = {result['n']} test images; accuracy as is {100 * result['accuracy']:.2f}%."
         + (
@@ -221,7 +256,7 @@ def write_audit(
         + "\n\n## Occlusion sensitivity\n\nMean attribution inside each region ÷ mean over the image, per true class "
         "(captum Occlusion: a patch of the dataset-mean colour slid over the image; > 1: the region holds more than "
         f"its share of the evidence).\n\n{share_table}\n![occlusion]({folder.occlusion_png.name})"
-        + swap_section
+        + swap_section(result["frame_swap"], folder)
         + "\n\n## Shortcut baseline\n\nOn the images as the model sees them, a logistic regression on where each "
         "image is frame, and on 16 × 16 colour thumbnails of the overlay places "
         f"({', '.join(baseline['regions'])}) in which only green, grey, white and black pixels are kept (tissue "
@@ -231,7 +266,6 @@ def write_audit(
         f"{census_table}\n\n## Frame maps (all images of the split, as they are)\n\n"
         f"{describe_predictability(result['frame_maps'])}\n\n![frame maps]({folder.frame_maps_png.name})"
     )
-    write_text(folder.report, report)
 
 
 def plot_examples(pixels, row, targets, base_pred, names, boxes, path) -> Path:
