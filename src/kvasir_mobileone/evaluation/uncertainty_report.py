@@ -57,9 +57,9 @@ def plot_ood_scores(inside: np.ndarray, foreign: np.ndarray, threshold: float | 
 def uncertainty_section(
     measured: dict, uncertainty: Uncertainty, test: Outputs, foreign: Outputs, out_dir: Path
 ) -> str:
+    """The test report's "I don't know" section and its two figures: the detector, abstention, prediction sets."""
     files = TestReport(out_dir)
-    ood, sel, conf = measured["ood"], measured["selective"], measured["conformal"]
-    plot_risk_coverage(measured["curves"], sel, files.risk_coverage_png)
+    plot_risk_coverage(measured["curves"], measured["selective"], files.risk_coverage_png)
     plot_ood_scores(
         uncertainty.ood_scores(test.logits, test.features),
         uncertainty.ood_scores(foreign.logits, foreign.features),
@@ -67,6 +67,18 @@ def uncertainty_section(
         uncertainty.detector,
         files.ood_scores_png,
     )
+    return (
+        "\n## I don't know: out-of-distribution, abstention, prediction sets\n\n"
+        f"Every answer below reads {uncertainty.fitted['probabilities']}; `kvasir predict`, the page and the bundle "
+        "apply the same rules (answers.py).\n\n"
+        + detector_text(measured["ood"], uncertainty)
+        + abstention_text(measured["selective"], uncertainty)
+        + prediction_sets_text(measured["conformal"], uncertainty)
+    )
+
+
+def detector_text(ood: dict, uncertainty: Uncertainty) -> str:
+    """Outside the training data: the detector, its threshold, every detector side by side."""
     fitted = uncertainty.fitted
     detectors = markdown_table(
         ["detector", "AUROC [95% CI], test vs not endoscopy", "test images flagged", "not-endoscopy images flagged"],
@@ -87,33 +99,7 @@ def uncertainty_section(
         else f"**not set**: {fitted['val_images']} val images are too few for a {pct(uncertainty.false_alarm)} "
         "false-alarm rate (nothing is flagged)"
     )
-    val = sel["val"]
-    abstain = (
-        f'The model answers "not sure" below a top-class probability of {sel["threshold"]:.4f}, chosen on '
-        f"{val['val_images']} val images as the lowest threshold whose {pct(fitted['confidence'])} binomial upper "
-        f"bound on the error among the answered is at most {pct(sel['target_error'])} (Geifman and El-Yaniv 2017; "
-        f"on val: {pct(val['val_coverage'])} answered, error {pct(val['val_error'])}, bound "
-        f"{pct(val['val_error_bound'])}). On the test images: {rate_text(sel['coverage'])} answered, error among "
-        f"them {rate_text(sel['error_answered'])}.\n"
-        if sel["threshold"] is not None
-        else f"No threshold reaches a {pct(sel['target_error'])} error bound on the {val['val_images']} val images: "
-        "the model never abstains by confidence (a larger val split, or a higher --uncertainty.target_error).\n"
-    )
-    per_class = markdown_table(
-        ["class", "test images", "coverage [95% CI]", "mean set size"],
-        [[c, r["n"], rate_text(r), f"{r['mean_size']:.2f}"] for c, r in conf["per_class"].items()],
-    )
-    sizes = ", ".join(f"{n} image{'s' if n != 1 else ''} of {s}" for s, n in conf["size_counts"].items())
-    sets_note = (
-        f"calibrated on {fitted['val_images']} val images (APS score quantile {conf['qhat']:.4f})"
-        if conf["qhat"] is not None
-        else f"**not calibrated**: {fitted['val_images']} val images are too few for {pct(conf['coverage_target'])} "
-        "coverage, so every set holds every class"
-    )
     return (
-        "\n## I don't know: out-of-distribution, abstention, prediction sets\n\n"
-        f"Every answer below reads {fitted['probabilities']}; `kvasir predict`, the page and the bundle apply the "
-        "same rules (answers.py).\n\n"
         f"### Outside the training data\n\nDetector **{uncertainty.detector}** (fitted on the pooled features of "
         f"{fitted['train_images']} training images"
         + (f", k = {uncertainty.k}" if uncertainty.detector == "knn" else "")
@@ -131,11 +117,48 @@ def uncertainty_section(
         "blank frames, noise; data/foreign.py), every detector side by side:\n\n"
         + detectors
         + "\n![out-of-distribution scores](ood_scores.png)\n\n"
+    )
+
+
+def abstention_text(sel: dict, uncertainty: Uncertainty) -> str:
+    """Abstention: the confidence threshold chosen on val, its bound, what it gives on test; the AURC table."""
+    fitted = uncertainty.fitted
+    val = sel["val"]
+    abstain = (
+        f'The model answers "not sure" below a top-class probability of {sel["threshold"]:.4f}, chosen on '
+        f"{val['val_images']} val images as the lowest threshold whose {pct(fitted['confidence'])} binomial upper "
+        f"bound on the error among the answered is at most {pct(sel['target_error'])} (Geifman and El-Yaniv 2017; "
+        f"on val: {pct(val['val_coverage'])} answered, error {pct(val['val_error'])}, bound "
+        f"{pct(val['val_error_bound'])}). On the test images: {rate_text(sel['coverage'])} answered, error among "
+        f"them {rate_text(sel['error_answered'])}.\n"
+        if sel["threshold"] is not None
+        else f"No threshold reaches a {pct(sel['target_error'])} error bound on the {val['val_images']} val images: "
+        "the model never abstains by confidence (a larger val split, or a higher --uncertainty.target_error).\n"
+    )
+    return (
         "### Abstention (selective prediction)\n\n"
         + abstain
         + "\n"
         + markdown_table(["ranked by", "AURC (lower is better)"], [[k, f"{v:.4f}"] for k, v in sel["aurc"].items()])
         + "\n![risk-coverage](risk_coverage.png)\n\n"
+    )
+
+
+def prediction_sets_text(conf: dict, uncertainty: Uncertainty) -> str:
+    """Prediction sets: their calibration, coverage and sizes on test, per class, and what they do not promise."""
+    fitted = uncertainty.fitted
+    per_class = markdown_table(
+        ["class", "test images", "coverage [95% CI]", "mean set size"],
+        [[c, r["n"], rate_text(r), f"{r['mean_size']:.2f}"] for c, r in conf["per_class"].items()],
+    )
+    sizes = ", ".join(f"{n} image{'s' if n != 1 else ''} of {s}" for s, n in conf["size_counts"].items())
+    sets_note = (
+        f"calibrated on {fitted['val_images']} val images (APS score quantile {conf['qhat']:.4f})"
+        if conf["qhat"] is not None
+        else f"**not calibrated**: {fitted['val_images']} val images are too few for {pct(conf['coverage_target'])} "
+        "coverage, so every set holds every class"
+    )
+    return (
         f"### Prediction sets at {pct(conf['coverage_target'])} coverage\n\nSplit-conformal adaptive prediction "
         f"sets (APS, Romano et al. 2020), {sets_note}. On the test images: coverage {rate_text(conf['coverage'])}, "
         f"mean set size {conf['mean_size']:.2f} ({sizes}).\n\n"
