@@ -455,7 +455,7 @@ MUTATIONS = [
     Mutation(
         "the page says which files will not be classified as soon as they are dropped",
         "deploy/serve.py",
-        "                    files.change(check_uploads, files, message, queue=False)\n",
+        "            files.change(handlers.check_uploads, files, message, queue=False)\n",
         "",
         SE + "test_the_page_in_a_browser",
     ),

@@ -138,129 +138,158 @@ def build_app(
     """The Gradio Blocks app (not launched): a tab for images, a tab for a video. Uploads, heatmaps and video
     outputs older than keep_minutes are deleted every keep_minutes, and all of them when the server stops."""
     gr = require("gradio", "serve")
-
     page = PageModel(model, top_k)
-    max_bytes = int(max_file_mb * MB)
-
-    def classify(batches):
-        """Gradio's batched call: one list of uploaded files per request; one list per output back."""
-        requests = [[f if isinstance(f, str) else f.name for f in files or []] for files in batches]
-        outputs = ([], [], [], [])
-        for answers in page.answer_many(requests, max_bytes):
-            for out, value in zip(outputs, respond(answers, page.top_k), strict=True):
-                out.append(value)
-        return outputs
-
-    def check_uploads(files):
-        """As soon as files are dropped: those that will not be classified, and why (before Classify)."""
-        paths = [f if isinstance(f, str) else f.name for f in files or []]
-        found = page.read_uploads(paths, max_bytes)
-        bad = [a for a in found if a["error"]]
-        if not paths:
-            return ""
-        text = f"{len(paths) - len(bad)} of {len(paths)} files ready to classify."
-        return text + "".join(f"\n- **{a['file']}** will not be classified: {a['error']}" for a in bad)
-
-    def watch(file):
-        """The video tab: the timeline, the segments, a summary (a live region) and, for a short clip, the clip
-        with its labels."""
-        if not file:
-            return None, [], "Drop a video first.", None
-        path = Path(file if isinstance(file, str) else file.name)
-        return watch_video(page.predictor, path, int(max_video_mb * MB))
-
-    headers = table_headers(page.top_k)
+    handlers = Handlers(page, int(max_file_mb * MB), int(max_video_mb * MB))
     keep = max(60, int(keep_minutes * 60))
     with gr.Blocks(analytics_enabled=False, title="kvasir-mobileone", delete_cache=(keep, keep)) as app:
         gr.Markdown(f"# Endoscopy image classifier: {page.predictor.model_name}\n\n{DISCLAIMER}")
         with gr.Tabs():
-            with gr.Tab("Images", elem_id="images-tab"), gr.Row(equal_height=False):
-                with gr.Column(scale=3, min_width=480):
-                    files = gr.File(
-                        file_count="multiple",
-                        label=f"Images (JPEG, PNG ...), up to {max_file_mb:g} MB each",
-                        elem_id="images",
-                    )
-                    button = gr.Button("Classify", variant="primary", elem_id="classify")
-                    message = gr.Markdown(elem_id="message")
-                    files.change(check_uploads, files, message, queue=False)
-                    table = gr.Dataframe(
-                        headers=headers,
-                        label=f"Answers: a class, {NOT_SURE!r} or {OUTSIDE!r}; the prediction set holds the true "
-                        f"class {round(100 * page.coverage)}% of the time"
-                        if page.coverage
-                        else "Answers and top classes",
-                        elem_id="results",
-                        interactive=False,
-                        wrap=True,
-                    )
-                    show = gr.Checkbox(value=True, label="Show the heatmap over each frame", elem_id="show-heatmap")
-                    overlays = gr.Gallery(
-                        label="Grad-CAM over the frame: red where the evidence for the top class is",
-                        elem_id="heatmaps",
-                        columns=2,
-                        height="auto",
-                        object_fit="contain",
-                        format="jpeg",  # far faster to encode than WebP or PNG
-                    )
-                    frames = gr.Gallery(
-                        label="The frames as taken",
-                        elem_id="frames",
-                        columns=2,
-                        height="auto",
-                        visible=False,
-                        format="jpeg",
-                    )
-                with gr.Column(scale=2, min_width=320), gr.Accordion("Model card", open=True):
-                    gr.Markdown(f"{DISCLAIMER}\n\n{without_confusion_table(page.card)}", elem_id="card")
-                    figure = confusion_figure(page.predictor)
-                    if figure is not None:
-                        gr.Plot(figure, label="Confusion matrix", show_label=False, elem_id="confusion")
-            with gr.Tab("Video", elem_id="video-tab"):
-                gr.Markdown(
-                    "A whole examination: every frame classified, then smoothed over time into segments (an "
-                    "HMM with a state for frames outside the training data; `kvasir predict VIDEO` does the same). "
-                    f"Clips up to {ANNOTATE_SECONDS} s come back with their labels drawn on."
-                )
-                clip = gr.File(
-                    file_count="single",
-                    file_types=["video"],
-                    label=f"Video (MP4, MOV, AVI, MKV ...), up to {max_video_mb:g} MB",
-                    elem_id="video",
-                )
-                watch_button = gr.Button("Watch", variant="primary", elem_id="watch")
-                video_message = gr.Markdown(elem_id="video-message")
-                timeline = gr.Image(label="Timeline", type="filepath", elem_id="timeline", interactive=False)
-                segments_table = gr.Dataframe(
-                    headers=list(SEGMENT_HEADERS),
-                    label="Segments after smoothing",
-                    elem_id="segments",
-                    interactive=False,
-                    wrap=True,
-                )
-                annotated = gr.Video(label="The clip with its labels", elem_id="annotated", interactive=False)
-        button.click(
-            classify,
-            inputs=files,
-            outputs=[overlays, frames, table, message],
+            images = images_tab(gr, page, handlers, max_file_mb)
+            video = video_tab(gr, max_video_mb)
+        images["button"].click(
+            handlers.classify,
+            inputs=images["files"],
+            outputs=[images["overlays"], images["frames"], images["table"], images["message"]],
             api_name="classify",
             batch=True,
             max_batch_size=max_batch,
             concurrency_limit=1,  # one worker: the model and Grad-CAM's hooks are never shared between threads
             concurrency_id="model",  # ... and the video tab waits its turn for the same model
         )
-        show.change(
-            lambda on: (gr.update(visible=on), gr.update(visible=not on)), show, [overlays, frames], queue=False
+        images["show"].change(
+            lambda on: (gr.update(visible=on), gr.update(visible=not on)),
+            images["show"],
+            [images["overlays"], images["frames"]],
+            queue=False,
         )
-        watch_button.click(
-            watch,
-            inputs=clip,
-            outputs=[timeline, segments_table, video_message, annotated],
+        video["button"].click(
+            handlers.watch,
+            inputs=video["clip"],
+            outputs=[video["timeline"], video["segments"], video["message"], video["annotated"]],
             api_name="watch",
             concurrency_limit=1,
             concurrency_id="model",
         )
     return app
+
+
+class Handlers:
+    """What the page's events call: classify a batch of requests, check uploads as they are dropped, watch a video."""
+
+    def __init__(self, page: PageModel, max_bytes: int, max_video_bytes: int):
+        self.page, self.max_bytes, self.max_video_bytes = page, max_bytes, max_video_bytes
+
+    def classify(self, batches):
+        """Gradio's batched call: one list of uploaded files per request; one list per output back."""
+        requests = [[f if isinstance(f, str) else f.name for f in files or []] for files in batches]
+        outputs = ([], [], [], [])
+        for answers in self.page.answer_many(requests, self.max_bytes):
+            for out, value in zip(outputs, respond(answers, self.page.top_k), strict=True):
+                out.append(value)
+        return outputs
+
+    def check_uploads(self, files):
+        """As soon as files are dropped: those that will not be classified, and why (before Classify)."""
+        paths = [f if isinstance(f, str) else f.name for f in files or []]
+        found = self.page.read_uploads(paths, self.max_bytes)
+        bad = [a for a in found if a["error"]]
+        if not paths:
+            return ""
+        text = f"{len(paths) - len(bad)} of {len(paths)} files ready to classify."
+        return text + "".join(f"\n- **{a['file']}** will not be classified: {a['error']}" for a in bad)
+
+    def watch(self, file):
+        """The video tab: the timeline, the segments, a summary (a live region) and, for a short clip, the clip
+        with its labels."""
+        if not file:
+            return None, [], "Drop a video first.", None
+        path = Path(file if isinstance(file, str) else file.name)
+        return watch_video(self.page.predictor, path, self.max_video_bytes)
+
+
+def images_tab(gr, page: PageModel, handlers: Handlers, max_file_mb: float) -> dict:
+    """The Images tab: the drop zone, Classify, the live message, the answers, the heatmaps or frames, the card."""
+    with gr.Tab("Images", elem_id="images-tab"), gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=480):
+            files = gr.File(
+                file_count="multiple",
+                label=f"Images (JPEG, PNG ...), up to {max_file_mb:g} MB each",
+                elem_id="images",
+            )
+            button = gr.Button("Classify", variant="primary", elem_id="classify")
+            message = gr.Markdown(elem_id="message")
+            files.change(handlers.check_uploads, files, message, queue=False)
+            table = gr.Dataframe(
+                headers=table_headers(page.top_k),
+                label=f"Answers: a class, {NOT_SURE!r} or {OUTSIDE!r}; the prediction set holds the true "
+                f"class {round(100 * page.coverage)}% of the time"
+                if page.coverage
+                else "Answers and top classes",
+                elem_id="results",
+                interactive=False,
+                wrap=True,
+            )
+            show = gr.Checkbox(value=True, label="Show the heatmap over each frame", elem_id="show-heatmap")
+            overlays = gr.Gallery(
+                label="Grad-CAM over the frame: red where the evidence for the top class is",
+                elem_id="heatmaps",
+                columns=2,
+                height="auto",
+                object_fit="contain",
+                format="jpeg",  # far faster to encode than WebP or PNG
+            )
+            frames = gr.Gallery(
+                label="The frames as taken", elem_id="frames", columns=2, height="auto", visible=False, format="jpeg"
+            )
+        with gr.Column(scale=2, min_width=320), gr.Accordion("Model card", open=True):
+            gr.Markdown(f"{DISCLAIMER}\n\n{without_confusion_table(page.card)}", elem_id="card")
+            figure = confusion_figure(page.predictor)
+            if figure is not None:
+                gr.Plot(figure, label="Confusion matrix", show_label=False, elem_id="confusion")
+    return {
+        "files": files,
+        "button": button,
+        "message": message,
+        "table": table,
+        "show": show,
+        "overlays": overlays,
+        "frames": frames,
+    }
+
+
+def video_tab(gr, max_video_mb: float) -> dict:
+    """The Video tab: the drop zone, Watch, the live message, the timeline, the segments, the annotated clip."""
+    with gr.Tab("Video", elem_id="video-tab"):
+        gr.Markdown(
+            "A whole examination: every frame classified, then smoothed over time into segments (an "
+            "HMM with a state for frames outside the training data; `kvasir predict VIDEO` does the same). "
+            f"Clips up to {ANNOTATE_SECONDS} s come back with their labels drawn on."
+        )
+        clip = gr.File(
+            file_count="single",
+            file_types=["video"],
+            label=f"Video (MP4, MOV, AVI, MKV ...), up to {max_video_mb:g} MB",
+            elem_id="video",
+        )
+        button = gr.Button("Watch", variant="primary", elem_id="watch")
+        message = gr.Markdown(elem_id="video-message")
+        timeline = gr.Image(label="Timeline", type="filepath", elem_id="timeline", interactive=False)
+        segments_table = gr.Dataframe(
+            headers=list(SEGMENT_HEADERS),
+            label="Segments after smoothing",
+            elem_id="segments",
+            interactive=False,
+            wrap=True,
+        )
+        annotated = gr.Video(label="The clip with its labels", elem_id="annotated", interactive=False)
+    return {
+        "clip": clip,
+        "button": button,
+        "message": message,
+        "timeline": timeline,
+        "segments": segments_table,
+        "annotated": annotated,
+    }
 
 
 def answer_text(a: Prediction) -> str:
