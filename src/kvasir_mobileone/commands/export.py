@@ -85,11 +85,7 @@ def export(
     model.pte (ExecuTorch, XNNPACK; with --quantize int8 also model.int8.pte, calibrated, checked and accepted by
     the same rule as the ONNX int8) and model.mlpackage (Core ML, preprocessing inside; converted here, run on a
     Mac). They need the optional extra 'mobile'."""
-    if quantize == "int8" and int8_config not in CONFIGS:
-        raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
-    formats = {f.strip() for f in format.split(",") if f.strip()} | {"onnx"}
-    if formats - set(FORMATS):
-        raise UserError(f"--format {format!r}: use one or more of {', '.join(FORMATS)}, separated by commas.")
+    formats = asked_formats(format, quantize, int8_config)
     trained = open_run(run, data_dir)
     ckpt, module, model_input = trained.ckpt, trained.module, trained.model_input
     if "coreml" in formats and model_input.clean:
@@ -128,29 +124,42 @@ def export(
     measured = (trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
     if "coreml" in formats:
         parts["coreml"] = coreml(fused, bundle_metadata(*measured, **parts), paths, batch, out_dir)
-    metadata = bundle_metadata(*measured, **parts)
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
     if model_input.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
         write_view_png(out_dir / FIELD_OF_VIEW_NAME, model_input.visible())
     # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
-    write_json(out_dir / METADATA_NAME, metadata)
-    write_card(out_dir, metadata, test_metrics, trained.config, unfused)
+    metadata = write_metadata(out_dir, bundle_metadata(*measured, **parts), test_metrics, trained, unfused)
     if quantize == "int8":
         settings = (int8_config, fp32_layers, calibration_images, max_accuracy_drop, force, int8_search)
         int8, pte_int8, refused = quantize_all(trained, fused, out_dir, formats, *settings)
         parts["int8"] = int8
         if pte_int8:
             parts["executorch"] = parts["executorch"] | {"int8": pte_int8}
-        metadata = bundle_metadata(*measured, **parts)
-        write_json(out_dir / METADATA_NAME, metadata)
-        write_card(out_dir, metadata, test_metrics, trained.config, unfused)
+        metadata = write_metadata(out_dir, bundle_metadata(*measured, **parts), test_metrics, trained, unfused)
         if refused:
             raise refused[0]
     written = [ONNX_NAME, WEIGHTS_NAME, METADATA_NAME, CARD_NAME, CONFIG_NAME, UNFUSED_NAME]
     written += [f["file"] for f in metadata["files"] if f["file"] not in written]
     print(f"Bundle written to {out_dir}/ ({', '.join(written)})")
     return out_dir
+
+
+def asked_formats(format: str, quantize: str, int8_config: str) -> set[str]:
+    """--format's formats (ONNX always), checked with --int8_config: a UserError names a wrong one."""
+    if quantize == "int8" and int8_config not in CONFIGS:
+        raise UserError(f"--int8_config {int8_config!r}: use one of {', '.join(CONFIGS)}.")
+    formats = {f.strip() for f in format.split(",") if f.strip()} | {"onnx"}
+    if formats - set(FORMATS):
+        raise UserError(f"--format {format!r}: use one or more of {', '.join(FORMATS)}, separated by commas.")
+    return formats
+
+
+def write_metadata(out_dir: Path, metadata: dict, test_metrics, trained, unfused) -> dict:
+    """metadata.json and the model card that reads it, written together."""
+    write_json(out_dir / METADATA_NAME, metadata)
+    write_card(out_dir, metadata, test_metrics, trained.config, unfused)
+    return metadata
 
 
 def print_parity(checks: dict, images: int) -> None:
