@@ -91,6 +91,7 @@ def write_report(
     files = TestReport(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted = probs.argmax(axis=1)
+    files.write_predictions(Predictions(list(paths), list(class_names), targets, predicted, probs))
     write_json(files.metrics, {"model": model_name, "class_names": class_names, **metrics})
     header = ["class", "support", "precision", "recall", "recall_ci_low", "recall_ci_high", "f1"]
     per_class_rows = [
@@ -121,7 +122,6 @@ def write_report(
     plot_confusion_matrix(matrix, class_names, files.confusion_png, normalize=False)
     plot_confusion_matrix(matrix, class_names, files.confusion_rates_png, normalize=True)
     plot_reliability(metrics["calibration_bins"], metrics["ece"], files.reliability_png)
-    files.write_predictions(Predictions(list(paths), list(class_names), targets, predicted, probs))
     summary = markdown_table(
         ["model", *[m.label for m in METRICS.values()], "test images"],
         [[model_name, *[m.text(metrics) for m in METRICS.values()], metrics["n"]]],

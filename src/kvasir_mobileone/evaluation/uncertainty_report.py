@@ -67,19 +67,19 @@ def uncertainty_section(
         uncertainty.detector,
         files.ood_scores_png,
     )
+    detectors, aurc, per_class = uncertainty_tables(measured, uncertainty)
     return (
         "\n## I don't know: out-of-distribution, abstention, prediction sets\n\n"
         f"Every answer below reads {uncertainty.fitted['probabilities']}; `kvasir predict`, the page and the bundle "
         "apply the same rules (answers.py).\n\n"
-        + detector_text(measured["ood"], uncertainty)
-        + abstention_text(measured["selective"], uncertainty)
-        + prediction_sets_text(measured["conformal"], uncertainty)
+        + detector_text(measured["ood"], uncertainty, detectors)
+        + abstention_text(measured["selective"], uncertainty, aurc)
+        + prediction_sets_text(measured["conformal"], uncertainty, per_class)
     )
 
 
-def detector_text(ood: dict, uncertainty: Uncertainty) -> str:
-    """Outside the training data: the detector, its threshold, every detector side by side."""
-    fitted = uncertainty.fitted
+def uncertainty_tables(measured: dict, uncertainty: Uncertainty) -> tuple[str, str, str]:
+    """The section's three tables: every detector side by side, the AURC of each ranking, coverage per class."""
     detectors = markdown_table(
         ["detector", "AUROC [95% CI], test vs not endoscopy", "test images flagged", "not-endoscopy images flagged"],
         [
@@ -89,9 +89,22 @@ def detector_text(ood: dict, uncertainty: Uncertainty) -> str:
                 rate_text(d["false_alarm"]),
                 rate_text(d["foreign_flagged"]),
             ]
-            for name, d in ood["detectors"].items()
+            for name, d in measured["ood"]["detectors"].items()
         ],
     )
+    aurc = markdown_table(
+        ["ranked by", "AURC (lower is better)"], [[k, f"{v:.4f}"] for k, v in measured["selective"]["aurc"].items()]
+    )
+    per_class = markdown_table(
+        ["class", "test images", "coverage [95% CI]", "mean set size"],
+        [[c, r["n"], rate_text(r), f"{r['mean_size']:.2f}"] for c, r in measured["conformal"]["per_class"].items()],
+    )
+    return detectors, aurc, per_class
+
+
+def detector_text(ood: dict, uncertainty: Uncertainty, detectors: str) -> str:
+    """Outside the training data: the detector, its threshold, every detector side by side (`detectors`)."""
+    fitted = uncertainty.fitted
     threshold_note = (
         f"set on {fitted['val_images']} val images so that at most {pct(uncertainty.false_alarm)} of images like "
         "them are flagged (a conformal quantile)"
@@ -120,7 +133,7 @@ def detector_text(ood: dict, uncertainty: Uncertainty) -> str:
     )
 
 
-def abstention_text(sel: dict, uncertainty: Uncertainty) -> str:
+def abstention_text(sel: dict, uncertainty: Uncertainty, aurc: str) -> str:
     """Abstention: the confidence threshold chosen on val, its bound, what it gives on test; the AURC table."""
     fitted = uncertainty.fitted
     val = sel["val"]
@@ -139,18 +152,14 @@ def abstention_text(sel: dict, uncertainty: Uncertainty) -> str:
         "### Abstention (selective prediction)\n\n"
         + abstain
         + "\n"
-        + markdown_table(["ranked by", "AURC (lower is better)"], [[k, f"{v:.4f}"] for k, v in sel["aurc"].items()])
+        + aurc
         + "\n![risk-coverage](risk_coverage.png)\n\n"
     )
 
 
-def prediction_sets_text(conf: dict, uncertainty: Uncertainty) -> str:
+def prediction_sets_text(conf: dict, uncertainty: Uncertainty, per_class: str) -> str:
     """Prediction sets: their calibration, coverage and sizes on test, per class, and what they do not promise."""
     fitted = uncertainty.fitted
-    per_class = markdown_table(
-        ["class", "test images", "coverage [95% CI]", "mean set size"],
-        [[c, r["n"], rate_text(r), f"{r['mean_size']:.2f}"] for c, r in conf["per_class"].items()],
-    )
     sizes = ", ".join(f"{n} image{'s' if n != 1 else ''} of {s}" for s, n in conf["size_counts"].items())
     sets_note = (
         f"calibrated on {fitted['val_images']} val images (APS score quantile {conf['qhat']:.4f})"
