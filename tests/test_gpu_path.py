@@ -441,3 +441,21 @@ def test_compile_cost_cold_and_warm_and_the_profiler_summary_run_through_the_tra
         }
     )
     assert "| resnet10t | default |" in text and "warm-up cold (s)" in text and table in text
+
+
+@pytest.mark.parametrize("loader", ["workers", "resident"])
+def test_an_evaluated_split_is_served_unaugmented_with_the_models_class_indices(tiny_data, loader):
+    """What the test step and the detector's passes read: the split the data module is told to evaluate, every image
+    once and unaugmented, and with the model's class names the class indices hold even when the rows served lack a
+    class (a sample of the training images, a small val split)."""
+    rows = make_split(scan_image_folder(tiny_data), 0.2, 0.2, seed=1)
+    names = sorted({r["label"] for r in rows})
+    sample = [r for r in rows if r["split"] == "train" and r["label"] != names[0]]
+    data = DataConfig(data_dir=str(tiny_data), batch_size=5, num_workers=0, loader=loader)
+    module = ImageFolderDataModule(data, sample, NORM, evaluate="train", class_names=names)
+    module.setup("test")
+    batches = list(module.test_dataloader())
+    targets = torch.cat([b[1] for b in batches])
+    assert len(targets) == len(sample) and set(targets.tolist()) == set(range(1, len(names)))
+    first, again = (torch.cat([b[0] for b in module.predict_dataloader()]) for _ in range(2))
+    assert torch.equal(first, again) and torch.equal(first, torch.cat([b[0] for b in batches]))  # unaugmented

@@ -77,7 +77,14 @@ MUTATIONS = [
         "data/datamodule.py",
         'every one of them."""\n        return self.loader(self.evaluate, training=False)',
         'every one of them."""\n        return self.loader(self.evaluate)',
-        UN + "test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_images",
+        "tests/test_gpu_path.py::test_an_evaluated_split_is_served_unaugmented_with_the_models_class_indices",
+    ),
+    Mutation(
+        "a part of the manifest served for evaluation keeps the model's class indices",
+        "data/datamodule.py",
+        "        self.class_names = list(class_names) if class_names else class_names_of(rows)",
+        "        self.class_names = class_names_of(rows)",
+        "tests/test_gpu_path.py::test_an_evaluated_split_is_served_unaugmented_with_the_models_class_indices",
     ),
     Mutation(
         "macro-F1 is 2TP / (2TP + FP + FN) averaged over the classes present, in the one function both use",

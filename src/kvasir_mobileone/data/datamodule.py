@@ -166,17 +166,19 @@ class ImageFolderDataModule(L.LightningDataModule):
         model_input: ModelInput,
         seed: int | None = None,
         evaluate: str = "test",
+        class_names: list[str] | None = None,
     ):
         """`seed`: the training seed, which orders the resident batches (default: torch's current seed, which
         `fit` sets from --trainer.seed). `evaluate`: the split that trainer.test and trainer.predict go through
-        (`kvasir test --calibrate` and the uncertainty's passes evaluate val and train)."""
+        (`kvasir test --calibrate` and the uncertainty's passes evaluate val and train). `class_names`: the model's,
+        when `rows` are a part of the manifest that may lack a class (default: the classes of `rows`)."""
         super().__init__()
         self.evaluate = evaluate
         self.train_seed = torch.initial_seed() if seed is None else seed
         self.data = data
         self.rows = rows
         self.model_input = model_input
-        self.class_names = class_names_of(rows)
+        self.class_names = list(class_names) if class_names else class_names_of(rows)
         self.num_workers = default_num_workers() if data.num_workers is None else data.num_workers
         self.batch_size = data.batch_size or default_batch_size()
         on_gpu = torch.cuda.is_available()

@@ -83,14 +83,14 @@ def bundle_uncertainty(bundle_dir: Path, metadata: dict) -> Uncertainty | None:
 class Bundle:
     """What every runtime of an exported bundle shares: its metadata.json, model input, detector and fused weights."""
 
-    def __init__(self, bundle_dir: Path):
+    def __init__(self, bundle_dir: Path, with_detector: bool = True):
         self.source = Path(bundle_dir)
         self.metadata = json.loads((self.source / METADATA_NAME).read_text())
         self.model_name: str = self.metadata["model_name"]
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.model_input = ModelInput.from_dict(self.metadata["input"])
         self.temperature: float | None = self.metadata.get("temperature")
-        self.uncertainty = bundle_uncertainty(self.source, self.metadata)
+        self.uncertainty = bundle_uncertainty(self.source, self.metadata) if with_detector else None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[0]
@@ -168,10 +168,9 @@ class CoreMLBundle(Bundle):
         path = bundle_dir / COREML_NAME
         if not path.exists():
             raise UserError(f"{bundle_dir} has no {COREML_NAME}: export it with `kvasir export RUN --format coreml`.")
-        super().__init__(bundle_dir)
+        super().__init__(bundle_dir, with_detector=False)  # the graph gives probabilities only: no detector
         self.precision = "fp32"
         self.model = ct.models.MLModel(str(path))
-        self.uncertainty = None  # the Core ML graph gives probabilities only: no out-of-distribution flag
 
     def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
         return self._log_probabilities(batch), None

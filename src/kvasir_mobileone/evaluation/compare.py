@@ -9,7 +9,7 @@ import numpy as np
 
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.intervals import metric_intervals
-from kvasir_mobileone.evaluation.metrics import present_classes, top1_metric
+from kvasir_mobileone.evaluation.metrics import TOP1_METRICS, present_classes, top1_metric
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
 from kvasir_mobileone.metrics import BOOTSTRAPPED, METRICS
 from kvasir_mobileone.runs import RunFolder, TestReport
@@ -97,11 +97,11 @@ def run_row(result: dict, order: list[str], n_resamples: int, seed: int) -> dict
     labels = present_classes(targets)
     row = {"run": result["name"], "model": result["model"]}
     for key, metric in METRICS.items():
-        if metric.interval:  # point estimates and intervals from the same functions on the same predictions
-            row[key] = float(top1_metric(key, labels)(targets, predicted))
+        # point estimates (and intervals) from the same functions on the same predictions; the rest from the report
+        top1 = key in TOP1_METRICS
+        row[key] = float(top1_metric(key, labels)(targets, predicted)) if top1 else result["metrics"].get(key)
+        if metric.interval:
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = intervals[f"{key}_ci"]
-        else:
-            row[key] = result["metrics"].get(key)
     info = result["info"]
     return row | {
         "params_train": info.get("parameters_unfused"),

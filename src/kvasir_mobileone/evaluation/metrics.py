@@ -43,11 +43,15 @@ def balanced_accuracy(targets: np.ndarray, predicted: np.ndarray, labels, axis: 
     return np.mean(recalls, axis=0)
 
 
+TOP1_METRICS = ("accuracy", "f1_micro", "f1_macro", "balanced_accuracy")  # what top-1 predictions alone give
+
+
 def top1_metric(key: str, labels):
     """The metric `key` of kvasir_mobileone.metrics that top-1 predictions give, as f(targets, predicted, axis):
     what the bootstrap intervals and compare recompute on resampled or shared test images."""
     return {
         "accuracy": lambda t, p, axis=-1: accuracy(t, p, axis),
+        "f1_micro": lambda t, p, axis=-1: accuracy(t, p, axis),  # micro-F1 is accuracy for single-label
         "f1_macro": lambda t, p, axis=-1: macro_f1(t, p, labels, axis),
         "balanced_accuracy": lambda t, p, axis=-1: balanced_accuracy(t, p, labels, axis),
     }[key]

@@ -32,8 +32,7 @@ def as_outputs(tested: TestOutputs) -> Outputs:
 
 def split_outputs(trainer, module, data, rows, split: str, limit: int | None = None, skip=()) -> Outputs:
     """Outputs on a split's images (a seeded sample of `limit` of them; `skip`: paths training could not read),
-    served unaugmented through the predict loader. The other splits' rows stay in the data module, so that the
-    class indices are the manifest's even when the sample lacks a class."""
+    served unaugmented through the predict loader, with the model's class indices (a sample may lack a class)."""
     chosen = [r for r in rows if r["split"] == split and r["path"] not in set(skip)]
     if limit and len(chosen) > limit:
         keep = np.sort(np.random.default_rng(0).permutation(len(chosen))[:limit])
@@ -43,9 +42,7 @@ def split_outputs(trainer, module, data, rows, split: str, limit: int | None = N
         return Outputs(
             np.zeros((0, len(module.class_names)), np.float32), np.zeros((0, width), np.float32), np.zeros(0, int)
         )
-    kept = {id(r) for r in chosen}
-    served = [r for r in rows if r["split"] != split or id(r) in kept]
-    datamodule = ImageFolderDataModule(data, served, module.model_input, evaluate=split)
+    datamodule = ImageFolderDataModule(data, chosen, module.model_input, evaluate=split, class_names=module.class_names)
     batches = trainer.predict(module, datamodule=datamodule)
     index, targets, logits, features = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     order = np.argsort(index)

@@ -25,7 +25,11 @@ plt = pyplot()
 def val_temperature(trainer, module, data, rows, tta: bool) -> tuple[float, dict]:
     """(the softmax temperature fitted on the val images' probabilities — with flip TTA when asked —, what
     temperature.json records of it)."""
-    val = run_test(trainer, module, ImageFolderDataModule(data, rows, module.model_input, evaluate="val"))
+    val_rows = [r for r in rows if r["split"] == "val"]
+    datamodule = ImageFolderDataModule(
+        data, val_rows, module.model_input, evaluate="val", class_names=module.class_names
+    )
+    val = run_test(trainer, module, datamodule)
     temperature = fit_temperature(val.probs_tta if tta else val.probs, val.targets)
     return temperature, {"temperature": temperature, "fitted_on": "val", "images": len(val.targets), "tta": tta}
 
