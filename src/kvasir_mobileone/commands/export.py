@@ -17,6 +17,7 @@ from kvasir_mobileone.deploy.export import (
     bundle_metadata,
     bundle_sizes,
     fused_onnx,
+    measured_metadata,
     onnx_logits,
     parity,
     parity_images,
@@ -121,22 +122,22 @@ def export(
         "at_eval": at_eval,
         "executorch": pte if "executorch" in formats else None,
     }
-    measured = (trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
+    measured = measured_metadata(trained, checks, len(paths), tolerance, sizes, latency, test_metrics)
     if "coreml" in formats:
-        parts["coreml"] = coreml(fused, bundle_metadata(*measured, **parts), paths, batch, out_dir)
+        parts["coreml"] = coreml(fused, bundle_metadata(measured, **parts), paths, batch, out_dir)
     # the model card, timm's config.json and the training-time weights: a folder the hub and timm understand
     save_weights(unfused, out_dir / UNFUSED_NAME)
     if model_input.field_of_view:  # the mask the model was trained with, as a picture beside the bits in metadata.json
         write_view_png(out_dir / FIELD_OF_VIEW_NAME, model_input.visible())
     # the fp32 bundle is complete before int8 is tried: a refusal leaves a usable bundle, card included
-    metadata = write_metadata(out_dir, bundle_metadata(*measured, **parts), test_metrics, trained, unfused)
+    metadata = write_metadata(out_dir, bundle_metadata(measured, **parts), test_metrics, trained, unfused)
     if quantize == "int8":
         settings = (int8_config, fp32_layers, calibration_images, max_accuracy_drop, force, int8_search)
         int8, pte_int8, refused = quantize_all(trained, fused, out_dir, formats, *settings)
         parts["int8"] = int8
         if pte_int8:
             parts["executorch"] = parts["executorch"] | {"int8": pte_int8}
-        metadata = write_metadata(out_dir, bundle_metadata(*measured, **parts), test_metrics, trained, unfused)
+        metadata = write_metadata(out_dir, bundle_metadata(measured, **parts), test_metrics, trained, unfused)
         if refused:
             raise refused[0]
     written = [ONNX_NAME, WEIGHTS_NAME, METADATA_NAME, CARD_NAME, CONFIG_NAME, UNFUSED_NAME]

@@ -138,13 +138,7 @@ def bundle_sizes(unfused, fused, ckpt: Path, weights: Path, onnx: Path) -> dict:
 
 
 def bundle_metadata(
-    trained: TrainedRun,
-    checks: dict,
-    images: int,
-    tolerance: float,
-    sizes: dict,
-    latency: float,
-    test_metrics: dict | None,
+    measured: dict,
     how: str,
     agreement: dict | None = None,
     at_eval: dict | None = None,
@@ -152,10 +146,10 @@ def bundle_metadata(
     coreml: dict | None = None,
     int8: dict | None = None,
 ) -> dict:
-    """metadata.json of a bundle, whole: the model, its input as in training, its output, its checks and provenance;
-    what each optional part adds when it was made (the detector's parity, the parity at the run's evaluation
-    precision, the ExecuTorch and Core ML files, the int8 model), and the table of its files. The one place the
-    metadata is assembled: `kvasir export` gathers the parts and calls this."""
+    """metadata.json of a bundle, whole: what measured_metadata found (once per export), how it was made, what each
+    optional part adds when it was made (the detector's parity, the parity at the run's evaluation precision, the
+    ExecuTorch and Core ML files, the int8 model), and the table of its files. The one place the metadata is
+    assembled: `kvasir export` gathers the parts and calls this."""
     optional = {
         "uncertainty_parity": agreement,
         "parity_at_eval_precision": at_eval,
@@ -163,14 +157,17 @@ def bundle_metadata(
         "coreml": coreml,
         "int8": int8,
     }
-    metadata = _base_metadata(trained, checks, images, tolerance, sizes, latency, test_metrics) | {"how": how}
+    metadata = measured | {"how": how}
     metadata |= {k: v for k, v in optional.items() if v is not None}
     if int8:
         metadata["precision"] = "int8"
     return metadata | {"files": bundle_files(metadata)}
 
 
-def _base_metadata(trained, checks, images, tolerance, sizes, latency, test_metrics) -> dict:
+def measured_metadata(
+    trained: TrainedRun, checks: dict, images: int, tolerance: float, sizes: dict, latency: float, test_metrics
+) -> dict:
+    """The model, its input as in training, its output, its checks and provenance (the checkpoint hashed once)."""
     return {
         "model_name": trained.module.model_config.name,
         "architecture": "timm model reparameterized with timm.utils.model.reparameterize_model",
