@@ -178,7 +178,7 @@ def test_the_page_in_a_browser(server, page_bundle, images, tmp_path):
         expected = main(["predict", str(images / "frame.jpg"), "--model", str(page_bundle)])[0]
         # the live region reads every answer out, and the table shows the answer and its prediction set
         expect(page.locator("#message")).to_contain_text(f"frame.jpg: {expected['answer']}")
-        expect(page.locator("#message")).to_contain_text("temple.png: outside the training data")
+        expect(page.locator("#message")).to_contain_text("temple.png: ⚠ outside the training data")
         expect(page.locator("#results")).to_contain_text(expected["top1"])
         expect(page.locator("#results")).to_contain_text(expected["prediction_set"])
         expect(page.locator("#results")).to_contain_text("frame.jpg (2)")  # repeated names are numbered

@@ -57,6 +57,70 @@ QUIET = {"KVASIR_TEST_CACHE": "off", "KVASIR_TEST_BUDGET": "off"}
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
 MUTATIONS = [
+    # issue 48: "I don't know" that holds on real frames
+    Mutation(
+        "a frame with no picture is outside with or without a detector (predict, the page, the video)",
+        "deploy/predict.py",
+        '        if b:\n            j["answer"], j["outside"] = OUTSIDE, True\n',
+        '        if False:\n            j["answer"], j["outside"] = OUTSIDE, True\n',
+        "tests/test_uncertainty.py::test_a_bundle_without_a_detector_still_calls_a_frame_with_no_picture_outside",
+    ),
+    Mutation(
+        "no picture: every channel spans fewer than 16 levels",
+        "answers.py",
+        "    return (high - low < NO_PICTURE_RANGE).all(axis=1)\n",
+        "    return (high - low > NO_PICTURE_RANGE).all(axis=1)\n",
+        "tests/test_uncertainty.py::test_a_frame_with_no_picture_is_outside_by_definition_and_a_frame_with_one_is_not",
+    ),
+    Mutation(
+        "no picture is judged inside the model's view only",
+        "answers.py",
+        "    seen = visible[::4, ::4] if visible is not None else np.ones(pixels.shape[1:3], bool)\n",
+        "    seen = np.ones(pixels.shape[1:3], bool)\n",
+        "tests/test_uncertainty.py::test_a_frame_with_no_picture_is_outside_by_definition_and_a_frame_with_one_is_not",
+    ),
+    Mutation(
+        "the input check flags an image beside the network's detector",
+        "answers.py",
+        "        flags = self.outside(scores, checked)\n",
+        "        flags = self.outside(scores, None)\n",
+        "tests/test_uncertainty.py::test_the_input_check_flags_what_the_network_maps_inside_its_classes_at_the_stated_rate_for_the_pair",
+    ),
+    Mutation(
+        "the pair's thresholds split the false-alarm rate",
+        "evaluation/uncertainty.py",
+        "    rate_each = config.ood_false_alarm / 2 if paired else config.ood_false_alarm\n",
+        "    rate_each = config.ood_false_alarm\n",
+        "tests/test_uncertainty.py::test_the_input_check_flags_what_the_network_maps_inside_its_classes_at_the_stated_rate_for_the_pair",
+    ),
+    Mutation(
+        "near-duplicate groups are the conformal threshold's units",
+        "evaluation/uncertainty.py",
+        "    if groups is None or len(np.unique(groups)) == n:\n",
+        "    if True:\n",
+        "tests/test_uncertainty.py::test_group_conformal_counts_near_duplicate_groups_as_the_units",
+    ),
+    Mutation(
+        "the page shows no heatmap for an input outside the training data",
+        "deploy/serve.py",
+        'overlay = a["frame"] if prediction.answer == OUTSIDE else over_frame(a["frame"], h)',
+        'overlay = over_frame(a["frame"], h)',
+        "tests/test_uncertainty.py::test_a_frame_gets_the_same_answer_as_a_file_in_a_video_on_the_page_and_through_the_cards_snippet",
+    ),
+    Mutation(
+        "the card's snippet calls a frame with no picture outside",
+        "deploy/onnxruntime_example.py",
+        'answer = "outside the training data" if no_picture else names[int(probs.argmax())]',
+        "answer = names[int(probs.argmax())]",
+        "tests/test_uncertainty.py::test_a_bundle_without_a_detector_still_calls_a_frame_with_no_picture_outside",
+    ),
+    Mutation(
+        "a video frame's no-picture flag is the still image's rule",
+        "deploy/examination.py",
+        "            blank = [j.no_picture is True for j in judged]\n",
+        "            blank = [False for j in judged]\n",
+        "tests/test_uncertainty.py::test_a_frame_gets_the_same_answer_as_a_file_in_a_video_on_the_page_and_through_the_cards_snippet",
+    ),
     # issue 46: the house, second step
     Mutation(
         "predict's CSV header is the Prediction row's columns, every one of them",

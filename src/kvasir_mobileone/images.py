@@ -154,6 +154,23 @@ class ModelInput:
             hidden |= ~self.visible()
         return hidden if hidden.any() else None
 
+    def seen(self) -> np.ndarray | None:
+        """HxW bool, True where the model sees the image; None: everywhere."""
+        hidden = self.hidden()
+        return ~hidden if hidden is not None else None
+
+    def no_picture(self, batch: np.ndarray) -> np.ndarray:
+        """Per network input (N x 3 x S x S, this input's normalization): whether it shows no picture in the view."""
+        from kvasir_mobileone.answers import no_picture
+
+        return no_picture(batch, self.mean, self.std, self.seen())
+
+    def statistics(self, batch: np.ndarray) -> np.ndarray:
+        """N x 16 colour and texture statistics of network inputs inside the view (the input detector's)."""
+        from kvasir_mobileone.answers import input_statistics
+
+        return input_statistics(batch, self.mean, self.std, self.seen())
+
     def decode(self, path: str | Path) -> np.ndarray:
         """HWC uint8 at the input size, as the model sees it: decoded, resized, then `prepare`d."""
         return self.prepare(self.decode_raw(path))

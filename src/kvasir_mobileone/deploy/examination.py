@@ -1,7 +1,7 @@
 """`kvasir predict VIDEO`: a model over a whole examination. Frames decoded and scaled by FFmpeg (deploy/video.py),
 classified in batches on the bundle's runtime with the same answers as still images (deploy/predict.classify),
 smoothed over time (deploy/timeline.py), written as frames.csv, segments.csv, timeline.png and summary.json (and with
---annotate, the video with its labels: deploy/annotate.py). A blank frame (no picture: deploy/video.blank) is
+--annotate, the video with its labels: deploy/annotate.py). A blank frame (no picture: answers.no_picture) is
 outside the training data whatever the detector says."""
 
 from __future__ import annotations
@@ -153,8 +153,9 @@ def classify_frames(predictor, path: Path, every: int, fps: float | None, batch_
     start = time.perf_counter()
     total = int(info.duration * info.fps / (every if not fps else max(1.0, info.fps / fps))) if info.duration else None
     with tqdm(total=total, desc=f"video {path.name}", unit="frame") as bar:
-        for index, t, batch, blank in batches:
+        for index, t, batch in batches:
             p, judged = classify(predictor, batch, [path.name] * len(t), 1)
+            blank = [j.no_picture is True for j in judged]
             found.times += list(t)
             found.indices += list(index)
             found.probs.append(p)
@@ -162,9 +163,16 @@ def classify_frames(predictor, path: Path, every: int, fps: float | None, batch_
             found.blanks += list(blank)
             found.scores += [j.ood_score for j in judged]
             known = [j.ood_score for j in judged if j.ood_score is not None]
-            graded = uncertainty.outside_odds(known, len(t)) if uncertainty and len(known) == len(t) else None
+            checked = [j.input_score for j in judged if j.input_score is not None]
+            graded = (
+                uncertainty.outside_odds(
+                    known if len(known) == len(t) else None, len(t), checked if len(checked) == len(t) else None
+                )
+                if uncertainty and (len(known) == len(t) or len(checked) == len(t))
+                else None
+            )
             found.odds += list(graded if graded is not None else np.zeros(len(t)))  # no detector: only when blank
-            found.answers += [OUTSIDE if b else j.answer for j, b in zip(judged, blank, strict=True)]
+            found.answers += [j.answer for j in judged]
             if found.heat is not None:
                 found.heat += list(small_heatmaps(explainer.heatmaps(batch)))
             bar.update(len(t))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kvasir_mobileone.answers import OUTSIDE
 from kvasir_mobileone.evaluation.stats import apply_temperature, softmax
 from kvasir_mobileone.io import write_csv, write_json
 
@@ -38,7 +39,9 @@ class Prediction:
     top: tuple[tuple[str, float], ...] = field(default=(), metadata={"page": "class"})  # top1, p1, top2, p2, ...
     outside: bool | None = None
     ood_score: float | None = None
+    input_score: float | None = None  # the input check's (answers.input_statistics' distance), when the model has it
     not_sure: bool | None = None
+    no_picture: bool | None = None  # the frame shows no picture (answers.no_picture): outside, whatever the model
     error: str = ""
 
     @staticmethod
@@ -67,7 +70,7 @@ class Prediction:
 
 
 # what the answer judges besides the top classes (answers.Uncertainty.judge): the video's frames.csv has them too
-JUDGEMENT = ("answer", "prediction_set", "outside", "ood_score", "not_sure")
+JUDGEMENT = ("answer", "prediction_set", "outside", "ood_score", "input_score", "not_sure", "no_picture")
 
 
 def classify(
@@ -76,16 +79,23 @@ def classify(
     """(class probabilities, each image's Prediction): its top classes by probability (softmax, flip TTA when
     asked, the model's temperature), and its judgement: the answer — its class, "not sure" or "outside the
     training data" —, prediction set, out-of-distribution flag and score. `predict`, `serve` and the video code
-    all answer through this function. Without a detector (an older bundle, Core ML) the answer is the top class and
-    the rest is empty."""
+    all answer through this function. A frame that shows no picture (answers.no_picture) is outside the training
+    data whatever the model says, with a detector or without. Without a detector (an older bundle, Core ML) the
+    answer is otherwise the top class and the rest is empty."""
     logits, features = predictor.outputs(batch)
     probs = probabilities(predictor, batch, tta, logits)
     names = predictor.class_names
     found = predictor.uncertainty
+    blank = predictor.model_input.no_picture(batch)
     if found is None:
         judged = [{"answer": names[int(p.argmax())]} for p in probs]
     else:
-        judged = found.judge(logits, features, names)
+        statistics = predictor.model_input.statistics(batch) if found.input_check else None
+        judged = found.judge(logits, features, names, statistics)
+    for j, b in zip(judged, blank, strict=True):
+        j["no_picture"] = bool(b)
+        if b:
+            j["answer"], j["outside"] = OUTSIDE, True
     return probs, [
         Prediction(path=str(path), top=top_classes(p, names, top_k), **{k: j[k] for k in JUDGEMENT if k in j})
         for path, p, j in zip(paths, probs, judged, strict=True)

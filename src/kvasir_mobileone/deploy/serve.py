@@ -120,7 +120,9 @@ class PageModel:
             _, predictions = classify(self.predictor, batch, [a["file"] for a in good], self.top_k)
             heat = self.explainer.heatmaps(batch)
             for a, prediction, h in zip(good, predictions, heat, strict=True):
-                a |= {"prediction": prediction, "overlay": over_frame(a["frame"], h)}
+                # an input outside the training data gets no heatmap: the network's evidence means nothing there
+                overlay = a["frame"] if prediction.answer == OUTSIDE else over_frame(a["frame"], h)
+                a |= {"prediction": prediction, "overlay": overlay}
             ms = 1000 * (time.perf_counter() - start) / len(good)
             for a in good:
                 a["ms"] = ms
@@ -293,13 +295,18 @@ def video_tab(gr, max_video_mb: float) -> dict:
 
 
 def answer_text(a: Prediction) -> str:
-    """One image's answer as the page writes it: its class with the probability, or "not sure" with the set, or
-    "outside the training data"."""
+    """One image's answer as the page writes it, its certainty in words first: "outside the training data" (no
+    class), "not sure" with the set, "uncertain" when the prediction set holds more than the class, or the class
+    with its probability."""
     top, p = a.top[0]
     if a.answer == OUTSIDE:
-        return OUTSIDE
+        why = "no picture" if a.no_picture else "not like the training images"
+        return f"⚠ {OUTSIDE} ({why}): no class, no heatmap"
     if a.answer == NOT_SURE:
-        return f"{NOT_SURE}: {a.prediction_set or top} (top {p:.0%})"
+        return f"? {NOT_SURE}: {a.prediction_set or top} (top {p:.0%})"
+    others = [c for c in (a.prediction_set or "").split(" or ") if c and c != a.answer]
+    if others:
+        return f"uncertain: {a.answer} ({p:.0%}), or {' or '.join(others)}"
     return f"{a.answer} ({p:.0%})"
 
 
@@ -308,7 +315,7 @@ def page_cell(a: Prediction, key: str, i: int) -> str:
     if key == "answer":
         return answer_text(a)
     if key == "top":
-        return f"{a.top[i][0]} ({a.top[i][1]:.3f})"
+        return "—" if a.answer == OUTSIDE else f"{a.top[i][0]} ({a.top[i][1]:.3f})"
     if key == "prediction_set" and a.answer == OUTSIDE:
         return "—"
     value = getattr(a, key)
@@ -377,7 +384,7 @@ def watch_video(predictor, path: Path, max_bytes: int) -> tuple:
             clock(float(r["end"]), True),
             f"{float(r['duration']):.1f}",
             r["frames"],
-            r["mean_probability"],
+            "—" if r["class"] == OUTSIDE else r["mean_probability"],  # no class: its probability says nothing
         ]
         for r in rows
     ]

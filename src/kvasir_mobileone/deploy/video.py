@@ -20,10 +20,6 @@ from kvasir_mobileone.images import ModelInput
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts")
 INTERPOLATION = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "POINT"}  # ModelInput's, as swscale's
-# A frame shows no picture (black: the scope outside the body or covered; white or one colour: a flash, flushing)
-# when the middle 90% of its visible pixels span fewer grey levels than this: a definition, not a fitted threshold.
-BLANK_RANGE = 16
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as the decoder's
 
 
 class VideoError(UserError):
@@ -67,14 +63,6 @@ class VideoInfo:
     stopped: str | None = None
 
 
-def blank(pixels: np.ndarray, visible: np.ndarray) -> bool:
-    """Whether an HxWx3 uint8 frame at the network size shows no picture inside the model's view (BLANK_RANGE):
-    overlays (a timestamp on a black frame) fill too few pixels to count."""
-    luma = pixels[::4, ::4][visible[::4, ::4]].astype(np.float32) @ LUMA  # every 4th pixel: plenty, and fast
-    low, high = np.percentile(luma, [5, 95])
-    return bool(high - low < BLANK_RANGE)
-
-
 def open_video(path: str | Path):
     """(container, video stream) or a VideoError in words."""
     av = require("av", "video")
@@ -102,7 +90,7 @@ def open_video(path: str | Path):
 def frames(
     path: str | Path, model_input: ModelInput, every: int = 1, fps: float | None = None, batch_size: int = 32
 ) -> tuple[VideoInfo, Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
-    """(info, batches of (frame indices, times in seconds, network inputs N x 3 x S x S, blank flags)). `every`
+    """(info, batches of (frame indices, times in seconds, network inputs N x 3 x S x S)). `every`
     keeps one frame in N; `fps` keeps frames at about that rate instead. A decoding error ends the batches early:
     info.stopped says where and why, and the frames before it are kept. Decoding runs in a thread of its own, a
     few batches ahead, so that the model classifies one batch while the next is decoded (PyAV lets go of the GIL
@@ -118,13 +106,11 @@ def frames(
     )
     size, flag = model_input.image_size, INTERPOLATION.get(model_input.interpolation, "BILINEAR")
     step = 1 / fps if fps else None
-    hidden = model_input.hidden()
-    visible = ~hidden if hidden is not None else np.ones((size, size), bool)
 
     scaler = VideoReformatter()  # one scaling context for every frame (a new one per frame costs a third)
 
     def batches():
-        indices, times, inputs, blanks = [], [], [], []
+        indices, times, inputs = [], [], []
         next_time = 0.0
         try:
             for frame in container.decode(stream):
@@ -142,11 +128,10 @@ def frames(
                 indices.append(index)
                 times.append(t)
                 inputs.append(model_input.from_resized(pixels))
-                blanks.append(blank(pixels, visible))
                 info.kept += 1
                 if len(inputs) == batch_size:
-                    yield np.array(indices), np.array(times), np.stack(inputs), np.array(blanks)
-                    indices, times, inputs, blanks = [], [], [], []
+                    yield np.array(indices), np.array(times), np.stack(inputs)
+                    indices, times, inputs = [], [], []
         except (av.error.FFmpegError, ValueError) as err:
             where = clock(info.last_time) if info.last_time is not None else "the start"
             info.stopped = (
@@ -162,7 +147,7 @@ def frames(
                 f"(frame {info.decoded} was the last that could be decoded); the frames before it are classified"
             )
         if inputs:
-            yield np.array(indices), np.array(times), np.stack(inputs), np.array(blanks)
+            yield np.array(indices), np.array(times), np.stack(inputs)
         if info.decoded == 0 and info.stopped is None:
             info.stopped = "no frame could be decoded: the video track is empty or damaged"
 

@@ -11,10 +11,11 @@ import tempfile
 import numpy as np
 import torch
 
-from kvasir_mobileone.answers import Uncertainty, UncertaintyConfig
+from kvasir_mobileone.answers import INPUT_STATISTICS, Uncertainty, UncertaintyConfig
 from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.foreign import write_foreign
 from kvasir_mobileone.evaluation.uncertainty import Outputs, fit_uncertainty
+from kvasir_mobileone.models.backbone import head_weights
 from kvasir_mobileone.models.classifier import TestOutputs
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,13 @@ def run_test(trainer, module, datamodule, **test_kwargs) -> TestOutputs:
     return module.take_test_outputs()
 
 
-def as_outputs(tested: TestOutputs) -> Outputs:
-    return Outputs(tested.logits, tested.features, tested.targets)
+def as_outputs(tested: TestOutputs, groups: np.ndarray | None = None) -> Outputs:
+    return Outputs(tested.logits, tested.features, tested.targets, tested.statistics, groups)
+
+
+def groups_of(rows: list[dict]) -> np.ndarray:
+    """Each row's near-duplicate group as the manifest records it; a row without one is a group of its own."""
+    return np.array([r.get("group") or f"image {i}" for i, r in enumerate(rows)])
 
 
 def split_outputs(trainer, module, data, rows, split: str, limit: int | None = None, skip=()) -> Outputs:
@@ -40,22 +46,26 @@ def split_outputs(trainer, module, data, rows, split: str, limit: int | None = N
     if not chosen:
         width = module.backbone.num_features
         return Outputs(
-            np.zeros((0, len(module.class_names)), np.float32), np.zeros((0, width), np.float32), np.zeros(0, int)
+            np.zeros((0, len(module.class_names)), np.float32),
+            np.zeros((0, width), np.float32),
+            np.zeros(0, int),
+            np.zeros((0, len(INPUT_STATISTICS))),
+            np.zeros(0, str),
         )
     datamodule = ImageFolderDataModule(data, chosen, module.model_input, evaluate=split, class_names=module.class_names)
     batches = trainer.predict(module, datamodule=datamodule)
-    index, targets, logits, features = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
+    index, targets, logits, features, stats = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     order = np.argsort(index)
-    return Outputs(logits[order], features[order], targets[order])
+    return Outputs(logits[order], features[order], targets[order], stats[order], groups_of(chosen)[index[order]])
 
 
 @functools.lru_cache(maxsize=4)
 def foreign_inputs(model_input, selection: bool = False) -> np.ndarray:
     """data/foreign.py's images as network inputs, read as `predict` reads a file (written as PNG, then
-    ModelInput.read): the report's set, or (selection) the crops and noise of another seed that
-    --uncertainty.detector auto reads. Made once per model input (fit's calibration and its report share them)."""
+    ModelInput.read): the report's set, or (selection) the set of other sources that --uncertainty.detector auto
+    reads. Made once per model input (fit's calibration and its report share them)."""
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_foreign(tmp, seed=1, whole=False) if selection else write_foreign(tmp)
+        paths = write_foreign(tmp, selection=selection)
         return np.stack([model_input.read(p)[0] for p in paths])
 
 
@@ -66,7 +76,9 @@ def foreign_outputs(module, selection: bool = False) -> Outputs:
     device = module.device
     with torch.no_grad(), module.evaluation_context(device):
         logits, features = module.logits_and_features(torch.from_numpy(batch).to(device))
-    return Outputs(logits.float().cpu().numpy(), features.float().cpu().numpy())
+    return Outputs(
+        logits.float().cpu().numpy(), features.float().cpu().numpy(), statistics=module.model_input.statistics(batch)
+    )
 
 
 def calibrate(trainer, module, data, rows, config: UncertaintyConfig, tested: TestOutputs, skip=()) -> Uncertainty:
@@ -78,4 +90,7 @@ def calibrate(trainer, module, data, rows, config: UncertaintyConfig, tested: Te
     train = split_outputs(trainer, module, data, rows, "train", config.fit_images, skip)
     val = split_outputs(trainer, module, data, rows, "val")
     selection = foreign_outputs(module, selection=True)
-    return fit_uncertainty(train, val, config, selection, (as_outputs(tested), foreign_outputs(module)))
+    test = as_outputs(tested, groups_of([r for r in rows if r["split"] == "test"])[tested.index])
+    return fit_uncertainty(
+        train, val, config, selection, (test, foreign_outputs(module)), head_weights(module.backbone)
+    )

@@ -10,7 +10,7 @@ import numpy as np
 from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.split import GROUP, leak_free_test
 from kvasir_mobileone.evaluation.metrics import compute_metrics
-from kvasir_mobileone.evaluation.outputs import as_outputs, foreign_outputs, run_test
+from kvasir_mobileone.evaluation.outputs import as_outputs, foreign_outputs, groups_of, run_test
 from kvasir_mobileone.evaluation.report import accuracy_text, evaluate, f1_text, percent, write_report
 from kvasir_mobileone.evaluation.stats import apply_temperature, fit_temperature
 from kvasir_mobileone.evaluation.uncertainty import measure
@@ -130,7 +130,8 @@ def report_test_predictions(
         )
     extra += model_input_section(module.model_input, out_dir)
     if module.uncertainty is not None:
-        test, foreign = as_outputs(tested), foreign_outputs(module)
+        test_rows = [r for r in rows if r["split"] == "test"]
+        test, foreign = as_outputs(tested, groups_of(test_rows)[tested.index]), foreign_outputs(module)
         measured = measure(module.uncertainty, test, foreign, names)
         extra += uncertainty_section(measured, module.uncertainty, test, foreign, out_dir)
         metrics["uncertainty"] = {k: v for k, v in measured.items() if k != "curves"}

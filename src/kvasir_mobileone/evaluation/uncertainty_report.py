@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kvasir_mobileone.answers import Uncertainty
-from kvasir_mobileone.evaluation.uncertainty import Outputs
+from kvasir_mobileone.evaluation.uncertainty import Outputs, scores_of
 from kvasir_mobileone.io import markdown_table, pyplot, save_figure
 from kvasir_mobileone.runs import TestReport
 
@@ -60,11 +60,13 @@ def uncertainty_section(
     """The test report's "I don't know" section and its two figures: the detector, abstention, prediction sets."""
     files = TestReport(out_dir)
     plot_risk_coverage(measured["curves"], measured["selective"], files.risk_coverage_png)
+    paired = uncertainty.input_check and uncertainty.ood_threshold is not None
+    only_input = uncertainty.detector == "input"
     plot_ood_scores(
-        uncertainty.ood_scores(test.logits, test.features),
-        uncertainty.ood_scores(foreign.logits, foreign.features),
-        uncertainty.ood_threshold,
-        uncertainty.detector,
+        scores_of(uncertainty, test),
+        scores_of(uncertainty, foreign),
+        1.0 if paired else (uncertainty.input_threshold if only_input else uncertainty.ood_threshold),
+        measured["ood"]["detector"] + (": the larger odds of the two, 1 at each threshold" if paired else ""),
         files.ood_scores_png,
     )
     detectors, aurc, per_class = uncertainty_tables(measured, uncertainty)
@@ -81,10 +83,11 @@ def uncertainty_section(
 def uncertainty_tables(measured: dict, uncertainty: Uncertainty) -> tuple[str, str, str]:
     """The section's three tables: every detector side by side, the AURC of each ranking, coverage per class."""
     detectors = markdown_table(
-        ["detector", "AUROC [95% CI], test vs not endoscopy", "test images flagged", "not-endoscopy images flagged"],
+        ["detector", "AUROC [95% CI], test vs not endoscopy", "test images flagged (false alarms)"]
+        + ["not-endoscopy images flagged"],
         [
             [
-                f"**{name}**" if name == uncertainty.detector else name,
+                f"**{name}**" if name == measured["ood"]["detector"] else name,
                 f"{d['auroc']:.3f} [{d['auroc_ci'][0]:.3f}, {d['auroc_ci'][1]:.3f}]",
                 rate_text(d["false_alarm"]),
                 rate_text(d["foreign_flagged"]),
@@ -103,31 +106,54 @@ def uncertainty_tables(measured: dict, uncertainty: Uncertainty) -> tuple[str, s
 
 
 def detector_text(ood: dict, uncertainty: Uncertainty, detectors: str) -> str:
-    """Outside the training data: the detector, its threshold, every detector side by side (`detectors`)."""
+    """Outside the training data: the detector (and the input check), its threshold, the test split's false-alarm
+    rate beside the stated one, every detector side by side (`detectors`)."""
     fitted = uncertainty.fitted
-    threshold_note = (
-        f"set on {fitted['val_images']} val images so that at most {pct(uncertainty.false_alarm)} of images like "
-        "them are flagged (a conformal quantile)"
-        if uncertainty.ood_threshold is not None
-        else f"**not set**: {fitted['val_images']} val images are too few for a {pct(uncertainty.false_alarm)} "
-        "false-alarm rate (nothing is flagged)"
+    groups = fitted.get("val_groups", fitted["val_images"])
+    units = f"{fitted['val_images']} val images" + (
+        f" in {groups} near-duplicate groups (the groups are the units)" if groups < fitted["val_images"] else ""
     )
-    return (
-        f"### Outside the training data\n\nDetector **{uncertainty.detector}** (fitted on the pooled features of "
-        f"{fitted['train_images']} training images"
-        + (f", k = {uncertainty.k}" if uncertainty.detector == "knn" else "")
+    paired = fitted.get("input_check") and uncertainty.detector != "input"
+    stated = pct(uncertainty.false_alarm)
+    set_any = uncertainty.ood_threshold is not None or uncertainty.input_threshold is not None
+    threshold_note = (
+        f"set on {units} so that at most {stated} of images like them are flagged (a conformal quantile"
+        + (f"; {pct(fitted['rate_each'])} each for the detector and the input check" if paired else "")
         + ")"
+        if set_any
+        else f"**not set**: {units} are too few for a {stated} false-alarm rate (nothing is flagged)"
+    )
+    alarm = ood["false_alarm"]
+    return (
+        f"### Outside the training data\n\nDetector **{ood['detector']}**: "
         + (
-            f", chosen by `--uncertainty.detector auto` for the highest AUROC of the val images against "
-            f"{fitted['selection_images']} other images that are not endoscopy (crops and noise of another seed: "
+            f"{uncertainty.detector} on the pooled features of {fitted['train_images']} training images"
+            + (f" (k = {uncertainty.k})" if uncertainty.detector == "knn" else "")
+            if uncertainty.detector != "input"
+            else ""
+        )
+        + (" and " if paired else "")
+        + (
+            "the input check (each image's colour and texture statistics against the training images': it does not "
+            "depend on what the classes taught the network)"
+            if fitted.get("input_check")
+            else ""
+        )
+        + (
+            f"; the network detector chosen by `--uncertainty.detector auto` for the highest AUROC of the val images "
+            f"against {fitted['selection_images']} images that are not endoscopy (the selection set: matplotlib's "
+            "photos, an MRI slice, charts, stained cells, Gaussian noise, gradients — none of the report's sources: "
             + ", ".join(f"{k} {v:.3f}" for k, v in fitted["selection_auroc"].items())
             + ")"
             if fitted.get("chosen") == "auto" and fitted.get("selection_auroc")
             else ""
         )
-        + f"; threshold {threshold_note}. Measured on the {ood['false_alarm']['n']} test images and "
-        f"{ood['foreign_flagged']['n']} images that are not endoscopy (scikit-learn's two photos whole and cropped, "
-        "blank frames, noise; data/foreign.py), every detector side by side:\n\n"
+        + f"; threshold {threshold_note}. **False alarms on the test split: {rate_text(alarm)}**"
+        + (f" over {alarm['groups']} groups" if alarm.get("groups") else "")
+        + f" against the stated {stated}. Measured on the {alarm['n']} test images and "
+        f"{ood['foreign_flagged']['n']} images that are not endoscopy (the report's set: scikit-learn's two photos "
+        "whole and cropped, flat frames, noise, gradients, text, a screen, a terrain in grey; data/foreign.py), "
+        "every detector side by side (each alone at the stated rate; the pair as fitted):\n\n"
         + detectors
         + "\n![out-of-distribution scores](ood_scores.png)\n\n"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from timm.utils.model import reparameterize_model
@@ -63,6 +64,16 @@ def logits_and_features(network: torch.nn.Module, images: torch.Tensor) -> tuple
     place these two outputs are made: training's test step, the bundle's graphs and `kvasir features` all call it."""
     maps = network.forward_features(images)
     return network.forward_head(maps), network.forward_head(maps, pre_logits=True)
+
+
+def head_weights(network: torch.nn.Module) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight, bias) of a timm network's classifier as float64 arrays, when it is one linear layer on the pooled
+    features (logits = features @ weight.T + bias): what the vim and react detectors read. None otherwise."""
+    head = network.get_classifier()
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
+    return head.weight.detach().double().cpu().numpy(), bias.detach().double().cpu().numpy()
 
 
 class LogitsAndFeatures(torch.nn.Module):

@@ -68,6 +68,7 @@ class TestOutputs:
     logits: np.ndarray
     features: np.ndarray
     probs_tta: np.ndarray | None = None
+    statistics: np.ndarray | None = None  # the images' input statistics (answers.input_statistics)
 
 
 def balanced_class_weights(counts: list[int]) -> list[float]:
@@ -236,7 +237,10 @@ class Classifier(L.LightningModule):
                     flipped = self(torch.flip(images.float(), dims=[3])).detach().float().softmax(dim=1)
             else:
                 flipped = probs
-            self._test_batches.append((indices, targets, probs, (probs + flipped) / 2, logits.detach(), features))
+            statistics = torch.from_numpy(self.model_input.statistics(images.float().cpu().numpy())).to(images.device)
+            self._test_batches.append(
+                (indices, targets, probs, (probs + flipped) / 2, logits.detach(), features, statistics)
+            )
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -269,6 +273,7 @@ class Classifier(L.LightningModule):
         indices, targets = (t.reshape(-1) for t in gathered[:2])
         probs, probs_tta, logits = (t.reshape(-1, len(self.class_names)).float() for t in gathered[2:5])
         features = gathered[5].reshape(len(indices), -1).float()
+        statistics = gathered[6].reshape(len(indices), -1).double()
         order = np.unique(indices.cpu().numpy(), return_index=True)[1]
         self._tested = TestOutputs(
             index=indices.cpu().numpy()[order],
@@ -277,6 +282,7 @@ class Classifier(L.LightningModule):
             logits=logits.cpu().numpy()[order],
             features=features.cpu().numpy()[order],
             probs_tta=probs_tta.cpu().numpy()[order] if self.tta else None,
+            statistics=statistics.cpu().numpy()[order],
         )
         self._test_batches.clear()
 
@@ -288,12 +294,13 @@ class Classifier(L.LightningModule):
         return tested
 
     def predict_step(self, batch, batch_idx):
-        """(indices, targets, logits, features) of a batch at the evaluation precision: the passes over train and
-        val images that fit the model's Uncertainty (evaluation/outputs.py)."""
+        """(indices, targets, logits, features, input statistics) of a batch at the evaluation precision: the
+        passes over train and val images that fit the model's Uncertainty (evaluation/outputs.py)."""
         images, targets, indices = batch
         with self.evaluation_context(images.device):
             logits, features = self.logits_and_features(images.float())
-        return indices.cpu(), targets.cpu(), logits.float().cpu(), features.float().cpu()
+        statistics = torch.from_numpy(self.model_input.statistics(images.float().cpu().numpy()))
+        return indices.cpu(), targets.cpu(), logits.float().cpu(), features.float().cpu(), statistics
 
     def step_batch_size(self) -> int | None:
         """Images per optimizer step over every device: what the learning rate is scaled to."""
