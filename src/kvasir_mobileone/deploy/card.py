@@ -247,13 +247,20 @@ def uncertainty_card_section(found: dict | None, measured: dict | None) -> str:
         f'`predict`, the page and the code below answer each image with its class, **"not sure"** or **"outside '
         f'the training data"**, and a prediction set. Out-of-distribution detector: {detector} on the pooled '
         f"features (the ONNX and ExecuTorch graphs' second output, `features`; its arrays in `uncertainty.npz`), "
-        f"fitted on {fitted['train_images']} training images. "
+        f"fitted on {fitted['train_images']} training images"
         + (
-            f"Its threshold ({found['ood_threshold']:.6g}) was set on {fitted['val_images']} val images for a "
-            f"{_pct(found['false_alarm'])} false-alarm rate."
-            if found["ood_threshold"] is not None
+            ", and the input check (each image's colour and texture statistics against the training images'; "
+            f"threshold {found['input_threshold']:.6g}), each at {_pct(fitted['rate_each'])}"
+            if found.get("input_threshold") is not None
+            else ""
+        )
+        + ". A frame with no picture (black, white, grey, one colour) is outside by definition. "
+        + (
+            f"The thresholds were set on {fitted['val_images']} val images for a {_pct(found['false_alarm'])} "
+            "false-alarm rate."
+            if found["ood_threshold"] is not None or found.get("input_threshold") is not None
             else f"No threshold: {fitted['val_images']} val images are too few for a {_pct(found['false_alarm'])} "
-            "false-alarm rate, so nothing is flagged."
+            "false-alarm rate, so nothing is flagged but frames with no picture."
         ),
         (
             f'Abstention: "not sure" below a top-class probability of {found["confidence_threshold"]:.4f}, the '
