@@ -164,8 +164,13 @@ def build_app(
             [images["overlays"], images["frames"]],
             queue=False,
         )
+
+        def watch(file, progress=gr.Progress(track_tqdm=True)):  # Gradio reads the default: a progress bar
+            """handlers.watch with the video's progress bar (frames done, time left) shown over the outputs."""
+            return handlers.watch(file)
+
         video["button"].click(
-            handlers.watch,
+            watch,
             inputs=video["clip"],
             outputs=[video["timeline"], video["segments"], video["message"], video["annotated"]],
             api_name="watch",
@@ -358,6 +363,7 @@ def watch_video(predictor, path: Path, max_bytes: int) -> tuple:
     from kvasir_mobileone.deploy.video import VideoError, clock
 
     size = path.stat().st_size
+    start = time.perf_counter()
     if size > max_bytes:
         return None, [], f"**{path.name}** is {size_text(size)}, over the {max_bytes / MB:g} MB limit.", None
     out = Path(tempfile.mkdtemp(prefix="video-"))  # inside GRADIO_TEMP_DIR under `kvasir serve`: cleared with it
@@ -389,8 +395,9 @@ def watch_video(predictor, path: Path, max_bytes: int) -> tuple:
         for r in rows
     ]
     message = (
-        f"Watched **{path.name}**: {summary['frames_classified']} frames in {summary['seconds']:.1f} s "
-        f"({summary['realtime_factor']:.1f}x real time), {len(rows)} segments."
+        f"Watched **{path.name}**: {summary['frames_classified']} frames classified in {summary['seconds']:.1f} s "
+        f"({summary['realtime_factor']:.1f}x real time), {len(rows)} segments; results in "
+        f"{time.perf_counter() - start:.1f} s with the timeline" + (" and the clip with its labels." if short else ".")
     )
     message += "".join(
         f"\n- {clock(float(r['start']), True)} to {clock(float(r['end']), True)}: {r['class']}" for r in rows
