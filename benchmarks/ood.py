@@ -5,7 +5,7 @@ training features (the input check on the images' colour and texture statistics)
 5% false alarms, as `kvasir fit` does; `auto` chooses on the selection set, other sources than the ones measured
 here. Prints AUROC with intervals and flag rates for near and far, and the test images' false alarms.
 
-    python benchmarks/ood.py [--model mobileone_s0] [--epochs 30] [--image_size 48] [--out DIR]
+    python benchmarks/ood.py [--model mobileone_s0] [--epochs 30] [--image_size 48] [--outlier_exposure 0.5] [--out DIR]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def run(args) -> None:
     if not train_dir.is_dir():
         synth(str(train_dir), images_per_class=args.images_per_class, seed=2, scale=0.1, classes=KVASIR_CLASSES[:4])
         synth(str(held_dir), images_per_class=60, seed=3, scale=0.1, classes=KVASIR_CLASSES[4:])
-    run_dir = root / "runs" / args.model
+    run_dir = root / "runs" / (args.model + (f"_oe{args.outlier_exposure:g}" if args.outlier_exposure else ""))
     if not RunFolder(run_dir).is_run():
         main(
             ["fit", "--data.data_dir", str(train_dir), "--data.image_size", str(args.image_size)]
@@ -71,7 +71,8 @@ def run(args) -> None:
             + ["--data.test_fraction", "0.2", "--model.name", args.model, "--model.pretrained", "false"]
             + ["--model.lr", "0.003", "--model.lr_reference_batch", "16", "--trainer.precision", "32-true"]
             + ["--trainer.max_epochs", str(args.epochs), "--trainer.logger", "none"]
-            + ["--trainer.runs_dir", str(run_dir.parent), "--trainer.run_name", args.model]
+            + ["--model.outlier_exposure", str(args.outlier_exposure)]
+            + ["--trainer.runs_dir", str(run_dir.parent), "--trainer.run_name", run_dir.name]
         )
     predictor = load(str(run_dir))
     names = predictor.class_names
@@ -104,7 +105,9 @@ def run(args) -> None:
     config = RunFolder(run_dir).read_config()
     size, epochs = config["data"]["image_size"], config["trainer"]["max_epochs"]
     print(
-        f"\n{args.model} at {size} px, {epochs} epochs from scratch, test accuracy "
+        f"\n{args.model} at {size} px, {epochs} epochs from scratch"
+        + (f" with outlier exposure {args.outlier_exposure:g}" if args.outlier_exposure else "")
+        + ", test accuracy "
         f"{100 * test_acc:.1f}% on {len(split['test'])} images; {len(split['train'])} train, {len(split['val'])} val, "
         f"{len(held)} held-out-class (near) and {len(foreign)} not-endoscopy (far, the report's set) images; "
         f"auto chose on {len(selection)} images of other sources. Thresholds on val at 5% false alarms (the pair: "
@@ -133,5 +136,6 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--image_size", type=int, default=48)
     parser.add_argument("--images_per_class", type=int, default=150)
+    parser.add_argument("--outlier_exposure", type=float, default=0.0, help="--model.outlier_exposure of the fit")
     parser.add_argument("--out", default="ood_benchmark")
     run(parser.parse_args())

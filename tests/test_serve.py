@@ -171,6 +171,7 @@ def test_the_page_in_a_browser(server, page_bundle, images, tmp_path):
         page.goto(url)
         expect(page.locator("#card")).to_contain_text("not a medical device")
         expect(page.locator("#message")).to_have_attribute("aria-live", "polite")  # results are announced
+        assert not serious_violations(page)  # the empty page too (Gradio's placeholders, its "- or -")
         expect(page.locator("#images")).to_contain_text("Drop images here")  # not Gradio's "Drop File Here"
         assert page.locator('button[aria-label="common.upload"]').count() == 0  # a name, not Gradio's raw key
         # a mixed upload: two frames with the same name, a photo, one file over the 1 MB limit, refused alone
@@ -265,6 +266,7 @@ def test_the_video_tab_in_a_browser(server, clip, tmp_path):
         page.get_by_role("tab", name="Video").click()
         expect(page.locator("#video")).to_contain_text("Drop a video here")
         expect(page.locator("#video-message")).to_have_attribute("aria-live", "polite")
+        assert not serious_violations(page)
         page.locator("#video input[type=file]").set_input_files(str(clip))
         page.locator("#watch").click()
         expect(page.locator("#video-message")).to_contain_text("Watched examination.mp4: 710 frames", timeout=90_000)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from fitflags import fit_flags, fit_run
 from kvasir_mobileone.answers import (
     DETECTORS,
     OUTSIDE,
@@ -402,3 +403,41 @@ def test_a_bundle_without_a_detector_still_calls_a_frame_with_no_picture_outside
         row = main(["predict", str(image), "--model", str(bare)])[0]
         assert row["ood_score"] is None  # no detector
         assert (scope["answer"] == OUTSIDE) == (row["answer"] == OUTSIDE) == outside, (image, row, scope["answer"])
+
+
+def test_outlier_exposure_teaches_the_network_to_spread_its_answer_on_images_that_are_not_endoscopy(
+    ood_data, ood_run, tmp_path
+):
+    """--model.outlier_exposure: the same training with generated outliers in every batch gives lower top-class
+    probabilities on outliers it never saw (other draws of the family) than the run without, and still learns."""
+    from kvasir_mobileone.data.foreign import outlier_images
+    from kvasir_mobileone.deploy.runtime import load
+
+    run, _ = ood_run
+    flags = fit_flags(epochs=8) + ["--data.val_fraction", "0.2", "--data.test_fraction", "0.2"]
+    exposed = fit_run(
+        ood_data / "train",
+        tmp_path,
+        "exposed",
+        "--model.outlier_exposure",
+        "1.0",
+        "--data.manifest",
+        str(run / "split_manifest.csv"),
+        "--test_after",
+        "false",
+        flags=flags,
+    )
+    unseen = outlier_images(64, 32, seed=99)
+    data = ood_data / "train"
+    test = [r for r in read_csv(run / "split_manifest.csv") if r["split"] == "test"]
+    top, accuracy = {}, {}
+    for name, folder in (("plain", run), ("exposed", exposed)):
+        predictor = load(str(folder))
+        spec = predictor.model_input
+        logits, _ = predictor.outputs(np.stack([spec.normalized(spec.prepare(p)) for p in unseen]))
+        top[name] = float(softmax(logits).max(axis=1).mean())
+        logits, _ = predictor.outputs(np.stack([spec.read(data / r["path"])[0] for r in test]))
+        names = predictor.class_names
+        accuracy[name] = float(np.mean([names[i] == r["label"] for i, r in zip(logits.argmax(1), test, strict=True)]))
+    assert top["exposed"] < top["plain"] - 0.1, top
+    assert accuracy["exposed"] > 0.6, accuracy  # 4 classes: it still learned them

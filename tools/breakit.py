@@ -59,6 +59,49 @@ READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone
 MUTATIONS = [
     # issue 48: "I don't know" that holds on real frames
     Mutation(
+        "Gradio's empty outputs get a valid name (no aria-label on a plain div)",
+        "deploy/page_style.py",
+        '      d.setAttribute("role", "img"); d.setAttribute("aria-label", "Nothing here yet"); });',
+        "      });",
+        "tests/test_serve.py::test_the_video_tab_in_a_browser",
+    ),
+    Mutation(
+        'the drop zone\'s "- or -" has AA contrast',
+        "deploy/page_style.py",
+        "#images .or, #video .or {{ color: #4b5563 !important; }}\n",
+        "",
+        "tests/test_serve.py::test_the_page_in_a_browser",
+    ),
+    Mutation(
+        "outlier exposure's term reaches the training loss",
+        "models/classifier.py",
+        "            loss = loss + exposure * uniform\n",
+        "            loss = loss\n",
+        "tests/test_uncertainty.py::test_outlier_exposure_teaches_the_network_to_spread_its_answer_on_images_that_are_not_endoscopy",
+    ),
+    Mutation(
+        "the selected tab's label has AA contrast",
+        "deploy/page_style.py",
+        'button[role="tab"][aria-selected="true"] {{ color: {PRIMARY} !important; }}\n',
+        "",
+        "tests/test_serve.py::test_the_page_in_a_browser",
+    ),
+    Mutation(
+        "at phone width the answers table keeps the columns that answer, without sideways scrolling",
+        "deploy/page_style.py",
+        "  #results th:nth-child(n+3), #results td:nth-child(n+3), #segments th:nth-child(n+4), "
+        "#segments td:nth-child(n+4) {{",
+        "  #nothing {{",
+        "tests/test_serve.py::test_the_page_in_a_browser",
+    ),
+    Mutation(
+        "the timeline image has a name",
+        "deploy/page_style.py",
+        '      if (i.alt !== "Timeline of the examination") i.alt = "Timeline of the examination"; });',
+        "      });",
+        "tests/test_serve.py::test_the_video_tab_in_a_browser",
+    ),
+    Mutation(
         "a frame with no picture is outside with or without a detector (predict, the page, the video)",
         "deploy/predict.py",
         '        if b:\n            j["answer"], j["outside"] = OUTSIDE, True\n',

@@ -199,3 +199,42 @@ def write_foreign(out_dir: str | Path, crops: int = 4, seed: int = 0, selection:
         Image.fromarray(np.ascontiguousarray(image)).save(path)
         paths.append(path)
     return paths
+
+
+def outlier_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """count x size x size x 3 uint8 images that are not endoscopy, for outlier exposure in training (Hendrycks et
+    al. 2019: the model learns to spread its probability over the classes on them), from a third family of sources,
+    none of the report's or the selection set's: smooth random fields, sinusoidal gratings, random polygons and
+    ellipses of random colours, and scribbles."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, size, size, 3), np.uint8)
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:  # a smooth random field: a few random pixels blown up bicubically
+            cells = int(rng.integers(2, 9))
+            small = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+            image = Image.fromarray(small).resize((size, size), Image.BICUBIC)
+        elif kind == 1:  # a sinusoidal grating of random frequency, angle and colours
+            yy, xx = np.mgrid[0:size, 0:size] / size
+            angle, frequency = rng.uniform(0, np.pi), rng.uniform(2, 12)
+            wave = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (xx * np.cos(angle) + yy * np.sin(angle)))
+            a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+            image = Image.fromarray((a + (b - a) * wave[..., None]).astype(np.uint8))
+        else:  # shapes (2) or scribbles (3) on a random colour
+            image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+            draw = ImageDraw.Draw(image)
+            for _ in range(int(rng.integers(3, 9))):
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                points = [tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(int(rng.integers(3, 7)))]
+                if kind == 2 and rng.random() < 0.5:
+                    x0, y0 = rng.integers(0, size, 2)
+                    r = int(rng.integers(size // 10, size // 3))
+                    draw.ellipse((int(x0) - r, int(y0) - r, int(x0) + r, int(y0) + r), fill=colour)
+                elif kind == 2:
+                    draw.polygon(points, fill=colour)
+                else:
+                    draw.line(points, fill=colour, width=int(rng.integers(1, max(2, size // 16))))
+        out[i] = np.asarray(image)
+    return out

@@ -32,6 +32,7 @@ footer .run-history, footer .show-api, footer .built-with, footer .settings {{ c
 #card pre .token {{ color: inherit !important; }}
 #annotated video {{ max-height: 480px; }}
 button[role="tab"][aria-selected="true"] {{ color: {PRIMARY} !important; }}
+#images .or, #video .or {{ color: #4b5563 !important; }}
 #images td.filename, #video td.filename {{ display: flex; flex-wrap: wrap; white-space: normal !important; }}
 #images td.filename span, #video td.filename span {{ white-space: normal !important; overflow: visible !important;
   text-overflow: clip !important; max-width: none !important; min-width: 0; overflow-wrap: anywhere; }}
@@ -65,6 +66,9 @@ ANNOUNCE = """() => {
       if (i.alt !== "Timeline of the examination") i.alt = "Timeline of the examination"; });
     document.querySelectorAll("#timeline button:not([aria-label])").forEach(b => {
       if (!b.innerText.trim()) b.setAttribute("aria-label", "Timeline of the examination"); });
+    // Gradio's empty outputs carry an aria-label on a plain div (a label nothing can take): an image with a name
+    document.querySelectorAll('.empty[aria-label="Empty value"]:not([role])').forEach(d => {
+      d.setAttribute("role", "img"); d.setAttribute("aria-label", "Nothing here yet"); });
     document.querySelectorAll("#confusion img").forEach(i => {
       if (i.alt !== "Confusion matrix of the test split") i.alt = "Confusion matrix of the test split"; });
     for (const [id, [name, drop]] of Object.entries(zones)) {

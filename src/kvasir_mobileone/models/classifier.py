@@ -196,6 +196,20 @@ class Classifier(L.LightningModule):
             return self.backbone._call_impl(images)  # eager, the module's own forward: see accelerate()
         return self.backbone(images)
 
+    def outlier_batch(self, count: int, like: torch.Tensor) -> torch.Tensor:
+        """`count` outlier-exposure images drawn from a bank of 256 (data/foreign.outlier_images, made once at the
+        model's input: hidden pixels black, mean/std), randomly flipped, on `like`'s device and dtype."""
+        if getattr(self, "_outliers", None) is None or self._outliers.device != like.device:
+            from kvasir_mobileone.data.foreign import outlier_images
+
+            spec = self.model_input
+            bank = [spec.normalized(spec.prepare(p)) for p in outlier_images(256, spec.image_size)]
+            self._outliers = torch.from_numpy(np.stack(bank)).to(like.device)
+        chosen = self._outliers[torch.randint(len(self._outliers), (count,), device=like.device)]
+        flip = torch.rand(count, device=like.device) < 0.5
+        chosen = torch.where(flip[:, None, None, None], chosen.flip(3), chosen)
+        return chosen.to(like.dtype)
+
     def evaluation_context(self, device: torch.device):
         """fp32 for evaluation (the documented default), whatever autocast the trainer's precision set up."""
         if self.eval_precision == "32-true":
@@ -206,18 +220,29 @@ class Classifier(L.LightningModule):
         images, targets, indices = batch
         if not len(targets):  # every image of the batch was unreadable (reported by the data module)
             return None
+        training = stage == "train"
+        exposure = self.model_config.outlier_exposure if training else 0.0
+        outliers = 0
         if stage == "test":
             with self.evaluation_context(images.device):
                 logits, features = (t.float() for t in self.logits_and_features(images.float()))
+        elif exposure:
+            extra = self.outlier_batch(max(1, len(images) // 2), images)
+            outliers = len(extra)
+            logits = self(torch.cat([images, extra]))  # one batch, as Hendrycks et al. train (BatchNorm sees both)
+            logits, outlier_logits = logits[:-outliers], logits[-outliers:]
         else:
             logits = self(images)
-        training = stage == "train"
         loss = F.cross_entropy(
             logits,
             targets,
             weight=self.loss_weights if training else None,
             label_smoothing=self.model_config.label_smoothing if training else 0.0,
         )
+        if outliers:  # cross-entropy of the outliers' softmax to the uniform distribution
+            uniform = (torch.logsumexp(outlier_logits.float(), dim=1) - outlier_logits.float().mean(dim=1)).mean()
+            loss = loss + exposure * uniform
+            self.log("train/outlier_loss", uniform, on_step=False, on_epoch=True, batch_size=outliers)
         self.metrics[f"{stage}_"].update(logits.detach(), targets)
         on_step = stage == "train"
         batch_size = len(targets)

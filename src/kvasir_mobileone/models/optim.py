@@ -36,6 +36,9 @@ class ModelConfig:
         label_smoothing: cross-entropy label smoothing (0 to 1)
         class_weights: none, or balanced: the training loss weights each class by N / (K x its training images),
             so that every class weighs as much in total (scikit-learn's "balanced"); val and test losses unweighted
+        outlier_exposure: the weight of outlier exposure (Hendrycks et al. 2019; 0: off, they used 0.5): each
+            training batch also passes half as many generated images that are not endoscopy
+            (data/foreign.outlier_images), whose cross-entropy to the uniform distribution joins the loss
     """
 
     name: str = "mobileone_s3"
@@ -50,6 +53,7 @@ class ModelConfig:
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     lr_reference_batch: int = 32
     class_weights: Literal["none", "balanced"] = "none"
+    outlier_exposure: float = 0.0
 
 
 def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:
