@@ -156,6 +156,10 @@ def test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_ima
     # the report recorded every detector side by side on the same images
     metrics = json.loads(RunFolder(run).test.metrics.read_text())
     assert set(metrics["uncertainty"]["ood"]["detectors"]) == {*DETECTORS, f"{found.detector} + input"}
+    # ... far and near (--uncertainty.near_dir: the held-out classes), with intervals, in the report's table
+    for name, d in metrics["uncertainty"]["ood"]["detectors"].items():
+        assert d["near_flagged"]["n"] == len(held_out) and d["near_auroc_ci"][0] <= d["near_auroc"], name
+    assert "AUROC [95% CI], test vs classes not trained (near)" in RunFolder(run).test.report.read_text()
 
 
 def test_predict_flags_the_five_inputs_and_the_bundle_answers_as_the_run(ood_run, tmp_path):

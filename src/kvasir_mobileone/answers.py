@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -321,7 +322,9 @@ class UncertaintyConfig:
     """`--uncertainty.*` of fit and test: the detector, the false-alarm rate its threshold is set to on val images,
     the error rate abstention aims for among the images answered, the prediction sets' coverage, and how many
     training images (a stratified, seeded sample) the detector is fitted on; input_check: the input detector beside
-    the network's (an image is flagged when either flags it, each set at half the false-alarm rate)."""
+    the network's (an image is flagged when either flags it, each set at half the false-alarm rate); near_dir: a
+    folder of endoscopy images of classes the model was not trained on (near out-of-distribution), on which the
+    report measures every detector beside the images that are not endoscopy."""
 
     detector: str = AUTO
     ood_false_alarm: float = 0.05
@@ -330,10 +333,13 @@ class UncertaintyConfig:
     confidence: float = 0.95  # the one-sided level of the abstention threshold's binomial bound
     fit_images: int = 2000
     input_check: bool = True
+    near_dir: str | None = None
 
     def __post_init__(self):
         if self.detector not in (AUTO, *DETECTORS):
             raise UserError(f"--uncertainty.detector {self.detector!r}: choose auto or one of {', '.join(DETECTORS)}.")
+        if self.near_dir is not None and not Path(self.near_dir).is_dir():
+            raise UserError(f"--uncertainty.near_dir {self.near_dir}: no such folder (give one of images).")
         for name in ("ood_false_alarm", "target_error", "coverage", "confidence"):
             if not 0 < getattr(self, name) < 1:
                 raise UserError(f"--uncertainty.{name} {getattr(self, name)}: give a rate between 0 and 1.")

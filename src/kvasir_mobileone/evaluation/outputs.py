@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,9 @@ import torch
 from kvasir_mobileone.answers import INPUT_STATISTICS, Uncertainty, UncertaintyConfig
 from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.foreign import write_foreign
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.uncertainty import Outputs, fit_uncertainty
+from kvasir_mobileone.io import IMAGE_EXTENSIONS
 from kvasir_mobileone.models.backbone import head_weights
 from kvasir_mobileone.models.classifier import TestOutputs
 
@@ -71,7 +74,33 @@ def foreign_inputs(model_input, selection: bool = False) -> np.ndarray:
 
 def foreign_outputs(module, selection: bool = False) -> Outputs:
     """The module's outputs on foreign_inputs."""
-    batch = foreign_inputs(module.model_input, selection)
+    return batch_outputs(module, foreign_inputs(module.model_input, selection))
+
+
+def folder_outputs(module, folder: str) -> Outputs:
+    """The module's outputs on every image under `folder` (--uncertainty.near_dir), read as `predict` reads them;
+    an image that cannot be read is left out and said."""
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    inputs, unread = [], []
+    for path in paths:
+        try:
+            inputs.append(module.model_input.read(path)[0])
+        except Exception as err:  # reported, never fatal
+            unread.append(f"{path}: {err}")
+    if unread:
+        log.warning(f"--uncertainty.near_dir: {len(unread)} images could not be read and are left out: {unread[:3]}")
+    if not inputs:
+        raise UserError(f"--uncertainty.near_dir {folder}: no image could be read in it.")
+    parts = [batch_outputs(module, np.stack(inputs[i : i + 64])) for i in range(0, len(inputs), 64)]
+    return Outputs(
+        np.concatenate([o.logits for o in parts]),
+        np.concatenate([o.features for o in parts]),
+        statistics=np.concatenate([o.statistics for o in parts]),
+    )
+
+
+def batch_outputs(module, batch: np.ndarray) -> Outputs:
+    """The module's outputs (and the input statistics) on a batch of network inputs."""
     module.eval()
     device = module.device
     with torch.no_grad(), module.evaluation_context(device):
@@ -91,6 +120,7 @@ def calibrate(trainer, module, data, rows, config: UncertaintyConfig, tested: Te
     val = split_outputs(trainer, module, data, rows, "val")
     selection = foreign_outputs(module, selection=True)
     test = as_outputs(tested, groups_of([r for r in rows if r["split"] == "test"])[tested.index])
+    near = folder_outputs(module, config.near_dir) if config.near_dir else None
     return fit_uncertainty(
-        train, val, config, selection, (test, foreign_outputs(module)), head_weights(module.backbone)
+        train, val, config, selection, (test, foreign_outputs(module), near), head_weights(module.backbone)
     )

@@ -285,12 +285,22 @@ def rate(flags: np.ndarray, groups: np.ndarray | None = None) -> dict:
     return result
 
 
-def ood_figures(found: Uncertainty, inside: Outputs, foreign: Outputs) -> dict:
+def ood_figures(found: Uncertainty, inside: Outputs, foreign: Outputs, near: Outputs | None = None) -> dict:
     """AUROC of in-distribution (test) against foreign images, with its interval; the share of each flagged (the
-    test images' with their groups as the units)."""
+    test images' with their groups as the units); with `near` (endoscopy of classes not trained on) the same for
+    them."""
     scores_in, scores_out = scores_of(found, inside), scores_of(found, foreign)
     auc = auroc(scores_in, scores_out)
-    return {
+    extra = {}
+    if near is not None and len(near):
+        scores_near = scores_of(found, near)
+        near_auc = auroc(scores_in, scores_near)
+        extra = {
+            "near_auroc": near_auc,
+            "near_auroc_ci": auroc_interval(near_auc, len(scores_near), len(scores_in)),
+            "near_flagged": rate(flags_of(found, near)),
+        }
+    return extra | {
         "auroc": auc,
         "auroc_ci": auroc_interval(auc, len(scores_out), len(scores_in)),
         "threshold": found.ood_threshold,

@@ -19,6 +19,10 @@ def pct(value: float | None) -> str:
     return "—" if value is None or value != value else f"{100 * value:.1f}%"
 
 
+def auroc_text(auc: float | None, ci) -> str:
+    return "—" if auc is None else f"{auc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def rate_text(r: dict | None) -> str:
     if not r or not r["n"]:
         return "— (no images)"
@@ -82,17 +86,19 @@ def uncertainty_section(
 
 def uncertainty_tables(measured: dict, uncertainty: Uncertainty) -> tuple[str, str, str]:
     """The section's three tables: every detector side by side, the AURC of each ranking, coverage per class."""
+    found = measured["ood"]["detectors"]
+    near = any("near_auroc" in d for d in found.values())
     detectors = markdown_table(
-        ["detector", "AUROC [95% CI], test vs not endoscopy", "test images flagged (false alarms)"]
-        + ["not-endoscopy images flagged"],
+        ["detector", "AUROC [95% CI], test vs not endoscopy"]
+        + (["AUROC [95% CI], test vs classes not trained (near)"] if near else [])
+        + ["test images flagged (false alarms)", "not-endoscopy images flagged"]
+        + (["near images flagged"] if near else []),
         [
-            [
-                f"**{name}**" if name == measured["ood"]["detector"] else name,
-                f"{d['auroc']:.3f} [{d['auroc_ci'][0]:.3f}, {d['auroc_ci'][1]:.3f}]",
-                rate_text(d["false_alarm"]),
-                rate_text(d["foreign_flagged"]),
-            ]
-            for name, d in measured["ood"]["detectors"].items()
+            [f"**{name}**" if name == measured["ood"]["detector"] else name, auroc_text(d["auroc"], d["auroc_ci"])]
+            + ([auroc_text(d.get("near_auroc"), d.get("near_auroc_ci"))] if near else [])
+            + [rate_text(d["false_alarm"]), rate_text(d["foreign_flagged"])]
+            + ([rate_text(d.get("near_flagged"))] if near else [])
+            for name, d in found.items()
         ],
     )
     aurc = markdown_table(
