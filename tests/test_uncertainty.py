@@ -158,6 +158,7 @@ def test_the_detector_tells_held_out_classes_and_non_endoscopy_from_the_test_ima
     assert set(metrics["uncertainty"]["ood"]["detectors"]) == {*DETECTORS, f"{found.detector} + input"}
     # ... far and near (--uncertainty.near_dir: the held-out classes), with intervals, in the report's table
     for name, d in metrics["uncertainty"]["ood"]["detectors"].items():
+        assert {"near_auroc", "near_auroc_ci", "near_flagged"} <= set(d), name
         assert d["near_flagged"]["n"] == len(held_out) and d["near_auroc_ci"][0] <= d["near_auroc"], name
     assert "AUROC [95% CI], test vs classes not trained (near)" in RunFolder(run).test.report.read_text()
 
@@ -445,3 +446,12 @@ def test_outlier_exposure_teaches_the_network_to_spread_its_answer_on_images_tha
         accuracy[name] = float(np.mean([names[i] == r["label"] for i, r in zip(logits.argmax(1), test, strict=True)]))
     assert top["exposed"] < top["plain"] - 0.1, top
     assert accuracy["exposed"] > 0.6, accuracy  # 4 classes: it still learned them
+
+
+def test_the_outside_odds_grow_with_every_detectors_score_and_are_one_at_its_threshold():
+    """The timeline's graded evidence: 1 at the threshold, above it beyond, below it short of it — also for the
+    scores that can be negative (relative Mahalanobis, the energies)."""
+    for name, threshold in (("relative_mahalanobis", -8.6), ("energy", -3.0), ("mahalanobis", 40.0)):
+        found = Uncertainty(name, 0.05, threshold, 0.05, None, 0.9, None)
+        odds = found.outside_odds(np.array([threshold - 5, threshold, threshold + 5]), 3)
+        assert odds[0] < odds[1] == pytest.approx(1.0) < odds[2], (name, odds)

@@ -59,6 +59,13 @@ READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone
 MUTATIONS = [
     # issue 48: "I don't know" that holds on real frames
     Mutation(
+        "a negative-capable score's odds are taken on its additive scale",
+        "answers.py",
+        '    "relative_mahalanobis": 0.5,\n',
+        "",
+        "tests/test_uncertainty.py::test_the_outside_odds_grow_with_every_detectors_score_and_are_one_at_its_threshold",
+    ),
+    Mutation(
         "the report measures every detector on the classes not trained (--uncertainty.near_dir)",
         "evaluation/uncertainty.py",
         "    if near is not None and len(near):\n",

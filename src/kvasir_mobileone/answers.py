@@ -32,6 +32,15 @@ from kvasir_mobileone.errors import UserError
 NETWORK_DETECTORS = ("energy", "mahalanobis", "relative_mahalanobis", "knn", "vim", "react")
 DETECTORS = (*NETWORK_DETECTORS, "input")
 HEAD_DETECTORS = ("vim", "react")  # need the classifier head's weights (fit_detector's `head`)
+# detectors whose scores are log-likelihood-like differences (they can be negative): their odds are exp(scale x
+# (score - threshold)) — the energies' a ratio of partition functions, relative Mahalanobis' half a difference of
+# squared distances (a log density ratio); the others' are distances, their odds score / threshold
+ADDITIVE = {
+    "energy": 1.0,
+    "vim": 1.0,
+    "react": 1.0,
+    "relative_mahalanobis": 0.5,
+}
 # auto: the network detector with the highest AUROC of the val images against the selection set of images that are
 # not endoscopy (data/foreign.py: other sources than the report's), measured at fit time; with the input check on
 # (the default), an image is flagged when either detector flags it, each at half the false-alarm rate.
@@ -88,11 +97,11 @@ def input_statistics(batch: np.ndarray, mean, std, visible: np.ndarray | None = 
     channel's mean and spread, brightness percentiles, saturation, the opponent colours' spread; texture: the mean
     brightness difference of neighbours 1 and 4 (sampled) pixels apart, across and down, as logs (noise is as rough
     at 1 as at 4, tissue and photos smoother close up)."""
-    x = input_pixels(np.asarray(batch)[:, :, ::2, ::2], mean, std) / 255.0  # N x h x w x 3
+    x = input_pixels(np.asarray(batch)[:, :, ::2, ::2], mean, std).astype(np.float64) / 255.0  # N x h x w x 3
     seen = visible[::2, ::2] if visible is not None else np.ones(x.shape[1:3], bool)
     inside = x[:, seen]  # N x M x 3
     r, g, b = inside[..., 0], inside[..., 1], inside[..., 2]
-    luma = x @ np.float32([0.299, 0.587, 0.114])  # N x h x w
+    luma = x @ np.array([0.299, 0.587, 0.114])  # N x h x w
     top, low = inside.max(axis=2), inside.min(axis=2)
     parts = [
         inside.mean(axis=1),
@@ -255,18 +264,20 @@ class Uncertainty:
 
     def outside_odds(self, scores: np.ndarray | None, count: int, input_scores: np.ndarray | None = None):
         """Graded evidence (the video timeline's): the odds that each image is outside the training data, 1 at
-        the threshold and growing with the score — score / threshold for the distances, exp(score - threshold)
-        for the energies (a ratio of the logits' partition functions); with the input check, the larger of the two.
+        the threshold and growing with the score — score / threshold for the distances, exp(scale x (score -
+        threshold)) for the scores on an additive scale (ADDITIVE); with the input check, the larger of the two.
         All 1 (no evidence either way) without a threshold or scores."""
         found = []
-        for s, threshold, energy in (
-            (scores, self.ood_threshold, self.detector in ("energy", "vim", "react")),
-            (input_scores, self.input_threshold, False),
+        for s, threshold, scale in (
+            (scores, self.ood_threshold, ADDITIVE.get(self.detector)),
+            (input_scores, self.input_threshold, None),
         ):
             if s is not None and threshold is not None:
                 s = np.asarray(s, np.float64)
                 found.append(
-                    np.exp(np.clip(s - threshold, -50, 50)) if energy else np.maximum(s, 1e-12) / max(threshold, 1e-12)
+                    np.exp(np.clip(scale * (s - threshold), -50, 50))
+                    if scale
+                    else np.maximum(s, 1e-12) / max(threshold, 1e-12)
                 )
         return np.maximum.reduce(found) if found else np.ones(count)
 

@@ -243,15 +243,21 @@ def uncertainty_card_section(found: dict | None, measured: dict | None) -> str:
         return head + "This bundle has no out-of-distribution detector: run `kvasir test RUN`, then export again.\n"
     fitted = found["fitted"]
     detector = found["detector"] + (f" (k = {found['k']})" if found["detector"] == "knn" else "")
+    alone = found["detector"] == "input"
+    source = (
+        "the input check alone (each image's colour and texture statistics against the training images')"
+        if alone
+        else f"{detector} on the pooled features (the ONNX and ExecuTorch graphs' second output, `features`; its "
+        "arrays in `uncertainty.npz`)"
+    )
     lines = [
         f'`predict`, the page and the code below answer each image with its class, **"not sure"** or **"outside '
-        f'the training data"**, and a prediction set. Out-of-distribution detector: {detector} on the pooled '
-        f"features (the ONNX and ExecuTorch graphs' second output, `features`; its arrays in `uncertainty.npz`), "
-        f"fitted on {fitted['train_images']} training images"
+        f'the training data"**, and a prediction set. Out-of-distribution detector: {source}, fitted on '
+        f"{fitted['train_images']} training images"
         + (
             ", and the input check (each image's colour and texture statistics against the training images'; "
             f"threshold {found['input_threshold']:.6g}), each at {_pct(fitted['rate_each'])}"
-            if found.get("input_threshold") is not None
+            if found.get("input_threshold") is not None and not alone
             else ""
         )
         + ". A frame with no picture (black, white, grey, one colour) is outside by definition. "

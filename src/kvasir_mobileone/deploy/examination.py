@@ -159,7 +159,7 @@ def classify_frames(predictor, path: Path, every: int, fps: float | None, batch_
             found.times += list(t)
             found.indices += list(index)
             found.probs.append(p)
-            found.outside += [j.outside is True for j in judged]
+            found.outside += [j.outside is True and not j.no_picture for j in judged]  # the detectors' flag
             found.blanks += list(blank)
             found.scores += [j.ood_score for j in judged]
             known = [j.ood_score for j in judged if j.ood_score is not None]

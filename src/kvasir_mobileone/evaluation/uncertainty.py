@@ -25,6 +25,7 @@ from kvasir_mobileone.answers import (
     prediction_sets,
     softmax,
 )
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.stats import wilson_interval
 
 LEVEL = 0.95
@@ -75,14 +76,17 @@ def fit_detector(name: str, train: Outputs, head: tuple[np.ndarray, np.ndarray] 
         return as_stored(arrays), 0
     if name in HEAD_DETECTORS:
         if head is None:
-            raise ValueError(f"The {name} detector needs the classifier head's weights.")
+            raise UserError(
+                f"--uncertainty.detector {name} reads the classifier's last linear layer, and this network's head is "
+                "not one: choose another detector."
+            )
         weight, bias = (np.asarray(a, np.float64) for a in head)
         if name == "react":
             return as_stored({"head_weight": weight, "head_bias": bias, "clip": [np.percentile(features, 90)]}), 0
         origin = -np.linalg.pinv(weight) @ bias  # Wang et al.: the point the logits are measured from
         centred = features - origin
         width = features.shape[1]
-        kept = width // 2 if width < 1536 else 1000  # their principal dimension: 1000 of 2048, 512 of 768-1024
+        kept = 1000 if width >= 2048 else 512 if width >= 768 else width // 2  # theirs: 1000 of 2048, 512 of 768
         _, vectors = np.linalg.eigh(centred.T @ centred / len(centred))
         null_space = vectors[:, : width - kept]  # eigh sorts ascending: the smallest directions
         residual = np.linalg.norm(centred @ null_space, axis=1)

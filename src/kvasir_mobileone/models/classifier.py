@@ -262,7 +262,8 @@ class Classifier(L.LightningModule):
                     flipped = self(torch.flip(images.float(), dims=[3])).detach().float().softmax(dim=1)
             else:
                 flipped = probs
-            statistics = torch.from_numpy(self.model_input.statistics(images.float().cpu().numpy())).to(images.device)
+            statistics = torch.from_numpy(self.model_input.statistics(images.float().cpu().numpy())).float()
+            statistics = statistics.to(images.device)  # float32: every backend gathers it
             self._test_batches.append(
                 (indices, targets, probs, (probs + flipped) / 2, logits.detach(), features, statistics)
             )
