@@ -454,4 +454,4 @@ def test_the_outside_odds_grow_with_every_detectors_score_and_are_one_at_its_thr
     for name, threshold in (("relative_mahalanobis", -8.6), ("energy", -3.0), ("mahalanobis", 40.0)):
         found = Uncertainty(name, 0.05, threshold, 0.05, None, 0.9, None)
         odds = found.outside_odds(np.array([threshold - 5, threshold, threshold + 5]), 3)
-        assert odds[0] < odds[1] == pytest.approx(1.0) < odds[2], (name, odds)
+        assert odds[0] < odds[1] < odds[2] and odds[1] == pytest.approx(1.0), (name, odds)
