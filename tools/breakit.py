@@ -431,9 +431,9 @@ MUTATIONS = [
     ),
     Mutation(
         "a blank frame (no picture) is outside the training data",
-        "deploy/video.py",
-        "    return bool(high - low < BLANK_RANGE)",
-        "    return False",
+        "answers.py",
+        "    return (high - low < NO_PICTURE_RANGE).all(axis=1)",
+        "    return np.zeros(len(low), dtype=bool)",
         VI + "test_blank_frames_are_outside_and_the_annotated_video_shows_every_frame",
     ),
     Mutation(
@@ -467,8 +467,8 @@ MUTATIONS = [
     Mutation(
         "the detector's score counts as graded odds: a photo stretch in a video is outside",
         "answers.py",
-        "        return np.maximum(scores, 1e-12) / max(self.ood_threshold, 1e-12)",
-        "        return np.ones(len(scores))",
+        "                    else np.maximum(s, 1e-12) / max(threshold, 1e-12)",
+        "                    else np.ones(len(s))",
         VI + "test_the_smoothed_timeline_finds_the_boundaries_and_switches_less_at_no_cost",
     ),
     Mutation(
@@ -526,10 +526,9 @@ MUTATIONS = [
     Mutation(
         "too few calibration images give no quantile, said so, not an index error",
         "evaluation/uncertainty.py",
-        "    return None if rank > n or n == 0 else float(np.sort(scores)[rank - 1])",
-        "    return None if n == 0 else float(np.sort(scores)[rank - 1])",
+        "        return None if rank > n else float(np.sort(scores)[rank - 1])",
+        "        return float(np.sort(scores)[min(rank, n) - 1])",
         UN + "test_too_few_val_images_set_no_threshold_and_say_so",
-        expect="IndexError",
     ),
     Mutation(
         "abstention bounds the error of the answered images, not their observed error",
@@ -548,8 +547,8 @@ MUTATIONS = [
     Mutation(
         "an image scoring above the threshold is flagged outside the training data (not below it)",
         "answers.py",
-        "        return np.asarray(scores) > self.ood_threshold",
-        "        return np.asarray(scores) < self.ood_threshold",
+        "            hit = np.asarray(s) > threshold if threshold is not None",
+        "            hit = np.asarray(s) < threshold if threshold is not None",
         UN + "test_predict_flags_the_five_inputs_and_the_bundle_answers_as_the_run",
     ),
     Mutation(
@@ -562,8 +561,8 @@ MUTATIONS = [
     Mutation(
         "the card's plain-onnxruntime code flags what predict flags",
         "deploy/onnxruntime_example.py",
-        '    if rule["ood_threshold"] is not None and score > rule["ood_threshold"]:',
-        '    if rule["ood_threshold"] is not None and score < rule["ood_threshold"]:',
+        '    outside = score is not None and rule["ood_threshold"] is not None and score > rule["ood_threshold"]',
+        '    outside = score is not None and rule["ood_threshold"] is not None and score < rule["ood_threshold"]',
         UN + "test_the_cards_plain_onnxruntime_code_answers_as_predict",
     ),
     Mutation(
@@ -923,7 +922,7 @@ MUTATIONS = [
     Mutation(
         "the model card's snippet applies the view",
         "deploy/onnxruntime_example.py",
-        "    pixels[~seen] = 0",
+        '    visible &= np.asarray(Image.open("field_of_view.png").convert("L")) >= 128',
         "    pass",
         "tests/test_deploy.py::test_the_model_cards_snippet_preprocesses_exactly_as_predict_mask_included",
     ),
