@@ -162,15 +162,9 @@ def classify_frames(predictor, path: Path, every: int, fps: float | None, batch_
             found.outside += [j.outside is True and not j.no_picture for j in judged]  # the detectors' flag
             found.blanks += list(blank)
             found.scores += [j.ood_score for j in judged]
-            known = [j.ood_score for j in judged if j.ood_score is not None]
-            checked = [j.input_score for j in judged if j.input_score is not None]
-            graded = (
-                uncertainty.outside_odds(
-                    known if len(known) == len(t) else None, len(t), checked if len(checked) == len(t) else None
-                )
-                if uncertainty and (len(known) == len(t) or len(checked) == len(t))
-                else None
-            )
+            known, checked = (whole([getattr(j, k) for j in judged]) for k in ("ood_score", "input_score"))
+            scored = uncertainty and (known is not None or checked is not None)
+            graded = uncertainty.outside_odds(known, len(t), checked) if scored else None
             found.odds += list(graded if graded is not None else np.zeros(len(t)))  # no detector: only when blank
             found.answers += [j.answer for j in judged]
             if found.heat is not None:
@@ -180,6 +174,11 @@ def classify_frames(predictor, path: Path, every: int, fps: float | None, batch_
             bar.set_postfix(realtime=f"{(t[-1] + 1 / info.fps) / max(seconds, 1e-9):.1f}x")
     found.seconds = time.perf_counter() - start
     return found
+
+
+def whole(scores: list) -> list | None:
+    """The scores when every frame of the batch has one; None otherwise (the runtime gives none)."""
+    return None if any(s is None for s in scores) else scores
 
 
 def write_frames(path: Path, names: list[str], found: Classified, probs: np.ndarray, smoothed: dict) -> Path:

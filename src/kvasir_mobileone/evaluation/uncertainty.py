@@ -190,6 +190,8 @@ def fit_uncertainty(
     rate_each = config.ood_false_alarm / 2 if paired else config.ood_false_alarm
     drafts, chosen_by, detectors = {}, {}, {}
     names = [n for n in NETWORK_DETECTORS if head is not None or n not in HEAD_DETECTORS]
+    if compare is None and config.detector != AUTO:  # one detector asked for and nothing to compare: fit it alone
+        names = [] if config.detector == "input" else [config.detector]
     names += ["input"] if train.statistics is not None else []
     for name in names:
         arrays, k = fit_detector(name, train, head)
