@@ -17,13 +17,17 @@ demo: install
 	$(BIN)/kvasir demo --out demo_out
 
 # The default suite: CPU only, offline, minutes. `make test-slow` runs the heaviest end-to-end checks (CI runs both).
+# Both run in pytest-xdist workers, one per CPU (JOBS=0: in pytest's own process), a test file to a worker.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST := $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-slow: install
-	$(BIN)/python -m pytest -m slow
+	$(PYTEST) -m slow
 
 # Break each behaviour on purpose and watch its test fail (minutes; outside the default suite): prints the table.
 breakit: install

@@ -22,12 +22,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["CUDA_VISIBLE_DEVICES"] = (
     os.environ.get("CUDA_VISIBLE_DEVICES", "0") if os.environ.get("KVASIR_TEST_GPU") == "1" else ""
 )
-# Results must not depend on the machine: a fixed thread count (float sums are ordered by it) in every process.
-os.environ["OMP_NUM_THREADS"] = "2"
+# Results must not depend on the machine or on how the suite is run: one thread (float sums are ordered by the
+# thread count) in every process. `make test` runs the suite in pytest-xdist workers, one per CPU: two threads in each
+# of two workers on two cores would wait on each other, and a plain `pytest` must build the same shared fixtures.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 from fitflags import fit_flags, fit_run  # noqa: E402
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth  # noqa: E402
@@ -138,8 +140,10 @@ def int8_bundle(trained_run):
 def int8_mobile_bundle(trained_run):
     """trained_run exported with every format: ONNX int8, ExecuTorch fp32 and int8, Core ML; the same 64 training
     images calibrate both int8 models. ExecuTorch's lowering takes most of a minute: the tests that need it are
-    slow-marked."""
-    return exported("int8_mobile_bundle", trained_run, "--format", "executorch,coreml", *INT8_EXPORT)
+    slow-marked. Written with --force: the tests that read it check the programs and their figures, not that a
+    48-step model survives int8 (ExecuTorch keeps no layer in fp32; seen refused, 12 of 16 test images right in fp32
+    and 4 in int8, on a fit one thread ordered differently); the refusal has its own tests."""
+    return exported("int8_mobile_bundle", trained_run, "--format", "executorch,coreml", *INT8_EXPORT, "--force", "true")
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
             "0.05",
             "--video_models",
             "[mobileone_s0]",
+            "--video_seconds_per_class",
+            "1.5",
         ]
     )
     report = json.loads((tmp_path / "benchmark.json").read_text())
@@ -75,6 +77,7 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     assert all(r["speedup_vs_cold"] == pytest.approx(checks[0]["seconds"] / r["seconds"]) for r in checks)
     video = report["video"]  # predict VIDEO end to end on 1080p, each row's real-time factor its own
     assert [(r["model"], r["precision"]) for r in video][1:] == [("mobileone_s0", "fp32"), ("mobileone_s0", "int8")]
-    assert len({r["frames"] for r in video}) == 1 and video[0]["frames"] == 645  # every frame, decoded and classified
-    assert all(r["realtime_factor"] == pytest.approx(645 / 25 / r["seconds"]) for r in video)
+    # every frame, decoded and classified: 4 classes x 1.5 s and 3 changes x 0.6 s at 25 fps
+    assert len({r["frames"] for r in video}) == 1 and video[0]["frames"] == 195
+    assert all(r["realtime_factor"] == pytest.approx(195 / 25 / r["seconds"]) for r in video)
     assert "1920x1080 h264 25 fps" in video[0]["video"] and "× real time" in (tmp_path / "benchmark.md").read_text()

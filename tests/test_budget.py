@@ -63,12 +63,12 @@ def test_slow_marked_tests_have_no_budget():
 """
 
 
-def run_inner(tmp_path, **env):
+def run_inner(tmp_path, *flags, **env):
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_inner.py").write_text(TESTS_FILE)
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n")
     environment = {k: v for k, v in os.environ.items() if k != "KVASIR_TEST_BUDGET"} | env
-    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "test_inner.py"]
+    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *flags, "test_inner.py"]
     return subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True).stdout
 
 
@@ -82,3 +82,15 @@ def test_a_test_or_fixture_over_its_budget_fails_named_with_its_time_in_referenc
     # turned off, nothing fails on time, and the durations are still printed
     off = run_inner(tmp_path, KVASIR_TEST_BUDGET="off")
     assert "5 passed" in off and "reference seconds" in off, off
+
+
+def test_under_xdist_each_worker_judges_its_tests_and_the_summary_names_the_slowest_of_all(tmp_path):
+    """`make test` runs the suite in pytest-xdist workers: the budget still fails what is over it, and the controller's
+    summary lists the workers' tests, not an empty line."""
+    out = run_inner(tmp_path, "-n", "2", "--dist", "loadfile")
+    failed = {line.split("::")[1].split(" ")[0] for line in out.splitlines() if line.startswith("FAILED ")}
+    assert failed == {"test_over_its_own_budget", "test_whose_set_up_builds_a_fixture_over_its_budget"}, out
+    slowest = next(line for line in out.splitlines() if line.startswith("own time of the slowest tests"))
+    assert "test_over_its_own_budget" in slowest, out
+    built = next(line for line in out.splitlines() if line.startswith("own time of the slowest fixtures"))
+    assert "slow_fixture" in built, out

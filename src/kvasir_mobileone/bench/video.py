@@ -40,15 +40,17 @@ class SpeedPredictor:
 
 
 def examination_1080p(path: Path, seconds_per_class: float = 6.0) -> Path:
-    """A 1920 x 1080 25 fps H.264 synthetic examination (about 26 s)."""
+    """A 1920 x 1080 25 fps H.264 synthetic examination (about 26 s at 6 s a class)."""
     return write_examination(path, CLASSES, synth_image, 0, (1920, 1080), 25, seconds_per_class, 0.6, 0.0)[0]
 
 
-def bench_video(models: tuple[str, ...], workdir: Path, batch_size: int = 16, repeats: int = 2) -> list[dict]:
+def bench_video(
+    models: tuple[str, ...], workdir: Path, batch_size: int = 16, repeats: int = 2, seconds_per_class: float = 6.0
+) -> list[dict]:
     """One row per model and precision, and decoding alone; each the fastest of `repeats` runs."""
     import onnxruntime as ort
 
-    video = examination_1080p(workdir / "examination_1080p.mp4")
+    video = examination_1080p(workdir / "examination_1080p.mp4", seconds_per_class)
     decode_s = []
     for _ in range(repeats):
         info, batches = frames(video, NORM, batch_size=batch_size)
