@@ -56,7 +56,79 @@ VI = "tests/test_video.py::"
 QUIET = {"KVASIR_TEST_CACHE": "off", "KVASIR_TEST_BUDGET": "off"}
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
+RE = "tests/test_recipe.py::"
 MUTATIONS = [
+    # issue 49: the training recipe (EMA, Mixup/CutMix, drop path, RandAugment, a teacher, unlabeled frames)
+    Mutation(
+        "--model.ema keeps an average of the weights in the checkpoint",
+        "commands/fit.py",
+        "    if model.ema:  # validation",
+        "    if False:  # validation",
+        RE + "test_the_ema_weights_are_the_ones_validated_tested_and_exported",
+    ),
+    Mutation(
+        "the test at the end of fit tests the average, not the trained weights",
+        "models/trainer.py",
+        "        if trainer.state.fn == TrainerFn.FITTING:\n",
+        "        if True:\n",
+        RE + "test_the_ema_weights_are_the_ones_validated_tested_and_exported",
+    ),
+    Mutation(
+        "Mixup/CutMix's soft targets are what the training loss learns",
+        "models/classifier.py",
+        "            images, labels = self.mix(images, targets)\n",
+        "            pass\n",
+        RE + "test_mixup_and_cutmix_targets_are_soft_and_the_loss_learns_them",
+    ),
+    Mutation(
+        "--model.drop_path reaches the backbone",
+        "models/backbone.py",
+        "            return _create(name, num_classes, pretrained, weights, drop_path_rate=drop_path)\n",
+        "            return _create(name, num_classes, pretrained, weights)\n",
+        RE + "test_drop_path_and_randaugment_are_switched_on_where_asked",
+    ),
+    Mutation(
+        "--data.augment randaugment adds RandAugment in the workers",
+        "data/transforms.py",
+        '    "randaugment": lambda: [T.RandAugment(num_ops=2, magnitude=9)],\n',
+        '    "randaugment": lambda: [],\n',
+        RE + "test_drop_path_and_randaugment_are_switched_on_where_asked",
+    ),
+    Mutation(
+        "the teacher's answers reach the training loss",
+        "models/classifier.py",
+        "            loss = (1 - weight) * loss + weight * distilled\n",
+        "            loss = loss + 0 * distilled\n",
+        RE + "test_the_teachers_answers_on_the_students_images_reach_the_loss",
+    ),
+    Mutation(
+        "the teacher sees the student's images in its own input size",
+        "models/distill.py",
+        "        if pixels.shape[-1] != size or pixels.shape[-2] != size:\n",
+        "        if False:\n",
+        RE + "test_the_teachers_answers_on_the_students_images_reach_the_loss",
+    ),
+    Mutation(
+        "the unlabeled frames' distillation term joins the loss",
+        "models/classifier.py",
+        "        return unlabeled if loss is None else loss + unlabeled\n",
+        "        return loss\n",
+        RE + "test_the_teachers_answers_on_the_students_images_reach_the_loss",
+    ),
+    Mutation(
+        "an unlabeled frame that is a near-duplicate of a val or test image is left out",
+        "data/unlabeled.py",
+        "            if bits[nearest] <= near_duplicate_bits:\n",
+        "            if bits[nearest] < 0:\n",
+        RE + "test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers",
+    ),
+    Mutation(
+        "unlabeled frames need a teacher",
+        "commands/fit.py",
+        "    if data.unlabeled_dir and not model.teacher:\n",
+        "    if False:\n",
+        RE + "test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers",
+    ),
     # issue 48: "I don't know" that holds on real frames
     Mutation(
         "a negative-capable score's odds are taken on its additive scale",

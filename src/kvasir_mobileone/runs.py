@@ -45,6 +45,10 @@ LAYOUT = {
         "every file left out or skipped, with the reason: excluded by the check, skipped in training, "
         "duplicates, conversions"
     ),
+    "`unlabeled_left_out.csv`": (
+        "the frames of `--data.unlabeled_dir` left out, with the reason: unreadable, or a near-duplicate of a val or "
+        "test image (only with `--data.unlabeled_dir`)"
+    ),
     "`checkpoints/best.ckpt`": (
         "best by `--trainer.monitor` (val macro-F1 by default); stands alone (model name, classes, input size, "
         "mean/std, interpolation, evaluation precision, the run's config, the fitted out-of-distribution detector, "
@@ -58,8 +62,8 @@ LAYOUT = {
     ),
     "`model_info.json`": (
         "parameters before/after fusing; the field of view's SHA-256 and share of the input, its quantile and, "
-        "with `--data.view_quantile auto`, each view tried (`view_levels`); after `kvasir export`: sizes and "
-        "onnxruntime latency"
+        "with `--data.view_quantile auto`, each view tried (`view_levels`); the teacher (name, source, SHA-256) and "
+        "the unlabeled frames found, used and left out; after `kvasir export`: sizes and onnxruntime latency"
     ),
     "`temperature.json`": "softmax temperature fitted on val by `kvasir test --calibrate true`",
     "`audit/`": (
@@ -174,6 +178,7 @@ class RunFolder:
     problems = property(lambda self: self.root / "data_problems.csv")
     leaks = property(lambda self: self.root / LEAKS_NAME)
     excluded = property(lambda self: self.root / "excluded.csv")
+    unlabeled_left_out = property(lambda self: self.root / "unlabeled_left_out.csv")
     field_of_view = property(lambda self: self.root / FIELD_OF_VIEW_NAME)
     checkpoints = property(lambda self: self.root / "checkpoints")
     best = property(lambda self: self.root / "checkpoints" / "best.ckpt")

@@ -28,6 +28,7 @@ from kvasir_mobileone.data.split import (
     write_leaks,
     write_manifest,
 )
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.evaluation.outputs import calibrate, run_test
 from kvasir_mobileone.evaluation.testing import report_test_predictions, test_summary
 from kvasir_mobileone.images import ModelInput, encode_view, view_sha256
@@ -42,6 +43,7 @@ from kvasir_mobileone.models.classifier import (
 from kvasir_mobileone.models.trainer import (
     MONITOR_MODES,
     TrainerConfig,
+    WeightAverage,
     auto_precision,
     build_logger,
     build_trainer,
@@ -220,6 +222,7 @@ def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, Trai
         manifest=absolute(data.manifest),
         official_split=data.official_split if shipped else absolute(data.official_split),
         cache_dir=absolute(data.cache_dir),
+        unlabeled_dir=absolute(data.unlabeled_dir),
         field_of_view=data.field_of_view if data.field_of_view in VIEW_CHOICES else absolute(data.field_of_view),
         loader=auto_loader(data, gpus),
         batch_size=data.batch_size or default_batch_size(gpus > 0),
@@ -284,6 +287,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
     module.accelerate(trainer.compile, trainer.channels_last, static_batch=data.batch_size)  # as resolved() set them
     datamodule = ImageFolderDataModule(data, rows, model_input, seed=trainer.seed)
+    attach_recipe(module, datamodule, model, data, rows, run)
     logger = build_logger(trainer.logger, run.root, run.root.name)
     callbacks = [
         # best by --trainer.monitor; no version counter, so a resumed run overwrites best.ckpt instead of best-v1
@@ -300,6 +304,8 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
     ]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if model.ema:  # validation, best.ckpt, test and export see the average; last.ckpt keeps both for --resume
+        callbacks.append(WeightAverage(decay=model.ema))
     lightning_trainer = build_trainer(trainer, run.root, logger, callbacks)
     # weights_only: resuming never unpickles code from a checkpoint file
     lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=run.last if resume else None, weights_only=True)
@@ -313,6 +319,35 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
         update_json(run.model_info, parameter_info(copy.deepcopy(module.backbone).cpu().float()))
         print(f"Run folder: {run.root}")
     return run.root
+
+
+def attach_recipe(module, datamodule, model: ModelConfig, data: DataConfig, rows, run: RunFolder) -> None:
+    """The teacher (--model.teacher) and the unlabeled frames (--data.unlabeled_dir), checked and recorded in the
+    run (model_info.json; unlabeled_left_out.csv lists the frames left out and why)."""
+    if data.unlabeled_dir and not model.teacher:
+        raise UserError("--data.unlabeled_dir needs --model.teacher: unlabeled frames learn the teacher's answers.")
+    recorded: dict = {}
+    if model.teacher:
+        from kvasir_mobileone.models.distill import load_teacher
+
+        module.teacher = load_teacher(model.teacher, model.teacher_weights, module.class_names)
+        recorded["teacher"] = dataclasses.asdict(module.teacher.record)
+        print(
+            f"Distilling from {module.teacher.record.name} ({module.teacher.record.source}) at "
+            f"{module.teacher.record.image_size} px, weight {model.distill_weight}, temperature "
+            f"{model.distill_temperature}."
+        )
+    if data.unlabeled_dir:
+        from kvasir_mobileone.data.unlabeled import unlabeled_frames
+
+        frames = unlabeled_frames(data.unlabeled_dir, data.data_dir, rows, data.near_duplicate_bits, data.cache_dir)
+        datamodule.unlabeled = frames
+        recorded["unlabeled"] = frames.summary()
+        if is_rank_zero():
+            write_csv(run.unlabeled_left_out, ["path", "reason"], [[r["path"], r["reason"]] for r in frames.left_out])
+        print(frames.describe() + (f"; the others are listed in {run.unlabeled_left_out}" if frames.left_out else ""))
+    if recorded and is_rank_zero():
+        update_json(run.model_info, recorded)
 
 
 def resumed_run(resume: str, data_dir: str | None):

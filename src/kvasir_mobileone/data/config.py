@@ -64,6 +64,14 @@ class DataConfig:
             around them (OpenCV's inpainting), so they look like neither; none: as they are. Part of the model
             input: an app that runs the bundle's ONNX file itself must do the same (the model card says how;
             workers loader; no Core ML export, whose graph cannot hold it)
+        augment: the training augmentation: standard (the original workflow's rotation, flips and colour jitter),
+            randaugment (torchvision's RandAugment, 2 operations at magnitude 9, before the standard ones) or
+            trivialaugment (TrivialAugmentWide, likewise): on uint8 images in DataLoader workers; the GPU batch
+            augmentation (--data.augment_on device or kornia) offers only standard and says so
+        unlabeled_dir: a folder of unlabeled frames (any layout; HyperKvasir's unlabeled-images) for distillation
+            with --model.teacher: the student also learns the teacher's answers on them. Checked like a folder
+            (unreadable files named and left out) and against the split: a near-duplicate of a val or test image
+            is left out (a leak); the run counts them (model_info.json, unlabeled_left_out.csv). Workers loader
     """
 
     data_dir: str = "data/kvasir-dataset-v2"
@@ -89,3 +97,5 @@ class DataConfig:
     view_quantile: float | Literal["auto"] = VIEW_QUANTILE
     frame_swap: float = 0.0
     clean_frame: Literal["none", "inpaint"] = "none"
+    augment: Literal["standard", "randaugment", "trivialaugment"] = "standard"
+    unlabeled_dir: str | None = None

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler, default_collate
 
 from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
@@ -53,8 +53,8 @@ def auto_loader(data: DataConfig, devices: int | None = None) -> str:
     """--data.loader auto made explicit: resident when training on one GPU with the cache, else workers."""
     if data.loader != "auto":
         return data.loader
-    if data.frame_swap or data.clean_frame != "none":
-        return "workers"  # pasting another image's frame, inpainting: a worker's job
+    if data.frame_swap or data.clean_frame != "none" or data.augment != "standard" or data.unlabeled_dir:
+        return "workers"  # pasting another image's frame, inpainting, RandAugment, unlabeled frames: a worker's job
     devices = torch.cuda.device_count() if devices is None else devices
     return "resident" if torch.cuda.is_available() and data.cache and devices == 1 else "workers"
 
@@ -184,7 +184,18 @@ class ImageFolderDataModule(L.LightningDataModule):
         on_gpu = torch.cuda.is_available()
         # a checkpoint's clean-up runs in the workers, whatever the config says
         self.loader_kind = "workers" if model_input.clean and data.loader == "auto" else auto_loader(data)
-        self.augment_on = ("device" if on_gpu else "workers") if data.augment_on == "auto" else data.augment_on
+        policy = data.augment != "standard"  # RandAugment, TrivialAugment: torchvision's, on uint8 images in workers
+        auto_on = "device" if on_gpu and not policy else "workers"
+        self.augment_on = auto_on if data.augment_on == "auto" else data.augment_on
+        if policy and (self.augment_on != "workers" or self.loader_kind == "resident"):
+            raise DataError(
+                f"--data.augment {data.augment} runs in the DataLoader workers: the GPU batch augmentation "
+                "(--data.augment_on device or kornia, and the resident loader) offers only standard. Use "
+                "--data.loader workers --data.augment_on workers, or --data.augment standard."
+            )
+        if data.unlabeled_dir and self.loader_kind == "resident":
+            raise DataError("--data.unlabeled_dir reads its frames in the loader's workers: use --data.loader workers.")
+        self.unlabeled = None  # data/unlabeled.UnlabeledFrames, set by fit (attach_unlabeled)
         if not 0 <= data.frame_swap <= 1:
             raise DataError(f"--data.frame_swap {data.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")
         if self.loader_kind == "resident" and data.frame_swap:
@@ -250,7 +261,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         needs every image."""
         training = split == "train" if training is None else training
         rows = [r for r in self.rows if split is None or r["split"] == split]
-        augment = train_augmentations() if training and self.augment_on == "workers" else None
+        augment = train_augmentations(self.data.augment) if training and self.augment_on == "workers" else None
         return ImageListDataset(
             rows,
             self.data.data_dir,
@@ -309,6 +320,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict):  # training with unlabeled frames: {"labeled": ..., "unlabeled": ...}
+            return {k: self.on_after_batch_transfer(v, dataloader_idx) for k, v in batch.items()}
         images, targets, indices, skipped = batch
         for path, reason in skipped:
             self.skipped[path] = reason
@@ -347,8 +360,41 @@ class ImageFolderDataModule(L.LightningDataModule):
             collate_fn=collate_reporting_unreadable,
         )
 
+    def unlabeled_loader(self, batches: int) -> DataLoader:
+        """The unlabeled frames, `batches` batches of them (as many as the labeled loader gives), drawn without
+        repeats until each has been seen, augmented as the training images; unreadable ones reported."""
+        from kvasir_mobileone.data.unlabeled import UNLABELED_LABEL
+
+        frames = self.unlabeled
+        dataset = ImageListDataset(
+            frames.rows,
+            frames.folder,
+            [UNLABELED_LABEL],
+            self.model_input.image_size,
+            self.model_input.interpolation,
+            train_augmentations(self.data.augment),
+            None,
+            skip_unreadable=True,
+            prepare=self.model_input.prepare,
+        )
+        generator = torch.Generator().manual_seed(self.train_seed + 1)
+        sampler = RandomSampler(dataset, num_samples=batches * self.batch_size, generator=generator)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_reporting_unreadable,
+        )
+
     def train_dataloader(self):
-        return self.loader("train", shuffle=True)
+        labeled = self.loader("train", shuffle=True)
+        if self.unlabeled is None:
+            return labeled
+        return {"labeled": labeled, "unlabeled": self.unlabeled_loader(len(labeled))}
 
     def val_dataloader(self):
         return self.loader("val")

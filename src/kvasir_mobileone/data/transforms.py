@@ -13,10 +13,25 @@ ROTATION_DEGREES = 15.0
 JITTER = (0.2, 0.2, 0.2, 0.02)  # brightness, contrast, saturation, hue
 
 
-def train_augmentations() -> T.Compose:
-    """The original workflow's augmentations, on uint8 CHW tensors in DataLoader workers: rotation, flips, jitter."""
+# --data.augment: a stronger policy before the standard augmentations (torchvision's, on uint8 images)
+POLICIES = {
+    "standard": lambda: [],
+    "randaugment": lambda: [T.RandAugment(num_ops=2, magnitude=9)],
+    "trivialaugment": lambda: [T.TrivialAugmentWide()],
+}
+
+
+def train_augmentations(augment: str = "standard") -> T.Compose:
+    """The original workflow's augmentations, on uint8 CHW tensors in DataLoader workers: rotation, flips, jitter;
+    after RandAugment or TrivialAugment when --data.augment asks for one."""
     return T.Compose(
-        [T.RandomRotation(ROTATION_DEGREES), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ColorJitter(*JITTER)]
+        [
+            *POLICIES[augment](),
+            T.RandomRotation(ROTATION_DEGREES),
+            T.RandomHorizontalFlip(),
+            T.RandomVerticalFlip(),
+            T.ColorJitter(*JITTER),
+        ]
     )
 
 

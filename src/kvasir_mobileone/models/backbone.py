@@ -19,19 +19,31 @@ class WeightsUnavailableError(UserError):
     """Pretrained weights could not be downloaded or read."""
 
 
-def create_backbone(name: str, num_classes: int, pretrained: bool = True, weights: str | None = None):
-    """A timm model with a fresh `num_classes` head: from local `weights`, from the hub, or from scratch."""
+def create_backbone(
+    name: str, num_classes: int, pretrained: bool = True, weights: str | None = None, drop_path: float = 0.0
+):
+    """A timm model with a fresh `num_classes` head: from local `weights`, from the hub, or from scratch; with
+    stochastic depth at rate `drop_path` when it is above 0 (a model without it refuses the argument)."""
+    if drop_path:
+        try:
+            return _create(name, num_classes, pretrained, weights, drop_path_rate=drop_path)
+        except TypeError as err:
+            raise UserError(f"--model.drop_path {drop_path}: timm's {name} has no stochastic depth ({err}).") from err
+    return _create(name, num_classes, pretrained, weights)
+
+
+def _create(name: str, num_classes: int, pretrained: bool, weights: str | None, **kwargs):
     if weights:
         if not Path(weights).is_file():
             raise WeightsUnavailableError(f"Weights file {weights} not found.")
         # timm loads the file as the pretrained source and drops a classifier head of another size.
         return timm.create_model(
-            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}
+            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
         )
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     try:
-        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
     except Exception as err:  # hub, network and cache errors come in many types
         raise WeightsUnavailableError(
             f"Could not load ImageNet-pretrained weights for {name} ({type(err).__name__}: {err}). "

@@ -96,7 +96,9 @@ class Classifier(L.LightningModule):
         model = ModelConfig(**model) if isinstance(model, dict) else (model or ModelConfig())
         self.model_config = model
         self.class_names = list(class_names)
-        self.backbone = create_backbone(model.name, len(class_names), model.pretrained, model.weights)
+        self.backbone = create_backbone(
+            model.name, len(class_names), model.pretrained, model.weights, drop_path=model.drop_path
+        )
         self.model_input: ModelInput = model_input or model_input_for(model.name)
         self.eval_precision = eval_precision
         weights = balanced_class_weights(class_counts) if model.class_weights == "balanced" and class_counts else None
@@ -125,6 +127,15 @@ class Classifier(L.LightningModule):
         self.tta = False  # test-time augmentation: also average in the horizontally flipped image
         self._tested: TestOutputs | None = None  # what the last test epoch gathered, until take_test_outputs()
         self.uncertainty: Uncertainty | None = None  # fitted after training (store_uncertainty), in the checkpoint
+        self.mixer = None  # timm's Mixup/CutMix on training batches (--model.mixup, --model.cutmix)
+        if model.mixup or model.cutmix:
+            from timm.data import Mixup
+
+            # label smoothing stays in the loss (F.cross_entropy takes it with soft targets too)
+            self.mixer = Mixup(
+                mixup_alpha=model.mixup, cutmix_alpha=model.cutmix, label_smoothing=0.0, num_classes=len(class_names)
+            )
+        self.teacher = None  # models/distill.Teacher, attached by fit (--model.teacher): not part of the checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Classifier:
@@ -210,6 +221,24 @@ class Classifier(L.LightningModule):
         chosen = torch.where(flip[:, None, None, None], chosen.flip(3), chosen)
         return chosen.to(like.dtype)
 
+    def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup or CutMix of a training batch (timm): the mixed images and their soft targets. timm mixes pairs,
+        so an odd batch's last image goes through as it is, with its own one-hot target."""
+        even = len(images) - len(images) % 2
+        soft = F.one_hot(targets, len(self.class_names)).to(torch.float32)
+        if even >= 2:
+            mixed, soft_even = self.mixer(images[:even].clone(), targets[:even])
+            images = torch.cat([mixed, images[even:]])
+            soft = torch.cat([soft_even.to(soft.dtype), soft[even:]])
+        return images, soft
+
+    def distill(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The distillation term: the student's logits against the teacher's on the same images."""
+        from kvasir_mobileone.models.distill import distillation_loss
+
+        teacher_logits = self.teacher.logits(images, self.model_input)
+        return distillation_loss(logits, teacher_logits, self.model_config.distill_temperature)
+
     def evaluation_context(self, device: torch.device):
         """fp32 for evaluation (the documented default), whatever autocast the trainer's precision set up."""
         if self.eval_precision == "32-true":
@@ -223,6 +252,9 @@ class Classifier(L.LightningModule):
         training = stage == "train"
         exposure = self.model_config.outlier_exposure if training else 0.0
         outliers = 0
+        labels = targets  # what the loss compares with: the targets, or Mixup/CutMix's soft ones
+        if training and self.mixer is not None:
+            images, labels = self.mix(images, targets)
         if stage == "test":
             with self.evaluation_context(images.device):
                 logits, features = (t.float() for t in self.logits_and_features(images.float()))
@@ -235,10 +267,15 @@ class Classifier(L.LightningModule):
             logits = self(images)
         loss = F.cross_entropy(
             logits,
-            targets,
+            labels,
             weight=self.loss_weights if training else None,
             label_smoothing=self.model_config.label_smoothing if training else 0.0,
         )
+        if training and self.teacher is not None:  # the teacher sees the very images the student does
+            weight = self.model_config.distill_weight
+            distilled = self.distill(images, logits)
+            loss = (1 - weight) * loss + weight * distilled
+            self.log("train/distill_loss", distilled, on_step=False, on_epoch=True, batch_size=len(targets))
         if outliers:  # cross-entropy of the outliers' softmax to the uniform distribution
             uniform = (torch.logsumexp(outlier_logits.float(), dim=1) - outlier_logits.float().mean(dim=1)).mean()
             loss = loss + exposure * uniform
@@ -275,13 +312,30 @@ class Classifier(L.LightningModule):
         self.metrics[f"{stage}_"].reset()
 
     def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
+        if not isinstance(batch, dict):
+            return self._shared_step(batch, "train")
+        # with --data.unlabeled_dir: a labeled batch as always, and as many unlabeled frames that learn the
+        # teacher's answers alone
+        loss = self._shared_step(batch["labeled"], "train")
+        frames = batch["unlabeled"][0]
+        if not len(frames):
+            return loss
+        if self.mixer is not None:
+            frames = self.mix(frames, torch.zeros(len(frames), dtype=torch.long, device=frames.device))[0]
+        unlabeled = self.distill(frames, self(frames))
+        self.log("train/unlabeled_distill_loss", unlabeled, on_step=False, on_epoch=True, batch_size=len(frames))
+        unlabeled = self.model_config.distill_weight * unlabeled
+        return unlabeled if loss is None else loss + unlabeled
 
     def validation_step(self, batch, batch_idx):
         self._shared_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
         self._shared_step(batch, "test")
+
+    def on_fit_start(self):
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     def on_train_epoch_end(self):
         self._log_epoch_metrics("train")

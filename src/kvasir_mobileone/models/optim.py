@@ -39,6 +39,20 @@ class ModelConfig:
         outlier_exposure: the weight of outlier exposure (Hendrycks et al. 2019; 0: off, they used 0.5): each
             training batch also passes half as many generated images that are not endoscopy
             (data/foreign.outlier_images), whose cross-entropy to the uniform distribution joins the loss
+        ema: the decay of an exponential moving average of the weights (0: off; the MobileOne paper's recipe keeps
+            one; 0.999 for a few thousand steps): Lightning's EMAWeightAveraging. Validation, the best checkpoint's
+            choice, test, export and predict use the averaged weights; --resume continues the average
+        drop_path: stochastic depth rate, for a timm backbone that has it (0: off)
+        mixup: Mixup's alpha (Zhang et al. 2018; 0: off), timm's Mixup on each training batch, soft targets
+        cutmix: CutMix's alpha (Yun et al. 2019; 0: off); with mixup too, each batch is one or the other (timm)
+        teacher: distillation from a bigger teacher: a run folder (or checkpoint) of `kvasir fit`, any timm model,
+            or a timm model name with teacher_weights; it answers the very batch the student trains on, in its own
+            model input (models/distill.py)
+        teacher_weights: a timm checkpoint or .safetensors for a teacher named by its timm name, with a head for
+            the same classes
+        distill_weight: the share of the distillation term in the loss on labeled images (the labels' cross-entropy
+            has the rest); unlabeled frames (--data.unlabeled_dir) learn the teacher's answers alone
+        distill_temperature: the temperature both answers are softened by (the term is scaled by its square)
     """
 
     name: str = "mobileone_s3"
@@ -54,6 +68,25 @@ class ModelConfig:
     lr_reference_batch: int = 32
     class_weights: Literal["none", "balanced"] = "none"
     outlier_exposure: float = 0.0
+    ema: float = 0.0
+    drop_path: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.ema < 1.0:
+            raise UserError(f"--model.ema {self.ema}: the average's decay is in [0, 1) (0: off; e.g. 0.999).")
+        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
+            raise UserError(
+                f"--model.distill_weight {self.distill_weight} must be in [0, 1] and --model.distill_temperature "
+                f"{self.distill_temperature} above 0."
+            )
+        if min(self.mixup, self.cutmix, self.drop_path) < 0:
+            raise UserError("--model.mixup, --model.cutmix and --model.drop_path are 0 (off) or above.")
 
 
 def class_spec(spec: str | dict[str, Any], package: str) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 
 from kvasir_mobileone.runs import LOGGER_FOLDERS
 
@@ -95,6 +96,19 @@ LIGHTNING_ARGUMENTS = tuple(f[0] for f in _FIELDS)
 # What --trainer.compile auto means on a GPU, measured by `kvasir benchmark --device cuda` (README, GPU speed): on
 # an H100, compiling made S3 training 42% faster but took a minute, more than it saves in a 30-epoch Kvasir run.
 GPU_COMPILE = "off"
+
+
+class WeightAverage(EMAWeightAveraging):
+    """Lightning's EMA of the weights (--model.ema): validation, and so the best checkpoint's choice, sees the
+    average; every checkpoint's state_dict holds it (and current_model_state the trained weights, for --resume).
+
+    Lightning restores current_model_state into the module whenever this callback loads a checkpoint; that is right
+    for --resume, and wrong for the test at the end of fit, which would then test the trained weights instead of the
+    average in best.ckpt: only a fit restores it."""
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 def on_gpu(accelerator: str = "auto") -> bool:

@@ -1,0 +1,119 @@
+"""Distillation from a bigger teacher (--model.teacher): the teacher answers the very batch the student trains on,
+augmented view, mixup and all ("a good teacher is patient and consistent", Beyer et al. 2022), converted to the
+teacher's own model input (size, mean/std, hidden pixels), and the student learns its softened answers (Hinton et al.
+2015) beside the labels; on unlabeled frames, the teacher's answers alone."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.images import ModelInput
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    """What the run keeps of its teacher (config, model_info.json, the model card)."""
+
+    name: str  # the timm model
+    source: str  # the run folder, checkpoint or weights file it came from
+    sha256: str  # of that checkpoint or weights file
+    image_size: int
+
+
+class Teacher:
+    """A frozen network and its model input. Not a submodule of the student: it is not in the student's checkpoint,
+    its optimizer or its weight average (a deep copy of the student shares it)."""
+
+    def __init__(self, network: torch.nn.Module, model_input: ModelInput, record: TeacherRecord):
+        self.network = network.eval().requires_grad_(False)
+        self.model_input, self.record = model_input, record
+        self._visible: torch.Tensor | None = None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device: torch.device) -> Teacher:
+        self.network.to(device)
+        return self
+
+    def teacher_batch(self, images: torch.Tensor, student: ModelInput) -> torch.Tensor:
+        """The student's normalized batch as the teacher's input: back to [0, 1] pixels, resized to the teacher's
+        size, its hidden pixels black, normalized with its mean/std."""
+        dtype, device = torch.float32, images.device
+        pixels = images.float() * torch.tensor(student.std, device=device).view(1, 3, 1, 1)
+        pixels = pixels + torch.tensor(student.mean, device=device).view(1, 3, 1, 1)
+        size = self.model_input.image_size
+        if pixels.shape[-1] != size or pixels.shape[-2] != size:
+            pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if self.model_input.hidden() is not None:
+            if self._visible is None or self._visible.device != device:
+                self._visible = torch.from_numpy(self.model_input.visible()).to(device, dtype)
+            pixels = pixels * self._visible
+        mean = torch.tensor(self.model_input.mean, device=device).view(1, 3, 1, 1)
+        return (pixels - mean) / torch.tensor(self.model_input.std, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, student: ModelInput) -> torch.Tensor:
+        if self.network.training:
+            self.network.eval()  # Lightning puts every module in train mode at each epoch; the teacher stays frozen
+        return self.network(self.teacher_batch(images, student)).float()
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the softened answers, times T² so its gradients keep their size (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits.float() / t, dim=1),
+        F.log_softmax(teacher_logits.float() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_teacher(spec: str, weights: str | None, class_names: list[str]) -> Teacher:
+    """--model.teacher: a run folder or checkpoint of this tool (any timm model it trained), or a timm model name with
+    --model.teacher_weights FILE (a timm checkpoint or .safetensors whose head answers the same classes)."""
+    from kvasir_mobileone.models.backbone import create_backbone, model_input_for
+
+    if Path(spec).exists():
+        if weights:
+            raise UserError(
+                f"--model.teacher {spec} is a run (its weights are in its checkpoint): leave --model.teacher_weights "
+                "out, or name a timm model with --model.teacher."
+            )
+        from kvasir_mobileone.models.loading import open_run
+
+        trained = open_run(spec)
+        if list(trained.class_names) != list(class_names):
+            raise UserError(
+                f"--model.teacher {spec} answers {list(trained.class_names)}, the student {list(class_names)}: a "
+                "teacher must know the same classes in the same order (train it on the same folder)."
+            )
+        record = TeacherRecord(trained.model_name, str(Path(spec).resolve()), sha256(trained.ckpt), 0)
+        network, model_input = trained.module.backbone, trained.module.model_input
+    else:
+        if not weights:
+            raise UserError(
+                f"--model.teacher {spec!r} is neither a run folder nor a checkpoint. To use a timm model as the "
+                "teacher, give its weights for these classes with --model.teacher_weights FILE (a run of "
+                "`kvasir fit --model.name NAME` is the simplest way to get them)."
+            )
+        network = create_backbone(spec, len(class_names), pretrained=False, weights=weights)
+        model_input = model_input_for(spec)
+        record = TeacherRecord(spec, str(Path(weights).resolve()), sha256(Path(weights)), 0)
+    record = TeacherRecord(record.name, record.source, record.sha256, model_input.image_size)
+    return Teacher(network, model_input, record)

@@ -1,0 +1,163 @@
+"""The training recipe's ingredients (issue: a mobile model that reaches the literature): an EMA of the weights that
+is what gets validated, tested and exported; Mixup/CutMix with soft targets; stochastic depth; RandAugment; a
+teacher whose answers reach the loss on the very images the student sees; unlabeled frames checked and counted."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fitflags import fit_flags, fit_run
+from kvasir_mobileone.cli import main
+from kvasir_mobileone.data.config import DataConfig
+from kvasir_mobileone.data.datamodule import ImageFolderDataModule
+from kvasir_mobileone.data.folder import DataError
+from kvasir_mobileone.data.synth import KVASIR_CLASSES
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.io import read_csv
+from kvasir_mobileone.models.classifier import Classifier
+from kvasir_mobileone.models.distill import distillation_loss, load_teacher, sha256
+from kvasir_mobileone.models.loading import open_run
+from kvasir_mobileone.models.optim import ModelConfig
+from kvasir_mobileone.runs import read_checkpoint
+
+CLASSES = list(KVASIR_CLASSES[:4])  # tiny_data's (conftest.py)
+
+
+def test_the_ema_weights_are_the_ones_validated_tested_and_exported(tiny_data, tmp_path):
+    """best.ckpt's state_dict is the average (the trained weights beside it, for --resume); the test report's
+    probabilities are the average's, and so are the exported model's logits, not the trained weights'."""
+    run = fit_run(tiny_data, tmp_path, "ema", "--model.ema", "0.6", flags=fit_flags(epochs=3))
+    ckpt = read_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert "current_model_state" in ckpt, "no weight average in the checkpoint"
+    averaged, trained = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged if k.endswith("weight"))
+    model = open_run(str(run))
+    current = Classifier.from_checkpoint(run / "checkpoints" / "best.ckpt")
+    current.load_state_dict(trained)
+    rows = [r for r in read_csv(run / "test" / "predictions.csv")]
+    x = np.stack([model.model_input.read(tiny_data / r["path"])[0] for r in rows])
+    with torch.no_grad():
+        ema_probs = model.module(torch.from_numpy(x)).softmax(1).numpy()
+        trained_probs = current.eval()(torch.from_numpy(x)).softmax(1).numpy()
+    reported = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
+    assert np.abs(reported - ema_probs).max() < 1e-4  # the test at the end of fit tested the average
+    assert np.abs(reported - trained_probs).max() > 1e-3
+    bundle = tmp_path / "bundle"
+    main(["export", str(run), "--out", str(bundle)])
+    import onnxruntime as ort
+
+    exported = ort.InferenceSession(str(bundle / "model.onnx")).run(None, {"image": x})[0]
+    with torch.no_grad():
+        expected = model.module(torch.from_numpy(x)).numpy()
+    assert np.abs(exported - expected).max() < 1e-3 * np.abs(expected).max()
+    with pytest.raises(UserError, match=r"--model.ema 1.0: the average's decay is in \[0, 1\)"):
+        ModelConfig(ema=1.0)
+
+
+def test_mixup_and_cutmix_targets_are_soft_and_the_loss_learns_them():
+    """timm's Mixup/CutMix on a training batch: rows of soft targets that sum to 1, mixed images; an odd batch's
+    last image passes as it is; the training loss is the cross-entropy of the mixed images to the soft targets."""
+    torch.manual_seed(0)
+    module = Classifier(CLASSES, ModelConfig(name="resnet10t", pretrained=False, mixup=0.8, cutmix=1.0))
+    images, targets = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 3, 1])
+    np.random.seed(0)
+    mixed, soft = module.mix(images.clone(), targets)
+    assert soft.shape == (5, 4) and torch.allclose(soft.sum(1), torch.ones(5))
+    assert (soft[:4].max(1).values < 1).all() and (soft[:4] > 0).sum(1).min() == 2  # every pair mixed
+    assert torch.equal(soft[4], F.one_hot(targets[4], 4).float()) and torch.equal(mixed[4], images[4])
+    assert not torch.equal(mixed[:4], images[:4])
+    module.train()
+    np.random.seed(1), torch.manual_seed(1)
+    loss = module._shared_step((images.clone(), targets, torch.arange(5)), "train")
+    np.random.seed(1), torch.manual_seed(1)
+    x, y = module.mix(images.clone(), targets)
+    assert loss.item() == pytest.approx(F.cross_entropy(module(x), y).item(), rel=1e-5)
+    plain = Classifier(CLASSES, ModelConfig(name="resnet10t", pretrained=False))
+    assert plain.mixer is None
+
+
+def test_drop_path_and_randaugment_are_switched_on_where_asked(tiny_data, resnet_run):
+    drops = [
+        m.drop_prob
+        for m in Classifier(CLASSES, ModelConfig(name="resnet10t", pretrained=False, drop_path=0.2)).modules()
+        if type(m).__name__ == "DropPath"
+    ]
+    assert drops and max(drops) == pytest.approx(0.2)
+    from kvasir_mobileone.images import ModelInput
+
+    rows = read_csv(resnet_run / "split_manifest.csv")
+    model_input = ModelInput(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    data = DataConfig(data_dir=str(tiny_data), augment="randaugment", augment_on="workers", cache=False)
+    augment = ImageFolderDataModule(data, rows, model_input).dataset("train").augment
+    assert type(augment.transforms[0]).__name__ == "RandAugment"
+    with pytest.raises(DataError, match="--data.augment randaugment runs in the DataLoader workers"):
+        device = DataConfig(data_dir=str(tiny_data), augment="randaugment", augment_on="device", cache=False)
+        ImageFolderDataModule(device, rows, model_input)
+
+
+def test_the_teachers_answers_on_the_students_images_reach_the_loss(resnet_run):
+    """The teacher (a run at 32 px) answers the student's batch (48 px) in its own input; with distill_weight 1 the
+    training loss is the distillation term alone, and another teacher gives another loss."""
+    torch.manual_seed(0)
+    config = ModelConfig(name="resnet10t", pretrained=False, distill_weight=1.0, distill_temperature=2.0)
+    student = Classifier(CLASSES, config).train()
+    teacher = load_teacher(str(resnet_run), None, CLASSES)
+    assert teacher.record.image_size == 32 and teacher.record.sha256 == sha256(resnet_run / "checkpoints/best.ckpt")
+    student.teacher = teacher
+    images, targets = torch.randn(4, 3, 48, 48), torch.tensor([0, 1, 2, 3])
+    assert teacher.teacher_batch(images, student.model_input).shape == (4, 3, 32, 32)
+    loss = student._shared_step((images, targets, torch.arange(4)), "train")
+    expected = distillation_loss(student(images), teacher.logits(images, student.model_input), 2.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # with unlabeled frames: the labeled loss, and the teacher's answers on the frames at distill_weight
+    frames = torch.randn(6, 3, 48, 48)
+    batch = {
+        "labeled": (images, targets, torch.arange(4)),
+        "unlabeled": (frames, torch.zeros(6).long(), torch.arange(6)),
+    }
+    total = student.training_step(batch, 0)
+    on_frames = distillation_loss(student(frames), teacher.logits(frames, student.model_input), 2.0)
+    assert total.item() == pytest.approx(loss.item() + on_frames.item(), rel=1e-5)
+    other = load_teacher(str(resnet_run), None, CLASSES)
+    torch.nn.init.normal_(other.network.get_classifier().weight)
+    student.teacher = other
+    assert student._shared_step((images, targets, torch.arange(4)), "train").item() != pytest.approx(loss.item())
+    with pytest.raises(UserError, match="a teacher must know the same classes in the same order"):
+        load_teacher(str(resnet_run), None, CLASSES[::-1])
+    with pytest.raises(UserError, match="give its weights for these classes with --model.teacher_weights"):
+        load_teacher("convnext_tiny", None, CLASSES)
+
+
+def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(tiny_data, resnet_run, tmp_path):
+    """A fit with a teacher and a folder of unlabeled frames: an unreadable frame and a copy of a test image are
+    left out and listed, the others counted as used; the unlabeled term is logged; without a teacher, refused."""
+    import shutil
+
+    rows = read_csv(resnet_run / "split_manifest.csv")
+    unlabeled = tmp_path / "unlabeled" / "day1"
+    unlabeled.mkdir(parents=True)
+    train = [r["path"] for r in rows if r["split"] == "train"][:12]
+    for k, path in enumerate(train):  # training images under other names: allowed (no leak)
+        shutil.copy(tiny_data / path, unlabeled / f"frame_{k:03d}.jpg")
+    test_image = next(r["path"] for r in rows if r["split"] == "test")
+    shutil.copy(tiny_data / test_image, unlabeled / "copy_of_a_test_image.jpg")
+    (unlabeled / "broken.jpg").write_bytes(b"not a jpeg")
+    flags = fit_flags(epochs=1, logger="csv") + ["--data.manifest", str(resnet_run / "split_manifest.csv")]
+    extra = ["--model.teacher", str(resnet_run), "--data.unlabeled_dir", str(tmp_path / "unlabeled")]
+    run = fit_run(tiny_data, tmp_path / "runs", "student", *extra, "--test_after", "false", flags=flags)
+    info = json.loads((run / "model_info.json").read_text())
+    assert info["teacher"]["sha256"] == sha256(resnet_run / "checkpoints/best.ckpt")
+    assert info["unlabeled"]["found"] == 14 and info["unlabeled"]["used"] == 12
+    assert info["unlabeled"]["left_out"] == {"unreadable": 1, "near-duplicate of a val or test image": 1}
+    left = {r["path"]: r["reason"] for r in read_csv(run / "unlabeled_left_out.csv")}
+    assert left["day1/broken.jpg"].startswith("unreadable")
+    assert left["day1/copy_of_a_test_image.jpg"].startswith(f"near-duplicate of {test_image}")
+    logged = read_csv(run / "csv_logs" / "metrics.csv")
+    assert any(r.get("train/unlabeled_distill_loss") for r in logged) and any(
+        r.get("train/distill_loss") for r in logged
+    )
+    with pytest.raises(UserError, match="--data.unlabeled_dir needs --model.teacher"):
+        fit_run(tiny_data, tmp_path / "runs", "alone", "--data.unlabeled_dir", str(tmp_path / "unlabeled"), flags=flags)
