@@ -128,6 +128,7 @@ MUTATIONS = [
         "    if data.unlabeled_dir and not model.teacher:\n",
         "    if False:\n",
         RE + "test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers",
+        "AttributeError: 'NoneType' object has no attribute 'logits'",  # training crashes where fit should refuse
     ),
     # issue 48: "I don't know" that holds on real frames
     Mutation(
