@@ -53,6 +53,7 @@ def test_the_ema_weights_are_the_ones_validated_tested_and_exported(tiny_data, t
     with torch.no_grad():
         expected = model.module(torch.from_numpy(x)).numpy()
     assert np.abs(exported - expected).max() < 1e-3 * np.abs(expected).max()
+    assert "EMA of the weights, decay 0.6" in (bundle / "README.md").read_text()  # the card says how it was trained
     with pytest.raises(UserError, match=r"--model.ema 1.0: the average's decay is in \[0, 1\)"):
         ModelConfig(ema=1.0)
 
@@ -166,5 +167,9 @@ def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(tin
     assert any(r.get("train/unlabeled_distill_loss") for r in logged) and any(
         r.get("train/distill_loss") for r in logged
     )
+    main(["export", str(run), "--out", str(tmp_path / "bundle")])  # the model card names the teacher and frames
+    card = (tmp_path / "bundle" / "README.md").read_text()
+    assert f"distilled from `resnet10t` (`{resnet_run.resolve()}`, SHA-256 `{info['teacher']['sha256']}`" in card
+    assert "and on 12 unlabeled frames (of 14 found)" in card
     with pytest.raises(UserError, match="--data.unlabeled_dir needs --model.teacher"):
         fit_run(tiny_data, tmp_path / "runs", "alone", "--data.unlabeled_dir", str(tmp_path / "unlabeled"), flags=flags)

@@ -133,7 +133,9 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
             else ""
         )
         + f". Training: {'ImageNet-pretrained' if pretrained else 'from scratch'}, optimizer "
-        f"{model.get('optimizer', '—')}, learning rate {model.get('lr', '—')}.\n",
+        f"{model.get('optimizer', '—')}, learning rate {model.get('lr', '—')}"
+        + recipe_sentence(metadata.get("recipe") or {})
+        + ".\n",
         evaluation_section(test_metrics, names),
         uncertainty_card_section(metadata.get("uncertainty"), (test_metrics or {}).get("uncertainty")),
     ]
@@ -147,6 +149,34 @@ def card_text(metadata: dict, test_metrics: dict | None, run_config: dict) -> st
     example = (Path(__file__).with_name("onnxruntime_example.py")).read_text().split('"""\n\n', 1)[1]
     sections.append(USAGE.format(name=name, unfused=UNFUSED_NAME, n=len(names), example=example))
     return "\n".join(sections)
+
+
+def recipe_sentence(recipe: dict) -> str:
+    """The recipe's ingredients and the teacher, as export recorded them (deploy/export.recipe_record)."""
+    parts = [f"{name} {recipe[key]}" for key, name in RECIPE_NAMES.items() if recipe.get(key)]
+    if recipe.get("augment"):
+        parts.append(f"{recipe['augment']} augmentation")
+    teacher = recipe.get("teacher")
+    if teacher:
+        checksum = f", SHA-256 `{teacher['sha256']}`" if teacher.get("sha256") else ""
+        parts.append(
+            f"distilled from `{teacher.get('name', 'a teacher')}` (`{teacher['source']}`{checksum}; weight "
+            f"{recipe.get('distill_weight')}, temperature {recipe.get('distill_temperature')})"
+        )
+    if recipe.get("unlabeled"):
+        frames = recipe["unlabeled"]
+        parts.append(f"and on {frames['used']} unlabeled frames (of {frames['found']} found)")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+# the recipe's ingredients, in the card's words
+RECIPE_NAMES = {
+    "ema": "EMA of the weights, decay",
+    "label_smoothing": "label smoothing",
+    "mixup": "Mixup alpha",
+    "cutmix": "CutMix alpha",
+    "drop_path": "drop path",
+}
 
 
 def files_section(metadata: dict) -> str:

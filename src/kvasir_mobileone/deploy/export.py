@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
+import json
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,23 @@ def bundle_metadata(
     return metadata | {"files": bundle_files(metadata)}
 
 
+def recipe_record(trained: TrainedRun) -> dict:
+    """How the model was trained beyond the optimizer (the recipe's ingredients), and its teacher and unlabeled
+    frames as the run recorded them (model_info.json: name, source, SHA-256; frames found, used, left out)."""
+    model, data = trained.config.get("model", {}), trained.config.get("data", {})
+    record = {k: model.get(k) for k in ("ema", "mixup", "cutmix", "drop_path", "label_smoothing") if model.get(k)}
+    if data.get("augment", "standard") != "standard":
+        record["augment"] = data["augment"]
+    info_path = trained.home.model_info
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if model.get("teacher"):
+        record["teacher"] = info.get("teacher") or {"source": model["teacher"]}
+        record["distill_weight"], record["distill_temperature"] = model["distill_weight"], model["distill_temperature"]
+    if info.get("unlabeled"):
+        record["unlabeled"] = info["unlabeled"]
+    return record
+
+
 def measured_metadata(
     trained: TrainedRun, checks: dict, images: int, tolerance: float, sizes: dict, latency: float, test_metrics
 ) -> dict:
@@ -198,6 +216,7 @@ def measured_metadata(
         "onnxruntime_ms_batch1": latency,
         "versions": library_versions(),
         "source_checkpoint": str(trained.ckpt.resolve()),
+        "recipe": recipe_record(trained),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "intended_use": "Research on GI endoscopy image classification. Not a medical device.",
         "precision": "fp32",
