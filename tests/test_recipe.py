@@ -18,8 +18,8 @@ from kvasir_mobileone.data.synth import KVASIR_CLASSES
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import read_csv
 from kvasir_mobileone.models.classifier import Classifier
-from kvasir_mobileone.models.distill import distillation_loss, load_teacher, sha256
-from kvasir_mobileone.models.loading import open_run
+from kvasir_mobileone.models.distill import distillation_loss, sha256
+from kvasir_mobileone.models.loading import load_teacher, open_run
 from kvasir_mobileone.models.optim import ModelConfig
 from kvasir_mobileone.runs import read_checkpoint
 

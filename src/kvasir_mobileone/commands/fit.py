@@ -328,7 +328,7 @@ def attach_recipe(module, datamodule, model: ModelConfig, data: DataConfig, rows
         raise UserError("--data.unlabeled_dir needs --model.teacher: unlabeled frames learn the teacher's answers.")
     recorded: dict = {}
     if model.teacher:
-        from kvasir_mobileone.models.distill import load_teacher
+        from kvasir_mobileone.models.loading import load_teacher
 
         module.teacher = load_teacher(model.teacher, model.teacher_weights, module.class_names)
         recorded["teacher"] = dataclasses.asdict(module.teacher.record)

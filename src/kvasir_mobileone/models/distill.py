@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
 
 
@@ -82,38 +81,3 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_teacher(spec: str, weights: str | None, class_names: list[str]) -> Teacher:
-    """--model.teacher: a run folder or checkpoint of this tool (any timm model it trained), or a timm model name with
-    --model.teacher_weights FILE (a timm checkpoint or .safetensors whose head answers the same classes)."""
-    from kvasir_mobileone.models.backbone import create_backbone, model_input_for
-
-    if Path(spec).exists():
-        if weights:
-            raise UserError(
-                f"--model.teacher {spec} is a run (its weights are in its checkpoint): leave --model.teacher_weights "
-                "out, or name a timm model with --model.teacher."
-            )
-        from kvasir_mobileone.models.loading import open_run
-
-        trained = open_run(spec)
-        if list(trained.class_names) != list(class_names):
-            raise UserError(
-                f"--model.teacher {spec} answers {list(trained.class_names)}, the student {list(class_names)}: a "
-                "teacher must know the same classes in the same order (train it on the same folder)."
-            )
-        record = TeacherRecord(trained.model_name, str(Path(spec).resolve()), sha256(trained.ckpt), 0)
-        network, model_input = trained.module.backbone, trained.module.model_input
-    else:
-        if not weights:
-            raise UserError(
-                f"--model.teacher {spec!r} is neither a run folder nor a checkpoint. To use a timm model as the "
-                "teacher, give its weights for these classes with --model.teacher_weights FILE (a run of "
-                "`kvasir fit --model.name NAME` is the simplest way to get them)."
-            )
-        network = create_backbone(spec, len(class_names), pretrained=False, weights=weights)
-        model_input = model_input_for(spec)
-        record = TeacherRecord(spec, str(Path(weights).resolve()), sha256(Path(weights)), 0)
-    record = TeacherRecord(record.name, record.source, record.sha256, model_input.image_size)
-    return Teacher(network, model_input, record)

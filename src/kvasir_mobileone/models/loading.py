@@ -14,9 +14,11 @@ import torch
 
 from kvasir_mobileone.data.datamodule import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
+from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
-from kvasir_mobileone.models.backbone import fuse
+from kvasir_mobileone.models.backbone import create_backbone, fuse, model_input_for
 from kvasir_mobileone.models.classifier import Classifier
+from kvasir_mobileone.models.distill import Teacher, TeacherRecord, sha256
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
 from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, read_checkpoint, resolve
 
@@ -124,3 +126,35 @@ def open_run(run_or_ckpt: str | Path, data_dir: str | None = None) -> TrainedRun
     config = run.read_config() if run else dict(module.hparams.get("run_config") or {})
     temperature = json.loads(run.temperature.read_text())["temperature"] if run and run.temperature.is_file() else None
     return TrainedRun(ckpt, run, config, module, module.model_input, temperature, data_dir)
+
+
+def load_teacher(spec: str, weights: str | None, class_names: list[str]) -> Teacher:
+    """The teacher of a distillation (models/distill.py): --model.teacher, a run folder or checkpoint of this tool
+    (any timm model it trained), or a timm model name with --model.teacher_weights FILE (a timm checkpoint or
+    .safetensors whose head answers the same classes)."""
+    if Path(spec).exists():
+        if weights:
+            raise UserError(
+                f"--model.teacher {spec} is a run (its weights are in its checkpoint): leave --model.teacher_weights "
+                "out, or name a timm model with --model.teacher."
+            )
+        trained = open_run(spec)
+        if list(trained.class_names) != list(class_names):
+            raise UserError(
+                f"--model.teacher {spec} answers {list(trained.class_names)}, the student {list(class_names)}: a "
+                "teacher must know the same classes in the same order (train it on the same folder)."
+            )
+        record = TeacherRecord(trained.model_name, str(Path(spec).resolve()), sha256(trained.ckpt), 0)
+        network, model_input = trained.module.backbone, trained.module.model_input
+    else:
+        if not weights:
+            raise UserError(
+                f"--model.teacher {spec!r} is neither a run folder nor a checkpoint. To use a timm model as the "
+                "teacher, give its weights for these classes with --model.teacher_weights FILE (a run of "
+                "`kvasir fit --model.name NAME` is the simplest way to get them)."
+            )
+        network = create_backbone(spec, len(class_names), pretrained=False, weights=weights)
+        model_input = model_input_for(spec)
+        record = TeacherRecord(spec, str(Path(weights).resolve()), sha256(Path(weights)), 0)
+    record = TeacherRecord(record.name, record.source, record.sha256, model_input.image_size)
+    return Teacher(network, model_input, record)
