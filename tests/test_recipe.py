@@ -54,6 +54,12 @@ def test_the_ema_weights_are_the_ones_validated_tested_and_exported(tiny_data, t
         expected = model.module(torch.from_numpy(x)).numpy()
     assert np.abs(exported - expected).max() < 1e-3 * np.abs(expected).max()
     assert "EMA of the weights, decay 0.6" in (bundle / "README.md").read_text()  # the card says how it was trained
+    from kvasir_mobileone.models.trainer import ema_with_warmup
+
+    average = ema_with_warmup(0.999)  # warms up: the first updates move the average most of the way
+    zero, one = torch.zeros(1), torch.ones(1)
+    assert average(zero, one, torch.tensor(0)).item() == pytest.approx(0.9)
+    assert average(zero, one, torch.tensor(10**6)).item() == pytest.approx(0.001)
     with pytest.raises(UserError, match=r"--model.ema 1.0: the average's decay is in \[0, 1\)"):
         ModelConfig(ema=1.0)
 

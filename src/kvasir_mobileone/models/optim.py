@@ -40,8 +40,9 @@ class ModelConfig:
             training batch also passes half as many generated images that are not endoscopy
             (data/foreign.outlier_images), whose cross-entropy to the uniform distribution joins the loss
         ema: the decay of an exponential moving average of the weights (0: off; the MobileOne paper's recipe keeps
-            one; 0.999 for a few thousand steps): Lightning's EMAWeightAveraging. Validation, the best checkpoint's
-            choice, test, export and predict use the averaged weights; --resume continues the average
+            one; 0.999 for a few thousand steps), warmed up (models/trainer.ema_with_warmup), Lightning's
+            WeightAveraging. Validation, the best checkpoint's choice, test, export and predict use the averaged
+            weights; --resume continues the average
         drop_path: stochastic depth rate, for a timm backbone that has it (0: off)
         mixup: Mixup's alpha (Zhang et al. 2018; 0: off), timm's Mixup on each training batch, soft targets
         cutmix: CutMix's alpha (Yun et al. 2019; 0: off); with mixup too, each batch is one or the other (timm)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from kvasir_mobileone.runs import LOGGER_FOLDERS
@@ -98,13 +98,31 @@ LIGHTNING_ARGUMENTS = tuple(f[0] for f in _FIELDS)
 GPU_COMPILE = "off"
 
 
-class WeightAverage(EMAWeightAveraging):
-    """Lightning's EMA of the weights (--model.ema): validation, and so the best checkpoint's choice, sees the
-    average; every checkpoint's state_dict holds it (and current_model_state the trained weights, for --resume).
+def ema_with_warmup(decay: float):
+    """AveragedModel's avg_fn for an EMA whose decay grows with the updates, min(decay, (1 + n) / (10 + n)) after n
+    of them (TensorFlow's ExponentialMovingAverage with num_updates; timm's ModelEmaV3 warms up likewise): a plain
+    0.999 average of a short run would still hold most of the random initialisation, and its BatchNorm statistics."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        n = float(updates)
+        rate = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        return averaged + (current - averaged) * rate
+
+    return average
+
+
+class WeightAverage(WeightAveraging):
+    """Lightning's weight averaging as an EMA with warm-up (--model.ema; ema_with_warmup): validation, and so the
+    best checkpoint's choice, sees the average; every checkpoint's state_dict holds it (and current_model_state the
+    trained weights, for --resume).
 
     Lightning restores current_model_state into the module whenever this callback loads a checkpoint; that is right
     for --resume, and wrong for the test at the end of fit, which would then test the trained weights instead of the
     average in best.ckpt: only a fit restores it."""
+
+    def __init__(self, decay: float):
+        super().__init__(avg_fn=ema_with_warmup(decay))
+        self.decay = decay
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
