@@ -3,7 +3,8 @@
 # data path against the current one, GPU utilisation, the fraction of the GPU's own bf16 matmul speed and a lower
 # bound on the step's memory bandwidth against the copy bandwidth measured in the same run; each compile mode
 # (default, reduce-overhead) cold and warm cache; a profiler summary of an s0 step; then a timed 30-epoch
-# Kvasir-sized s3 run eager and the same run compiled on the warm cache, with their paired accuracy comparison.
+# Kvasir-sized s3 run eager, the same run compiled on the warm cache and with the training recipe (issue 49),
+# with their paired accuracy comparisons.
 #
 #   bash benchmarks/gpu_check.sh              # from a fresh clone, after `make install`
 #   bash benchmarks/gpu_check.sh --accuracy   # also: old path vs new path, same seed and split, test accuracy
@@ -99,13 +100,17 @@ s3_30 eager --trainer.compile off
 # the same split, compiled, on the cache the benchmark filled for s3 (same batch, size, precision and layout)
 TORCHINDUCTOR_CACHE_DIR="$WORK/inductor/mobileone_s3-default" s3_30 compiled --trainer.compile default \
   --data.manifest "$WORK/runs/eager/split_manifest.csv"
-"${KVASIR[@]}" compare "$WORK/runs/eager" "$WORK/runs/compiled" --out "$OUT_DIR/compiled_vs_eager" >/dev/null
+# the recipe (issue 49) on the same split, on the GPU path (resident batches): EMA, Mixup/CutMix, drop path
+s3_30 recipe --trainer.compile off --data.manifest "$WORK/runs/eager/split_manifest.csv" --model.ema 0.999 \
+  --model.mixup 0.2 --model.cutmix 1.0 --model.drop_path 0.05 --model.label_smoothing 0.1
+"${KVASIR[@]}" compare "$WORK/runs/eager" "$WORK/runs/compiled" "$WORK/runs/recipe" \
+  --out "$OUT_DIR/compiled_vs_eager" >/dev/null
 "$PY" - "$WORK" "$OUT_DIR" <<'EOF'
 import json, sys, yaml
 from pathlib import Path
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
 rows = []
-for name in ("eager", "compiled"):
+for name in ("eager", "compiled", "recipe"):
     run = work / "runs" / name
     start, end = map(float, (work / f"{name}.s").read_text().split())
     metrics = json.loads((run / "test" / "metrics.json").read_text())
@@ -120,6 +125,11 @@ text = ("# 30-epoch Kvasir-sized s3 runs\n\n`kvasir fit` on 8,000 synthetic imag
         + f"\n\nAccuracy, eager - compiled: {100 * pair['accuracy_difference']:+.2f} points, 95% CI "
         f"[{100 * low:+.2f}, {100 * high:+.2f}], McNemar p = {pair['p_value']:.3g} "
         f"({out / 'compiled_vs_eager' / 'comparison.md'}).\n")
+recipe = json.loads((out / "compiled_vs_eager" / "comparison.json").read_text())["pairs"][1]  # eager - recipe
+low, high = recipe["accuracy_difference_ci"]
+text += (f"\nAccuracy, eager - recipe (EMA, Mixup/CutMix, drop path, label smoothing): "
+         f"{100 * recipe['accuracy_difference']:+.2f} points, 95% CI [{100 * low:+.2f}, {100 * high:+.2f}], "
+         f"McNemar p = {recipe['p_value']:.3g}.\n")
 (out / "fit_30_epochs.md").write_text(text)
 print(text)
 EOF

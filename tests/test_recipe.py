@@ -179,3 +179,36 @@ def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(tin
     assert "and on 12 unlabeled frames (of 14 found)" in card
     with pytest.raises(UserError, match="--data.unlabeled_dir needs --model.teacher"):
         fit_run(tiny_data, tmp_path / "runs", "alone", "--data.unlabeled_dir", str(tmp_path / "unlabeled"), flags=flags)
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_on_the_resident_loader_and_compiled(tiny_data, resnet_run, tmp_path):
+    """EMA, Mixup/CutMix, drop path and a teacher live in the module: they train on the GPU path's resident batches
+    (on the CPU here) with the backbone compiled; what runs only in the workers (RandAugment, unlabeled frames)
+    is refused there, named."""
+    flags = fit_flags(epochs=2) + ["--data.manifest", str(resnet_run / "split_manifest.csv")]
+    recipe = ["--model.ema", "0.9", "--model.mixup", "0.2", "--model.cutmix", "1.0", "--model.drop_path", "0.1"]
+    recipe += ["--model.teacher", str(resnet_run), "--data.loader", "resident", "--data.augment_on", "device"]
+    run = fit_run(tiny_data, tmp_path / "runs", "resident", *recipe, "--trainer.compile", "default", flags=flags)
+    assert "current_model_state" in read_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert json.loads((run / "test" / "metrics.json").read_text())["n"] > 0
+    assert json.loads((run / "model_info.json").read_text())["teacher"]["name"] == "resnet10t"
+    with pytest.raises(DataError, match="--data.augment randaugment runs in the DataLoader workers"):
+        fit_run(
+            tiny_data,
+            tmp_path / "runs",
+            "ra",
+            "--data.loader",
+            "resident",
+            "--data.augment",
+            "randaugment",
+            flags=flags,
+        )
+    with pytest.raises(DataError, match="--data.unlabeled_dir reads its frames in the loader's workers"):
+        fit_run(
+            tiny_data,
+            tmp_path / "runs",
+            "unlabeled",
+            *("--data.loader", "resident", "--model.teacher", str(resnet_run), "--data.unlabeled_dir", str(tiny_data)),
+            flags=flags,
+        )
