@@ -145,7 +145,9 @@ def test_the_teachers_answers_on_the_students_images_reach_the_loss(resnet_run):
         load_teacher("convnext_tiny", None, CLASSES)
 
 
-def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(tiny_data, resnet_run, tmp_path):
+def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(
+    tiny_data, resnet_run, tmp_path, monkeypatch
+):
     """A fit with a teacher and a folder of unlabeled frames: an unreadable frame and a copy of a test image are
     left out and listed, the others counted as used; the unlabeled term is logged; without a teacher, refused."""
     import shutil
@@ -160,8 +162,12 @@ def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(tin
     shutil.copy(tiny_data / test_image, unlabeled / "copy_of_a_test_image.jpg")
     (unlabeled / "broken.jpg").write_bytes(b"not a jpeg")
     flags = fit_flags(epochs=1, logger="csv") + ["--data.manifest", str(resnet_run / "split_manifest.csv")]
-    extra = ["--model.teacher", str(resnet_run), "--data.unlabeled_dir", str(tmp_path / "unlabeled")]
+    monkeypatch.chdir(resnet_run.parent)  # the teacher named relative to here: the run records it absolute
+    extra = ["--model.teacher", resnet_run.name, "--data.unlabeled_dir", str(tmp_path / "unlabeled")]
     run = fit_run(tiny_data, tmp_path / "runs", "student", *extra, "--test_after", "false", flags=flags)
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["teacher"] == str(resnet_run.resolve())
     info = json.loads((run / "model_info.json").read_text())
     assert info["teacher"]["sha256"] == sha256(resnet_run / "checkpoints/best.ckpt")
     assert info["unlabeled"]["found"] == 14 and info["unlabeled"]["used"] == 12

@@ -233,6 +233,14 @@ def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, Trai
     return data, trainer
 
 
+def resolved_model(model: ModelConfig) -> ModelConfig:
+    """A teacher given as a path, and its weights file, made absolute: the run resumes from any folder."""
+    teacher = model.teacher
+    if teacher and Path(teacher).exists():
+        teacher = str(Path(teacher).resolve())
+    return dataclasses.replace(model, teacher=teacher, teacher_weights=absolute(model.teacher_weights))
+
+
 def fit(
     data: DataConfig = DataConfig(),
     model: ModelConfig = ModelConfig(),
@@ -261,6 +269,7 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
         run, data, model, trainer, uncertainty, rows = resumed_run(resume, data_dir)
     else:
         data, trainer = resolved(data, trainer)
+        model = resolved_model(model)
         run = create_run(trainer.runs_dir, trainer.run_name, model.name)
         rows = prepare_split(data, strict, run)
     parts = (("data", data), ("model", model), ("trainer", trainer), ("uncertainty", uncertainty))
