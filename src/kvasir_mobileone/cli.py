@@ -35,6 +35,7 @@ COMMANDS = {
         "audit",
         "export",
         "predict",
+        "watch",
         "serve",
         "benchmark",
         "demo",

@@ -1,0 +1,304 @@
+"""A live examination (`kvasir watch`): frames from a capture device (V4L2 /dev/videoN: a capture card is one), a
+network stream (udp://, rtsp://, srt://: what FFmpeg opens) or a file played at its own pace (a rehearsal), each
+classified as it comes. A reader thread decodes and keeps only the newest frame: a frame that arrives while the model
+is busy replaces the one waiting and is counted as skipped, never queued, so the delay cannot grow. The answer is
+smoothed causally — the timeline's forward filter over the classes and the outside state, with the no-picture rule
+(Viterbi needs the future) —, each classified frame's latency (arrival to answer) is logged, frames.csv grows a row
+per frame and segments.csv is rewritten whole each time a segment closes, so that a crash loses at most the open
+one. The stream's end, a stall (no frame for `stall_s`) and Ctrl-C end it with a summary."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kvasir_mobileone.deploy.predict import classify
+from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, OUTSIDE_STATE, STAY, emissions, transitions
+from kvasir_mobileone.deploy.video import INTERPOLATION, VideoError, clock
+from kvasir_mobileone.extras import require
+from kvasir_mobileone.io import write_csv, write_json
+from kvasir_mobileone.runs import VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME, VIDEO_SUMMARY_NAME
+
+OPEN_S = 10.0  # a source that sends nothing within this many seconds "cannot be opened"
+LIVE_FRAME_COLUMNS = [
+    "frame",
+    "time",
+    "latency_ms",
+    "top1",
+    "p1",
+    "live",
+    "live_p",
+    "outside",
+    "no_picture",
+    "skipped_before",
+]
+
+
+@dataclass
+class Arrival:
+    """A decoded frame at the model's size, and when it arrived."""
+
+    index: int
+    time: float  # the stream's own clock, seconds
+    arrived: float  # time.perf_counter() when the reader had it
+    pixels: np.ndarray  # H x W x 3 uint8 at the model input's size
+
+
+class Newest:
+    """A one-frame mailbox: put() replaces a frame nobody took yet (counted as skipped); take() waits for one."""
+
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.frame: Arrival | None = None
+        self.skipped = 0
+        self.decoded = 0
+        self.ended: str | None = None  # why the reader stopped, once it has
+
+    def put(self, frame: Arrival) -> None:
+        with self.condition:
+            self.decoded += 1
+            if self.frame is not None:
+                self.skipped += 1
+            self.frame = frame
+            self.condition.notify()
+
+    def end(self, why: str) -> None:
+        with self.condition:
+            self.ended = why
+            self.condition.notify()
+
+    def take(self, timeout: float) -> tuple[Arrival | None, int]:
+        """(the newest frame, frames skipped so far), or (None, ...) when the reader ended or nothing came."""
+        with self.condition:
+            self.condition.wait_for(lambda: self.frame is not None or self.ended is not None, timeout)
+            frame, self.frame = self.frame, None
+            return frame, self.skipped
+
+
+def open_source(source: str, stall_s: float, open_s: float = OPEN_S):
+    """(container, video stream, whether to pace it): a V4L2 device, a network URL, or a file played in real time."""
+    av = require("av", "video")
+    options, pace, kind = {}, False, "stream"
+    if source.startswith("/dev/video"):
+        kind = "device"
+        fmt = "v4l2"
+    elif "://" in source:
+        fmt = None
+        options = {"analyzeduration": "1000000"}  # a second of the stream to learn its format, not five
+        if source.startswith("udp://"):
+            options |= {"overrun_nonfatal": "1", "fifo_size": "1000000"}
+    else:
+        if not Path(source).is_file():
+            raise VideoError(f"{source}: no such file, device or URL (udp://, rtsp://, srt://, /dev/videoN).")
+        fmt, pace, kind = None, True, "file"
+    try:
+        container = av.open(source, format=fmt, options=options, timeout=(open_s, stall_s))
+    except (av.error.FFmpegError, OSError) as err:
+        raise VideoError(
+            f"{source}: the {kind} cannot be opened ({getattr(err, 'strerror', None) or err}). Is it sending, and "
+            "is the address right? A capture card shows up as /dev/videoN; a stream as udp://HOST:PORT, "
+            "rtsp://..., srt://..."
+        ) from err
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{source}: no video in this {kind}.")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream, pace
+
+
+def read_frames(container, stream, pace: bool, size: int, interpolation: str, mailbox: Newest, stop) -> None:
+    """The reader thread: every frame decoded, scaled to the model's size and put in the mailbox (a file at the
+    pace of its own clock); the reason it stopped goes to the mailbox last."""
+    av = require("av", "video")
+    from av.video.reformatter import VideoReformatter
+
+    scaler, flag = VideoReformatter(), INTERPOLATION.get(interpolation, "BILINEAR")
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    start, why = None, "the stream ended"
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            if stop.is_set():
+                why = "stopped"
+                break
+            t = float(frame.time) if frame.time is not None else index / rate
+            if pace:
+                start = time.perf_counter() - t if start is None else start
+                wait = start + t - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            pixels = scaler.reformat(frame, size, size, "rgb24", interpolation=flag).to_ndarray()
+            mailbox.put(Arrival(index, t, time.perf_counter(), pixels))
+    except (av.error.FFmpegError, OSError) as err:
+        why = f"the stream broke off ({getattr(err, 'strerror', None) or err})"
+    finally:
+        container.close()
+        mailbox.end(why)
+
+
+@dataclass
+class LiveState:
+    """The forward filter's belief over the classes and the outside state, and the open segment."""
+
+    names: list[str]
+    stay: float
+    ood_weight: float
+    belief: np.ndarray | None = None
+    last_time: float | None = None
+    segments: list[dict] = field(default_factory=list)
+    open: dict | None = None
+
+    def update(self, probs: np.ndarray, odds: float, blank: bool, t: float) -> tuple[int, float]:
+        """One frame's (live state, its filtered probability)."""
+        e = emissions(probs[None], np.array([odds]), np.array([blank]), self.ood_weight)[0]
+        states = len(e)
+        if self.belief is None:
+            self.belief = np.full(states, 1 / states)
+        dt = max(t - self.last_time, 1e-3) if self.last_time is not None else 1 / 25
+        self.belief = (self.belief @ transitions(states, self.stay, 1 / dt)) * e
+        self.belief /= self.belief.sum()
+        self.last_time = t
+        state = int(self.belief.argmax())
+        return state, float(self.belief[state])
+
+    def label(self, state: int) -> str:
+        return self.names[state] if state < len(self.names) else OUTSIDE_STATE
+
+    def follow(self, state: int, t: float, p: float) -> dict | None:
+        """Extend the open segment, or close it and open another: the closed one, when one closed."""
+        if self.open is not None and self.open["state"] == state:
+            self.open.update(end=t, frames=self.open["frames"] + 1, p_sum=self.open["p_sum"] + p)
+            return None
+        closed = self.close()
+        self.open = {"state": state, "start": t, "end": t, "frames": 1, "p_sum": p}
+        return closed
+
+    def close(self) -> dict | None:
+        if self.open is None:
+            return None
+        o, self.open = self.open, None
+        row = {
+            "label": self.label(o["state"]),
+            "start": round(o["start"], 3),
+            "end": round(o["end"], 3),
+            "frames": o["frames"],
+            "mean_live_p": round(o["p_sum"] / o["frames"], 4),
+        }
+        self.segments.append(row)
+        return row
+
+
+def watch(
+    predictor,
+    source: str,
+    out_dir: Path,
+    stay: float = STAY,
+    ood_weight: float = OOD_WEIGHT,
+    seconds: float | None = None,
+    stall_s: float = 5.0,
+    on_answer: Callable[[str], None] = lambda line: None,
+    open_s: float = OPEN_S,
+) -> dict:
+    """Watch `source` until it ends, stalls, `seconds` pass or Ctrl-C; the summary (also summary.json)."""
+    names = list(predictor.class_names)
+    container, stream, pace = open_source(source, stall_s, open_s)
+    mailbox, stop = Newest(), threading.Event()
+    model_input = predictor.model_input
+    reader = threading.Thread(
+        target=read_frames,
+        args=(container, stream, pace, model_input.image_size, model_input.interpolation, mailbox, stop),
+        daemon=True,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = LiveState(names, stay, ood_weight)
+    latencies, classified, why = [], 0, None
+    uncertainty = getattr(predictor, "uncertainty", None)
+    started = time.perf_counter()
+    reader.start()
+    frames_path = out_dir / VIDEO_FRAMES_NAME
+    with open(frames_path, "w", newline="", encoding="utf-8") as log:
+        rows = csv.writer(log)
+        rows.writerow(LIVE_FRAME_COLUMNS)
+        last_label, skipped_seen = None, 0
+        try:
+            while True:
+                if seconds is not None and time.perf_counter() - started > seconds:
+                    why = f"--seconds {seconds:g} reached"
+                    break
+                frame, skipped = mailbox.take(stall_s)
+                if frame is None:
+                    why = mailbox.ended or f"the stream stalled: no frame for {stall_s:g} s (--stall_s)"
+                    break
+                probs, judged = classify(predictor, model_input.from_resized(frame.pixels)[None], [source], 1)
+                j = judged[0]
+                odds = 0.0
+                if uncertainty is not None and (j.ood_score is not None or j.input_score is not None):
+                    score = None if j.ood_score is None else [j.ood_score]
+                    checked = None if j.input_score is None else [j.input_score]
+                    odds = float(uncertainty.outside_odds(score, 1, checked)[0])
+                live, live_p = state.update(probs[0], odds, j.no_picture is True, frame.time)
+                latency = time.perf_counter() - frame.arrived
+                latencies.append(latency)
+                classified += 1
+                top = int(probs[0].argmax())
+                outside = j.outside is True and not j.no_picture
+                rows.writerow(
+                    [
+                        frame.index,
+                        f"{frame.time:.3f}",
+                        f"{1000 * latency:.1f}",
+                        names[top],
+                        f"{probs[0, top]:.4f}",
+                        state.label(live),
+                        f"{live_p:.4f}",
+                        outside,
+                        j.no_picture is True,
+                        skipped - skipped_seen,
+                    ]
+                )
+                skipped_seen = skipped
+                log.flush()
+                closed = state.follow(live, frame.time, live_p)
+                if closed is not None:
+                    write_segments(out_dir / VIDEO_SEGMENTS_NAME, state.segments)
+                if state.label(live) != last_label:
+                    last_label = state.label(live)
+                    on_answer(f"{clock(frame.time, tenths=True)}  {last_label} ({live_p:.2f})  {1000 * latency:.0f} ms")
+        except KeyboardInterrupt:
+            why = "stopped with Ctrl-C"
+        finally:
+            stop.set()
+    state.close()
+    write_segments(out_dir / VIDEO_SEGMENTS_NAME, state.segments)
+    reader.join(timeout=stall_s + 1)
+    ms = 1000 * np.array(latencies) if latencies else np.zeros(0)
+    summary = {
+        "source": source,
+        "stopped": why,
+        "frames_seen": mailbox.decoded,
+        "frames_classified": classified,
+        "frames_skipped": mailbox.decoded - classified,
+        "latency_ms": {
+            "p50": float(np.percentile(ms, 50)) if len(ms) else None,
+            "p95": float(np.percentile(ms, 95)) if len(ms) else None,
+            "max": float(ms.max()) if len(ms) else None,
+        },
+        "segments": len(state.segments),
+        "seconds": time.perf_counter() - started,
+        "stay_per_second": stay,
+        "ood_weight": ood_weight,
+    }
+    write_json(out_dir / VIDEO_SUMMARY_NAME, summary)
+    return summary
+
+
+def write_segments(path: Path, found: list[dict]) -> Path:
+    """segments.csv of the closed segments, whole (a crash leaves the last complete one)."""
+    header = ["label", "start", "end", "frames", "mean_live_p"]
+    return write_csv(path, header, [[s[k] for k in header] for s in found])

@@ -1,0 +1,89 @@
+"""`kvasir watch`: a synthetic examination streamed over UDP (MPEG-TS) to 127.0.0.1 at its own pace, classified as
+it comes; a source that cannot be opened and a stream that stops each end with a message, never a hang."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from kvasir_mobileone.cli import main
+from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth_image
+from kvasir_mobileone.data.synth_video import write_examination
+from kvasir_mobileone.deploy.timeline import OUTSIDE_STATE
+from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.io import read_csv
+
+CLASSES = tuple(KVASIR_CLASSES[:4])  # ood_runs' classes (conftest.py)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def send(video, url: str, delay: float) -> None:
+    """The video's packets, as they are (no re-encoding), in MPEG-TS over UDP at the pace of their own clock."""
+    import av
+
+    time.sleep(delay)  # the receiver listens first: UDP keeps nothing for a late listener
+    source = av.open(str(video))
+    stream = source.streams.video[0]
+    out = av.open(url, mode="w", format="mpegts")
+    target = out.add_stream_from_template(stream)
+    start = time.perf_counter()
+    for packet in source.demux(stream):
+        if packet.dts is None:
+            continue
+        wait = start + float(packet.dts * stream.time_base) - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        packet.stream = target
+        out.mux(packet)
+    out.close()
+    source.close()
+
+
+@pytest.mark.budget(40)  # real time: the stream plays at its own pace, about 9 s, then a 2 s stall ends it
+def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_run, tmp_path, capsys):
+    _, bundle = ood_run
+    video, truth = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 3, (192, 108), 25, 1.5, 0.6, 0.0)
+    port = free_udp_port()
+    url = f"udp://127.0.0.1:{port}"
+    sender = threading.Thread(target=send, args=(video, url, 1.5), daemon=True)
+    sender.start()
+    out = tmp_path / "watch"
+    summary = main(["watch", url, "--model", str(bundle), "--out", str(out), "--stall_s", "2"])
+    sender.join(timeout=30)
+    printed = capsys.readouterr().out
+    assert summary["stopped"].startswith("the stream stalled: no frame for 2 s"), summary
+    assert "frames seen" in printed and "latency p50" in printed  # the summary line
+    rows = read_csv(out / "frames.csv")
+    assert len(rows) == summary["frames_classified"] > 100  # about 9 s at 25 fps
+    assert summary["frames_seen"] == summary["frames_classified"] + summary["frames_skipped"]
+    assert sum(int(r["skipped_before"]) for r in rows) <= summary["frames_skipped"]
+    assert all(float(r["latency_ms"]) >= 0 for r in rows) and summary["latency_ms"]["p95"] > 0
+    # the live answer follows the examination: most frames inside a class's stretch carry its label
+    spans = [(r["label"], float(r["start"]), float(r["end"])) for r in read_csv(truth)]
+    inside = [
+        (r, next(s for s in spans if s[1] <= float(r["time"]) < s[2])) for r in rows if float(r["time"]) < spans[-1][2]
+    ]
+    labelled = [(r, s) for r, s in inside if s[0] in CLASSES and float(r["time"]) > s[1] + 0.5]  # past the lag
+    assert labelled and sum(r["live"] == s[0] for r, s in labelled) / len(labelled) > 0.7
+    segments = read_csv(out / "segments.csv")
+    assert {s["label"] for s in segments} <= {*CLASSES, OUTSIDE_STATE} and len(segments) == summary["segments"]
+    assert json.loads((out / "summary.json").read_text())["frames_classified"] == summary["frames_classified"]
+    assert any(line.split("  ")[1].startswith(CLASSES[0]) for line in printed.splitlines() if "  " in line)
+
+
+def test_a_source_that_cannot_be_opened_says_so(ood_run, tmp_path):
+    _, bundle = ood_run
+    with pytest.raises(UserError, match="no such file, device or URL"):
+        main(["watch", str(tmp_path / "missing.mp4"), "--model", str(bundle), "--out", str(tmp_path / "w")])
+    start = time.perf_counter()
+    silent = f"udp://127.0.0.1:{free_udp_port()}"
+    with pytest.raises(UserError, match="cannot be opened"):
+        main(["watch", silent, "--model", str(bundle), "--out", str(tmp_path / "w"), "--open_s", "1"])
+    assert time.perf_counter() - start < 20  # a silent source ends with a message, not a hang
