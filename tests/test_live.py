@@ -87,3 +87,36 @@ def test_a_source_that_cannot_be_opened_says_so(ood_run, tmp_path):
     with pytest.raises(UserError, match="cannot be opened"):
         main(["watch", silent, "--model", str(bundle), "--out", str(tmp_path / "w"), "--open_s", "1"])
     assert time.perf_counter() - start < 20  # a silent source ends with a message, not a hang
+
+
+def test_a_frame_that_arrives_while_the_model_is_busy_replaces_the_waiting_one():
+    """The mailbox keeps the newest frame: three arrive while the model works, it gets the last, two are skipped."""
+    import numpy as np
+
+    from kvasir_mobileone.deploy.live import Arrival, Newest
+
+    mailbox = Newest()
+    for k in range(3):
+        mailbox.put(Arrival(k, k / 25, time.perf_counter(), np.zeros((4, 4, 3), np.uint8)))
+    frame, skipped = mailbox.take(0.1)
+    assert frame.index == 2 and skipped == 2 and mailbox.decoded == 3
+    mailbox.end("the stream ended")
+    assert mailbox.take(0.1)[0] is None and mailbox.ended == "the stream ended"
+
+
+def test_the_live_label_is_filtered_one_odd_frame_does_not_flip_it():
+    """The forward filter: a run of sure frames of one class, then one frame sure of another, keeps the first; a
+    run of the other class moves it; a blank frame (no picture) is outside."""
+    import numpy as np
+
+    from kvasir_mobileone.deploy.live import LiveState
+
+    state = LiveState(["a", "b", "c"], stay=0.99, ood_weight=0.5)
+    sure_a, sure_b = np.array([0.9, 0.05, 0.05]), np.array([0.05, 0.9, 0.05])
+    for k in range(25):
+        assert state.update(sure_a, 0.0, False, k / 25)[0] == 0
+    assert state.update(sure_b, 0.0, False, 1.0)[0] == 0  # one odd frame
+    labels = [state.update(sure_b, 0.0, False, 1.0 + k / 25)[0] for k in range(1, 26)]
+    assert labels[-1] == 1
+    blanks = [state.update(sure_b, 0.0, True, 2.0 + k / 25)[0] for k in range(1, 26)]
+    assert state.label(blanks[-1]) == OUTSIDE_STATE

@@ -57,7 +57,30 @@ QUIET = {"KVASIR_TEST_CACHE": "off", "KVASIR_TEST_BUDGET": "off"}
 # source files a build reads as text instead of importing -> the module that reads them (the card embeds the example)
 READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone.deploy.card"}
 RE = "tests/test_recipe.py::"
+LI = "tests/test_live.py::"
 MUTATIONS = [
+    # issue 50 (in part): `kvasir watch`, a live feed
+    Mutation(
+        "a frame that arrives while the model is busy replaces the waiting one (never queued)",
+        "deploy/live.py",
+        "            self.frame = frame\n",
+        "            self.frame = self.frame or frame\n",
+        LI + "test_a_frame_that_arrives_while_the_model_is_busy_replaces_the_waiting_one",
+    ),
+    Mutation(
+        "the live label is the forward filter's, not the frame's own",
+        "deploy/live.py",
+        "        self.belief = (self.belief @ transitions(states, self.stay, 1 / dt)) * e\n",
+        "        self.belief = e.copy()\n",
+        LI + "test_the_live_label_is_filtered_one_odd_frame_does_not_flip_it",
+    ),
+    Mutation(
+        "a stream that stops ends the watch with a message saying it stalled",
+        "deploy/live.py",
+        '                    why = mailbox.ended or f"the stream stalled: no frame for {stall_s:g} s (--stall_s)"\n',
+        '                    why = mailbox.ended or "the stream ended"\n',
+        LI + "test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops",
+    ),
     # issue 49: the training recipe (EMA, Mixup/CutMix, drop path, RandAugment, a teacher, unlabeled frames)
     Mutation(
         "--model.ema keeps an average of the weights in the checkpoint",
