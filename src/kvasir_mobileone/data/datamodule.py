@@ -195,7 +195,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         if data.unlabeled_dir and self.loader_kind == "resident":
             raise DataError("--data.unlabeled_dir reads its frames in the loader's workers: use --data.loader workers.")
-        self.unlabeled = None  # data/unlabeled.UnlabeledFrames, set by fit (attach_unlabeled)
+        self.unlabeled = None  # data/unlabeled.UnlabeledFrames, set by fit (commands/fit.attach_recipe)
         if not 0 <= data.frame_swap <= 1:
             raise DataError(f"--data.frame_swap {data.frame_swap}: give a probability between 0 and 1, e.g. 0.5.")
         if self.loader_kind == "resident" and data.frame_swap:
@@ -362,7 +362,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def unlabeled_loader(self, batches: int) -> DataLoader:
         """The unlabeled frames, `batches` batches of them (as many as the labeled loader gives), drawn without
-        repeats until each has been seen, augmented as the training images; unreadable ones reported."""
+        repeats until each has been seen, augmented as the training images (in the workers, or on the device in
+        on_after_batch_transfer); unreadable ones reported."""
         from kvasir_mobileone.data.unlabeled import UNLABELED_LABEL
 
         frames = self.unlabeled
@@ -372,7 +373,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             [UNLABELED_LABEL],
             self.model_input.image_size,
             self.model_input.interpolation,
-            train_augmentations(self.data.augment),
+            train_augmentations(self.data.augment) if self.augment_on == "workers" else None,
             None,
             skip_unreadable=True,
             prepare=self.model_input.prepare,
