@@ -107,6 +107,13 @@ def test_drop_path_and_randaugment_are_switched_on_where_asked(tiny_data, resnet
     data = DataConfig(data_dir=str(tiny_data), augment="randaugment", augment_on="workers", cache=False)
     augment = ImageFolderDataModule(data, rows, model_input).dataset("train").augment
     assert type(augment.transforms[0]).__name__ == "RandAugment"
+    from kvasir_mobileone.data.unlabeled import UnlabeledFrames
+
+    on_device = ImageFolderDataModule(
+        DataConfig(data_dir=str(tiny_data), augment_on="device", cache=False), rows, model_input
+    )
+    on_device.unlabeled = UnlabeledFrames(tiny_data, 1, [{"path": rows[0]["path"], "label": "", "split": "unlabeled"}])
+    assert on_device.unlabeled_loader(2).dataset.augment is None  # augmented on the device, with the labeled batch
     with pytest.raises(DataError, match="--data.augment randaugment runs in the DataLoader workers"):
         device = DataConfig(data_dir=str(tiny_data), augment="randaugment", augment_on="device", cache=False)
         ImageFolderDataModule(device, rows, model_input)

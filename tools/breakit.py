@@ -83,6 +83,13 @@ MUTATIONS = [
     ),
     # issue 49: the training recipe (EMA, Mixup/CutMix, drop path, RandAugment, a teacher, unlabeled frames)
     Mutation(
+        "unlabeled frames are augmented once: on the device with the labeled batch when it is augmented there",
+        "data/datamodule.py",
+        '            train_augmentations(self.data.augment) if self.augment_on == "workers" else None,\n',
+        "            train_augmentations(self.data.augment),\n",
+        RE + "test_drop_path_and_randaugment_are_switched_on_where_asked",
+    ),
+    Mutation(
         "--model.ema keeps an average of the weights in the checkpoint",
         "commands/fit.py",
         "    if model.ema:  # validation",
