@@ -24,11 +24,25 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def send(video, url: str, delay: float) -> None:
-    """The video's packets, as they are (no re-encoding), in MPEG-TS over UDP at the pace of their own clock."""
+def listening(port: int) -> bool:
+    """Whether something has bound the UDP port (FFmpeg binds a unicast port without SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def send(video, url: str, port: int) -> None:
+    """The video's packets, as they are (no re-encoding), in MPEG-TS over UDP at the pace of their own clock, once
+    the receiver listens: UDP keeps nothing for a late listener, and the first key frame is the only one."""
     import av
 
-    time.sleep(delay)  # the receiver listens first: UDP keeps nothing for a late listener
+    deadline = time.perf_counter() + 60
+    while not listening(port) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
     source = av.open(str(video))
     stream = source.streams.video[0]
     out = av.open(url, mode="w", format="mpegts")
@@ -52,7 +66,7 @@ def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_ru
     video, truth = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 3, (192, 108), 25, 1.5, 0.6, 0.0)
     port = free_udp_port()
     url = f"udp://127.0.0.1:{port}"
-    sender = threading.Thread(target=send, args=(video, url, 1.5), daemon=True)
+    sender = threading.Thread(target=send, args=(video, url, port), daemon=True)
     sender.start()
     out = tmp_path / "watch"
     summary = main(["watch", url, "--model", str(bundle), "--out", str(out), "--stall_s", "2"])
