@@ -415,8 +415,8 @@ MUTATIONS = [
     Mutation(
         "training and testing images go through the model input's last steps (clean-up, hidden pixels)",
         "data/datamodule.py",
-        "            prepare=self.model_input.prepare,",
-        "            prepare=None,",
+        "            skip_unreadable=training,\n            prepare=self.model_input.prepare,",
+        "            skip_unreadable=training,\n            prepare=None,",
         FV + "test_clean_frame_inpaints_the_marks_inside_the_view_wherever_the_model_looks",
     ),
     Mutation(
@@ -990,8 +990,8 @@ MUTATIONS = [
     Mutation(
         "the workers' loader applies the view",
         "data/datamodule.py",
-        "            prepare=self.model_input.prepare,",
-        "            prepare=None,",
+        "            skip_unreadable=training,\n            prepare=self.model_input.prepare,",
+        "            skip_unreadable=training,\n            prepare=None,",
         FV + "test_both_loaders_black_out_everything_outside_the_view",
     ),
     Mutation(
