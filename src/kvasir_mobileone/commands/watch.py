@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from kvasir_mobileone.deploy.live import watch as watch_live
 from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, STAY, check_smoothing
 from kvasir_mobileone.deploy.video import VideoError, model_threads
@@ -39,8 +40,6 @@ def watch(
     if stall_s <= 0:
         raise UserError(f"--stall_s is how long a silent stream is waited for, in seconds: above 0, not {stall_s}.")
     predictor = load(model, precision, runtime, model_threads())
-    from kvasir_mobileone.deploy.live import watch as watch_live
-
     try:
         summary = watch_live(predictor, source, Path(out), stay, ood_weight, seconds, stall_s, print, open_s)
     except VideoError as err:
