@@ -152,6 +152,23 @@ def test_the_teachers_answers_on_the_students_images_reach_the_loss(resnet_run):
         load_teacher("convnext_tiny", None, CLASSES)
 
 
+def test_a_teacher_named_by_timm_loads_its_weights_head_included(resnet_run, tmp_path):
+    """--model.teacher NAME --model.teacher_weights FILE: the file's head is the teacher's (not a fresh one), so it
+    answers as the run it came from; a file of another shape is refused, named."""
+    from safetensors.torch import save_file
+
+    from_run = load_teacher(str(resnet_run), None, CLASSES)
+    weights = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in from_run.network.state_dict().items()}, str(weights))
+    by_name = load_teacher("resnet10t", str(weights), CLASSES)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():  # the same network (its own input is timm's default size, not the run's 32 px)
+        assert torch.allclose(by_name.network(images), from_run.network(images), atol=1e-5)
+    assert by_name.record.sha256 == sha256(weights) and by_name.record.name == "resnet10t"
+    with pytest.raises(UserError, match="not the weights of a resnet18 with a 4-class head"):
+        load_teacher("resnet18", str(weights), CLASSES)
+
+
 def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(
     tiny_data, resnet_run, tmp_path, monkeypatch
 ):
@@ -192,6 +209,7 @@ def test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers(
     assert "and on 12 unlabeled frames (of 14 found)" in card
     with pytest.raises(UserError, match="--data.unlabeled_dir needs --model.teacher"):
         fit_run(tiny_data, tmp_path / "runs", "alone", "--data.unlabeled_dir", str(tmp_path / "unlabeled"), flags=flags)
+    assert not (tmp_path / "runs" / "alone").exists()  # refused before a run folder is made
 
 
 @pytest.mark.slow

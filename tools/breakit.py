@@ -83,6 +83,13 @@ MUTATIONS = [
     ),
     # issue 49: the training recipe (EMA, Mixup/CutMix, drop path, RandAugment, a teacher, unlabeled frames)
     Mutation(
+        "a teacher named by timm loads its weights file whole, head included",
+        "models/loading.py",
+        "            timm.models.load_checkpoint(network, weights, strict=True)\n",
+        "            pass\n",
+        RE + "test_a_teacher_named_by_timm_loads_its_weights_head_included",
+    ),
+    Mutation(
         "unlabeled frames are augmented once: on the device with the labeled batch when it is augmented there",
         "data/datamodule.py",
         '            train_augmentations(self.data.augment) if self.augment_on == "workers" else None,\n',
@@ -155,8 +162,8 @@ MUTATIONS = [
     Mutation(
         "unlabeled frames need a teacher",
         "commands/fit.py",
-        "    if data.unlabeled_dir and not model.teacher:\n",
-        "    if False:\n",
+        "        if data.unlabeled_dir and not model.teacher:  # said before a run folder is made\n",
+        "        if False:\n",
         RE + "test_unlabeled_frames_are_checked_counted_and_learn_the_teachers_answers",
         "AttributeError: 'NoneType' object has no attribute 'logits'",  # training crashes where fit should refuse
     ),

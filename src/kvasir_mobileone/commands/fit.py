@@ -233,6 +233,9 @@ def resolved(data: DataConfig, trainer: TrainerConfig) -> tuple[DataConfig, Trai
     return data, trainer
 
 
+UNLABELED_NEEDS_TEACHER = "--data.unlabeled_dir needs --model.teacher: unlabeled frames learn the teacher's answers."
+
+
 def resolved_model(model: ModelConfig) -> ModelConfig:
     """A teacher given as a path, and its weights file, made absolute: the run resumes from any folder."""
     teacher = model.teacher
@@ -268,6 +271,8 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
     if resume:
         run, data, model, trainer, uncertainty, rows = resumed_run(resume, data_dir)
     else:
+        if data.unlabeled_dir and not model.teacher:  # said before a run folder is made
+            raise UserError(UNLABELED_NEEDS_TEACHER)
         data, trainer = resolved(data, trainer)
         model = resolved_model(model)
         run = create_run(trainer.runs_dir, trainer.run_name, model.name)
@@ -333,8 +338,6 @@ def _fit(data, model, trainer, test_after, strict, resume, data_dir, uncertainty
 def attach_recipe(module, datamodule, model: ModelConfig, data: DataConfig, rows, run: RunFolder) -> None:
     """The teacher (--model.teacher) and the unlabeled frames (--data.unlabeled_dir), checked and recorded in the
     run (model_info.json; unlabeled_left_out.csv lists the frames left out and why)."""
-    if data.unlabeled_dir and not model.teacher:
-        raise UserError("--data.unlabeled_dir needs --model.teacher: unlabeled frames learn the teacher's answers.")
     recorded: dict = {}
     if model.teacher:
         from kvasir_mobileone.models.loading import load_teacher

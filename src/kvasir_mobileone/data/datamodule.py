@@ -15,7 +15,7 @@ from typing import NamedTuple
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler, default_collate
 
 from kvasir_mobileone.data.batch_augment import BatchAugment
 from kvasir_mobileone.data.cache import ImageCache, build_cache
@@ -149,6 +149,26 @@ def collate_reporting_unreadable(samples: list):
         return torch.empty(0, dtype=torch.uint8), empty, empty, skipped
     images, targets, indices = default_collate(readable)
     return images, targets, indices, skipped
+
+
+class WithoutRepeats(Sampler):
+    """`count` indices into `size` items, drawn without repeats until each has been drawn, then again. Not a
+    RandomSampler: under DDP Lightning would replace that with a DistributedSampler over the whole folder (an epoch
+    as long as the unlabeled frames); this one it wraps, keeping the count, split between the ranks."""
+
+    def __init__(self, size: int, count: int, seed: int):
+        self.size, self.count = size, count
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        drawn = 0
+        while drawn < self.count:
+            order = torch.randperm(self.size, generator=self.generator)[: self.count - drawn].tolist()
+            drawn += len(order)
+            yield from order
 
 
 class ImageFolderDataModule(L.LightningDataModule):
@@ -378,8 +398,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             skip_unreadable=True,
             prepare=self.model_input.prepare,
         )
-        generator = torch.Generator().manual_seed(self.train_seed + 1)
-        sampler = RandomSampler(dataset, num_samples=batches * self.batch_size, generator=generator)
+        sampler = WithoutRepeats(len(dataset), batches * self.batch_size, self.train_seed + 1)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -116,7 +116,7 @@ def open_source(source: str, stall_s: float, open_s: float = OPEN_S):
 def read_frames(container, stream, pace: bool, size: int, interpolation: str, mailbox: Newest, stop) -> None:
     """The reader thread: every frame decoded, scaled to the model's size and put in the mailbox (a file at the
     pace of its own clock); the reason it stopped goes to the mailbox last."""
-    av = require("av", "video")
+    require("av", "video")
     from av.video.reformatter import VideoReformatter
 
     scaler, flag = VideoReformatter(), INTERPOLATION.get(interpolation, "BILINEAR")
@@ -135,7 +135,7 @@ def read_frames(container, stream, pace: bool, size: int, interpolation: str, ma
                     time.sleep(wait)
             pixels = scaler.reformat(frame, size, size, "rgb24", interpolation=flag).to_ndarray()
             mailbox.put(Arrival(index, t, time.perf_counter(), pixels))
-    except (av.error.FFmpegError, OSError) as err:
+    except Exception as err:  # FFmpeg, the OS, a frame the scaler refuses: said, never a silent end
         why = f"the stream broke off ({getattr(err, 'strerror', None) or err})"
     finally:
         container.close()
@@ -207,6 +207,7 @@ def watch(
 ) -> dict:
     """Watch `source` until it ends, stalls, `seconds` pass or Ctrl-C; the summary (also summary.json)."""
     names = list(predictor.class_names)
+    out_dir.mkdir(parents=True, exist_ok=True)
     container, stream, pace = open_source(source, stall_s, open_s)
     mailbox, stop = Newest(), threading.Event()
     model_input = predictor.model_input
@@ -215,14 +216,18 @@ def watch(
         args=(container, stream, pace, model_input.image_size, model_input.interpolation, mailbox, stop),
         daemon=True,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     state = LiveState(names, stay, ood_weight)
     latencies, classified, why = [], 0, None
     uncertainty = getattr(predictor, "uncertainty", None)
     started = time.perf_counter()
-    reader.start()
     frames_path = out_dir / VIDEO_FRAMES_NAME
-    with open(frames_path, "w", newline="", encoding="utf-8") as log:
+    try:
+        log = open(frames_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (grown row by row, closed below)
+    except OSError:
+        container.close()
+        raise
+    reader.start()
+    with log:
         rows = csv.writer(log)
         rows.writerow(LIVE_FRAME_COLUMNS)
         last_label, skipped_seen = None, 0

@@ -50,9 +50,10 @@ class Teacher:
         size = self.model_input.image_size
         if pixels.shape[-1] != size or pixels.shape[-2] != size:
             pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        if self.model_input.hidden() is not None:
+        hidden = self.model_input.hidden()  # its mask boxes and outside its view
+        if hidden is not None:
             if self._visible is None or self._visible.device != device:
-                self._visible = torch.from_numpy(self.model_input.visible()).to(device, dtype)
+                self._visible = torch.from_numpy(~hidden).to(device, dtype)
             pixels = pixels * self._visible
         mean = torch.tensor(self.model_input.mean, device=device).view(1, 3, 1, 1)
         return (pixels - mean) / torch.tensor(self.model_input.std, device=device).view(1, 3, 1, 1)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 
 from kvasir_mobileone.data.datamodule import DataConfig
@@ -153,7 +154,15 @@ def load_teacher(spec: str, weights: str | None, class_names: list[str]) -> Teac
                 "teacher, give its weights for these classes with --model.teacher_weights FILE (a run of "
                 "`kvasir fit --model.name NAME` is the simplest way to get them)."
             )
-        network = create_backbone(spec, len(class_names), pretrained=False, weights=weights)
+        network = create_backbone(spec, len(class_names), pretrained=False)
+        try:  # strict: the head must be the file's (timm's pretrained path would drop a head of another size)
+            timm.models.load_checkpoint(network, weights, strict=True)
+        except (RuntimeError, KeyError, OSError) as err:
+            raise UserError(
+                f"--model.teacher_weights {weights}: not the weights of a {spec} with a {len(class_names)}-class "
+                f"head ({str(err).splitlines()[0]}). For a teacher trained with `kvasir fit`, give its run folder as "
+                "--model.teacher instead."
+            ) from err
         model_input = model_input_for(spec)
         record = TeacherRecord(spec, str(Path(weights).resolve()), sha256(Path(weights)), 0)
     record = TeacherRecord(record.name, record.source, record.sha256, model_input.image_size)
