@@ -87,7 +87,7 @@ def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_ru
     labelled = [(r, s) for r, s in inside if s[0] in CLASSES and float(r["time"]) > s[1] + 0.5]  # past the lag
     assert labelled and sum(r["live"] == s[0] for r, s in labelled) / len(labelled) > 0.7
     segments = read_csv(out / "segments.csv")
-    assert {s["label"] for s in segments} <= {*CLASSES, OUTSIDE_STATE} and len(segments) == summary["segments"]
+    assert {s["class"] for s in segments} <= {*CLASSES, OUTSIDE_STATE} and len(segments) == summary["segments"]
     assert json.loads((out / "summary.json").read_text())["frames_classified"] == summary["frames_classified"]
     assert any(line.split("  ")[1].startswith(CLASSES[0]) for line in printed.splitlines() if "  " in line)
 

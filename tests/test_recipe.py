@@ -16,9 +16,10 @@ from kvasir_mobileone.data.datamodule import ImageFolderDataModule
 from kvasir_mobileone.data.folder import DataError
 from kvasir_mobileone.data.synth import KVASIR_CLASSES
 from kvasir_mobileone.errors import UserError
+from kvasir_mobileone.io import file_sha256 as sha256
 from kvasir_mobileone.io import read_csv
 from kvasir_mobileone.models.classifier import Classifier
-from kvasir_mobileone.models.distill import distillation_loss, sha256
+from kvasir_mobileone.models.distill import distillation_loss
 from kvasir_mobileone.models.loading import load_teacher, open_run
 from kvasir_mobileone.models.optim import ModelConfig
 from kvasir_mobileone.runs import read_checkpoint

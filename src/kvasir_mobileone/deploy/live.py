@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kvasir_mobileone.deploy.examination import write_segments
 from kvasir_mobileone.deploy.predict import classify
 from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, OUTSIDE_STATE, STAY, emissions, transitions
 from kvasir_mobileone.deploy.video import INTERPOLATION, VideoError, clock
 from kvasir_mobileone.extras import require
-from kvasir_mobileone.io import write_csv, write_json
+from kvasir_mobileone.io import write_json
 from kvasir_mobileone.runs import VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME, VIDEO_SUMMARY_NAME
 
 OPEN_S = 10.0  # a source that sends nothing within this many seconds "cannot be opened"
@@ -183,12 +184,13 @@ class LiveState:
         if self.open is None:
             return None
         o, self.open = self.open, None
-        row = {
-            "label": self.label(o["state"]),
-            "start": round(o["start"], 3),
-            "end": round(o["end"], 3),
+        row = {  # the row of deploy/examination.write_segments: one segments.csv for a video and a live feed
+            "state": self.label(o["state"]),
+            "start": o["start"],
+            "end": o["end"],
+            "duration": o["end"] - o["start"],
             "frames": o["frames"],
-            "mean_live_p": round(o["p_sum"] / o["frames"], 4),
+            "mean_probability": round(o["p_sum"] / o["frames"], 4),
         }
         self.segments.append(row)
         return row
@@ -301,9 +303,3 @@ def watch(
     }
     write_json(out_dir / VIDEO_SUMMARY_NAME, summary)
     return summary
-
-
-def write_segments(path: Path, found: list[dict]) -> Path:
-    """segments.csv of the closed segments, whole (a crash leaves the last complete one)."""
-    header = ["label", "start", "end", "frames", "mean_live_p"]
-    return write_csv(path, header, [[s[k] for k in header] for s in found])

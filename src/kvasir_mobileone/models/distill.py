@@ -5,9 +5,7 @@ teacher's own model input (size, mean/std, hidden pixels), and the student learn
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -74,11 +72,3 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         reduction="batchmean",
         log_target=True,
     ) * (t * t)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

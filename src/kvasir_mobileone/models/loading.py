@@ -17,9 +17,10 @@ from kvasir_mobileone.data.datamodule import DataConfig
 from kvasir_mobileone.data.split import check_manifest_files, read_manifest
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.images import ModelInput
+from kvasir_mobileone.io import file_sha256
 from kvasir_mobileone.models.backbone import create_backbone, fuse, model_input_for
 from kvasir_mobileone.models.classifier import Classifier
-from kvasir_mobileone.models.distill import Teacher, TeacherRecord, sha256
+from kvasir_mobileone.models.distill import Teacher, TeacherRecord
 from kvasir_mobileone.models.trainer import TrainerConfig, evaluation_precision, precision_context
 from kvasir_mobileone.runs import RunError, RunFolder, existing_data_dir, read_checkpoint, resolve
 
@@ -145,7 +146,7 @@ def load_teacher(spec: str, weights: str | None, class_names: list[str]) -> Teac
                 f"--model.teacher {spec} answers {list(trained.class_names)}, the student {list(class_names)}: a "
                 "teacher must know the same classes in the same order (train it on the same folder)."
             )
-        record = TeacherRecord(trained.model_name, str(Path(spec).resolve()), sha256(trained.ckpt), 0)
+        name, source, checksum = trained.model_name, Path(spec), file_sha256(trained.ckpt)
         network, model_input = trained.module.backbone, trained.module.model_input
     else:
         if not weights:
@@ -163,7 +164,6 @@ def load_teacher(spec: str, weights: str | None, class_names: list[str]) -> Teac
                 f"head ({str(err).splitlines()[0]}). For a teacher trained with `kvasir fit`, give its run folder as "
                 "--model.teacher instead."
             ) from err
-        model_input = model_input_for(spec)
-        record = TeacherRecord(spec, str(Path(weights).resolve()), sha256(Path(weights)), 0)
-    record = TeacherRecord(record.name, record.source, record.sha256, model_input.image_size)
+        name, source, checksum, model_input = spec, Path(weights), file_sha256(weights), model_input_for(spec)
+    record = TeacherRecord(name, str(source.resolve()), checksum, model_input.image_size)
     return Teacher(network, model_input, record)
