@@ -58,19 +58,25 @@ def pooled(figures: list[dict]) -> dict:
     }
 
 
-def run(args) -> None:
-    root = Path(args.out or tempfile.mkdtemp())
+def watched_videos(root: Path, videos: int, model: str) -> list[tuple[Path, Path]]:
+    """(frames.csv, truth CSV) of each synthetic examination, made and classified once (kept in root)."""
     classes = "[dyed-lifted-polyps, dyed-resection-margins, esophagitis, normal-cecum]"
     watched = []
-    for seed in range(args.videos):
+    for seed in range(videos):
         folder = root / f"exam{seed}"
         if not (folder / "examination.mp4").is_file():
             main(
                 ["synth", "--video", "true", "--dest", str(folder), "--scale", "0.25", "--classes", classes]
                 + ["--seed", str(seed)]
             )
-        main(["predict", str(folder / "examination.mp4"), "--model", args.model, "--out", str(folder / "watched")])
+        main(["predict", str(folder / "examination.mp4"), "--model", model, "--out", str(folder / "watched")])
         watched.append((folder / "watched" / "frames.csv", folder / "examination_truth.csv"))
+    return watched
+
+
+def run(args) -> None:
+    root = Path(args.out or tempfile.mkdtemp())
+    watched = watched_videos(root, args.videos, args.model)
     table, chosen = [], None
     for ood_weight in OOD_WEIGHTS:
         for stay in STAYS:

@@ -39,6 +39,12 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
             "[mobileone_s0]",
             "--video_seconds_per_class",
             "1.5",
+            "--live_models",
+            "[mobileone_s0]",
+            "--live_rates",
+            "[25, 60]",
+            "--live_seconds_per_class",
+            "0.5",
         ]
     )
     report = json.loads((tmp_path / "benchmark.json").read_text())
@@ -81,3 +87,14 @@ def test_benchmark_writes_side_by_side_ratios(tmp_path):
     assert len({r["frames"] for r in video}) == 1 and video[0]["frames"] == 195
     assert all(r["realtime_factor"] == pytest.approx(195 / 25 / r["seconds"]) for r in video)
     assert "1920x1080 h264 25 fps" in video[0]["video"] and "× real time" in (tmp_path / "benchmark.md").read_text()
+    # `kvasir watch` itself at 25 and 60 fps: every frame seen (4 classes x 0.5 s, 3 changes x 0.6 s), each either
+    # classified or skipped, the latency of those classified, and the verdict against the frame interval its own
+    live = report["live"]
+    assert [(r["fps"], r["precision"]) for r in live] == [(25, "fp32"), (25, "int8"), (60, "fp32"), (60, "int8")]
+    for r in live:
+        assert r["frames_seen"] == round(3.8 * r["fps"]) and 0 < r["frames_classified"] <= r["frames_seen"]
+        assert r["classified_share"] == pytest.approx(r["frames_classified"] / r["frames_seen"])
+        assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] <= r["latency_max_ms"]
+        assert r["p95_within_a_frame"] == (r["latency_p95_ms"] <= 1000 / r["fps"])
+        assert r["stopped"] == "the stream ended"
+    assert "## Live" in (tmp_path / "benchmark.md").read_text()

@@ -134,3 +134,40 @@ def test_the_live_label_is_filtered_one_odd_frame_does_not_flip_it():
     assert labels[-1] == 1
     blanks = [state.update(sure_b, 0.0, True, 2.0 + k / 25)[0] for k in range(1, 26)]
     assert state.label(blanks[-1]) == OUTSIDE_STATE
+
+
+def test_the_live_tab_answers_camera_frames_as_they_come(ood_run, tmp_path):
+    """The page's Live tab (deploy/serve.LiveSession, what each camera frame goes through): a synthetic
+    examination's frames arriving every 0.1 s, two in a row now and then lost while the model was busy; the live
+    answer follows the truth, the lost frames are counted, the answer is drawn over the picture."""
+    from types import SimpleNamespace
+
+    import av
+
+    from kvasir_mobileone.deploy.runtime import load
+    from kvasir_mobileone.deploy.serve import LIVE_EVERY_S, LIVE_RESTART_S, Handlers
+
+    _, bundle = ood_run
+    video, truth = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 5, (320, 240), 10, 2.0, 0.6, 0.0)
+    handlers = Handlers(SimpleNamespace(predictor=load(str(bundle))), 10**7, 10**7)
+    spans = [(r["label"], float(r["start"]), float(r["end"])) for r in read_csv(truth)]
+    with av.open(str(video)) as container:
+        frames = [(float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    shown, answer, figures, session = handlers.live(frames[0][1], None)
+    lost, seen = 0, []
+    for k, (t, pixels) in enumerate(frames[1:], start=1):
+        if k % 10 in (4, 5):  # two frames lost while the model was busy: the next arrives 0.3 s after the last
+            lost += 1
+            continue
+        shown, answer, figures = session.step(pixels, session.started + t)
+        seen.append((t, answer))
+    assert session.skipped == lost and session.answered == len(frames) - lost
+    assert f"{session.answered} frames answered" in figures and f"{lost} skipped" in figures
+    assert shown.shape[1] <= 640 and shown[2:20, 300:].mean() < 20  # the black band along the top, the text left
+    past_lag = [(a, s[0]) for t, a in seen for s in spans if s[1] + 0.5 <= t < s[2] and s[0] in CLASSES]
+    assert past_lag and sum(a.startswith(f"Live: **{label}**") for a, label in past_lag) > 0.7 * len(past_lag)
+    # a camera silent for longer than LIVE_RESTART_S starts a new examination: a fresh filter, counts from zero
+    session.last = time.perf_counter() - LIVE_RESTART_S - 1
+    *_, again = handlers.live(frames[0][1], session)
+    assert again is not session and again.answered == 1 and again.skipped == 0
+    assert LIVE_EVERY_S == 0.1

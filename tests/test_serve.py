@@ -292,6 +292,77 @@ def test_the_video_tab_in_a_browser(server, clip, tmp_path):
     assert (tmp_path / "video.png").stat().st_size > 10_000
 
 
+def y4m(video: Path, target: Path, size=(192, 144)) -> Path:
+    """The video as Y4M (raw YUV 4:2:0), what Chromium's fake camera plays (--use-file-for-fake-video-capture)."""
+    import av
+
+    with av.open(str(video)) as source, av.open(str(target), mode="w", format="yuv4mpegpipe") as out:
+        stream = source.streams.video[0]
+        encoder = out.add_stream("rawvideo", rate=stream.average_rate)
+        encoder.width, encoder.height, encoder.pix_fmt = *size, "yuv420p"
+        for frame in source.decode(stream):
+            for packet in encoder.encode(frame.reformat(*size, "yuv420p")):
+                out.mux(packet)
+        for packet in encoder.encode():
+            out.mux(packet)
+    return target
+
+
+@pytest.mark.slow
+def test_the_live_tab_in_a_browser_with_a_fake_camera(server, clip, tmp_path):
+    """Chromium's fake camera plays the synthetic examination (looping); the Live tab is started from the keyboard
+    and its answers follow the examination's classes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url = server[0]
+    camera = y4m(clip, tmp_path / "examination.y4m")
+    classes = {"dyed-lifted-polyps", "dyed-resection-margins", "esophagitis", "normal-cecum"}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium(),
+            headless=True,
+            args=[
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={camera}",
+            ],
+        )
+        page = browser.new_context(viewport={"width": 1366, "height": 900}, permissions=["camera"]).new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Live").click()
+        expect(page.locator("#live-answer")).to_have_attribute("aria-live", "polite")
+        assert not serious_violations(page)
+        for name in ("Click to Access Webcam", "capture photo"):  # the camera, then its stream, from the keyboard
+            for _ in range(40):
+                page.keyboard.press("Tab")
+                focused = page.evaluate(
+                    "(e => (e.innerText || '') + (e.getAttribute('aria-label') || ''))(document.activeElement)"
+                )
+                if name in focused:
+                    break
+            assert name in focused, focused
+            page.keyboard.press("Enter")
+            if name != "capture photo":  # the camera's own button is drawn once the camera is open
+                expect(page.locator('#camera button[aria-label="capture photo"]')).to_be_visible(timeout=30_000)
+        expect(page.locator("#live-answer")).to_contain_text("Live: ", timeout=30_000)
+        answers, deadline = set(), time.time() + 16  # the examination's 6-s segments: at least two within 16 s
+        while time.time() < deadline:
+            answers.add(page.locator("#live-answer").inner_text().split("Live: ", 1)[-1].split(" (")[0])
+            time.sleep(0.2)
+        assert answers <= classes | {"outside the training data"}, answers
+        assert len(answers & classes) >= 2, answers
+        figures = page.locator("#live-figures").inner_text()
+        assert "frames answered" in figures and "skipped (arrived while the model was busy)" in figures
+        assert int(figures.split(" frames answered")[0]) >= 50  # about ten a second
+        shown = page.locator("#live-frame img")
+        expect(shown).to_have_attribute("alt", "The live answer over the picture")
+        assert shown.evaluate("i => i.naturalWidth") > 100
+        assert not serious_violations(page)
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "live.png").stat().st_size > 10_000
+
+
 def test_the_page_through_gradio_client(server, page_bundle, images):
     from gradio_client import Client, handle_file
 

@@ -117,6 +117,29 @@ def video_section(report: dict) -> str:
     )
 
 
+def live_section(report: dict) -> str:
+    return (
+        "\n## Live (`kvasir watch` on a 1080p H.264 examination played at its own pace: latency = from a frame decoded "
+        "to its answer: scaling, model, smoothing; a frame that arrives while the model is busy is skipped, never "
+        "queued)\n\n"
+    ) + markdown_table(
+        ["model", "precision", "fps", "classified", "latency p50 (ms)", "p95", "max", "p95 within a frame"],
+        [
+            [
+                r["model"],
+                r["precision"],
+                r["fps"],
+                f"{r['frames_classified']} of {r['frames_seen']} ({r['classified_share']:.0%})",
+                f"{r['latency_p50_ms']:.1f}" if r["latency_p50_ms"] is not None else "—",
+                f"{r['latency_p95_ms']:.1f}" if r["latency_p95_ms"] is not None else "—",
+                f"{r['latency_max_ms']:.1f}" if r["latency_max_ms"] is not None else "—",
+                f"{'yes' if r['p95_within_a_frame'] else 'no'} ({r['frame_interval_ms']:.1f} ms)",
+            ]
+            for r in report["live"]
+        ],
+    )
+
+
 def gpu_section(report: dict) -> str:
     return render_gpu(report["gpu_training"])
 
@@ -128,5 +151,6 @@ SECTIONS = {
     "training": training_section,
     "inference": inference_section,
     "video": video_section,
+    "live": live_section,
     "gpu_training": gpu_section,
 }

@@ -49,18 +49,24 @@ def benchmark(
     check_scale: float = 0.5,
     video_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
     video_seconds_per_class: float = 6.0,
+    live_models: tuple[str, ...] = ("mobileone_s0", "mobileone_s3"),
+    live_rates: tuple[int, ...] = (25, 30, 60),
+    live_seconds_per_class: float = 2.0,
 ) -> Path:
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
 
-    --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
-    path (a Kvasir-sized split of synthetic images, or of --data_dir), then one setting at a time for gpu_ablate,
-    then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
-    gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
-    The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
-    check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]'). The
-    video section runs `kvasir predict VIDEO` end to end on a synthetic 1080p 25 fps examination for each of
-    video_models, fp32 and int8, beside decoding alone (video_seconds_per_class of each of 4 classes, 0.6 s changes
-    between them: 26 s by default): frames per second and the real-time factor."""
+        --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
+        path (a Kvasir-sized split of synthetic images, or of --data_dir), then one setting at a time for gpu_ablate,
+        then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
+        gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
+        The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
+        check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]'). The
+        video section runs `kvasir predict VIDEO` end to end on a synthetic 1080p 25 fps examination for each of
+        video_models, fp32 and int8, beside decoding alone (video_seconds_per_class of each of 4 classes, 0.6 s changes
+        between them: 26 s by default): frames per second and the real-time factor. The live section runs `kvasir watch`
+    on a synthetic 1080p examination played at its own pace at each of live_rates frames per second
+    (live_seconds_per_class of each class) for each of live_models, fp32 and int8: latency p50/p95/max and the share of
+    the frames classified."""
     workers = default_num_workers() if num_workers is None else num_workers
     report: dict = {"machine": machine(), "workers": workers}
     report["matmul_gflops_fp32"] = matmul_flops_per_s() / 1e9
@@ -82,7 +88,7 @@ def benchmark(
                 compile_modes=gpu_compile_modes,
                 compile_cache=Path(gpu_compile_cache) if gpu_compile_cache else None,
             )
-            skip = ("data", "check", "training", "inference", "video")
+            skip = ("data", "check", "training", "inference", "video", "live")
         if "data" not in skip:
             per_class = max(2, num_images // 8)
             folder = Path(data_dir) if data_dir else synth(str(tmp_dir / "synth"), images_per_class=per_class)
@@ -99,6 +105,10 @@ def benchmark(
             from kvasir_mobileone.bench.video import bench_video
 
             report["video"] = bench_video(video_models, tmp_dir, seconds_per_class=video_seconds_per_class)
+        if "live" not in skip:
+            from kvasir_mobileone.bench.live import bench_live
+
+            report["live"] = bench_live(live_models, tmp_dir, live_rates, live_seconds_per_class)
     out_dir = Path(out)
     write_json(out_dir / "benchmark.json", report)
     text = render(report)

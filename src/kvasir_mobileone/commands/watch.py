@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from kvasir_mobileone.deploy.live import LIVE_STAY
 from kvasir_mobileone.deploy.live import watch as watch_live
 from kvasir_mobileone.deploy.runtime import load
-from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, STAY, check_smoothing
+from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, check_smoothing
 from kvasir_mobileone.deploy.video import VideoError, model_threads
 from kvasir_mobileone.errors import UserError
 
@@ -17,7 +18,7 @@ def watch(
     source: str,
     model: str = "bundle",
     out: str = "watch",
-    stay: float = STAY,
+    stay: float = LIVE_STAY,
     ood_weight: float = OOD_WEIGHT,
     seconds: float | None = None,
     stall_s: float = 5.0,
@@ -30,11 +31,11 @@ def watch(
     SOURCE is a capture device (/dev/videoN: a capture card is one), a network stream (udp://HOST:PORT, rtsp://...,
     srt://...) or a video file, played at its own pace (a rehearsal). A frame that arrives while the model is busy
     is skipped and counted, never queued. The answer is smoothed causally (the forward filter of `predict VIDEO`'s
-    HMM: --stay, --ood_weight; no picture and outside the training data included) and printed each time it changes,
-    with the frame's latency (arrival to answer). --out DIR gets frames.csv (a row per classified frame, as it
-    comes), segments.csv (rewritten as each segment closes) and summary.json. It ends when the stream ends, when no
-    frame comes for --stall_s seconds (a source that sends nothing for --open_s cannot be opened), after --seconds, or
-    with Ctrl-C, and prints the summary: frames seen,
+    HMM: --stay, 0.9 a second here for a shorter lag, and --ood_weight; no picture and outside the training data
+    included) and printed each time it changes, with the frame's latency (arrival to answer). --out DIR gets
+    frames.csv (a row per classified frame, as it comes), segments.csv (rewritten as each segment closes) and
+    summary.json. It ends when the stream ends, when no frame comes for --stall_s seconds (a source that sends
+    nothing for --open_s cannot be opened), after --seconds, or with Ctrl-C, and prints the summary: frames seen,
     classified and skipped, latency p50/p95/max, segments."""
     check_smoothing(stay, 0.0, ood_weight)
     if stall_s <= 0:

@@ -5,6 +5,7 @@ words stay legible). Frames that were not classified (--every, --fps) carry the 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,26 @@ from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import atomic_path
 
 MIN_HEIGHT, MAX_HEIGHT = 360, 720
+
+
+@functools.cache
+def fonts(height: int):
+    """The label's and the caption's font for a picture `height` pixels high (Pillow's own font: nothing fetched)."""
+    big, small = height // 20, height // 30
+    return ImageFont.load_default(size=big), ImageFont.load_default(size=small), big, big + small + 14
+
+
+def draw_band(pixels: np.ndarray, text: str, caption: str, colour: tuple) -> np.ndarray:
+    """The picture with a black band along the top: `text` large, `caption` below it, a line in `colour` (the
+    state's, as in the timeline) under both. The annotated video and the page's Live tab draw the same band."""
+    picture = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    font, caption_font, big, band = fonts(picture.height)
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((0, 0, picture.width, band), fill=(0, 0, 0))
+    draw.rectangle((0, band - 4, picture.width, band), fill=colour)
+    draw.text((8, 3), text, fill=(255, 255, 255), font=font)
+    draw.text((8, big + 6), caption, fill=(200, 200, 200), font=caption_font)
+    return np.asarray(picture)
 
 
 def annotate_video(
@@ -34,9 +55,6 @@ def annotate_video(
     width, height = stream.codec_context.width, stream.codec_context.height
     scale = min(MAX_HEIGHT, max(MIN_HEIGHT, height)) / height
     width, height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
-    big, small = height // 20, height // 30
-    font, caption_font = ImageFont.load_default(size=big), ImageFont.load_default(size=small)
-    band = big + small + 14
     indices = np.asarray(indices)
 
     def readable():  # a truncated video: annotated as far as it can be read (the summary says where it stopped)
@@ -62,14 +80,9 @@ def annotate_video(
                     from kvasir_mobileone.deploy.explain import over_frame
 
                     pixels = over_frame(pixels, heat[j].astype(np.float32))
-                picture = Image.fromarray(pixels)
-                draw = ImageDraw.Draw(picture)
-                draw.rectangle((0, 0, width, band), fill=(0, 0, 0))
-                draw.rectangle((0, band - 4, width, band), fill=colours[j])
                 t = float(frame.time) if frame.time is not None else i / float(rate)
-                draw.text((8, 3), f"{clock(t)}  {labels[j]}", fill=(255, 255, 255), font=font)
-                draw.text((8, big + 6), captions[j], fill=(200, 200, 200), font=caption_font)
-                out_frame = av.VideoFrame.from_ndarray(np.asarray(picture), format="rgb24")
+                picture = draw_band(pixels, f"{clock(t)}  {labels[j]}", captions[j], colours[j])
+                out_frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
                 out_frame.pts = i
                 for packet in encoder.encode(out_frame):
                     out.mux(packet)

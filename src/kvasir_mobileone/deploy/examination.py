@@ -238,9 +238,7 @@ def write_segments(path: Path, found: list[dict]) -> Path:
 
 def write_annotated(video: Path, target: Path, names: list[str], found: Classified, probs, labels) -> Path:
     """annotated.mp4: the video with each frame's answer and the smoothed label (and, when computed, the heatmap)."""
-    states = [*names, OUTSIDE_STATE]
-    colours = [tuple(int(255 * c) for c in class_colour(k, len(names))) for k in range(len(names))]
-    colours.append((110, 110, 110))  # the outside state: grey on the black band
+    states, colours = [*names, OUTSIDE_STATE], band_colours(names)
     captions = [f"frame: {a} {p.max():.2f}" for a, p in zip(found.answers, probs, strict=True)]
     annotate_video(
         video,
@@ -291,6 +289,12 @@ def small_heatmaps(maps: np.ndarray) -> np.ndarray:
     return np.stack(
         [np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((HEAT_SIDE,) * 2, Image.BOX)) for m in maps]
     ).astype(np.float16)
+
+
+def band_colours(names: list[str]) -> list[tuple[int, int, int]]:
+    """RGB 0-255 of each class, then of the outside state (grey on the black band), for the label band drawn over a
+    picture (the annotated video, the page's Live tab)."""
+    return [tuple(int(255 * c) for c in class_colour(k, len(names))) for k in range(len(names))] + [(110, 110, 110)]
 
 
 def class_colour(k: int, classes: int) -> tuple[float, float, float]:

@@ -20,12 +20,13 @@ import numpy as np
 
 from kvasir_mobileone.deploy.examination import write_segments
 from kvasir_mobileone.deploy.predict import classify
-from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, OUTSIDE_STATE, STAY, emissions, transitions
+from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, OUTSIDE_STATE, emissions, transitions
 from kvasir_mobileone.deploy.video import INTERPOLATION, VideoError, clock
 from kvasir_mobileone.extras import require
 from kvasir_mobileone.io import write_json
 from kvasir_mobileone.runs import VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME, VIDEO_SUMMARY_NAME
 
+LIVE_STAY = 0.9  # watch's default --stay (per second): benchmarks/live_lag.py chose it (docs/deploy.md)
 OPEN_S = 10.0  # a source that sends nothing within this many seconds "cannot be opened"
 LIVE_FRAME_COLUMNS = [
     "frame",
@@ -47,7 +48,7 @@ class Arrival:
 
     index: int
     time: float  # the stream's own clock, seconds
-    arrived: float  # time.perf_counter() when the reader had it
+    arrived: float  # time.perf_counter() when the reader had it decoded, before scaling
     pixels: np.ndarray  # H x W x 3 uint8 at the model input's size
 
 
@@ -134,8 +135,9 @@ def read_frames(container, stream, pace: bool, size: int, interpolation: str, ma
                 wait = start + t - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)
+            arrived = time.perf_counter()  # decoded: its latency counts the scaling, the model and the smoothing
             pixels = scaler.reformat(frame, size, size, "rgb24", interpolation=flag).to_ndarray()
-            mailbox.put(Arrival(index, t, time.perf_counter(), pixels))
+            mailbox.put(Arrival(index, t, arrived, pixels))
     except Exception as err:  # FFmpeg, the OS, a frame the scaler refuses: said, never a silent end
         why = f"the stream broke off ({getattr(err, 'strerror', None) or err})"
     finally:
@@ -196,11 +198,50 @@ class LiveState:
         return row
 
 
+@dataclass
+class FrameAnswer:
+    """One live frame's answer: its class probabilities and judgement, and the live (filtered) state."""
+
+    probs: np.ndarray  # the frame's class probabilities
+    judged: object  # deploy/predict.Prediction: the frame's own answer, flags and scores
+    live: int  # the forward filter's state (a class, or the outside state)
+    live_p: float  # its filtered probability
+    label: str  # the state's name
+
+    @property
+    def top(self) -> int:
+        return int(self.probs.argmax())
+
+
+class LiveFeed:
+    """The model side of a live examination, shared by `kvasir watch` and the page's Live tab: a frame at the model's
+    input size classified as `predict` does, its odds of being outside the training data from the detector, and the
+    forward filter (LiveState) moved on to the frame's time."""
+
+    def __init__(self, predictor, stay: float = LIVE_STAY, ood_weight: float = OOD_WEIGHT):
+        self.predictor = predictor
+        self.state = LiveState(list(predictor.class_names), stay, ood_weight)
+        self.uncertainty = getattr(predictor, "uncertainty", None)
+
+    def answer(self, pixels: np.ndarray, t: float, name: str = "frame") -> FrameAnswer:
+        """`pixels`: H x W x 3 uint8 at the model input's size; `t`: the frame's time in seconds."""
+        model_input = self.predictor.model_input
+        probs, judged = classify(self.predictor, model_input.from_resized(pixels)[None], [name], 1)
+        j = judged[0]
+        odds = 0.0
+        if self.uncertainty is not None and (j.ood_score is not None or j.input_score is not None):
+            score = None if j.ood_score is None else [j.ood_score]
+            checked = None if j.input_score is None else [j.input_score]
+            odds = float(self.uncertainty.outside_odds(score, 1, checked)[0])
+        live, live_p = self.state.update(probs[0], odds, j.no_picture is True, t)
+        return FrameAnswer(probs[0], j, live, live_p, self.state.label(live))
+
+
 def watch(
     predictor,
     source: str,
     out_dir: Path,
-    stay: float = STAY,
+    stay: float = LIVE_STAY,
     ood_weight: float = OOD_WEIGHT,
     seconds: float | None = None,
     stall_s: float = 5.0,
@@ -218,9 +259,9 @@ def watch(
         args=(container, stream, pace, model_input.image_size, model_input.interpolation, mailbox, stop),
         daemon=True,
     )
-    state = LiveState(names, stay, ood_weight)
+    feed = LiveFeed(predictor, stay, ood_weight)
+    state = feed.state
     latencies, classified, why = [], 0, None
-    uncertainty = getattr(predictor, "uncertainty", None)
     started = time.perf_counter()
     frames_path = out_dir / VIDEO_FRAMES_NAME
     try:
@@ -242,41 +283,33 @@ def watch(
                 if frame is None:
                     why = mailbox.ended or f"the stream stalled: no frame for {stall_s:g} s (--stall_s)"
                     break
-                probs, judged = classify(predictor, model_input.from_resized(frame.pixels)[None], [source], 1)
-                j = judged[0]
-                odds = 0.0
-                if uncertainty is not None and (j.ood_score is not None or j.input_score is not None):
-                    score = None if j.ood_score is None else [j.ood_score]
-                    checked = None if j.input_score is None else [j.input_score]
-                    odds = float(uncertainty.outside_odds(score, 1, checked)[0])
-                live, live_p = state.update(probs[0], odds, j.no_picture is True, frame.time)
+                a = feed.answer(frame.pixels, frame.time, source)
                 latency = time.perf_counter() - frame.arrived
                 latencies.append(latency)
                 classified += 1
-                top = int(probs[0].argmax())
-                outside = j.outside is True and not j.no_picture
+                j = a.judged
                 rows.writerow(
                     [
                         frame.index,
                         f"{frame.time:.3f}",
                         f"{1000 * latency:.1f}",
-                        names[top],
-                        f"{probs[0, top]:.4f}",
-                        state.label(live),
-                        f"{live_p:.4f}",
-                        outside,
+                        names[a.top],
+                        f"{a.probs[a.top]:.4f}",
+                        a.label,
+                        f"{a.live_p:.4f}",
+                        j.outside is True and not j.no_picture,
                         j.no_picture is True,
                         skipped - skipped_seen,
                     ]
                 )
                 skipped_seen = skipped
                 log.flush()
-                closed = state.follow(live, frame.time, live_p)
+                closed = state.follow(a.live, frame.time, a.live_p)
                 if closed is not None:
                     write_segments(out_dir / VIDEO_SEGMENTS_NAME, state.segments)
-                if state.label(live) != last_label:
-                    last_label = state.label(live)
-                    on_answer(f"{clock(frame.time, tenths=True)}  {last_label} ({live_p:.2f})  {1000 * latency:.0f} ms")
+                if a.label != last_label:
+                    last_label = a.label
+                    on_answer(f"{clock(frame.time, tenths=True)}  {a.label} ({a.live_p:.2f})  {1000 * latency:.0f} ms")
         except KeyboardInterrupt:
             why = "stopped with Ctrl-C"
         finally:

@@ -39,12 +39,16 @@ button[role="tab"][aria-selected="true"] {{ color: {PRIMARY} !important; }}
 #timeline label[data-testid="block-label"] {{ position: static !important; }}
 #images button.icon-button:has(button.upload-container), #video button.icon-button:has(button.upload-container) {{
   display: none !important; }}
+#live-answer [data-testid="status-tracker"], #live-figures [data-testid="status-tracker"],
+#live-frame [data-testid="status-tracker"] {{ display: none !important; }}
 @media (max-width: 640px) {{
   #results th:nth-child(n+3), #results td:nth-child(n+3), #segments th:nth-child(n+4), #segments td:nth-child(n+4) {{
     display: none !important; }}
   #results table, #segments table {{ width: 100% !important; }}
 }}
 """
+# the Live tab's outputs change ten times a second: Gradio's timer over them ("0.0s") would flicker, and be read
+# out inside the live answer
 # Gradio's "add more files" icon is a button holding its upload button (nested controls a screen reader cannot
 # tell apart): hidden; more files are dropped on the list, or chosen again after clearing it.
 # at phone width the tables keep the columns that answer, whole words in each: the file and its answer (the class
@@ -56,7 +60,8 @@ button[role="tab"][aria-selected="true"] {{ color: {PRIMARY} !important; }}
 ANNOUNCE = """() => {
   const zones = { images: ["Upload images", "Drop images here"], video: ["Upload a video", "Drop a video here"] };
   const mend = () => {
-    for (const id of ["message", "video-message"]) {  // the video tab is drawn when first opened: mended then
+    // the video and live tabs are drawn when first opened: mended then
+    for (const id of ["message", "video-message", "live-answer"]) {
       const el = document.getElementById(id);
       if (el && el.getAttribute("aria-live") !== "polite") {
         el.setAttribute("role", "status"); el.setAttribute("aria-live", "polite"); } }
@@ -69,6 +74,8 @@ ANNOUNCE = """() => {
     // Gradio's empty outputs carry an aria-label on a plain div (a label nothing can take): an image with a name
     document.querySelectorAll('.empty[aria-label="Empty value"]:not([role])').forEach(d => {
       d.setAttribute("role", "img"); d.setAttribute("aria-label", "Nothing here yet"); });
+    document.querySelectorAll("#live-frame img").forEach(i => {
+      if (i.alt !== "The live answer over the picture") i.alt = "The live answer over the picture"; });
     document.querySelectorAll("#confusion img").forEach(i => {
       if (i.alt !== "Confusion matrix of the test split") i.alt = "Confusion matrix of the test split"; });
     for (const [id, [name, drop]] of Object.entries(zones)) {

@@ -35,6 +35,10 @@ MB = 2**20  # a megabyte as the page's upload list counts it (Gradio's file list
 
 
 ANNOTATE_SECONDS = 60  # the video tab draws the labels on clips up to this long (longer ones: the timeline only)
+LIVE_EVERY_S = 0.1  # the Live tab's camera sends a frame this often (Gradio's stream_every)
+LIVE_RESTART_S = 3.0  # a camera silent this long and started again begins a new examination (a fresh filter)
+LIVE_SHOWN_PX = 640  # the Live tab shows the answer over the picture at most this wide
+LIVE_LATENCY_WINDOW = 100  # the Live tab's latency figures are over this many last frames
 
 
 def upload_cap_mb(max_file_mb: float, max_video_mb: float = 0) -> float:
@@ -148,6 +152,7 @@ def build_app(
         with gr.Tabs():
             images = images_tab(gr, page, handlers, max_file_mb)
             video = video_tab(gr, max_video_mb)
+            live = live_tab(gr)
         images["button"].click(
             handlers.classify,
             inputs=images["files"],
@@ -169,6 +174,16 @@ def build_app(
             """handlers.watch with the video's progress bar (frames done, time left) shown over the outputs."""
             return handlers.watch(file)
 
+        live["camera"].stream(
+            handlers.live,
+            inputs=[live["camera"], live["session"]],
+            outputs=[live["shown"], live["answer"], live["figures"], live["session"]],
+            api_name="live",
+            stream_every=LIVE_EVERY_S,
+            concurrency_limit=1,  # Gradio keeps only the newest frame that arrived while the model was busy
+            concurrency_id="live",  # a video being watched on the page does not hold up the camera
+            show_progress="hidden",
+        )
         video["button"].click(
             watch,
             inputs=video["clip"],
@@ -204,6 +219,17 @@ class Handlers:
             return ""
         text = f"{len(paths) - len(bad)} of {len(paths)} files ready to classify."
         return text + "".join(f"\n- **{a['file']}** will not be classified: {a['error']}" for a in bad)
+
+    def live(self, frame, session):
+        """The Live tab: one camera frame — the newest: a frame that arrives while the model is busy replaces the
+        one waiting (Gradio's stream) — classified and smoothed causally as `kvasir watch` does; (the frame with
+        the live answer drawn over it, the answer, the figures, the session)."""
+        arrived = time.perf_counter()
+        if frame is None:
+            return None, "", "", session
+        if session is None or arrived - session.last > LIVE_RESTART_S:
+            session = LiveSession(self.page.predictor, arrived)
+        return (*session.step(np.asarray(frame), arrived), session)
 
     def watch(self, file):
         """The video tab: the timeline, the segments, a summary (a live region) and, for a short clip, the clip
@@ -297,6 +323,91 @@ def video_tab(gr, max_video_mb: float) -> dict:
         "segments": segments_table,
         "annotated": annotated,
     }
+
+
+def live_tab(gr) -> dict:
+    """The Live tab: the browser's camera (a capture card shows up as one), the answer over the picture, the live
+    answer (a live region: read out when it changes) and the figures: frames answered and skipped, latency."""
+    with gr.Tab("Live", elem_id="live-tab"):
+        gr.Markdown(
+            "A live examination: the browser's camera (an endoscopy tower's capture card shows up as one) sends a "
+            f"frame every {LIVE_EVERY_S:g} s; each is classified as it comes and smoothed over time with the past "
+            "frames only (`kvasir watch` does the same from the command line). A frame that arrives while the model "
+            "is busy is skipped, never queued, so the answer never falls behind. Start the camera below; the "
+            "answer is read out when it changes."
+        )
+        with gr.Row(equal_height=False):
+            camera = gr.Image(
+                sources=["webcam"],
+                streaming=True,
+                type="numpy",
+                label="Camera",
+                elem_id="camera",
+                webcam_options=gr.WebcamOptions(mirror=False),  # an endoscope's picture as it is, never mirrored
+            )
+            shown = gr.Image(
+                label="The live answer over the picture",
+                elem_id="live-frame",
+                interactive=False,
+                format="jpeg",
+                show_label=False,  # the label would cover the band the answer is drawn in (the image keeps a name)
+            )
+        answer = gr.Markdown(elem_id="live-answer")
+        figures = gr.Markdown(elem_id="live-figures")
+        session = gr.State(None)
+    return {"camera": camera, "shown": shown, "answer": answer, "figures": figures, "session": session}
+
+
+class LiveSession:
+    """One browser's live examination: the feed (the model and the forward filter), the frames answered and
+    skipped, the latency of the last frames."""
+
+    def __init__(self, predictor, started: float):
+        from collections import deque
+
+        from kvasir_mobileone.deploy.examination import band_colours
+        from kvasir_mobileone.deploy.live import LiveFeed
+
+        self.feed = LiveFeed(predictor)
+        self.colours = band_colours(list(predictor.class_names))
+        self.started = self.last = started
+        self.answered, self.skipped = 0, 0
+        self.latencies = deque(maxlen=LIVE_LATENCY_WINDOW)
+
+    def step(self, frame: np.ndarray, arrived: float) -> tuple:
+        """(the picture with the answer drawn over it, the answer, the figures) of one camera frame that arrived at
+        `arrived` (time.perf_counter()); its latency is from the start of this call to the answer."""
+        began = time.perf_counter()
+        from PIL import Image
+
+        from kvasir_mobileone.deploy.annotate import draw_band
+        from kvasir_mobileone.deploy.video import clock
+        from kvasir_mobileone.images import RESAMPLE
+
+        if self.answered:  # the camera's frames since the last answered one that never reached the model
+            self.skipped += max(0, round((arrived - self.last) / LIVE_EVERY_S) - 1)
+        self.last = arrived
+        picture = Image.fromarray(frame.astype(np.uint8)).convert("RGB")
+        model_input = self.feed.predictor.model_input
+        size = model_input.image_size
+        pixels = np.asarray(picture.resize((size, size), RESAMPLE[model_input.interpolation]))
+        t = arrived - self.started
+        a = self.feed.answer(pixels, t, "camera")
+        self.answered += 1
+        names = self.feed.predictor.class_names
+        own = "no picture" if a.judged.no_picture else f"{names[a.top]} {a.probs[a.top]:.2f}"
+        picture.thumbnail((LIVE_SHOWN_PX, LIVE_SHOWN_PX))
+        shown = draw_band(np.asarray(picture), f"{clock(t)}  {a.label}", f"this frame: {own}", self.colours[a.live])
+        self.latencies.append(time.perf_counter() - began)
+        ms = 1000 * np.array(self.latencies)
+        answer = f"Live: **{a.label}**" + ("" if a.label == OUTSIDE else f" ({a.live_p:.0%})")
+        figures = (
+            f"{self.answered} frames answered in {clock(t, tenths=True)}, {self.skipped} skipped (arrived while the "
+            f"model was busy); latency on the server, frame in to answer out: {ms[-1]:.0f} ms, p50 "
+            f"{np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms over the last {len(ms)} frames. "
+            f"This frame alone: {own}."
+        )
+        return shown, answer, figures
 
 
 def answer_text(a: Prediction) -> str:

@@ -68,3 +68,19 @@ def compare_timeline(frames_csv, truth_csv, tolerance: float = 0.5) -> dict:
         "switches_smoothed": int(np.count_nonzero(smoothed[1:] != smoothed[:-1])),
         "switches_truth": int(np.count_nonzero(expected[1:] != expected[:-1])),
     }
+
+
+def follow_lags(labels, times: np.ndarray, truth: list[dict]) -> list[dict]:
+    """How long a label takes to follow each true change (every truth row after the first, the gaps and the photo
+    included: their truth is the outside state): the time from the row's start to the first frame inside it that
+    carries its label (None when none does: the change was missed), and the row's duration."""
+    labels = np.asarray(labels, dtype=object)  # the outside state is named as the truth names it (GAP)
+    times = np.asarray(times, np.float64)
+    out = []
+    for row in truth[1:]:
+        start, end = float(row["start"]), float(row["end"])
+        inside = np.flatnonzero((times >= start - 1e-6) & (times < end - 1e-6))
+        hits = inside[labels[inside] == row["label"]]
+        lag = float(times[hits[0]] - start) if len(hits) else None
+        out.append({"label": row["label"], "start": start, "duration": end - start, "lag": lag})
+    return out
