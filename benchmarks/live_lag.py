@@ -81,13 +81,13 @@ def run(args) -> None:
                 labels, times = live_labels(f, stay, every)
                 lags += follow_lags(labels, times, truth)
                 pairs.append((labels, truth_at(truth, times)))
-            table.append([stay, f"live, 1 frame in {every}", *figures(lags, pairs)])
+            table.append([f"{stay:g}", f"live, 1 frame in {every}", *figures(lags, pairs)])
         lags, pairs = [], []
         for f, truth in videos:
             labels = offline_labels(f, stay)
             lags += follow_lags(labels, f["times"], truth)
             pairs.append((labels, truth_at(truth, f["times"])))
-        table.append([stay, "offline (Viterbi, --min_segment 0.5)", *figures(lags, pairs)])
+        table.append([f"{stay:g}", "offline (Viterbi, --min_segment 0.5)", *figures(lags, pairs)])
     headers = ["--stay", "labels", "lag into a class (s): median / p95 / max", "missed"]
     headers += ["lag into outside (s)", "missed", "switches (truth)", "frame accuracy"]
     print(markdown_table(headers, table))

@@ -16,6 +16,7 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import read_csv
 
 CLASSES = tuple(KVASIR_CLASSES[:4])  # ood_runs' classes (conftest.py)
+LAG_S = 1.0  # the live label's lag behind a change, as measured (docs/deploy.md, Live examinations), and a margin
 
 
 def free_udp_port() -> int:
@@ -88,6 +89,14 @@ def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_ru
     assert labelled and sum(r["live"] == s[0] for r, s in labelled) / len(labelled) > 0.7
     segments = read_csv(out / "segments.csv")
     assert {s["class"] for s in segments} <= {*CLASSES, OUTSIDE_STATE} and len(segments) == summary["segments"]
+    # each class's segment opens within the lag measured for the live filter (benchmarks/live_lag.py, --stay 0.9:
+    # at most 0.84 s with one frame in three classified) of the class's true start
+    for label, start, end in spans:
+        if label in CLASSES and start > 0:
+            opened = [
+                float(s["start"]) for s in segments if s["class"] == label and start - 0.05 <= float(s["start"]) < end
+            ]
+            assert opened and opened[0] - start <= LAG_S, (label, start, opened)
     assert json.loads((out / "summary.json").read_text())["frames_classified"] == summary["frames_classified"]
     assert any(line.split("  ")[1].startswith(CLASSES[0]) for line in printed.splitlines() if "  " in line)
 
@@ -171,3 +180,40 @@ def test_the_live_tab_answers_camera_frames_as_they_come(ood_run, tmp_path):
     *_, again = handlers.live(frames[0][1], session)
     assert again is not session and again.answered == 1 and again.skipped == 0
     assert LIVE_EVERY_S == 0.1
+
+
+@pytest.mark.budget(25)  # real time: the file plays at its own pace, about 6 s
+def test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them(ood_run, tmp_path):
+    """--annotate_to: each classified frame, 360 px high, with the live answer's band in its state's colour, at the
+    frames' own times; a destination it cannot write says so before anything is watched."""
+    import av
+    import numpy as np
+
+    from kvasir_mobileone.deploy.examination import band_colours
+    from kvasir_mobileone.deploy.live import DISPLAY_HEIGHT
+
+    _, bundle = ood_run
+    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 2, (320, 240), 25, 1.0, 0.6, 0.0)
+    out, shown = tmp_path / "watch", tmp_path / "shown" / "annotated.mp4"
+    summary = main(["watch", str(video), "--model", str(bundle), "--out", str(out), "--annotate_to", str(shown)])
+    sent = summary["annotated"]
+    assert sent["to"] == str(shown) and sent["error"] is None and sent["frames"] > 100
+    assert sent["frames"] + sent["skipped"] == summary["frames_classified"]
+    rows = {f"{float(r['time']):.2f}": r for r in read_csv(out / "frames.csv")}
+    colours = band_colours(list(CLASSES))
+    with av.open(str(shown)) as container:
+        frames = [(float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    assert len(frames) == sent["frames"] and frames[0][1].shape == (DISPLAY_HEIGHT, 480, 3)  # 4:3, 360 high
+    times = [t for t, _ in frames]
+    assert times == sorted(times) and all(f"{t:.2f}" in rows for t in times)  # classified frames, their own times
+    checked = 0
+    for t, pixels in frames[::10]:
+        live = rows[f"{t:.2f}"]["live"]
+        state = CLASSES.index(live) if live in CLASSES else len(CLASSES)
+        line = pixels[DISPLAY_HEIGHT // 20 + DISPLAY_HEIGHT // 30 + 11, 100:400].mean(axis=0)  # the band's colour line
+        assert np.abs(line - colours[state]).max() < 40, (t, live, line)
+        checked += 1
+    assert checked >= 10
+    assert not list(shown.parent.glob(".*partial"))  # the file renamed into place, nothing left beside it
+    with pytest.raises(UserError, match=r"--annotate_to .*\.avi: a stream .* or a \.ts, \.mp4 or \.mkv file"):
+        main(["watch", str(video), "--model", str(bundle), "--out", str(out), "--annotate_to", str(tmp_path / "x.avi")])

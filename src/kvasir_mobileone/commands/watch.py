@@ -25,6 +25,7 @@ def watch(
     open_s: float = 10.0,
     precision: Literal["auto", "fp32", "int8"] = "auto",
     runtime: Literal["onnxruntime", "executorch", "coreml"] = "onnxruntime",
+    annotate_to: str | None = None,
 ) -> dict:
     """Classify a live examination frame by frame as it comes, from a capture device, a stream or a paced file.
 
@@ -36,13 +37,18 @@ def watch(
     frames.csv (a row per classified frame, as it comes), segments.csv (rewritten as each segment closes) and
     summary.json. It ends when the stream ends, when no frame comes for --stall_s seconds (a source that sends
     nothing for --open_s cannot be opened), after --seconds, or with Ctrl-C, and prints the summary: frames seen,
-    classified and skipped, latency p50/p95/max, segments."""
+    classified and skipped, latency p50/p95/max, segments. --annotate_to sends each classified frame on with the
+    live answer drawn over it (360 px high, H.264): to a stream (udp://HOST:PORT, srt://...: MPEG-TS, for a
+    player such as ffplay or VLC on the screen beside the tower) or a .ts/.mp4/.mkv file, without ever making the
+    model wait for the encoder."""
     check_smoothing(stay, 0.0, ood_weight)
     if stall_s <= 0:
         raise UserError(f"--stall_s is how long a silent stream is waited for, in seconds: above 0, not {stall_s}.")
     predictor = load(model, precision, runtime, model_threads())
     try:
-        summary = watch_live(predictor, source, Path(out), stay, ood_weight, seconds, stall_s, print, open_s)
+        summary = watch_live(
+            predictor, source, Path(out), stay, ood_weight, seconds, stall_s, print, open_s, annotate_to
+        )
     except VideoError as err:
         raise UserError(str(err)) from err
     latency = summary["latency_ms"]
@@ -56,4 +62,11 @@ def watch(
         f"classified, {summary['frames_skipped']} skipped (arrived while the model was busy); {timing}; "
         f"{summary['segments']} segments. Written to {out}/ (frames.csv, segments.csv, summary.json)"
     )
+    shown = summary["annotated"]
+    if shown:
+        problem = f"; it broke off: {shown['error']}" if shown["error"] else ""
+        print(
+            f"Annotated: {shown['frames']} frames sent to {shown['to']}, {shown['skipped']} skipped (arrived while "
+            f"the encoder was busy){problem}"
+        )
     return summary

@@ -336,6 +336,14 @@ The test split comes from the same source as the training data: accuracy on othe
 unknown. Endoscopy frames carry overlays (position box, text, black frame) that a model can learn instead of
 tissue: check with `kvasir audit`. Probabilities are calibrated only when `metadata.json` holds a temperature.
 Small test sets give wide intervals: read them.
+
+**Live use** (`kvasir watch`, the page's Live tab): this tool is not a medical device and no live answer may guide
+a clinical decision. Before a feed from a real tower is watched, a clinic must check on its own tower and capture
+path (a capture card, a network stream) that the frames reach the model as the training images were (colour,
+size, no overlay the model was not trained with), the latency and the share of frames skipped on its own computer
+(`kvasir benchmark`), and the answers against its own annotated examinations: the false-alarm rate of the
+"outside the training data" flag holds only for frames like the val split's, and the live answer, smoothed with
+the past frames only, follows a change of view with a lag.
 """
 
 # what an app developer must reproduce for a model trained with --data.clean_frame inpaint (images.ModelInput.prepare)

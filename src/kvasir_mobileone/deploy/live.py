@@ -27,6 +27,7 @@ from kvasir_mobileone.io import write_json
 from kvasir_mobileone.runs import VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME, VIDEO_SUMMARY_NAME
 
 LIVE_STAY = 0.9  # watch's default --stay (per second): benchmarks/live_lag.py chose it (docs/deploy.md)
+DISPLAY_HEIGHT = 360  # the annotated output's height (annotate.MIN_HEIGHT: the band's words stay legible)
 OPEN_S = 10.0  # a source that sends nothing within this many seconds "cannot be opened"
 LIVE_FRAME_COLUMNS = [
     "frame",
@@ -50,19 +51,21 @@ class Arrival:
     time: float  # the stream's own clock, seconds
     arrived: float  # time.perf_counter() when the reader had it decoded, before scaling
     pixels: np.ndarray  # H x W x 3 uint8 at the model input's size
+    display: np.ndarray | None = None  # the frame at the annotated output's size, when one is written
 
 
 class Newest:
-    """A one-frame mailbox: put() replaces a frame nobody took yet (counted as skipped); take() waits for one."""
+    """A one-frame mailbox: put() replaces a frame nobody took yet (counted as skipped); take() waits for one. The
+    reader's frames wait here for the model, and the answered frames for the annotated output's encoder."""
 
     def __init__(self):
         self.condition = threading.Condition()
-        self.frame: Arrival | None = None
+        self.frame = None
         self.skipped = 0
         self.decoded = 0
         self.ended: str | None = None  # why the reader stopped, once it has
 
-    def put(self, frame: Arrival) -> None:
+    def put(self, frame) -> None:
         with self.condition:
             self.decoded += 1
             if self.frame is not None:
@@ -75,7 +78,7 @@ class Newest:
             self.ended = why
             self.condition.notify()
 
-    def take(self, timeout: float) -> tuple[Arrival | None, int]:
+    def take(self, timeout: float) -> tuple:
         """(the newest frame, frames skipped so far), or (None, ...) when the reader ended or nothing came."""
         with self.condition:
             self.condition.wait_for(lambda: self.frame is not None or self.ended is not None, timeout)
@@ -115,14 +118,23 @@ def open_source(source: str, stall_s: float, open_s: float = OPEN_S):
     return container, stream, pace
 
 
-def read_frames(container, stream, pace: bool, size: int, interpolation: str, mailbox: Newest, stop) -> None:
-    """The reader thread: every frame decoded, scaled to the model's size and put in the mailbox (a file at the
-    pace of its own clock); the reason it stopped goes to the mailbox last."""
+def display_size(width: int, height: int) -> tuple[int, int]:
+    """The annotated output's size: the frame's aspect, DISPLAY_HEIGHT pixels high (even sides, as H.264 wants)."""
+    return max(2, round(width * DISPLAY_HEIGHT / height / 2) * 2), DISPLAY_HEIGHT
+
+
+def read_frames(
+    container, stream, pace: bool, size: int, interpolation: str, mailbox: Newest, stop, display: bool = False
+) -> None:
+    """The reader thread: every frame decoded, scaled to the model's size (and with `display`, to the annotated
+    output's) and put in the mailbox (a file at the pace of its own clock); the reason it stopped goes to the
+    mailbox last."""
     require("av", "video")
     from av.video.reformatter import VideoReformatter
 
     scaler, flag = VideoReformatter(), INTERPOLATION.get(interpolation, "BILINEAR")
     rate = float(stream.average_rate or stream.guessed_rate or 25)
+    shown_w, shown_h = display_size(stream.codec_context.width or 16, stream.codec_context.height or 9)
     start, why = None, "the stream ended"
     try:
         for index, frame in enumerate(container.decode(stream)):
@@ -137,7 +149,8 @@ def read_frames(container, stream, pace: bool, size: int, interpolation: str, ma
                     time.sleep(wait)
             arrived = time.perf_counter()  # decoded: its latency counts the scaling, the model and the smoothing
             pixels = scaler.reformat(frame, size, size, "rgb24", interpolation=flag).to_ndarray()
-            mailbox.put(Arrival(index, t, arrived, pixels))
+            shown = frame.to_ndarray(format="rgb24", width=shown_w, height=shown_h) if display else None
+            mailbox.put(Arrival(index, t, arrived, pixels, shown))
     except Exception as err:  # FFmpeg, the OS, a frame the scaler refuses: said, never a silent end
         why = f"the stream broke off ({getattr(err, 'strerror', None) or err})"
     finally:
@@ -237,6 +250,89 @@ class LiveFeed:
         return FrameAnswer(probs[0], j, live, live_p, self.state.label(live))
 
 
+class AnnotatedOutput:
+    """`watch --annotate_to DEST`: each classified frame with the live answer drawn over it (the annotated video's
+    band), sent on as H.264 — to a stream (udp://, srt://, rtp://: MPEG-TS; a player such as ffplay or VLC shows
+    it) or a file (.ts, .mp4, .mkv: written whole at the end, then renamed) — at the frames' own times. An encoder
+    thread with a one-frame mailbox of its own: the model never waits for it, and frames it could not take are
+    counted."""
+
+    def __init__(self, dest: str, size: tuple[int, int], colours: list[tuple]):
+        self.av = require("av", "video")
+        self.dest, self.size, self.colours = dest, size, colours
+        self.url = "://" in dest
+        self.target = Path(dest) if not self.url else None
+        if self.target is not None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = dest if self.url else str(self.target.with_name(f".{self.target.name}.partial"))
+        fmt = "mpegts" if self.url else {".ts": "mpegts", ".mp4": "mp4", ".mkv": "matroska"}.get(self.target.suffix)
+        if fmt is None:
+            raise VideoError(f"--annotate_to {dest}: a stream (udp://, srt://, rtp://) or a .ts, .mp4 or .mkv file.")
+        try:
+            self.container = self.av.open(self.path, mode="w", format=fmt)
+        except (self.av.error.FFmpegError, OSError) as err:
+            raise VideoError(f"--annotate_to {dest}: cannot be opened for writing ({err}).") from err
+        from fractions import Fraction
+
+        self.stream = self.container.add_stream("libx264", rate=25)
+        self.stream.width, self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        self.stream.codec_context.time_base = self.time_base = Fraction(1, 1000)  # the frames' own times, in ms
+        self.mailbox, self.written, self.last_pts = Newest(), 0, -1
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def put(self, frame: Arrival, answer: FrameAnswer, names: list[str], latency: float) -> None:
+        own = "no picture" if answer.judged.no_picture else f"{names[answer.top]} {answer.probs[answer.top]:.2f}"
+        caption = f"frame: {own}  {1000 * latency:.0f} ms"
+        self.mailbox.put((frame.time, frame.display, answer, caption))
+
+    def run(self) -> None:
+        from kvasir_mobileone.deploy.annotate import draw_band
+
+        while True:
+            item, _ = self.mailbox.take(1.0)
+            if item is None:
+                if self.mailbox.ended is not None:
+                    return
+                continue
+            t, pixels, answer, caption = item
+            pts = max(int(round(t * 1000)), self.last_pts + 1)
+            picture = draw_band(pixels, f"{clock(t)}  {answer.label}", caption, self.colours[answer.live])
+            frame = self.av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
+            try:
+                for packet in self.stream.encode(frame):
+                    self.container.mux(packet)
+            except (self.av.error.FFmpegError, OSError) as err:  # a receiver gone, a disk full: said, not fatal
+                self.error = str(err)
+                return
+            self.written += 1
+
+    def close(self) -> dict:
+        """Flush and close (a file renamed into place); what was written."""
+        self.mailbox.end("closed")
+        self.thread.join(timeout=30)
+        try:
+            if self.error is None:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+        except (self.av.error.FFmpegError, OSError) as err:
+            self.error = str(err)
+        finally:
+            self.container.close()
+        if self.target is not None:
+            Path(self.path).replace(self.target)
+        return {
+            "to": self.dest,
+            "frames": self.written,
+            "skipped": self.mailbox.decoded - self.written,  # arrived while the encoder was busy
+            "error": self.error,
+        }
+
+
 def watch(
     predictor,
     source: str,
@@ -247,16 +343,36 @@ def watch(
     stall_s: float = 5.0,
     on_answer: Callable[[str], None] = lambda line: None,
     open_s: float = OPEN_S,
+    annotate_to: str | None = None,
 ) -> dict:
     """Watch `source` until it ends, stalls, `seconds` pass or Ctrl-C; the summary (also summary.json)."""
     names = list(predictor.class_names)
     out_dir.mkdir(parents=True, exist_ok=True)
     container, stream, pace = open_source(source, stall_s, open_s)
+    annotated = None
+    if annotate_to:
+        from kvasir_mobileone.deploy.examination import band_colours
+
+        try:
+            size = display_size(stream.codec_context.width or 16, stream.codec_context.height or 9)
+            annotated = AnnotatedOutput(annotate_to, size, band_colours(names))
+        except BaseException:
+            container.close()
+            raise
     mailbox, stop = Newest(), threading.Event()
     model_input = predictor.model_input
     reader = threading.Thread(
         target=read_frames,
-        args=(container, stream, pace, model_input.image_size, model_input.interpolation, mailbox, stop),
+        args=(
+            container,
+            stream,
+            pace,
+            model_input.image_size,
+            model_input.interpolation,
+            mailbox,
+            stop,
+            bool(annotated),
+        ),
         daemon=True,
     )
     feed = LiveFeed(predictor, stay, ood_weight)
@@ -268,6 +384,8 @@ def watch(
         log = open(frames_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (grown row by row, closed below)
     except OSError:
         container.close()
+        if annotated is not None:
+            annotated.close()
         raise
     reader.start()
     with log:
@@ -304,6 +422,8 @@ def watch(
                 )
                 skipped_seen = skipped
                 log.flush()
+                if annotated is not None:
+                    annotated.put(frame, a, names, latency)
                 closed = state.follow(a.live, frame.time, a.live_p)
                 if closed is not None:
                     write_segments(out_dir / VIDEO_SEGMENTS_NAME, state.segments)
@@ -314,6 +434,7 @@ def watch(
             why = "stopped with Ctrl-C"
         finally:
             stop.set()
+            written = annotated.close() if annotated is not None else None  # on any way out: the file whole
     state.close()
     write_segments(out_dir / VIDEO_SEGMENTS_NAME, state.segments)
     reader.join(timeout=stall_s + 1)
@@ -333,6 +454,7 @@ def watch(
         "seconds": time.perf_counter() - started,
         "stay_per_second": stay,
         "ood_weight": ood_weight,
+        "annotated": written,
     }
     write_json(out_dir / VIDEO_SUMMARY_NAME, summary)
     return summary
