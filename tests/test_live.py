@@ -11,6 +11,7 @@ import pytest
 from kvasir_mobileone.cli import main
 from kvasir_mobileone.data.synth import KVASIR_CLASSES, synth_image
 from kvasir_mobileone.data.synth_video import write_examination
+from kvasir_mobileone.deploy.live import LIVE_STAY
 from kvasir_mobileone.deploy.timeline import OUTSIDE_STATE
 from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import read_csv
@@ -98,6 +99,7 @@ def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_ru
             ]
             assert opened and opened[0] - start <= LAG_S, (label, start, opened)
     assert json.loads((out / "summary.json").read_text())["frames_classified"] == summary["frames_classified"]
+    assert summary["stay_per_second"] == LIVE_STAY == 0.9  # watch's own default, chosen from the measured lag
     assert any(line.split("  ")[1].startswith(CLASSES[0]) for line in printed.splitlines() if "  " in line)
 
 
@@ -217,3 +219,24 @@ def test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them(ood_run,
     assert not list(shown.parent.glob(".*partial"))  # the file renamed into place, nothing left beside it
     with pytest.raises(UserError, match=r"--annotate_to .*\.avi: a stream .* or a \.ts, \.mp4 or \.mkv file"):
         main(["watch", str(video), "--model", str(bundle), "--out", str(out), "--annotate_to", str(tmp_path / "x.avi")])
+
+
+def test_the_lag_of_a_change_is_the_time_to_the_first_frame_that_carries_it():
+    """evaluation/examination.follow_lags (what benchmarks/live_lag.py measures): every true change after the first,
+    the time from its start to the first frame inside it with its label; None when no frame inside it has it."""
+    import numpy as np
+
+    from kvasir_mobileone.evaluation.examination import follow_lags
+
+    truth = [
+        {"label": "a", "start": "0", "end": "1"},
+        {"label": OUTSIDE_STATE, "start": "1", "end": "1.5"},
+        {"label": "b", "start": "1.5", "end": "3"},
+        {"label": "c", "start": "3", "end": "4"},
+    ]
+    times = np.arange(0, 4, 0.1)
+    labels = np.array(["a"] * 11 + [OUTSIDE_STATE] * 6 + ["a"] * 2 + ["b"] * 11 + ["b"] * 10, dtype=object)
+    lags = follow_lags(labels, times, truth)
+    assert [x["label"] for x in lags] == [OUTSIDE_STATE, "b", "c"]
+    assert lags[0]["lag"] == pytest.approx(0.1) and lags[1]["lag"] == pytest.approx(0.4) and lags[2]["lag"] is None
+    assert [x["duration"] for x in lags] == pytest.approx([0.5, 1.5, 1.0])

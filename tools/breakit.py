@@ -59,6 +59,63 @@ READ_AS_TEXT = {"kvasir_mobileone.deploy.onnxruntime_example": "kvasir_mobileone
 RE = "tests/test_recipe.py::"
 LI = "tests/test_live.py::"
 MUTATIONS = [
+    # issue 50: the page's Live tab, the live benchmark, the measured lag, the annotated output
+    Mutation(
+        "the Live tab counts the camera's frames that never reached the model (skipped)",
+        "deploy/serve.py",
+        "            self.skipped += max(0, round((arrived - self.last) / LIVE_EVERY_S) - 1)\n",
+        "            self.skipped += 0\n",
+        LI + "test_the_live_tab_answers_camera_frames_as_they_come",
+    ),
+    Mutation(
+        "a camera silent for LIVE_RESTART_S and started again begins a new examination",
+        "deploy/serve.py",
+        "        if session is None or arrived - session.last > LIVE_RESTART_S:\n",
+        "        if session is None:\n",
+        LI + "test_the_live_tab_answers_camera_frames_as_they_come",
+    ),
+    Mutation(
+        "the Live tab's answer is a live region (read out when it changes)",
+        "deploy/page_style.py",
+        '    for (const id of ["message", "video-message", "live-answer"]) {\n',
+        '    for (const id of ["message", "video-message"]) {\n',
+        SE + "test_the_live_tab_in_a_browser_with_a_fake_camera",
+    ),
+    Mutation(
+        "the benchmark's live row judges p95 against one frame interval",
+        "bench/live.py",
+        'latency["p95"] is not None and latency["p95"] <= interval,\n',
+        'latency["p95"] is not None and latency["p95"] >= interval,\n',
+        "tests/test_benchmark.py::test_benchmark_writes_side_by_side_ratios",
+    ),
+    Mutation(
+        "the annotated output keeps the frames' own times",
+        "deploy/live.py",
+        "            pts = max(int(round(t * 1000)), self.last_pts + 1)\n",
+        "            pts = self.last_pts + 40\n",
+        LI + "test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them",
+    ),
+    Mutation(
+        "the annotated output's band is in the live state's colour",
+        "deploy/live.py",
+        "caption, self.colours[answer.live])\n",
+        "caption, self.colours[answer.top])\n",
+        LI + "test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them",
+    ),
+    Mutation(
+        "a change's lag is the time to the first frame inside it that carries its label",
+        "evaluation/examination.py",
+        '        hits = inside[labels[inside] == row["label"]]\n',
+        '        hits = inside[labels[inside] != ""]\n',
+        LI + "test_the_lag_of_a_change_is_the_time_to_the_first_frame_that_carries_it",
+    ),
+    Mutation(
+        "watch smooths with its own default --stay (0.9, chosen from the measured lag)",
+        "commands/watch.py",
+        "    stay: float = LIVE_STAY,\n",
+        "    stay: float = 0.99,\n",
+        LI + "test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops",
+    ),
     # issue 50 (in part): `kvasir watch`, a live feed
     Mutation(
         "a frame that arrives while the model is busy replaces the waiting one (never queued)",
