@@ -240,3 +240,37 @@ def test_the_lag_of_a_change_is_the_time_to_the_first_frame_that_carries_it():
     assert [x["label"] for x in lags] == [OUTSIDE_STATE, "b", "c"]
     assert lags[0]["lag"] == pytest.approx(0.1) and lags[1]["lag"] == pytest.approx(0.4) and lags[2]["lag"] is None
     assert [x["duration"] for x in lags] == pytest.approx([0.5, 1.5, 1.0])
+
+
+@pytest.mark.budget(30)  # real time: a file played at its own pace until Ctrl-C
+def test_ctrl_c_ends_the_watch_cleanly_with_its_summary(ood_run, tmp_path):
+    """SIGINT (Ctrl-C) to a running `kvasir watch`: exit status 0, the summary printed and written, segments.csv
+    whole, frames.csv holding every classified frame."""
+    import signal
+    import subprocess
+    import sys
+
+    _, bundle = ood_run
+    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 1, (192, 108), 25, 3.0, 0.6, 0.0)
+    out = tmp_path / "watch"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvasir_mobileone.cli", "watch", str(video), "--model", str(bundle), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline and process.poll() is None:
+        frames = out / "frames.csv"
+        if frames.is_file() and frames.read_text().count("\n") > 30:  # watching: over a second of frames answered
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    printed, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "stopped with Ctrl-C" and f"{video}: stopped with Ctrl-C." in printed
+    assert 30 <= summary["frames_classified"] == len(read_csv(out / "frames.csv"))
+    segments = read_csv(out / "segments.csv")
+    assert len(segments) == summary["segments"] >= 1
+    assert sum(int(s["frames"]) for s in segments) == summary["frames_classified"]

@@ -116,6 +116,13 @@ MUTATIONS = [
         "    stay: float = 0.99,\n",
         LI + "test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops",
     ),
+    Mutation(
+        "Ctrl-C ends the watch between two frames, with its summary",
+        "deploy/live.py",
+        "                if mailbox.interrupted:  # a frame taken now is left: skipped, as one that came too late\n",
+        "                if False:\n",
+        LI + "test_ctrl_c_ends_the_watch_cleanly_with_its_summary",
+    ),
     # issue 50 (in part): `kvasir watch`, a live feed
     Mutation(
         "a frame that arrives while the model is busy replaces the waiting one (never queued)",

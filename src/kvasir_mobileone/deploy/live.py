@@ -9,7 +9,9 @@ one. The stream's end, a stall (no frame for `stall_s`) and Ctrl-C end it with a
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +66,7 @@ class Newest:
         self.skipped = 0
         self.decoded = 0
         self.ended: str | None = None  # why the reader stopped, once it has
+        self.interrupted = False  # Ctrl-C: take() returns at once, frame or not
 
     def put(self, frame) -> None:
         with self.condition:
@@ -78,10 +81,18 @@ class Newest:
             self.ended = why
             self.condition.notify()
 
+    def interrupt(self) -> None:
+        """Ctrl-C's signal handler (the main thread; the condition's lock is re-entrant): wake take()."""
+        with self.condition:
+            self.interrupted = True
+            self.condition.notify()
+
     def take(self, timeout: float) -> tuple:
         """(the newest frame, frames skipped so far), or (None, ...) when the reader ended or nothing came."""
         with self.condition:
-            self.condition.wait_for(lambda: self.frame is not None or self.ended is not None, timeout)
+            self.condition.wait_for(
+                lambda: self.frame is not None or self.ended is not None or self.interrupted, timeout
+            )
             frame, self.frame = self.frame, None
             return frame, self.skipped
 
@@ -333,6 +344,25 @@ class AnnotatedOutput:
         }
 
 
+CTRL_C = "stopped with Ctrl-C"
+
+
+@contextlib.contextmanager
+def ctrl_c_ends(mailbox: Newest):
+    """While watching, Ctrl-C (SIGINT) ends the watch between two frames, never inside one (a frame's row, its
+    segment and its count always go together). Outside the main thread, where no handler can be set, Ctrl-C stays
+    Python's KeyboardInterrupt."""
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: mailbox.interrupt())
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def watch(
     predictor,
     source: str,
@@ -388,7 +418,7 @@ def watch(
             annotated.close()
         raise
     reader.start()
-    with log:
+    with log, ctrl_c_ends(mailbox):
         rows = csv.writer(log)
         rows.writerow(LIVE_FRAME_COLUMNS)
         last_label, skipped_seen = None, 0
@@ -398,6 +428,9 @@ def watch(
                     why = f"--seconds {seconds:g} reached"
                     break
                 frame, skipped = mailbox.take(stall_s)
+                if mailbox.interrupted:  # a frame taken now is left: skipped, as one that came too late
+                    why = CTRL_C
+                    break
                 if frame is None:
                     why = mailbox.ended or f"the stream stalled: no frame for {stall_s:g} s (--stall_s)"
                     break
@@ -430,8 +463,8 @@ def watch(
                 if a.label != last_label:
                     last_label = a.label
                     on_answer(f"{clock(frame.time, tenths=True)}  {a.label} ({a.live_p:.2f})  {1000 * latency:.0f} ms")
-        except KeyboardInterrupt:
-            why = "stopped with Ctrl-C"
+        except KeyboardInterrupt:  # outside the main thread
+            why = CTRL_C
         finally:
             stop.set()
             written = annotated.close() if annotated is not None else None  # on any way out: the file whole
