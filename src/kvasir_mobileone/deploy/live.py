@@ -231,6 +231,7 @@ class FrameAnswer:
     live: int  # the forward filter's state (a class, or the outside state)
     live_p: float  # its filtered probability
     label: str  # the state's name
+    own: str  # the frame's own answer in words: "no picture", or its top class and probability
 
     @property
     def top(self) -> int:
@@ -258,7 +259,9 @@ class LiveFeed:
             checked = None if j.input_score is None else [j.input_score]
             odds = float(self.uncertainty.outside_odds(score, 1, checked)[0])
         live, live_p = self.state.update(probs[0], odds, j.no_picture is True, t)
-        return FrameAnswer(probs[0], j, live, live_p, self.state.label(live))
+        top = int(probs[0].argmax())
+        own = "no picture" if j.no_picture else f"{self.state.names[top]} {probs[0, top]:.2f}"
+        return FrameAnswer(probs[0], j, live, live_p, self.state.label(live), own)
 
 
 class AnnotatedOutput:
@@ -295,10 +298,8 @@ class AnnotatedOutput:
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
-    def put(self, frame: Arrival, answer: FrameAnswer, names: list[str], latency: float) -> None:
-        own = "no picture" if answer.judged.no_picture else f"{names[answer.top]} {answer.probs[answer.top]:.2f}"
-        caption = f"frame: {own}  {1000 * latency:.0f} ms"
-        self.mailbox.put((frame.time, frame.display, answer, caption))
+    def put(self, frame: Arrival, answer: FrameAnswer, latency: float) -> None:
+        self.mailbox.put((frame.time, frame.display, answer, f"frame: {answer.own}  {1000 * latency:.0f} ms"))
 
     def run(self) -> None:
         from kvasir_mobileone.deploy.annotate import draw_band
@@ -456,7 +457,7 @@ def watch(
                 skipped_seen = skipped
                 log.flush()
                 if annotated is not None:
-                    annotated.put(frame, a, names, latency)
+                    annotated.put(frame, a, latency)
                 closed = state.follow(a.live, frame.time, a.live_p)
                 if closed is not None:
                     write_segments(out_dir / VIDEO_SEGMENTS_NAME, state.segments)

@@ -394,10 +394,8 @@ class LiveSession:
         t = arrived - self.started
         a = self.feed.answer(pixels, t, "camera")
         self.answered += 1
-        names = self.feed.predictor.class_names
-        own = "no picture" if a.judged.no_picture else f"{names[a.top]} {a.probs[a.top]:.2f}"
         picture.thumbnail((LIVE_SHOWN_PX, LIVE_SHOWN_PX))
-        shown = draw_band(np.asarray(picture), f"{clock(t)}  {a.label}", f"this frame: {own}", self.colours[a.live])
+        shown = draw_band(np.asarray(picture), f"{clock(t)}  {a.label}", f"this frame: {a.own}", self.colours[a.live])
         self.latencies.append(time.perf_counter() - began)
         ms = 1000 * np.array(self.latencies)
         answer = f"Live: **{a.label}**" + ("" if a.label == OUTSIDE else f" ({a.live_p:.0%})")
@@ -405,7 +403,7 @@ class LiveSession:
             f"{self.answered} frames answered in {clock(t, tenths=True)}, {self.skipped} skipped (arrived while the "
             f"model was busy); latency on the server, frame in to answer out: {ms[-1]:.0f} ms, p50 "
             f"{np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms over the last {len(ms)} frames. "
-            f"This frame alone: {own}."
+            f"This frame alone: {a.own}."
         )
         return shown, answer, figures
 
