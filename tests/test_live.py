@@ -17,7 +17,9 @@ from kvasir_mobileone.errors import UserError
 from kvasir_mobileone.io import read_csv
 
 CLASSES = tuple(KVASIR_CLASSES[:4])  # ood_runs' classes (conftest.py)
-LAG_S = 1.0  # the live label's lag behind a change, as measured (docs/deploy.md, Live examinations), and a margin
+# the live label's lag behind a change (docs/deploy.md, Live examinations: benchmarks/live_lag.py at --stay 0.9 with
+# one frame in three classified, median 0.40 s, max 0.84 s), with a margin for a slower machine that skips more
+LAG_MEDIAN_S, LAG_MAX_S = 0.6, 1.5
 
 
 def free_udp_port() -> int:
@@ -79,7 +81,8 @@ def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_ru
     rows = read_csv(out / "frames.csv")
     assert len(rows) == summary["frames_classified"] > 100  # about 9 s at 25 fps
     assert summary["frames_seen"] == summary["frames_classified"] + summary["frames_skipped"]
-    assert sum(int(r["skipped_before"]) for r in rows) <= summary["frames_skipped"]
+    # counted twice, apart: the mailbox's frames replaced before the model took them, and decoded - classified
+    assert sum(int(r["skipped_before"]) for r in rows) == summary["frames_skipped"]
     assert all(float(r["latency_ms"]) >= 0 for r in rows) and summary["latency_ms"]["p95"] > 0
     # the live answer follows the examination: most frames inside a class's stretch carry its label
     spans = [(r["label"], float(r["start"]), float(r["end"])) for r in read_csv(truth)]
@@ -90,14 +93,16 @@ def test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops(ood_ru
     assert labelled and sum(r["live"] == s[0] for r, s in labelled) / len(labelled) > 0.7
     segments = read_csv(out / "segments.csv")
     assert {s["class"] for s in segments} <= {*CLASSES, OUTSIDE_STATE} and len(segments) == summary["segments"]
-    # each class's segment opens within the lag measured for the live filter (benchmarks/live_lag.py, --stay 0.9:
-    # at most 0.84 s with one frame in three classified) of the class's true start
+    # each class's segment opens within the measured lag of the class's true start
+    lags = []
     for label, start, end in spans:
         if label in CLASSES and start > 0:
             opened = [
                 float(s["start"]) for s in segments if s["class"] == label and start - 0.05 <= float(s["start"]) < end
             ]
-            assert opened and opened[0] - start <= LAG_S, (label, start, opened)
+            assert opened and opened[0] - start <= LAG_MAX_S, (label, start, opened)
+            lags.append(opened[0] - start)
+    assert len(lags) == len(CLASSES) - 1 and sorted(lags)[len(lags) // 2] <= LAG_MEDIAN_S, lags
     assert json.loads((out / "summary.json").read_text())["frames_classified"] == summary["frames_classified"]
     assert summary["stay_per_second"] == LIVE_STAY == 0.9  # watch's own default, chosen from the measured lag
     assert any(line.split("  ")[1].startswith(CLASSES[0]) for line in printed.splitlines() if "  " in line)
@@ -173,7 +178,7 @@ def test_the_live_tab_answers_camera_frames_as_they_come(ood_run, tmp_path):
         shown, answer, figures = session.step(pixels, session.started + t)
         seen.append((t, answer))
     assert session.skipped == lost and session.answered == len(frames) - lost
-    assert f"{session.answered} frames answered" in figures and f"{lost} skipped" in figures
+    assert f"{session.answered} frames answered" in figures and f"about {lost} skipped" in figures
     assert shown.shape[1] <= 640 and shown[2:20, 300:].mean() < 20  # the black band along the top, the text left
     past_lag = [(a, s[0]) for t, a in seen for s in spans if s[1] + 0.5 <= t < s[2] and s[0] in CLASSES]
     assert past_lag and sum(a.startswith(f"Live: **{label}**") for a, label in past_lag) > 0.7 * len(past_lag)
@@ -184,22 +189,22 @@ def test_the_live_tab_answers_camera_frames_as_they_come(ood_run, tmp_path):
     assert LIVE_EVERY_S == 0.1
 
 
-@pytest.mark.budget(25)  # real time: the file plays at its own pace, about 6 s
+@pytest.mark.budget(25)  # real time: the file plays at its own pace, about 4 s
 def test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them(ood_run, tmp_path):
     """--annotate_to: each classified frame, 360 px high, with the live answer's band in its state's colour, at the
     frames' own times; a destination it cannot write says so before anything is watched."""
     import av
     import numpy as np
 
+    from kvasir_mobileone.deploy.annotate import MIN_HEIGHT as DISPLAY_HEIGHT
     from kvasir_mobileone.deploy.examination import band_colours
-    from kvasir_mobileone.deploy.live import DISPLAY_HEIGHT
 
     _, bundle = ood_run
-    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 2, (320, 240), 25, 1.0, 0.6, 0.0)
+    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 2, (320, 240), 25, 0.6, 0.6, 0.0)
     out, shown = tmp_path / "watch", tmp_path / "shown" / "annotated.mp4"
     summary = main(["watch", str(video), "--model", str(bundle), "--out", str(out), "--annotate_to", str(shown)])
     sent = summary["annotated"]
-    assert sent["to"] == str(shown) and sent["error"] is None and sent["frames"] > 100
+    assert sent["to"] == str(shown) and sent["error"] is None and sent["frames"] > 50 and sent["not_sent"] == 0
     assert sent["frames"] + sent["skipped"] == summary["frames_classified"]
     rows = {f"{float(r['time']):.2f}": r for r in read_csv(out / "frames.csv")}
     colours = band_colours(list(CLASSES))
@@ -209,7 +214,7 @@ def test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them(ood_run,
     times = [t for t, _ in frames]
     assert times == sorted(times) and all(f"{t:.2f}" in rows for t in times)  # classified frames, their own times
     checked = 0
-    for t, pixels in frames[::10]:
+    for t, pixels in frames[::5]:
         live = rows[f"{t:.2f}"]["live"]
         state = CLASSES.index(live) if live in CLASSES else len(CLASSES)
         line = pixels[DISPLAY_HEIGHT // 20 + DISPLAY_HEIGHT // 30 + 11, 100:400].mean(axis=0)  # the band's colour line
@@ -217,8 +222,15 @@ def test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them(ood_run,
         checked += 1
     assert checked >= 10
     assert not list(shown.parent.glob(".*partial"))  # the file renamed into place, nothing left beside it
+    watching = ["watch", str(video), "--model", str(bundle), "--out", str(out)]
     with pytest.raises(UserError, match=r"--annotate_to .*\.avi: a stream .* or a \.ts, \.mp4 or \.mkv file"):
-        main(["watch", str(video), "--model", str(bundle), "--out", str(out), "--annotate_to", str(tmp_path / "x.avi")])
+        main([*watching, "--annotate_to", str(tmp_path / "x.avi")])
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(UserError, match=r"--annotate_to .*a_file/x\.mp4: cannot be written"):  # said before watching
+        main([*watching, "--annotate_to", str(tmp_path / "a_file" / "x.mp4")])
+    # nothing to send (no frame classified within --seconds 0): no file, nothing left beside it
+    empty = main([*watching, "--annotate_to", str(tmp_path / "empty" / "none.mp4"), "--seconds", "0"])
+    assert empty["annotated"]["frames"] == 0 and not list((tmp_path / "empty").iterdir())
 
 
 def test_the_lag_of_a_change_is_the_time_to_the_first_frame_that_carries_it():
@@ -251,7 +263,7 @@ def test_ctrl_c_ends_the_watch_cleanly_with_its_summary(ood_run, tmp_path):
     import sys
 
     _, bundle = ood_run
-    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 1, (192, 108), 25, 3.0, 0.6, 0.0)
+    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 1, (192, 108), 25, 1.0, 0.6, 0.0)
     out = tmp_path / "watch"
     process = subprocess.Popen(
         [sys.executable, "-m", "kvasir_mobileone.cli", "watch", str(video), "--model", str(bundle), "--out", str(out)],

@@ -55,15 +55,15 @@ def benchmark(
 ) -> Path:
     """Measure data loading, training steps and inference side by side; write benchmark.json and benchmark.md.
 
-        --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
-        path (a Kvasir-sized split of synthetic images, or of --data_dir), then one setting at a time for gpu_ablate,
-        then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
-        gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
-        The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
-        check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]'). The
-        video section runs `kvasir predict VIDEO` end to end on a synthetic 1080p 25 fps examination for each of
-        video_models, fp32 and int8, beside decoding alone (video_seconds_per_class of each of 4 classes, 0.6 s changes
-        between them: 26 s by default): frames per second and the real-time factor. The live section runs `kvasir watch`
+    --device cuda measures training on the GPU instead: every gpu_models model on the previous and the current
+    path (a Kvasir-sized split of synthetic images, or of --data_dir), then one setting at a time for gpu_ablate,
+    then each of gpu_compile_modes for gpu_compile_models with a cold and a warm inductor cache (in
+    gpu_compile_cache/MODEL-MODE when given, so that a later `kvasir fit` can start warm), and a profiler summary.
+    The check section times `kvasir check` of a HyperKvasir-shaped folder of check_images synthetic JPEGs at
+    check_scale of Kvasir's sizes against the official split, cold and cached (skip it with --skip '[check]'). The
+    video section runs `kvasir predict VIDEO` end to end on a synthetic 1080p 25 fps examination for each of
+    video_models, fp32 and int8, beside decoding alone (video_seconds_per_class of each of 4 classes, 0.6 s changes
+    between them: 26 s by default): frames per second and the real-time factor. The live section runs `kvasir watch`
     on a synthetic 1080p examination played at its own pace at each of live_rates frames per second
     (live_seconds_per_class of each class) for each of live_models, fp32 and int8: latency p50/p95/max and the share of
     the frames classified."""

@@ -47,7 +47,7 @@ def watch(
     predictor = load(model, precision, runtime, model_threads())
     try:
         summary = watch_live(
-            predictor, source, Path(out), stay, ood_weight, seconds, stall_s, print, open_s, annotate_to
+            predictor, source, Path(out), stay, ood_weight, seconds, stall_s, print, open_s, annotate_to, ctrl_c=True
         )
     except VideoError as err:
         raise UserError(str(err)) from err
@@ -64,7 +64,7 @@ def watch(
     )
     shown = summary["annotated"]
     if shown:
-        problem = f"; it broke off: {shown['error']}" if shown["error"] else ""
+        problem = f"; it broke off ({shown['error']}): {shown['not_sent']} not sent" if shown["error"] else ""
         print(
             f"Annotated: {shown['frames']} frames sent to {shown['to']}, {shown['skipped']} skipped (arrived while "
             f"the encoder was busy){problem}"

@@ -18,6 +18,12 @@ from kvasir_mobileone.io import atomic_path
 MIN_HEIGHT, MAX_HEIGHT = 360, 720
 
 
+def scaled_size(width: int, height: int, target_height: int) -> tuple[int, int]:
+    """The picture's size at `target_height` pixels high, its aspect kept, both sides even (as H.264 wants)."""
+    scale = target_height / height
+    return int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
+
+
 @functools.cache
 def fonts(height: int):
     """The label's and the caption's font for a picture `height` pixels high (Pillow's own font: nothing fetched)."""
@@ -53,8 +59,7 @@ def annotate_video(
     container, stream = open_video(path)
     rate = stream.average_rate or stream.guessed_rate or 25
     width, height = stream.codec_context.width, stream.codec_context.height
-    scale = min(MAX_HEIGHT, max(MIN_HEIGHT, height)) / height
-    width, height = int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
+    width, height = scaled_size(width, height, min(MAX_HEIGHT, max(MIN_HEIGHT, height)))
     indices = np.asarray(indices)
 
     def readable():  # a truncated video: annotated as far as it can be read (the summary says where it stopped)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvasir_mobileone.deploy.annotate import MIN_HEIGHT, scaled_size
 from kvasir_mobileone.deploy.examination import write_segments
 from kvasir_mobileone.deploy.predict import classify
 from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, OUTSIDE_STATE, emissions, transitions
@@ -29,7 +30,6 @@ from kvasir_mobileone.io import write_json
 from kvasir_mobileone.runs import VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME, VIDEO_SUMMARY_NAME
 
 LIVE_STAY = 0.9  # watch's default --stay (per second): benchmarks/live_lag.py chose it (docs/deploy.md)
-DISPLAY_HEIGHT = 360  # the annotated output's height (annotate.MIN_HEIGHT: the band's words stay legible)
 OPEN_S = 10.0  # a source that sends nothing within this many seconds "cannot be opened"
 LIVE_FRAME_COLUMNS = [
     "frame",
@@ -53,7 +53,7 @@ class Arrival:
     time: float  # the stream's own clock, seconds
     arrived: float  # time.perf_counter() when the reader had it decoded, before scaling
     pixels: np.ndarray  # H x W x 3 uint8 at the model input's size
-    display: np.ndarray | None = None  # the frame at the annotated output's size, when one is written
+    display: np.ndarray | None = None  # H x W x 3 uint8 at the annotated output's size, when one is written
 
 
 class Newest:
@@ -129,11 +129,6 @@ def open_source(source: str, stall_s: float, open_s: float = OPEN_S):
     return container, stream, pace
 
 
-def display_size(width: int, height: int) -> tuple[int, int]:
-    """The annotated output's size: the frame's aspect, DISPLAY_HEIGHT pixels high (even sides, as H.264 wants)."""
-    return max(2, round(width * DISPLAY_HEIGHT / height / 2) * 2), DISPLAY_HEIGHT
-
-
 def read_frames(
     container, stream, pace: bool, size: int, interpolation: str, mailbox: Newest, stop, display: bool = False
 ) -> None:
@@ -145,14 +140,19 @@ def read_frames(
 
     scaler, flag = VideoReformatter(), INTERPOLATION.get(interpolation, "BILINEAR")
     rate = float(stream.average_rate or stream.guessed_rate or 25)
-    shown_w, shown_h = display_size(stream.codec_context.width or 16, stream.codec_context.height or 9)
-    start, why = None, "the stream ended"
+    shown_w, shown_h = scaled_size(stream.codec_context.width or 16, stream.codec_context.height or 9, MIN_HEIGHT)
+    start, first, last, why = None, None, None, "the stream ended"
     try:
         for index, frame in enumerate(container.decode(stream)):
             if stop.is_set():
                 why = "stopped"
                 break
-            t = float(frame.time) if frame.time is not None else index / rate
+            raw = float(frame.time) if frame.time is not None else index / rate
+            first = raw if first is None else first
+            t = raw - first  # seconds since the first frame: a capture card's clock may be the machine's uptime
+            if last is not None and t <= last:  # a clock that jumps back (a sender restarted, a wrap): one frame on
+                first, t = raw - (last + 1 / rate), last + 1 / rate
+            last = t
             if pace:
                 start = time.perf_counter() - t if start is None else start
                 wait = start + t - time.perf_counter()
@@ -266,33 +266,41 @@ class LiveFeed:
 
 class AnnotatedOutput:
     """`watch --annotate_to DEST`: each classified frame with the live answer drawn over it (the annotated video's
-    band), sent on as H.264 — to a stream (udp://, srt://, rtp://: MPEG-TS; a player such as ffplay or VLC shows
-    it) or a file (.ts, .mp4, .mkv: written whole at the end, then renamed) — at the frames' own times. An encoder
-    thread with a one-frame mailbox of its own: the model never waits for it, and frames it could not take are
-    counted."""
+    band), 360 px high, sent on as H.264 at the frames' times — to a stream (udp://, srt://: MPEG-TS; a player such
+    as ffplay or VLC shows it) or a file (.ts, .mp4, .mkv: written beside its name and renamed into place once
+    closed without an error, else removed). An encoder thread with a one-frame mailbox of its own: the model never
+    waits for it; the frames that arrived while it was busy are counted as skipped, those after an error as not
+    sent."""
 
     def __init__(self, dest: str, size: tuple[int, int], colours: list[tuple]):
-        self.av = require("av", "video")
-        self.dest, self.size, self.colours = dest, size, colours
-        self.url = "://" in dest
-        self.target = Path(dest) if not self.url else None
-        if self.target is not None:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = dest if self.url else str(self.target.with_name(f".{self.target.name}.partial"))
-        fmt = "mpegts" if self.url else {".ts": "mpegts", ".mp4": "mp4", ".mkv": "matroska"}.get(self.target.suffix)
-        if fmt is None:
-            raise VideoError(f"--annotate_to {dest}: a stream (udp://, srt://, rtp://) or a .ts, .mp4 or .mkv file.")
-        try:
-            self.container = self.av.open(self.path, mode="w", format=fmt)
-        except (self.av.error.FFmpegError, OSError) as err:
-            raise VideoError(f"--annotate_to {dest}: cannot be opened for writing ({err}).") from err
         from fractions import Fraction
 
+        self.av = require("av", "video")
+        self.dest, self.size, self.colours = dest, size, colours
+        self.target = None if "://" in dest else Path(dest)
+        self.file = None
+        if self.target is None:
+            fmt, where = "mpegts", dest
+        else:
+            fmt = {".ts": "mpegts", ".mp4": "mp4", ".mkv": "matroska"}.get(self.target.suffix)
+            if fmt is None:
+                raise VideoError(f"--annotate_to {dest}: a stream (udp://, srt://) or a .ts, .mp4 or .mkv file.")
+            self.partial = self.target.with_name(f".{self.target.name}.partial")
+            try:  # opened here: PyAV would open it only at the first frame, too late to say so before watching
+                self.target.parent.mkdir(parents=True, exist_ok=True)
+                self.file = where = open(self.partial, "wb")  # noqa: SIM115 (closed in close())
+            except OSError as err:
+                raise VideoError(f"--annotate_to {dest}: cannot be written ({err.strerror or err}).") from err
+        try:
+            self.container = self.av.open(where, mode="w", format=fmt)
+        except (self.av.error.FFmpegError, OSError) as err:
+            self.discard()
+            raise VideoError(f"--annotate_to {dest}: cannot be opened for writing ({err}).") from err
         self.stream = self.container.add_stream("libx264", rate=25)
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        self.stream.codec_context.time_base = self.time_base = Fraction(1, 1000)  # the frames' own times, in ms
+        self.stream.codec_context.time_base = self.time_base = Fraction(1, 1000)  # the frames' times, in ms
         self.mailbox, self.written, self.last_pts = Newest(), 0, -1
         self.error: str | None = None
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -311,36 +319,48 @@ class AnnotatedOutput:
                     return
                 continue
             t, pixels, answer, caption = item
-            pts = max(int(round(t * 1000)), self.last_pts + 1)
-            picture = draw_band(pixels, f"{clock(t)}  {answer.label}", caption, self.colours[answer.live])
-            frame = self.av.VideoFrame.from_ndarray(picture, format="rgb24")
-            frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
             try:
+                picture = draw_band(pixels, f"{clock(t)}  {answer.label}", caption, self.colours[answer.live])
+                frame = self.av.VideoFrame.from_ndarray(picture, format="rgb24")
+                pts = max(int(round(t * 1000)), self.last_pts + 1)
+                frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
                 for packet in self.stream.encode(frame):
                     self.container.mux(packet)
-            except (self.av.error.FFmpegError, OSError) as err:  # a receiver gone, a disk full: said, not fatal
-                self.error = str(err)
+            except Exception as err:  # a receiver gone, a disk full, anything: said in the summary, never fatal
+                self.error = str(err) or type(err).__name__
                 return
             self.written += 1
 
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.partial.unlink(missing_ok=True)
+
     def close(self) -> dict:
-        """Flush and close (a file renamed into place); what was written."""
+        """Flush and close: a file renamed into place when whole, removed otherwise; what was sent."""
         self.mailbox.end("closed")
         self.thread.join(timeout=30)
-        try:
-            if self.error is None:
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
-        except (self.av.error.FFmpegError, OSError) as err:
-            self.error = str(err)
-        finally:
-            self.container.close()
-        if self.target is not None:
-            Path(self.path).replace(self.target)
+        if self.thread.is_alive():  # blocked on a stream that takes nothing: never flushed beside it
+            self.error = self.error or "the encoder did not finish within 30 s"
+        else:
+            try:
+                if self.error is None:
+                    for packet in self.stream.encode():
+                        self.container.mux(packet)
+                self.container.close()
+            except Exception as err:
+                self.error = self.error or str(err) or type(err).__name__
+        if self.file is not None:
+            if self.error is None and self.written:
+                self.file.close()
+                self.partial.replace(self.target)
+            else:
+                self.discard()
         return {
             "to": self.dest,
             "frames": self.written,
-            "skipped": self.mailbox.decoded - self.written,  # arrived while the encoder was busy
+            "skipped": self.mailbox.skipped,  # arrived while the encoder was busy
+            "not_sent": self.mailbox.decoded - self.written - self.mailbox.skipped,  # after an error
             "error": self.error,
         }
 
@@ -349,13 +369,21 @@ CTRL_C = "stopped with Ctrl-C"
 
 
 @contextlib.contextmanager
-def ctrl_c_ends(mailbox: Newest):
-    """While watching, Ctrl-C (SIGINT) ends the watch between two frames, never inside one (a frame's row, its
-    segment and its count always go together). Outside the main thread, where no handler can be set, Ctrl-C stays
-    Python's KeyboardInterrupt."""
+def ctrl_c_ends(mailbox: Newest, on: bool):
+    """With `on` (the command), Ctrl-C (SIGINT) ends the watch between two frames, never inside one (a frame's row,
+    its segment and its count always go together); a second Ctrl-C is Python's KeyboardInterrupt at once. Off (a
+    benchmark) or outside the main thread, where no handler can be set, Ctrl-C stays KeyboardInterrupt."""
+
+    def interrupt(*_):
+        if mailbox.interrupted:
+            raise KeyboardInterrupt
+        mailbox.interrupt()
+
     try:
-        previous = signal.signal(signal.SIGINT, lambda *_: mailbox.interrupt())
+        previous = signal.signal(signal.SIGINT, interrupt) if on else None
     except ValueError:  # not the main thread
+        previous = None
+    if previous is None:
         yield
         return
     try:
@@ -375,8 +403,10 @@ def watch(
     on_answer: Callable[[str], None] = lambda line: None,
     open_s: float = OPEN_S,
     annotate_to: str | None = None,
+    ctrl_c: bool = False,
 ) -> dict:
-    """Watch `source` until it ends, stalls, `seconds` pass or Ctrl-C; the summary (also summary.json)."""
+    """Watch `source` until it ends, stalls, `seconds` pass or (with `ctrl_c`, as the command does) Ctrl-C; the
+    summary (also summary.json). Without `ctrl_c` Ctrl-C is KeyboardInterrupt, after the files are closed."""
     names = list(predictor.class_names)
     out_dir.mkdir(parents=True, exist_ok=True)
     container, stream, pace = open_source(source, stall_s, open_s)
@@ -385,7 +415,7 @@ def watch(
         from kvasir_mobileone.deploy.examination import band_colours
 
         try:
-            size = display_size(stream.codec_context.width or 16, stream.codec_context.height or 9)
+            size = scaled_size(stream.codec_context.width or 16, stream.codec_context.height or 9, MIN_HEIGHT)
             annotated = AnnotatedOutput(annotate_to, size, band_colours(names))
         except BaseException:
             container.close()
@@ -419,7 +449,7 @@ def watch(
             annotated.close()
         raise
     reader.start()
-    with log, ctrl_c_ends(mailbox):
+    with log, ctrl_c_ends(mailbox, ctrl_c):
         rows = csv.writer(log)
         rows.writerow(LIVE_FRAME_COLUMNS)
         last_label, skipped_seen = None, 0
@@ -464,7 +494,9 @@ def watch(
                 if a.label != last_label:
                     last_label = a.label
                     on_answer(f"{clock(frame.time, tenths=True)}  {a.label} ({a.live_p:.2f})  {1000 * latency:.0f} ms")
-        except KeyboardInterrupt:  # outside the main thread
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread
+            if not ctrl_c:
+                raise
             why = CTRL_C
         finally:
             stop.set()

@@ -4,8 +4,9 @@ to 127.0.0.1, analytics off, no fonts or scripts fetched from the internet, an u
 own files served, uploads and heatmaps deleted.
 
 Requests that arrive together are answered together: Gradio gathers up to --max_batch of them into one call, which
-runs one onnxruntime batch and one Grad-CAM batch (one worker, so the model and its hooks are never shared between
-threads)."""
+runs one onnxruntime batch and one Grad-CAM batch (one worker for the Images and Video tabs, so Grad-CAM's hooks are
+never shared between threads). The Live tab's cameras (up to LIVE_CAMERAS at once) run beside it on the same
+onnxruntime session, which is safe to call from several threads, without Grad-CAM."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ LIVE_EVERY_S = 0.1  # the Live tab's camera sends a frame this often (Gradio's s
 LIVE_RESTART_S = 3.0  # a camera silent this long and started again begins a new examination (a fresh filter)
 LIVE_SHOWN_PX = 640  # the Live tab shows the answer over the picture at most this wide
 LIVE_LATENCY_WINDOW = 100  # the Live tab's latency figures are over this many last frames
+LIVE_CAMERAS = 4  # browsers streaming at once (a stream holds its place while it runs); the next ones wait
 
 
 def upload_cap_mb(max_file_mb: float, max_video_mb: float = 0) -> float:
@@ -180,7 +182,7 @@ def build_app(
             outputs=[live["shown"], live["answer"], live["figures"], live["session"]],
             api_name="live",
             stream_every=LIVE_EVERY_S,
-            concurrency_limit=1,  # Gradio keeps only the newest frame that arrived while the model was busy
+            concurrency_limit=LIVE_CAMERAS,  # each stream: Gradio keeps the newest frame that came while busy
             concurrency_id="live",  # a video being watched on the page does not hold up the camera
             show_progress="hidden",
         )
@@ -381,10 +383,12 @@ class LiveSession:
         from PIL import Image
 
         from kvasir_mobileone.deploy.annotate import draw_band
+        from kvasir_mobileone.deploy.timeline import OUTSIDE_STATE
         from kvasir_mobileone.deploy.video import clock
         from kvasir_mobileone.images import RESAMPLE
 
-        if self.answered:  # the camera's frames since the last answered one that never reached the model
+        if self.answered:  # the camera's frames since the last answered one that never reached the model (Gradio
+            # does not count them: estimated from the gap, one frame every LIVE_EVERY_S)
             self.skipped += max(0, round((arrived - self.last) / LIVE_EVERY_S) - 1)
         self.last = arrived
         picture = Image.fromarray(frame.astype(np.uint8)).convert("RGB")
@@ -398,12 +402,12 @@ class LiveSession:
         shown = draw_band(np.asarray(picture), f"{clock(t)}  {a.label}", f"this frame: {a.own}", self.colours[a.live])
         self.latencies.append(time.perf_counter() - began)
         ms = 1000 * np.array(self.latencies)
-        answer = f"Live: **{a.label}**" + ("" if a.label == OUTSIDE else f" ({a.live_p:.0%})")
+        answer = f"Live: **{a.label}**" + ("" if a.label == OUTSIDE_STATE else f" ({a.live_p:.0%})")
         figures = (
-            f"{self.answered} frames answered in {clock(t, tenths=True)}, {self.skipped} skipped (arrived while the "
-            f"model was busy); latency on the server, frame in to answer out: {ms[-1]:.0f} ms, p50 "
-            f"{np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms over the last {len(ms)} frames. "
-            f"This frame alone: {a.own}."
+            f"{self.answered} frames answered in {clock(t, tenths=True)}, about {self.skipped} skipped (from the "
+            f"gaps between them: the camera sends one every {LIVE_EVERY_S:g} s). Time to answer on the server, from "
+            f"the frame's turn to its answer: {ms[-1]:.0f} ms, p50 {np.percentile(ms, 50):.0f} ms, p95 "
+            f"{np.percentile(ms, 95):.0f} ms over the last {len(ms)} frames. This frame alone: {a.own}."
         )
         return shown, answer, figures
 
