@@ -11,12 +11,11 @@ chose watch's default --stay (deploy/live.LIVE_STAY).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from video_smoothing import watched_videos
+from video_smoothing import arguments, watched_videos
 
 from kvasir_mobileone.data.synth_video import GAP
 from kvasir_mobileone.deploy.live import LIVE_STAY, LiveState
@@ -95,8 +94,4 @@ def run(args) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--videos", type=int, default=6)
-    parser.add_argument("--out", default=None)
-    run(parser.parse_args())
+    run(arguments(__doc__))

@@ -123,9 +123,14 @@ def run(args) -> None:
         )
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    """--model (the bundle), --videos (how many synthetic examinations), --out (where they are kept)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--out", default=None)
-    run(parser.parse_args())
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    run(arguments(__doc__))

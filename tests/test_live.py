@@ -203,6 +203,7 @@ def test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them(ood_run,
     video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 2, (320, 240), 25, 0.6, 0.6, 0.0)
     out, shown = tmp_path / "watch", tmp_path / "shown" / "annotated.mp4"
     summary = main(["watch", str(video), "--model", str(bundle), "--out", str(out), "--annotate_to", str(shown)])
+    assert summary["stopped"] == "the stream ended"  # a file played to its end
     sent = summary["annotated"]
     assert sent["to"] == str(shown) and sent["error"] is None and sent["frames"] > 50 and sent["not_sent"] == 0
     assert sent["frames"] + sent["skipped"] == summary["frames_classified"]
@@ -286,3 +287,28 @@ def test_ctrl_c_ends_the_watch_cleanly_with_its_summary(ood_run, tmp_path):
     segments = read_csv(out / "segments.csv")
     assert len(segments) == summary["segments"] >= 1
     assert sum(int(s["frames"]) for s in segments) == summary["frames_classified"]
+
+
+def test_times_count_from_the_first_frame_whatever_the_source_clock(ood_run, tmp_path):
+    """A source whose clock starts at 50 s (a capture card's may be the machine's uptime): frames.csv, the segments
+    and the printed answers count from its first frame."""
+    import av
+
+    _, bundle = ood_run
+    video, _ = write_examination(tmp_path / "exam.mp4", CLASSES, synth_image, 4, (192, 108), 25, 0.5, 0.2, 0.0)
+    late = tmp_path / "late.ts"
+    with av.open(str(video)) as source, av.open(str(late), mode="w", format="mpegts") as out:
+        stream = source.streams.video[0]
+        target = out.add_stream_from_template(stream)
+        shift = int(50 / stream.time_base)
+        for packet in source.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts, packet.dts, packet.stream = packet.pts + shift, packet.dts + shift, target
+            out.mux(packet)
+    with av.open(str(late)) as check:
+        assert float(next(check.decode(video=0)).time) > 49  # the file's own clock does start late
+    summary = main(["watch", str(late), "--model", str(bundle), "--out", str(tmp_path / "w")])
+    times = [float(r["time"]) for r in read_csv(tmp_path / "w" / "frames.csv")]
+    assert times[0] < 0.2 and max(times) < 3.0 and times == sorted(times), times[:3]
+    assert float(read_csv(tmp_path / "w" / "segments.csv")[0]["start"]) < 0.2 and summary["frames_classified"] > 20

@@ -91,8 +91,8 @@ MUTATIONS = [
     Mutation(
         "the annotated output keeps the frames' own times",
         "deploy/live.py",
-        "            pts = max(int(round(t * 1000)), self.last_pts + 1)\n",
-        "            pts = self.last_pts + 40\n",
+        "                pts = max(int(round(t * 1000)), self.last_pts + 1)\n",
+        "                pts = self.last_pts + 40\n",
         LI + "test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them",
     ),
     Mutation(
@@ -115,6 +115,20 @@ MUTATIONS = [
         "    stay: float = LIVE_STAY,\n",
         "    stay: float = 0.99,\n",
         LI + "test_watch_classifies_a_udp_stream_as_it_comes_and_ends_when_it_stops",
+    ),
+    Mutation(
+        "the annotated file is renamed into place only when whole (nothing sent: no file)",
+        "deploy/live.py",
+        "            if self.error is None and self.written:\n",
+        "            if True:\n",
+        LI + "test_watch_sends_the_frames_on_with_the_live_answer_drawn_over_them",
+    ),
+    Mutation(
+        "a live frame's time is counted from the first frame (a capture clock may be the machine's uptime)",
+        "deploy/live.py",
+        "t = raw - first  # seconds since the first frame",
+        "t = raw  # seconds since the first frame",
+        LI + "test_times_count_from_the_first_frame_whatever_the_source_clock",
     ),
     Mutation(
         "Ctrl-C ends the watch between two frames, with its summary",
