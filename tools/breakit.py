@@ -692,8 +692,8 @@ MUTATIONS = [
     Mutation(
         "the video tab's summary is a live region (set when the tab is first drawn)",
         "deploy/page_style.py",
-        '    for (const id of ["message", "video-message"]) {',
-        '    for (const id of ["message"]) {',
+        '    for (const id of ["message", "video-message", "live-answer"]) {',
+        '    for (const id of ["message", "live-answer"]) {',
         SE + "test_the_video_tab_in_a_browser",
     ),
     # issue 33: "I don't know": out-of-distribution flags, abstention, prediction sets
