@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kvasir_mobileone.deploy.annotate import MIN_HEIGHT, scaled_size
-from kvasir_mobileone.deploy.examination import write_segments
+from kvasir_mobileone.deploy.annotate import MIN_HEIGHT, draw_band, scaled_size
+from kvasir_mobileone.deploy.examination import band_colours, write_segments
 from kvasir_mobileone.deploy.predict import classify
 from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, OUTSIDE_STATE, emissions, transitions
 from kvasir_mobileone.deploy.video import INTERPOLATION, VideoError, clock
@@ -310,8 +310,6 @@ class AnnotatedOutput:
         self.mailbox.put((frame.time, frame.display, answer, f"frame: {answer.own}  {1000 * latency:.0f} ms"))
 
     def run(self) -> None:
-        from kvasir_mobileone.deploy.annotate import draw_band
-
         while True:
             item, _ = self.mailbox.take(1.0)
             if item is None:
@@ -412,8 +410,6 @@ def watch(
     container, stream, pace = open_source(source, stall_s, open_s)
     annotated = None
     if annotate_to:
-        from kvasir_mobileone.deploy.examination import band_colours
-
         try:
             size = scaled_size(stream.codec_context.width or 16, stream.codec_context.height or 9, MIN_HEIGHT)
             annotated = AnnotatedOutput(annotate_to, size, band_colours(names))

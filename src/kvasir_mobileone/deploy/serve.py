@@ -13,18 +13,24 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from kvasir_mobileone.answers import NOT_SURE, OUTSIDE
+from kvasir_mobileone.deploy.annotate import draw_band
 from kvasir_mobileone.deploy.card import card_summary, confusion_figure, without_confusion_table
+from kvasir_mobileone.deploy.examination import band_colours
 from kvasir_mobileone.deploy.explain import Explainer, over_frame
+from kvasir_mobileone.deploy.live import LiveFeed
 from kvasir_mobileone.deploy.predict import Prediction, classify
 from kvasir_mobileone.deploy.runtime import load
+from kvasir_mobileone.deploy.timeline import OUTSIDE_STATE
+from kvasir_mobileone.deploy.video import clock
 from kvasir_mobileone.extras import require
-from kvasir_mobileone.images import load_rgb
+from kvasir_mobileone.images import RESAMPLE, load_rgb
 from kvasir_mobileone.runs import CARD_NAME
 
 UPLOAD_CAP_MB = 100  # Gradio refuses a whole upload beyond its limit: ours (per file, with a message) comes first
@@ -95,8 +101,6 @@ class PageModel:
             return {"file": name, "error": "the file is empty (0 bytes)"}
         if size > max_bytes:
             return {"file": name, "error": f"the file is {size_text(size)}, over the {max_bytes / MB:g} MB limit"}
-        from PIL import Image
-
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -365,11 +369,6 @@ class LiveSession:
     skipped, the latency of the last frames."""
 
     def __init__(self, predictor, started: float):
-        from collections import deque
-
-        from kvasir_mobileone.deploy.examination import band_colours
-        from kvasir_mobileone.deploy.live import LiveFeed
-
         self.feed = LiveFeed(predictor)
         self.colours = band_colours(list(predictor.class_names))
         self.started = self.last = started
@@ -380,13 +379,6 @@ class LiveSession:
         """(the picture with the answer drawn over it, the answer, the figures) of one camera frame that arrived at
         `arrived` (time.perf_counter()); its latency is from the start of this call to the answer."""
         began = time.perf_counter()
-        from PIL import Image
-
-        from kvasir_mobileone.deploy.annotate import draw_band
-        from kvasir_mobileone.deploy.timeline import OUTSIDE_STATE
-        from kvasir_mobileone.deploy.video import clock
-        from kvasir_mobileone.images import RESAMPLE
-
         if self.answered:  # the camera's frames since the last answered one that never reached the model (Gradio
             # does not count them: estimated from the gap, one frame every LIVE_EVERY_S)
             self.skipped += max(0, round((arrived - self.last) / LIVE_EVERY_S) - 1)
@@ -473,7 +465,7 @@ def watch_video(predictor, path: Path, max_bytes: int) -> tuple:
     import tempfile
 
     from kvasir_mobileone.deploy.examination import run_video
-    from kvasir_mobileone.deploy.video import VideoError, clock
+    from kvasir_mobileone.deploy.video import VideoError
 
     size = path.stat().st_size
     start = time.perf_counter()
