@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from kvasir_mobileone.deploy.live import LIVE_STAY
+from kvasir_mobileone.deploy.live import LIVE_STAY, OPEN_S, STALL_S
 from kvasir_mobileone.deploy.live import watch as watch_live
 from kvasir_mobileone.deploy.runtime import load
 from kvasir_mobileone.deploy.timeline import OOD_WEIGHT, check_smoothing
@@ -21,8 +21,8 @@ def watch(
     stay: float = LIVE_STAY,
     ood_weight: float = OOD_WEIGHT,
     seconds: float | None = None,
-    stall_s: float = 5.0,
-    open_s: float = 10.0,
+    stall_s: float = STALL_S,
+    open_s: float = OPEN_S,
     precision: Literal["auto", "fp32", "int8"] = "auto",
     runtime: Literal["onnxruntime", "executorch", "coreml"] = "onnxruntime",
     annotate_to: str | None = None,

@@ -31,6 +31,7 @@ from kvasir_mobileone.runs import VIDEO_FRAMES_NAME, VIDEO_SEGMENTS_NAME, VIDEO_
 
 LIVE_STAY = 0.9  # watch's default --stay (per second): benchmarks/live_lag.py chose it (docs/deploy.md)
 OPEN_S = 10.0  # a source that sends nothing within this many seconds "cannot be opened"
+STALL_S = 5.0  # a stream that sends no frame for this many seconds has stalled: the watch ends
 LIVE_FRAME_COLUMNS = [
     "frame",
     "time",
@@ -397,7 +398,7 @@ def watch(
     stay: float = LIVE_STAY,
     ood_weight: float = OOD_WEIGHT,
     seconds: float | None = None,
-    stall_s: float = 5.0,
+    stall_s: float = STALL_S,
     on_answer: Callable[[str], None] = lambda line: None,
     open_s: float = OPEN_S,
     annotate_to: str | None = None,
